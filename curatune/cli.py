@@ -1,0 +1,120 @@
+"""The `curatune` command line.
+
+Each stage registers its own subcommands from ``curatune/<stage>/command.py`` (a
+``register(app)`` function), so a stage's CLI lives beside its code. This module owns the
+shared pieces: the config command, error handling, and the entry point.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from curatune.errors import CuratuneError
+
+app = typer.Typer(
+    name="curatune",
+    help="Curate instruction data, fine-tune on nested subsets, and measure learning vs forgetting.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show every config key with its default, or check a config file.")
+app.add_typer(config_app, name="config")
+
+err_console = Console(stderr=True, soft_wrap=True)
+
+# Modules that add subcommands, in the order they appear in --help.
+_COMMAND_MODULES = (
+    "curatune.curate.command",
+    "curatune.train.command",
+    "curatune.evaluate.command",
+    "curatune.pipeline",
+    "curatune.app.command",
+)
+
+
+@config_app.callback(invoke_without_command=True)
+def config_defaults(
+    ctx: typer.Context,
+    defaults: bool = typer.Option(False, "--defaults", help="Print the complete config with every default, each key commented."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="With --defaults: write to this file instead of stdout."),
+) -> None:
+    """Show every config key with its default (--defaults), or check a config file (check)."""
+    from curatune.config import defaults_yaml
+
+    if ctx.invoked_subcommand is not None:
+        return
+    if not defaults:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+
+    text = defaults_yaml()
+    if output:
+        from curatune.rundir import atomic_write_text
+
+        atomic_write_text(output, text + "\n")
+        err_console.print(f"wrote {output}")
+    else:
+        typer.echo(text)
+
+
+@config_app.command("check")
+def config_check(
+    config: Path = typer.Argument(..., help="Experiment YAML file."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=value (repeatable)."),
+    show: bool = typer.Option(False, "--show", help="Print the resolved config."),
+) -> None:
+    """Validate a config file and report every problem with its key."""
+    import yaml
+
+    from curatune.config import load_config
+
+    cfg = load_config(config, set_)
+    if show:
+        typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    err_console.print(f"[green]{config}: valid[/green]")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        from curatune import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def _register_stage_commands() -> None:
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # stage not built in this checkout
+                continue
+            raise
+        module.register(app)
+
+
+_register_stage_commands()
+
+
+def main() -> None:
+    try:
+        app()
+    except CuratuneError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished work is saved, re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""One experiment config: a YAML file validated by typed models.
+
+Each stage owns its section (``curatune/<stage>/config.py``); this module composes them,
+loads YAML safely, applies ``--set key.path=value`` overrides from the CLI, turns
+validation errors into one line per problem (key, bad value, what is allowed), and
+renders the complete commented defaults for ``curatune config --defaults``.
+"""
+from __future__ import annotations
+
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from curatune.curate.config import CurateConfig
+from curatune.errors import ConfigError
+from curatune.evaluate.config import EvaluateConfig
+from curatune.train.config import TrainConfig
+
+FORMATS = ("auto", "alpaca", "dolly", "prompt_completion", "sharegpt", "openai", "gpteacher")
+
+
+class SourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        description="A file (.jsonl .json .csv .tsv .parquet), a folder of them, a glob, "
+        "or hf:org/name[:config][@split] for a Hugging Face dataset."
+    )
+    format: Literal[FORMATS] = Field(  # type: ignore[valid-type]
+        default="auto", description="Record format; 'auto' detects it from the fields."
+    )
+    mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description="Explicit field mapping that overrides detection, e.g. "
+        "{instruction: question, output: answer}. Keys: system, instruction, input, output, "
+        "messages, conversations, category.",
+    )
+    category: str | None = Field(
+        default=None,
+        description="Category for every record of this source when the data has none "
+        "(use '{file}' for the file's stem).",
+    )
+    encoding: str | None = Field(
+        default=None, description="Text encoding; detected (utf-8, then cp1252) when unset."
+    )
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[SourceConfig] = Field(
+        default_factory=list, description="Training data: one or more sources."
+    )
+    eval_sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="Held-out target-task data. When empty, heldout_size records are carved "
+        "from the curated data before any subset is drawn.",
+    )
+    heldout_size: int = Field(
+        default=200, ge=0, description="Records carved for the held-out split when eval_sources is empty."
+    )
+    labels: str | None = Field(
+        default=None,
+        description="Optional labels file of planted flaws (as written by the demo generator); "
+        "curation then reports precision and recall per flaw type.",
+    )
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(
+        default="default",
+        description="Base model: 'default' (embedded SmolLM2-135M-Instruct), a Hugging Face "
+        "hub id, or a local model directory.",
+    )
+    embedder: str = Field(
+        default="default",
+        description="Sentence embedder: 'default' (embedded all-MiniLM-L6-v2), a hub id, or a local directory.",
+    )
+    trust_remote_code: bool = Field(
+        default=False, description="Run model code shipped with a hub repository. Off unless you trust it."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Weights dtype; 'auto' = bfloat16 on a GPU that supports it, else float32."
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="experiment", description="A name shown in reports and the app.")
+    run_dir: str = Field(default="runs/experiment", description="Where every stage writes (see README).")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    def resolved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Relative data paths in the file are resolved against the file's folder, so a config
+    works from any working directory.
+    """
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            pos = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path}:{pos}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+        _resolve_relative_paths(raw, path.parent)
+    for override in overrides or []:
+        apply_override(raw, override)
+    return validate_config(raw, where)
+
+
+def validate_config(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
+
+
+def format_validation_error(exc: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid config"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        value = err.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; `curatune config --defaults` lists every key)"
+            lines.append(f"  {key}: {message}")
+            continue
+        lines.append(f"  {key} = {shown}: {message}")
+    return "\n".join(lines)
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested dict in place."""
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected key.path=value")
+    key, _, text = override.partition("=")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {part} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("sources", "eval_sources"):
+            for source in data.get(key) or []:
+                if isinstance(source, dict) and isinstance(source.get("path"), str):
+                    source["path"] = _resolve(source["path"], base)
+        if isinstance(data.get("labels"), str):
+            data["labels"] = _resolve(data["labels"], base)
+    if isinstance(raw.get("run_dir"), str):
+        raw["run_dir"] = _resolve(raw["run_dir"], base)
+    evaluate = raw.get("evaluate")
+    if isinstance(evaluate, dict):
+        for suite in evaluate.get("suites") or []:
+            if isinstance(suite, dict) and isinstance(suite.get("path"), str):
+                suite["path"] = _resolve(suite["path"], base)
+
+
+def _resolve(path: str, base: Path) -> str:
+    if path.startswith("hf:") or os.path.isabs(path) or path.startswith("~"):
+        return os.path.expanduser(path)
+    return str((base / path).resolve())
+
+
+# ----------------------------------------------------------------------------- defaults
+
+
+def defaults_yaml() -> str:
+    """The complete default config as YAML, each key with its description as a comment."""
+    header = (
+        "# curatune experiment config: every key with its default.\n"
+        "# Validate with `curatune config check FILE`; override any key on the command line\n"
+        "# with --set key.path=value (e.g. --set train.sizes=[100,200]).\n"
+    )
+    return header + _render_model(ExperimentConfig(), indent=0)
+
+
+def _render_model(model: BaseModel, indent: int) -> str:
+    pad = "  " * indent
+    out = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if field.description:
+            for line in _wrap(field.description, 88 - len(pad) - 2):
+                out.append(f"{pad}# {line}")
+        allowed = _allowed_values(field.annotation)
+        if allowed:
+            out.append(f"{pad}# allowed: {', '.join(allowed)}")
+        if isinstance(value, BaseModel):
+            out.append(f"{pad}{name}:")
+            out.append(_render_model(value, indent + 1))
+        else:
+            dumped = _jsonable(value)
+            if isinstance(dumped, (list, dict)) and dumped:
+                text = yaml.safe_dump({name: dumped}, sort_keys=False, default_flow_style=False, width=88)
+                out.extend(pad + line for line in text.rstrip("\n").split("\n"))
+            else:
+                scalar = yaml.safe_dump(dumped, default_flow_style=True).strip()
+                scalar = scalar.removesuffix("\n...").removesuffix("...").strip()
+                out.append(f"{pad}{name}: {scalar}")
+    return "\n".join(out)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _allowed_values(annotation: Any) -> list[str]:
+    if typing.get_origin(annotation) is Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        allowed: list[str] = []
+        for arg in typing.get_args(annotation):
+            allowed += _allowed_values(arg)
+        return allowed
+    return []
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=max(width, 40)) or [""]

@@ -1,0 +1,107 @@
+"""The one record type for instruction data, from the loader onwards.
+
+A record is a conversation (``messages``) plus where it came from. Converters from
+outside formats (alpaca, ShareGPT, ...) live in :mod:`curatune.data.formats`; everything
+after loading sees only :class:`Record`.
+
+On disk (Parquet) a table of records has the columns of :data:`RECORD_COLUMNS`;
+``meta`` is stored as a JSON string so heterogeneous passthrough fields survive Parquet.
+Ledgers of removed records add the columns of :data:`LEDGER_COLUMNS`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pandas as pd
+
+ROLES = ("system", "user", "assistant")
+
+RECORD_COLUMNS = ["id", "messages", "category", "source", "meta"]
+#: Extra columns of a removal ledger (curate/removed.parquet).
+LEDGER_COLUMNS = ["step", "reason", "detail", "duplicate_of", "cluster_id"]
+
+
+def content_id(messages: list[dict[str, str]]) -> str:
+    """Stable content hash of a conversation: same messages, same id, on any machine."""
+    canonical = json.dumps(
+        [[m["role"], m["content"]] for m in messages], ensure_ascii=False, separators=(",", ":")
+    )
+    return hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Record:
+    id: str
+    messages: list[dict[str, str]]
+    category: str | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def make(
+        cls,
+        messages: list[dict[str, str]],
+        *,
+        category: str | None = None,
+        source: str = "",
+        meta: dict[str, Any] | None = None,
+    ) -> "Record":
+        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return cls(content_id(messages), messages, category, source, dict(meta or {}))
+
+    # Views used by curation steps, training and evaluation alike.
+    @property
+    def prompt(self) -> str:
+        """Everything the model sees before its last answer, as plain text."""
+        return "\n".join(m["content"] for m in self.messages[: self.last_assistant_index])
+
+    @property
+    def response(self) -> str:
+        """The last assistant turn: what fine-tuning teaches and evaluation compares."""
+        return self.messages[self.last_assistant_index]["content"]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(m["content"] for m in self.messages)
+
+    @property
+    def last_assistant_index(self) -> int:
+        for i in range(len(self.messages) - 1, -1, -1):
+            if self.messages[i]["role"] == "assistant":
+                return i
+        raise ValueError(f"record {self.id} has no assistant turn")
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "messages": self.messages,
+            "category": self.category,
+            "source": self.source,
+            "meta": json.dumps(self.meta, ensure_ascii=False, default=str),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Record":
+        meta = row.get("meta")
+        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+        category = row.get("category")
+        if isinstance(category, float):  # pandas NaN for a missing category
+            category = None
+        return cls(
+            id=row["id"],
+            messages=messages,
+            category=category,
+            source=row.get("source") or "",
+            meta=json.loads(meta) if isinstance(meta, str) and meta else {},
+        )
+
+
+def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
+    return pd.DataFrame([r.to_row() for r in records], columns=RECORD_COLUMNS)
+
+
+def frame_to_records(frame: pd.DataFrame) -> list[Record]:
+    return [Record.from_row(row) for row in frame.to_dict("records")]

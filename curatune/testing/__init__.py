@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: tiny models built from a config, no downloads."""
