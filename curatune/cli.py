@@ -34,7 +34,10 @@ _COMMAND_MODULES = (
     "curatune.train.command",
     "curatune.evaluate.command",
     "curatune.pipeline",
+    "curatune.evaluate.report_command",
     "curatune.app.command",
+    "curatune.data.demo_command",
+    "curatune.models_command",
 )
 
 

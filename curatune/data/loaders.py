@@ -1,0 +1,822 @@
+"""Read raw instruction data from files, folders, globs or the Hugging Face hub into records.
+
+``load_sources(sources) -> LoadResult`` is the one entry point the pipeline uses;
+``load_path(path, ...)`` is the same for a single path. Every raw row ends up either as a
+:class:`~curatune.records.Record` or as a row of the rejection ledger (step ``"load"``)
+with a short reason and a detail naming file, row and field, and that accounting is
+checked in code: ``input_count == len(records) + len(rejected)``.
+
+Reading is split in small pieces, each with one job:
+
+* :func:`expand_path` turns a path, folder or glob into data files;
+* :func:`decode_text` turns bytes into text and says which encoding it used;
+* :class:`JsonDocumentReader`, :func:`parse_jsonl`, :func:`parse_csv`, ... turn text into
+  :class:`RawRow` objects (parsed value or a parse error, plus the position);
+* :class:`FileLoader` picks the format (:mod:`curatune.data.formats`) and converts rows.
+
+Row positions in ``source`` ("<file>:<row>"): text formats read line by line (JSONL,
+CSV, TSV) count from 1 like an editor (JSONL: the line number; CSV/TSV: the data row,
+header excluded); indexed containers (JSON arrays, Parquet, Hugging Face) count from 0
+like Python, and arrays inside a JSON object are written ``key[index]``.
+"""
+from __future__ import annotations
+
+import bz2
+import codecs
+import csv
+import glob
+import gzip
+import hashlib
+import io
+import json
+import logging
+import lzma
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+from pydantic import ValidationError
+
+from curatune.config import SourceConfig, format_validation_error
+from curatune.data.formats import (
+    DETECTION_SAMPLE,
+    RowConverter,
+    RowRejected,
+    detect_row_format,
+    has_lone_surrogate,
+    resolve_field_map,
+)
+from curatune.errors import DataError
+from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS, Record
+
+logger = logging.getLogger(__name__)
+
+LEDGER_STEP = "load"
+#: Raw rows kept in the ledger's ``meta`` are cut to this many characters.
+MAX_RAW_CHARS = 4096
+#: A progress bar over files appears from this many files on.
+PROGRESS_MIN_FILES = 10
+
+_COMPRESSION = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
+_CONTAINERS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+               ".parquet": "parquet", ".pq": "parquet"}
+_HF_PATH = re.compile(r"^hf:(?P<name>[^:@\s]+)(?::(?P<config>[^@\s]+))?(?:@(?P<split>\S+))?$")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Long answers (code, essays) exceed csv's 128 KiB default field limit; raise it once.
+csv.field_size_limit(2**31 - 1)
+
+
+# ============================================================================= results
+
+
+@dataclass
+class LoadResult:
+    """What loading produced: records, the rejection ledger, and how each file went."""
+
+    records: list[Record]
+    #: Ledger rows: RECORD_COLUMNS + LEDGER_COLUMNS, step "load", messages [], meta = raw row JSON.
+    rejected: pd.DataFrame
+    input_count: int
+    warnings: list[str] = field(default_factory=list)
+    #: One dict per file: path, container, format, encoding, rows, kept, rejected.
+    file_stats: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_accounting(self.input_count, len(self.records), len(self.rejected), "load")
+
+    @property
+    def rejected_by_reason(self) -> dict[str, int]:
+        if self.rejected.empty:
+            return {}
+        return {str(k): int(v) for k, v in self.rejected["reason"].value_counts().items()}
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_reason.items()))
+        text = f"{self.input_count} rows from {len(self.file_stats)} file(s): {len(self.records)} loaded, {len(self.rejected)} rejected"
+        return text + (f" ({reasons})" if reasons else "")
+
+
+def check_accounting(input_count: int, kept: int, rejected: int, where: str) -> None:
+    """Rows in = records + rejections, or a bug: fail loudly instead of losing rows."""
+    if input_count != kept + rejected:
+        raise RuntimeError(
+            f"{where}: accounting mismatch: {input_count} rows read but {kept} records + "
+            f"{rejected} rejections = {kept + rejected}"
+        )
+
+
+def empty_ledger() -> pd.DataFrame:
+    return pd.DataFrame(columns=RECORD_COLUMNS + LEDGER_COLUMNS)
+
+
+# ============================================================================= public API
+
+
+def load_sources(sources: Iterable[SourceConfig | dict[str, Any]]) -> LoadResult:
+    """Load every source in order and concatenate their records and ledgers."""
+    records: list[Record] = []
+    ledger: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    stats: list[dict[str, Any]] = []
+    input_count = 0
+    for source in sources:
+        result = _SourceLoader(_as_source(source)).load()
+        records += result.records
+        ledger += result.ledger
+        warnings += result.warnings
+        stats += result.stats
+        input_count += result.input_count
+    rejected = pd.DataFrame(ledger, columns=RECORD_COLUMNS + LEDGER_COLUMNS) if ledger else empty_ledger()
+    return LoadResult(records, rejected, input_count, warnings, stats)
+
+
+def load_path(
+    path: str | os.PathLike,
+    format: str = "auto",
+    mapping: dict[str, str] | None = None,
+    category: str | None = None,
+    encoding: str | None = None,
+) -> LoadResult:
+    """Load one file, folder, glob or ``hf:org/name[:config][@split]``."""
+    source = {"path": str(path), "format": format, "mapping": dict(mapping or {}), "category": category,
+              "encoding": encoding}
+    return load_sources([source])
+
+
+def _as_source(source: SourceConfig | dict[str, Any]) -> SourceConfig:
+    if isinstance(source, SourceConfig):
+        return source
+    try:
+        return SourceConfig.model_validate(source)
+    except ValidationError as exc:
+        raise DataError(format_validation_error(exc, f"data source {source.get('path', '')}")) from None
+
+
+# ============================================================================= finding files
+
+
+def expand_path(path: str) -> tuple[list[str], list[str]]:
+    """A path, folder (recursive) or glob -> (data files sorted, files skipped as not data)."""
+    if path.startswith("hf:"):
+        return [path], []
+    expanded = os.path.expanduser(path)
+    p = Path(expanded)
+    if p.is_file():
+        return [str(p)], []
+    if p.is_dir():
+        candidates = sorted(
+            str(f) for f in p.rglob("*")
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+        )
+    elif glob.has_magic(expanded):
+        candidates = sorted(f for f in glob.glob(expanded, recursive=True) if os.path.isfile(f))
+    else:
+        raise DataError(f"{path}: no such file or folder")
+    files = [f for f in candidates if container_of(f) is not None]
+    skipped = [f for f in candidates if container_of(f) is None]
+    if not files:
+        raise DataError(
+            f"{path}: matches no data files (.jsonl .json .csv .tsv .parquet, optionally .gz/.bz2/.xz)"
+            + (f"; found only {', '.join(Path(f).name for f in skipped[:5])}" if skipped else "")
+        )
+    return files, skipped
+
+
+def container_of(path: str) -> str | None:
+    """'jsonl', 'json', 'csv', 'tsv', 'parquet' from the file name, or None."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSION:
+        suffixes = suffixes[:-1]
+    return _CONTAINERS.get(suffixes[-1]) if suffixes else None
+
+
+def file_stem(path: str) -> str:
+    """Name without data and compression suffixes: 'a/b/task.jsonl.gz' -> 'task'."""
+    if path.startswith("hf:"):
+        match = _HF_PATH.match(path)
+        return (match["name"] if match else path[3:]).rsplit("/", 1)[-1]
+    name = Path(path).name
+    for _ in range(2):
+        root, ext = os.path.splitext(name)
+        if ext.lower() in _COMPRESSION or ext.lower() in _CONTAINERS:
+            name = root
+    return name
+
+
+# ============================================================================= decoding
+
+
+@dataclass
+class DecodedText:
+    text: str
+    encoding: str
+    warnings: list[str] = field(default_factory=list)
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+#: Tried in order when the text is not UTF-8; latin-1 decodes any byte, so it is last.
+_LEGACY_ENCODINGS = ("cp1252", "latin-1")
+
+
+def decode_text(data: bytes, encoding: str | None, where: str) -> DecodedText:
+    """Bytes -> text with the given encoding, or the detected one.
+
+    Detection: a byte-order mark wins; then UTF-8; a file that is mostly valid UTF-8
+    (some lines with real non-ASCII UTF-8) keeps UTF-8 and its few bad bytes become
+    lone surrogates (rows holding them are rejected as ``undecodable_text``); otherwise
+    the file is legacy-encoded and decoded as cp1252, or latin-1.
+
+    With an explicit encoding, bad bytes in a file that otherwise decodes are handled the
+    same way; a file where nothing non-ASCII decodes raises one DataError with the
+    byte offset and the encoding detection would pick.
+    """
+    if encoding is None:
+        encoding = _encoding_from_bom(data) or _utf16_without_bom(data)
+    if encoding is not None:
+        return _decode_with(data, encoding, where)
+    try:
+        return DecodedText(data.decode("utf-8"), "utf-8")
+    except UnicodeDecodeError as exc:
+        first_error = exc
+    text = data.decode("utf-8", "surrogateescape")
+    if _shows_real_non_ascii(text):
+        return DecodedText(text, "utf-8", [_bad_bytes_warning(text, "utf-8", where, first_error)])
+    for legacy in _LEGACY_ENCODINGS:
+        try:
+            text = data.decode(legacy)
+        except UnicodeDecodeError:
+            continue
+        return DecodedText(
+            text, legacy, [f"{where}: not UTF-8; decoded as {legacy} (set `encoding:` to choose another)"]
+        )
+    raise AssertionError("latin-1 decodes every byte")  # pragma: no cover
+
+
+def _decode_with(data: bytes, encoding: str, where: str) -> DecodedText:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataError(f"{where}: unknown encoding {encoding!r}") from None
+    try:
+        return DecodedText(data.decode(encoding), encoding)
+    except UnicodeDecodeError as exc:
+        first_error = exc
+    try:
+        text = data.decode(encoding, "surrogateescape")
+    except UnicodeDecodeError:
+        text = ""
+    if text and _shows_real_non_ascii(text):
+        return DecodedText(text, encoding, [_bad_bytes_warning(text, encoding, where, first_error)])
+    start = first_error.start
+    line = data.count(b"\n", 0, start) + 1
+    guess = decode_text(data, None, where).encoding
+    hint = (
+        f"; it decodes as {guess}: set `encoding: {guess}` or leave `encoding` unset to detect it"
+        if guess.replace("-", "").lower() != encoding.replace("-", "").lower()
+        else ""
+    )
+    raise DataError(
+        f"{where}: not valid {encoding} text: byte 0x{data[start]:02x} at byte offset {start} "
+        f"(line {line}) cannot be decoded{hint}"
+    )
+
+
+def _encoding_from_bom(data: bytes) -> str | None:
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name
+    return None
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """UTF-16 text of mostly ASCII has a zero in every other byte."""
+    head = data[:4096]
+    if len(head) < 8 or head.count(0) < len(head) // 3:
+        return None
+    even_zeros, odd_zeros = head[0::2].count(0), head[1::2].count(0)
+    if odd_zeros > 0.9 * len(head[1::2]):
+        return "utf-16-le"
+    if even_zeros > 0.9 * len(head[0::2]):
+        return "utf-16-be"
+    return None
+
+
+def _shows_real_non_ascii(text: str) -> bool:
+    """Does some line hold non-ASCII text that decoded cleanly (proof of the encoding)?"""
+    return any(not line.isascii() and not _LONE_SURROGATE.search(line) for line in text.split("\n"))
+
+
+def _bad_bytes_warning(text: str, encoding: str, where: str, first_error: UnicodeDecodeError) -> str:
+    bad_lines = sum(1 for line in text.split("\n") if _LONE_SURROGATE.search(line))
+    return (
+        f"{where}: {bad_lines} line(s) hold bytes that are not valid {encoding} (first at byte offset "
+        f"{first_error.start}); rows holding them are rejected as undecodable_text"
+    )
+
+
+# ============================================================================= parsing
+
+
+@dataclass
+class RawRow:
+    """One row as read: the parsed value, or the reason it could not be parsed."""
+
+    position: str
+    value: Any = None
+    #: The text of a row that did not parse (parsed rows are re-serialized only if rejected).
+    raw_text: str | None = None
+    error: tuple[str, str] | None = None  # (reason, message)
+
+
+@dataclass
+class FileRead:
+    rows: list[RawRow]
+    container: str
+    encoding: str | None
+    warnings: list[str] = field(default_factory=list)
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def parse_jsonl(text: str, where: str) -> list[RawRow]:
+    """One JSON value per line; a broken line is one ``invalid_json`` row, not a failed file."""
+    rows: list[RawRow] = []
+    first_error: tuple[int, json.JSONDecodeError] | None = None
+    valid = 0
+    # Split on \n only: str.splitlines would also split on U+2028 inside JSON strings.
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            first_error = first_error or (number, exc)
+            rows.append(
+                RawRow(str(number), None, stripped, ("invalid_json", f"not valid JSON at column {exc.colno}: {exc.msg}"))
+            )
+            continue
+        valid += 1
+        rows.append(RawRow(str(number), value))
+    if rows and valid == 0 and first_error is not None:
+        number, exc = first_error
+        raise DataError(
+            f"{where}: not JSON Lines: no line parses as JSON (line {number}, column {exc.colno}: {exc.msg})"
+        )
+    return rows
+
+
+class JsonDocumentReader:
+    """A .json file: an array of records, an object of arrays, one record, or JSON Lines.
+
+    Arrays are read element by element with ``JSONDecoder.raw_decode`` so that an array
+    cut off mid-file still yields every complete record before the cut; the unread tail
+    is reported as a warning with its size in bytes.
+    """
+
+    def __init__(self, text: str, where: str, encoding: str):
+        self.text = text
+        self.where = where
+        self.encoding = encoding
+        self.decoder = json.JSONDecoder()
+        self.warnings: list[str] = []
+
+    def read(self) -> tuple[list[RawRow], str]:
+        text = self.text
+        pos = self._skip(0)
+        if pos >= len(text):
+            return [], "json"
+        if text[pos] == "[":
+            rows, _ = self._array(pos, key=None)
+            return rows, "json"
+        try:
+            value, end = self.decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            if text[pos] == "{" and self._cut_off(exc):
+                return self._object_of_arrays(pos), "json"
+            jsonl = self._as_json_lines()
+            if jsonl is not None:
+                return jsonl, "jsonl"
+            raise self._syntax_error(exc) from None
+        if self._skip(end) < len(text):
+            jsonl = self._as_json_lines()
+            if jsonl is not None:
+                return jsonl, "jsonl"
+            raise self._error_at(self._skip(end), "extra data after the first JSON value")
+        if not isinstance(value, dict):
+            raise DataError(
+                f"{self.where}: the top level is {type(value).__name__}; expected an array of records, "
+                "an object of arrays, or one record per line"
+            )
+        if detect_row_format(value) is None and any(_is_array_of_objects(v) for v in value.values()):
+            return self._rows_of_parsed_object(value), "json"
+        return [RawRow("0", value)], "json"
+
+    # -- arrays, element by element
+
+    def _array(self, pos: int, key: str | None) -> tuple[list[RawRow], int | None]:
+        """Rows of the array starting at ``pos``; returns (rows, end) or (rows, None) if cut off."""
+        text, rows = self.text, []
+        pos = self._skip(pos + 1)
+        if pos < len(text) and text[pos] == "]":
+            return rows, pos + 1
+        while True:
+            if pos >= len(text):
+                self._report_cut(pos, len(rows))
+                return rows, None
+            try:
+                value, end = self.decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as exc:
+                if self._cut_off(exc):
+                    self._report_cut(pos, len(rows))
+                    return rows, None
+                raise self._syntax_error(exc) from None
+            label = str(len(rows)) if key is None else f"{key}[{len(rows)}]"
+            rows.append(RawRow(label, value))
+            pos = self._skip(end)
+            if pos >= len(text):
+                self._report_cut(pos, len(rows))
+                return rows, None
+            if text[pos] == "]":
+                return rows, pos + 1
+            if text[pos] != ",":
+                raise self._error_at(pos, "expected ',' or ']' after an array element")
+            pos = self._skip(pos + 1)
+            if pos < len(text) and text[pos] == "]":  # tolerate a trailing comma
+                return rows, pos + 1
+
+    def _object_of_arrays(self, pos: int) -> list[RawRow]:
+        """{"train": [...], ...} that is cut off: read key by key, arrays element by element."""
+        text, rows = self.text, []
+        pos = self._skip(pos + 1)
+        while pos < len(text) and text[pos] != "}":
+            try:
+                key, pos = self.decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as exc:
+                if self._cut_off(exc):
+                    self._report_cut(pos, len(rows))
+                    return rows
+                raise self._syntax_error(exc) from None
+            pos = self._skip(pos)
+            if pos >= len(text):
+                self._report_cut(pos, len(rows))
+                return rows
+            if text[pos] != ":" or not isinstance(key, str):
+                raise self._error_at(pos, "expected a \"key\": value pair")
+            pos = self._skip(pos + 1)
+            if pos < len(text) and text[pos] == "[":
+                array_rows, end = self._array(pos, key=str(key))
+                rows += array_rows
+                if end is None:
+                    return rows
+                pos = end
+            else:
+                try:
+                    _, pos = self.decoder.raw_decode(text, pos)
+                except json.JSONDecodeError as exc:
+                    if self._cut_off(exc):
+                        self._report_cut(pos, len(rows))
+                        return rows
+                    raise self._syntax_error(exc) from None
+            pos = self._skip(pos)
+            if pos < len(text) and text[pos] == ",":
+                pos = self._skip(pos + 1)
+        if pos >= len(text):
+            self._report_cut(pos, len(rows))
+        return rows
+
+    def _rows_of_parsed_object(self, value: dict[str, Any]) -> list[RawRow]:
+        arrays = {k: v for k, v in value.items() if _is_array_of_objects(v)}
+        ignored = [k for k in value if k not in arrays]
+        if ignored:
+            self.warnings.append(f"{self.where}: ignored key(s) that are not arrays of records: {', '.join(ignored)}")
+        if len(arrays) > 1:
+            self.warnings.append(
+                f"{self.where}: loaded the arrays {', '.join(arrays)} together (source shows key[index]); "
+                "split the file to load only one"
+            )
+        rows = []
+        for key, items in arrays.items():
+            rows += [RawRow(f"{key}[{i}]", item) for i, item in enumerate(items)]
+        return rows
+
+    def _as_json_lines(self) -> list[RawRow] | None:
+        """JSON Lines saved as .json (common on the hub) when most lines are objects."""
+        lines = [line for line in self.text.split("\n") if line.strip()]
+        if len(lines) < 2:
+            return None
+        try:
+            rows = parse_jsonl(self.text, self.where)
+        except DataError:
+            return None
+        objects = sum(isinstance(r.value, dict) for r in rows)
+        return rows if objects * 2 >= len(lines) else None
+
+    # -- positions and errors
+
+    def _skip(self, pos: int) -> int:
+        return _WHITESPACE.match(self.text, pos).end()  # type: ignore[union-attr]
+
+    def _cut_off(self, exc: json.JSONDecodeError) -> bool:
+        """Did parsing fail because the text ended, rather than on bad syntax?"""
+        if exc.msg.startswith("Unterminated string"):
+            return True  # the scanner reached the end of the text inside a string
+        rest = self.text[exc.pos:].strip()
+        return rest == "" or any(word.startswith(rest) for word in ("true", "false", "null"))
+
+    def _byte_offset(self, pos: int) -> int:
+        return len(_encode(self.text[:pos], self.encoding))
+
+    def _report_cut(self, pos: int, complete: int) -> None:
+        unread = len(_encode(self.text[pos:], self.encoding))
+        line = self.text.count("\n", 0, pos) + 1
+        self.warnings.append(
+            f"{self.where}: the JSON is cut off at line {line} (byte offset {self._byte_offset(pos)}): "
+            f"loaded the {complete} complete record(s) of that array before the cut; "
+            f"{unread} byte(s) after it could not be read"
+        )
+
+    def _syntax_error(self, exc: json.JSONDecodeError) -> DataError:
+        return DataError(
+            f"{self.where}: not valid JSON at line {exc.lineno}, column {exc.colno} "
+            f"(byte offset {self._byte_offset(exc.pos)}): {exc.msg}"
+        )
+
+    def _error_at(self, pos: int, message: str) -> DataError:
+        line = self.text.count("\n", 0, pos) + 1
+        column = pos - (self.text.rfind("\n", 0, pos) + 1) + 1
+        return DataError(
+            f"{self.where}: not valid JSON at line {line}, column {column} "
+            f"(byte offset {self._byte_offset(pos)}): {message}"
+        )
+
+
+def _is_array_of_objects(value: Any) -> bool:
+    return isinstance(value, list) and any(isinstance(v, dict) for v in value)
+
+
+def _encode(text: str, encoding: str) -> bytes:
+    try:
+        return text.encode(encoding, "surrogateescape")
+    except (UnicodeEncodeError, LookupError):
+        return text.encode("utf-8", "surrogatepass")
+
+
+def parse_csv(text: str, where: str, delimiter: str) -> list[RawRow]:
+    """Rows of a CSV/TSV with a header line; all values stay text."""
+    # strict: an unclosed quote raises instead of silently swallowing the rest of the file.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows: list[RawRow] = []
+    row_start_line = 1  # a row may span lines (quoted newlines); report where it starts
+    try:
+        header = next(reader, None)
+        if header is None:
+            return rows
+        header = [name.strip() or f"column_{i + 1}" for i, name in enumerate(header)]
+        duplicates = sorted(name for name, n in Counter(header).items() if n > 1)
+        if duplicates:
+            raise DataError(f"{where}: line 1: the header repeats the column(s) {', '.join(duplicates)}")
+        row_start_line = reader.line_num + 1
+        for fields in reader:
+            line, row_start_line = row_start_line, reader.line_num + 1
+            if not fields or (len(fields) == 1 and not fields[0].strip() and len(header) > 1):
+                continue  # blank line
+            number = len(rows) + 1
+            while len(fields) > len(header) and fields[-1] == "":
+                fields = fields[:-1]  # trailing delimiters
+            if len(fields) != len(header):
+                message = f"line {line}: {len(fields)} field(s), the header has {len(header)}"
+                rows.append(RawRow(str(number), None, delimiter.join(fields), ("malformed_row", message)))
+                continue
+            rows.append(RawRow(str(number), dict(zip(header, fields))))
+    except csv.Error as exc:
+        kind = "TSV" if delimiter == "\t" else "CSV"
+        hint = " (a quote that is never closed?)" if "end of data" in str(exc) else ""
+        raise DataError(f"{where}: not valid {kind} in the row starting at line {row_start_line}: {exc}{hint}") from None
+    return rows
+
+
+def read_parquet(source: str | io.BytesIO, where: str) -> list[RawRow]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(source)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{where}: not a readable Parquet file ({exc})") from None
+    return [RawRow(str(i), row) for i, row in enumerate(table.to_pylist())]
+
+
+def read_hf(path: str) -> FileRead:
+    """``hf:org/name[:config][@split]`` through ``datasets.load_dataset`` (split defaults to train)."""
+    match = _HF_PATH.match(path)
+    if not match:
+        raise DataError(f"{path}: expected hf:org/name[:config][@split], e.g. hf:databricks/databricks-dolly-15k@train")
+    name, config, split = match["name"], match["config"], match["split"] or "train"
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path}: loading from the Hugging Face hub needs the `datasets` package") from None
+    what = f"Hugging Face dataset '{name}'" + (f" (config {config})" if config else "") + f", split {split}"
+    try:
+        dataset = datasets.load_dataset(name, config, split=split)
+    except Exception as exc:  # network, offline mode, missing repo, auth, bad config: all the user's environment
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise DataError(
+            f"{path}: could not load the {what}: {type(exc).__name__}: {reason}. "
+            "Without access to the hub (or with HF_HUB_OFFLINE=1) only datasets already in the local "
+            "cache load; otherwise download the files and point `path:` at them."
+        ) from None
+    if not hasattr(dataset, "to_list"):
+        raise DataError(f"{path}: the {what} is not a single table; name a split with @split")
+    rows = [RawRow(str(i), row) for i, row in enumerate(dataset.to_list())]
+    return FileRead(rows, "hf", None)
+
+
+def read_file(path: str, encoding: str | None) -> FileRead:
+    """Any supported file -> raw rows, container name and encoding used."""
+    if path.startswith("hf:"):
+        return read_hf(path)
+    container = container_of(path)
+    if container is None:
+        raise DataError(f"{path}: unsupported file type; expected .jsonl .json .csv .tsv .parquet (optionally .gz/.bz2/.xz)")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    suffix = Path(path).suffix.lower()
+    if suffix in _COMPRESSION:
+        try:
+            data = _COMPRESSION[suffix](data)
+        except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+            raise DataError(f"{path}: cannot decompress the {suffix} file ({exc})") from None
+    if container == "parquet":
+        return FileRead(read_parquet(io.BytesIO(data), path), "parquet", None)
+    decoded = decode_text(data, encoding, path)
+    text = decoded.text.lstrip("\ufeff")
+    warnings = list(decoded.warnings)
+    if container in ("csv", "tsv"):
+        rows = parse_csv(text, path, "\t" if container == "tsv" else ",")
+    elif container == "jsonl" and not text.lstrip().startswith("["):
+        rows = parse_jsonl(text, path)
+    else:  # .json, or a .jsonl that holds one array
+        reader = JsonDocumentReader(text, path, decoded.encoding)
+        rows, container = reader.read()
+        warnings += reader.warnings
+    return FileRead(rows, container, decoded.encoding, warnings)
+
+
+# ============================================================================= converting
+
+
+@dataclass
+class _Loaded:
+    records: list[Record] = field(default_factory=list)
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    stats: list[dict[str, Any]] = field(default_factory=list)
+    input_count: int = 0
+
+
+class FileLoader:
+    """One file: read it, pick its format from its first rows, convert or reject each row."""
+
+    def __init__(self, source: SourceConfig, path: str):
+        self.source = source
+        self.path = path
+        self.default_category = (
+            source.category.replace("{file}", file_stem(path)) if source.category else None
+        )
+
+    def load(self, into: _Loaded) -> None:
+        read = read_file(self.path, self.source.encoding)
+        converter, format_name = self._converter(read.rows)
+        kept = rejected = 0
+        for raw in read.rows:
+            try:
+                into.records.append(self._record(raw, converter))
+                kept += 1
+            except RowRejected as exc:
+                into.ledger.append(self._ledger_row(raw, exc.reason, exc.message, read.encoding))
+                rejected += 1
+        check_accounting(len(read.rows), kept, rejected, self.path)
+        into.input_count += len(read.rows)
+        into.warnings += read.warnings
+        if not read.rows:
+            into.warnings.append(f"{self.path}: no rows (empty file)")
+        into.stats.append({
+            "path": self.path, "container": read.container, "format": format_name,
+            "encoding": read.encoding, "rows": len(read.rows), "kept": kept, "rejected": rejected,
+        })
+
+    def _converter(self, rows: list[RawRow]) -> tuple[RowConverter | None, str | None]:
+        sample = [r.value for r in rows[: DETECTION_SAMPLE * 4] if r.error is None and isinstance(r.value, dict)]
+        if not sample:
+            return None, None  # nothing to detect from: every row is rejected on its own
+        name, field_map = resolve_field_map(self.source.format, self.source.mapping, sample, self.path)
+        return RowConverter(field_map, name), name
+
+    def _record(self, raw: RawRow, converter: RowConverter | None) -> Record:
+        if raw.error is not None:
+            raise RowRejected(*raw.error)
+        if converter is None:
+            raise RowRejected("not_an_object", f"expected an object ({{...}}), got {type(raw.value).__name__}")
+        bad_field = _undecodable_field(raw.value)
+        if bad_field is not None:
+            raise RowRejected("undecodable_text", f"field '{bad_field}' holds bytes that are not valid text in the file's encoding")
+        converted = converter.convert(raw.value)
+        return Record.make(
+            converted.messages,
+            category=converted.category or self.default_category,
+            source=f"{self.path}:{raw.position}",
+            meta=converted.meta,
+        )
+
+    def _ledger_row(self, raw: RawRow, reason: str, message: str, encoding: str | None) -> dict[str, Any]:
+        raw_text = raw.raw_text if raw.raw_text is not None else _dumps(raw.value)
+        if reason == "undecodable_text" and encoding:
+            message = f"{message} ({encoding})"
+        return {
+            "id": hashlib.sha1(raw_text.encode("utf-8", "surrogatepass")).hexdigest()[:16],
+            "messages": [],
+            "category": self.default_category,
+            "source": f"{self.path}:{raw.position}",
+            "meta": _raw_meta(raw, raw_text),
+            "step": LEDGER_STEP,
+            "reason": reason,
+            "detail": f"{self.path}:{raw.position}: {message}",
+            "duplicate_of": None,
+            "cluster_id": None,
+        }
+
+
+class _SourceLoader:
+    """One SourceConfig: expand its path into files and load each, with a progress bar if many."""
+
+    def __init__(self, source: SourceConfig):
+        self.source = source
+
+    def load(self) -> _Loaded:
+        files, skipped = expand_path(self.source.path)
+        if skipped:
+            logger.info("%s: skipped %d non-data file(s): %s", self.source.path, len(skipped),
+                        ", ".join(Path(f).name for f in skipped[:10]))
+        out = _Loaded()
+        for path in _progress(files, self.source.path):
+            FileLoader(self.source, path).load(out)
+        for warning in out.warnings:
+            logger.warning(warning)
+        logger.info("%s: %d rows, %d loaded, %d rejected", self.source.path, out.input_count,
+                    len(out.records), len(out.ledger))
+        return out
+
+
+def _progress(files: list[str], label: str) -> Iterable[str]:
+    if len(files) < PROGRESS_MIN_FILES:
+        return files
+    from tqdm.auto import tqdm
+
+    # disable=None: the bar shows on a terminal and stays out of logs and captured output.
+    return tqdm(files, desc=f"loading {Path(label).name or label}", unit="file", disable=None)
+
+
+def _undecodable_field(row: Any) -> str | None:
+    if not isinstance(row, dict):
+        return None
+    for key, value in row.items():
+        if has_lone_surrogate(key) or has_lone_surrogate(value):
+            return _safe(str(key))
+    return None
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _raw_meta(raw: RawRow, raw_text: str) -> str:
+    """The raw row as JSON for the ledger: the parsed row, or its text when it did not parse."""
+    meta = _dumps(raw.value) if raw.error is None and raw.value is not None else json.dumps({"raw_text": raw_text}, ensure_ascii=False)
+    if len(meta) > MAX_RAW_CHARS:
+        meta = json.dumps({"raw_text": raw_text[:MAX_RAW_CHARS], "truncated_from_chars": len(raw_text)}, ensure_ascii=False)
+    if _LONE_SURROGATE.search(meta):
+        meta = json.dumps(json.loads(meta), ensure_ascii=True)  # \udcxx escapes keep it valid UTF-8
+    return meta
+
+
+def _safe(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _LONE_SURROGATE.search(text) else text
