@@ -1,0 +1,60 @@
+"""Configuration of the analysis step (learning vs forgetting, saturation, early vs final).
+
+Embedded in the experiment config as ``evaluate.analysis``; ``curatune report`` reads the
+same section from the run directory's ``config.yaml``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AnalysisConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_suites: list[str] = Field(
+        default_factory=lambda: ["task"],
+        description="Suites that measure the fine-tuning target (learning). Every other suite in "
+        "eval/scores.parquet is a general suite, where a drop from the base model is forgetting.",
+    )
+    primary_metrics: dict[str, str] = Field(
+        default_factory=dict,
+        description="The headline metric per suite, e.g. {task: field_f1, arc_easy: acc}. Suites not "
+        "listed get the first metric they have of: field_f1, chrf, acc_norm, acc, exact_match, bleu, "
+        "comet_like, json_valid, bits_per_byte, word_perplexity, byte_perplexity, token_perplexity, "
+        "perplexity, kl_divergence, base_answer_logprob, ter.",
+    )
+    metric_directions: dict[str, Literal["higher", "lower"]] = Field(
+        default_factory=dict,
+        description="Whether higher or lower is better, for metrics the built-in table does not know "
+        "(or to override it). Metrics with no known direction are left out of the analysis with a warning.",
+    )
+    saturation_epsilon: float = Field(
+        default=0.01,
+        ge=0,
+        description="Saturation point: smallest size from which the fitted curve gains less than this from "
+        "doubling the data, as a fraction of the metric's scale (1 for 0-1 metrics such as acc, 100 for "
+        "0-100 metrics such as chrf and bleu, the base model's value for perplexity-like metrics, the largest "
+        "observed value for kl_divergence). 0.01 = one accuracy point or one chrF point per doubling.",
+    )
+    saturation_search_factor: float = Field(
+        default=8.0,
+        ge=1,
+        description="How far past the largest trained size the saturation point may be extrapolated "
+        "(a multiple of the largest size); beyond it the point is reported as not reached.",
+    )
+    curve_points: int = Field(
+        default=60, ge=10, le=2000, description="Points of the log-spaced size grid in eval/saturation_curves.parquet."
+    )
+    n_bootstrap: int = Field(
+        default=200,
+        ge=0,
+        description="Bootstrap replicates for confidence bands (seeds resampled per size, items resampled "
+        "from eval/samples when present). 0 turns bands off.",
+    )
+    ci_level: float = Field(default=0.95, gt=0, lt=1, description="Coverage of the bootstrap confidence bands.")
+    seed: int = Field(default=0, description="Random seed of the bootstrap; same seed, same numbers.")
+    top_k: int = Field(
+        default=3, ge=1, description="Early-vs-final agreement: overlap of the k best cells by early and by final score."
+    )

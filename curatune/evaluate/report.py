@@ -1,0 +1,449 @@
+"""The terminal report of a run: what was curated, which cells trained, the scores, and
+the analysis (learning vs forgetting, saturation, early vs final).
+
+:func:`build_report` gathers everything from the run directory's files into one plain
+dict (what ``curatune report --json`` prints); :func:`render_report` draws it with rich.
+The report only reads, with one exception: when eval/analysis.json is missing or older
+than eval/scores.parquet it runs :func:`analyze_run` first, which writes the analysis
+files (or, in a read-only run directory, keeps the result in memory).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from curatune.errors import ConfigError, CuratuneError
+from curatune.evaluate.analysis import BASE, analyze_run, load_scores
+from curatune.evaluate.analysis_config import AnalysisConfig
+from curatune.rundir import RunDir, read_json
+
+# ----------------------------------------------------------------------------- gathering
+
+
+def open_run(path: str | Path) -> RunDir:
+    """The run directory at ``path``, or a CuratuneError saying why it is not one."""
+    root = Path(path)
+    if not root.exists():
+        raise CuratuneError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise CuratuneError(f"{root}: not a folder; pass a run directory (the run_dir of a config)")
+    run = RunDir(root)
+    if not run.is_run_dir():
+        what = "is empty" if not any(root.iterdir()) else "has no manifest.json"
+        raise CuratuneError(
+            f"{root} {what}: not a curatune run directory. Stages create one at the config's run_dir "
+            "(`curatune curate CONFIG`); pass that folder."
+        )
+    return run
+
+
+def _read_json_file(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except json.JSONDecodeError as exc:
+        raise CuratuneError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+
+
+def analysis_config_of(run: RunDir) -> AnalysisConfig:
+    """``evaluate.analysis`` from the run's config.yaml; the defaults when absent."""
+    if not run.config.exists():
+        return AnalysisConfig()
+    import yaml
+    from pydantic import ValidationError
+
+    from curatune.config import format_validation_error
+
+    try:
+        raw = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{run.config}: not valid YAML ({exc})") from None
+    section = (raw.get("evaluate") or {}).get("analysis") if isinstance(raw, dict) else None
+    try:
+        return AnalysisConfig.model_validate(section or {})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"{run.config}: evaluate.analysis")) from None
+
+
+def run_summary(run: RunDir) -> dict[str, Any]:
+    manifest = _read_json_file(run.manifest)
+    config = manifest.get("config") or {}
+    summary: dict[str, Any] = {
+        "name": config.get("name"),
+        "run_dir": str(run.root),
+        "created": manifest.get("created"),
+        "updated": manifest.get("updated"),
+        "synthetic": bool(manifest.get("synthetic")),
+        "stages": manifest.get("stages") or {},
+        "curate": None,
+        "sweep": sweep_status(run),
+    }
+    if run.curate_report.exists():
+        report = _read_json_file(run.curate_report)
+        removed = report.get("removed_by_reason") or {}
+        summary["curate"] = {
+            "input_records": report.get("input_records"),
+            "kept": report.get("kept"),
+            "removed": int(sum(removed.values())) if removed else 0,
+            "removed_by_reason": removed,
+        }
+    return summary
+
+
+def sweep_status(run: RunDir) -> dict[str, Any] | None:
+    """Planned cells (train/plan.json) against done.json / failed.json on disk."""
+    if not run.train.exists():
+        return None
+    done, failed = [], []
+    for marker in sorted(run.train.glob("*/n*/s*/done.json")):
+        done.append(_cell_key(marker.parent))
+    for marker in sorted(run.train.glob("*/n*/s*/failed.json")):
+        key = _cell_key(marker.parent)
+        if key in done:  # a retried cell that succeeded later
+            continue
+        try:
+            error = str(read_json(marker).get("error", "")).strip().splitlines()
+        except (OSError, json.JSONDecodeError):
+            error = ["failed.json unreadable"]
+        failed.append({"cell": key, "error": error[0] if error else ""})
+    planned = None
+    if run.plan.exists():
+        plan = _read_json_file(run.plan)
+        planned = [f"{c['method']}-n{c['size']}-s{c['seed']}" for c in plan.get("cells", [])]
+    finished = set(done) | {f["cell"] for f in failed}
+    return {
+        "planned": len(planned) if planned is not None else None,
+        "done": len(done),
+        "failed": failed,
+        "pending": [c for c in planned if c not in finished] if planned is not None else [],
+    }
+
+
+def _cell_key(folder: Path) -> str:
+    seed, size, method = folder.name, folder.parent.name, folder.parent.parent.name
+    return f"{method}-{size}-{seed}"
+
+
+def ensure_analysis(run: RunDir, progress: bool = False) -> dict[str, Any]:
+    """eval/analysis.json, recomputed first when it is missing, unreadable, older than
+    eval/scores.parquet, or made with other settings than config.yaml's evaluate.analysis."""
+    config = analysis_config_of(run)
+    if run.analysis.exists() and run.analysis.stat().st_mtime >= run.scores.stat().st_mtime:
+        try:
+            analysis = read_json(run.analysis)
+        except (OSError, json.JSONDecodeError):
+            analysis = None  # damaged: recompute
+        if isinstance(analysis, dict) and analysis.get("config") == config.model_dump(mode="json"):
+            return analysis
+    console = Console(stderr=True)
+    if progress and console.is_terminal:
+        with console.status("analysing eval/scores.parquet ...") as status:
+            return _analyze(run, config, lambda label: status.update(f"fitting saturation curves: {label}"))
+    return _analyze(run, config, None)
+
+
+def _analyze(run: RunDir, config: AnalysisConfig, progress) -> dict[str, Any]:
+    try:
+        return analyze_run(run, config, progress=progress)
+    except PermissionError:  # a read-only run directory: show it without saving
+        return analyze_run(run, config, progress=progress, write=False)
+
+
+def score_table(scores: pd.DataFrame, columns: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Final-stage scores per (method, size), mean and spread over seeds, base model first."""
+    final = scores[scores["stage"].isin(["base", "final"])]
+    rows = []
+    groups = final.groupby(["method", "size"], sort=False)
+    keys = sorted(groups.groups, key=lambda k: (k[0] != BASE, k[0], k[1]))
+    for method, size in keys:
+        group = groups.get_group((method, size))
+        row: dict[str, Any] = {
+            "method": method,
+            "size": int(size),
+            "n_seeds": int(group["cell"].nunique()),
+            "scores": {},
+        }
+        for suite, metric in columns:
+            values = group[(group["suite"] == suite) & (group["metric"] == metric)]["value"].dropna()
+            if values.empty:
+                continue
+            row["scores"][f"{suite}/{metric}"] = {
+                "mean": float(values.mean()),
+                "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+                "n": int(len(values)),
+            }
+        rows.append(row)
+    return rows
+
+
+def choose_columns(scores: pd.DataFrame, analysis: dict[str, Any] | None, suite: str | None, metric: str | None) -> list[tuple[str, str]]:
+    """Default: every task metric and each general suite's headline metric."""
+    pairs = scores[["suite", "metric"]].drop_duplicates().sort_values(["suite", "metric"])
+    available = list(pairs.itertuples(index=False, name=None))
+    if suite is not None:
+        if suite not in {s for s, _ in available}:
+            raise CuratuneError(f"--suite {suite}: no such suite in {sorted({s for s, _ in available})}")
+        available = [(s, m) for s, m in available if s == suite]
+    if metric is not None:
+        if metric not in {m for _, m in available}:
+            raise CuratuneError(f"--metric {metric}: no such metric; there are {sorted({m for _, m in available})}")
+        return [(s, m) for s, m in available if m == metric]
+    if suite is not None or analysis is None:
+        return available
+    roles = analysis["suites"]
+    columns = [(s, m) for s in roles["task"] for m in roles["metrics"][s]]
+    columns += [(s, roles["primary_metrics"][s]) for s in roles["general"]]
+    return columns
+
+
+def _filter_analysis(analysis: dict[str, Any], suite: str | None, metric: str | None) -> dict[str, Any]:
+    def keep(entry: dict[str, Any]) -> bool:
+        return (suite is None or entry["suite"] == suite) and (metric is None or entry["metric"] == metric)
+
+    filtered = dict(analysis)
+    filtered["saturation"] = [s for s in analysis["saturation"] if keep(s)]
+    evf = dict(analysis["early_vs_final"])
+    evf["metrics"] = [m for m in evf["metrics"] if keep(m)]
+    filtered["early_vs_final"] = evf
+    return filtered
+
+
+def build_report(path: str | Path, suite: str | None = None, metric: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Everything the report shows, as plain data (the --json output)."""
+    run = open_run(path)
+    report: dict[str, Any] = {
+        "run": run_summary(run),
+        "columns": [],
+        "scores": [],
+        "analysis": None,
+        "analysis_error": None,
+        "evaluated": run.scores.exists(),
+    }
+    if not run.scores.exists():
+        return report
+    scores = load_scores(run.scores)
+    analysis = None
+    try:
+        analysis = ensure_analysis(run, progress=progress)
+    except CuratuneError as exc:
+        report["analysis_error"] = str(exc)
+    columns = choose_columns(scores, analysis, suite, metric)
+    report["columns"] = [f"{s}/{m}" for s, m in columns]
+    report["scores"] = score_table(scores, columns)
+    report["score_rows"] = int(len(scores))
+    if analysis is not None:
+        report["analysis"] = _filter_analysis(analysis, suite, metric)
+    return report
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.1f}"
+    if magnitude >= 10:
+        return f"{value:.2f}"
+    return f"{value:.{digits}f}"
+
+
+def _signed(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:+.{digits}f}"
+
+
+def render_report(report: dict[str, Any], console: Console) -> None:
+    _render_summary(report["run"], console)
+    if not report["evaluated"]:
+        console.print("\n[yellow]No evaluation yet[/yellow] (eval/scores.parquet missing): run `curatune evaluate CONFIG`.")
+        return
+    analysis = report["analysis"]
+    _render_scores(report, analysis, console)
+    if analysis is None:
+        console.print(f"\n[bold red]analysis unavailable:[/bold red] {escape(report['analysis_error'])}", highlight=False)
+        return
+    _render_learning_forgetting(analysis, console)
+    _render_saturation(analysis, console)
+    _render_early_vs_final(analysis, console)
+    for note in analysis.get("warnings", []):
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    console.print(f"[dim]analysis from eval/analysis.json, generated {analysis.get('generated')}[/dim]")
+
+
+def _render_summary(summary: dict[str, Any], console: Console) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("run", f"{escape(str(summary['name'] or '?'))}  [dim]{escape(summary['run_dir'])}[/dim]")
+    if summary["synthetic"]:
+        grid.add_row("", "[yellow]synthetic test fixture: no model was trained[/yellow]")
+    stages = summary["stages"]
+    if stages:
+        grid.add_row("stages", ", ".join(f"{k} ({'finished' if v.get('finished') else 'started'})" for k, v in stages.items()))
+    curate = summary["curate"]
+    if curate:
+        reasons = sorted(curate["removed_by_reason"].items(), key=lambda kv: -kv[1])
+        detail = ", ".join(f"{escape(str(r))} {n}" for r, n in reasons[:5]) + (", ..." if len(reasons) > 5 else "")
+        grid.add_row(
+            "curate",
+            f"{curate['input_records']} records in, {curate['kept']} kept, {curate['removed']} removed"
+            + (f" ({detail})" if detail else ""),
+        )
+    else:
+        grid.add_row("curate", "[dim]not run[/dim]")
+    sweep = summary["sweep"]
+    if sweep:
+        planned = f" of {sweep['planned']} planned" if sweep["planned"] is not None else ""
+        text = f"{sweep['done']} cells done{planned}, {len(sweep['failed'])} failed, {len(sweep['pending'])} pending"
+        grid.add_row("sweep", text)
+        for failure in sweep["failed"][:5]:
+            grid.add_row("", f"[red]failed[/red] {escape(failure['cell'])}: {escape(failure['error'])}")
+        if len(sweep["failed"]) > 5:
+            grid.add_row("", f"... and {len(sweep['failed']) - 5} more failed cells")
+    else:
+        grid.add_row("sweep", "[dim]not run[/dim]")
+    console.print(grid)
+
+
+def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, console: Console) -> None:
+    directions = (analysis or {}).get("suites", {}).get("directions", {})
+    table = Table(title="Scores (final checkpoint; mean ± sd over seeds)", title_justify="left")
+    table.add_column("method")
+    table.add_column("size", justify="right")
+    table.add_column("seeds", justify="right")
+    for column in report["columns"]:
+        suite, metric = column.split("/", 1)
+        arrow = {"higher": " ↑", "lower": " ↓"}.get(directions.get(metric, ""), "")
+        table.add_column(Text(f"{suite}\n{metric}{arrow}"), justify="right")
+    base_row = next((r for r in report["scores"] if r["method"] == BASE), None)
+    for row in report["scores"]:
+        cells = []
+        for column in report["columns"]:
+            score = row["scores"].get(column)
+            if score is None:
+                cells.append(Text("—", style="dim"))
+                continue
+            text = _num(score["mean"]) + (f" ±{_num(score['sd'])}" if score["sd"] is not None else "")
+            style = ""
+            base = (base_row or {"scores": {}})["scores"].get(column)
+            metric = column.split("/", 1)[1]
+            if row is not base_row and base is not None and metric in directions:
+                sign = 1 if directions[metric] == "higher" else -1
+                style = "green" if sign * (score["mean"] - base["mean"]) > 0 else "red"
+            cells.append(Text(text, style=style))
+        is_base = row["method"] == BASE
+        table.add_row(Text(row["method"]), "" if is_base else str(row["size"]), "" if is_base else str(row["n_seeds"]),
+                      *cells, style="bold" if is_base else None)
+    console.print()
+    console.print(table)
+    console.print("[dim]green: better than the base model, red: worse[/dim]")
+
+
+def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> None:
+    pareto = analysis["pareto"]
+    if not pareto:
+        console.print("\n[dim]Learning vs forgetting: needs base-model and fine-tuned final scores.[/dim]")
+        return
+    roles = analysis["suites"]
+    task = ", ".join(f"{s}/{roles['primary_metrics'][s]}" for s in roles["task"])
+    table = Table(
+        title=f"Learning vs forgetting (final, mean over seeds; gain on {task}, drops from base)",
+        title_justify="left",
+    )
+    for name, justify in (("method", "left"), ("size", "right"), ("seeds", "right"),
+                          ("task gain (pts)", "right"), ("general drop (pts)", "right")):
+        table.add_column(name, justify=justify)
+    for suite in roles["general"]:
+        table.add_column(Text(f"{suite}\n{roles['primary_metrics'][suite]} drop"), justify="right")
+    table.add_column("Pareto", justify="center")
+    for point in pareto:
+        is_base = point["method"] == BASE
+        gain = point["task_gain"]
+        table.add_row(
+            Text(point["method"]),
+            "" if is_base else str(point["size"]),
+            "" if is_base else str(point["n_seeds"]),
+            Text(_signed(gain), style="" if gain is None or is_base else ("green" if gain > 0 else "red")),
+            _signed(point["general_drop"]),
+            *[_signed(point["forgetting"].get(s), 3) for s in roles["general"]],
+            "★" if point["on_frontier"] else "",
+            style="bold" if point["on_frontier"] else None,
+        )
+    console.print()
+    console.print(table)
+    console.print(
+        "[dim]points: 0-100 scale (accuracy points, chrF points; % of base for perplexity-like metrics). "
+        "★ = Pareto frontier: no other row learns more while forgetting less.[/dim]"
+    )
+
+
+def _render_saturation(analysis: dict[str, Any], console: Console) -> None:
+    rows = analysis["saturation"]
+    if not rows:
+        return
+    table = Table(title="Saturation (fit over sizes, final checkpoint)", title_justify="left")
+    for name in ("method", "suite/metric", "model", "R²", "saturates at", "95% CI", "worse than base at", "note"):
+        table.add_column(name, justify="right" if name in ("R²", "saturates at") else "left")
+    for row in rows:
+        point = row["saturation_point"]
+        if row["status"] == "insufficient sizes":
+            at = Text("insufficient sizes", style="yellow")
+        elif point is None:
+            at = Text("not reached" if row["model"] else "—", style="dim")
+        else:
+            at = Text(f"n≈{point}" + (" (extrap.)" if row["saturation_extrapolated"] else ""))
+        lo, hi = row["saturation_point_lo"], row["saturation_point_hi"]
+        ci = "" if row["bootstrap"] == "none" or (lo is None and hi is None) else f"{lo or '—'}–{hi or '>range'}"
+        worse = row["worse_than_base_sizes"]
+        confident = set(row["worse_than_base_confident"])
+        worse_text = Text(", ".join(f"{n}{'*' if n in confident else ''}" for n in worse), style="red") if worse else Text("—", style="dim")
+        table.add_row(
+            Text(row["method"]), Text(f"{row['suite']}/{row['metric']}"), row["model"] or "—", _num(row["r2"]),
+            at, ci, worse_text, Text(row["note"] or ""),
+        )
+    console.print()
+    console.print(table)
+    console.print(
+        "[dim]saturates at: smallest size from which doubling the data gains less than "
+        f"{analysis['config']['saturation_epsilon']:g} of the metric's scale; "
+        "* = worse than base with bootstrap confidence.[/dim]"
+    )
+
+
+def _render_early_vs_final(analysis: dict[str, Any], console: Console) -> None:
+    evf = analysis["early_vs_final"]
+    if not evf["metrics"]:
+        return
+    table = Table(title="Early checkpoint vs final: does the early score rank cells like the final one?", title_justify="left")
+    for name in ("suite/metric", "cells", "Spearman ρ", f"top-{evf['top_k']} overlap", "note"):
+        table.add_column(name, justify="right" if name != "suite/metric" and name != "note" else "left")
+    for entry in evf["metrics"]:
+        overlap = entry["top_k_overlap"]
+        table.add_row(
+            Text(f"{entry['suite']}/{entry['metric']}" + (" *" if entry.get("primary") else "")),
+            str(entry["n_cells"]),
+            _num(entry["spearman"]),
+            "—" if overlap is None else f"{round(overlap * entry['k'])}/{entry['k']}",
+            entry["reason"] or "",
+        )
+    console.print()
+    console.print(table)
+
+
+def report_json(report: dict[str, Any]) -> str:
+    def default(obj: Any) -> Any:
+        if isinstance(obj, (np.integer, np.floating)):
+            return obj.item()
+        return str(obj)
+
+    return json.dumps(report, indent=2, ensure_ascii=False, default=default)
