@@ -8,20 +8,26 @@ renders the complete commented defaults for ``curatune config --defaults``.
 from __future__ import annotations
 
 import os
+import string
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curatune.curate.config import CurateConfig
 from curatune.errors import ConfigError
 from curatune.evaluate.config import EvaluateConfig
 from curatune.train.config import TrainConfig
 
-FORMATS = ("auto", "alpaca", "dolly", "prompt_completion", "sharegpt", "openai", "gpteacher")
+FORMATS = ("auto", "alpaca", "dolly", "prompt_completion", "sharegpt", "openai", "gpteacher", "parallel")
+
+#: Default prompt of ``format: parallel`` (aligned sentence files -> translation records).
+PARALLEL_INSTRUCTION = "Translate the following {source_lang} text into {target_lang}.\n\n{source}"
+#: Placeholders a ``format: parallel`` instruction template may use.
+PARALLEL_PLACEHOLDERS = ("source", "source_lang", "target_lang")
 
 
 class SourceConfig(BaseModel):
@@ -29,10 +35,13 @@ class SourceConfig(BaseModel):
 
     path: str = Field(
         description="A file (.jsonl .json .csv .tsv .parquet), a folder of them, a glob, "
-        "or hf:org/name[:config][@split] for a Hugging Face dataset."
+        "or hf:org/name[:config][@split] for a Hugging Face dataset. With format: parallel, the "
+        "source-language text file (one sentence per line, optionally .gz/.bz2/.xz)."
     )
     format: Literal[FORMATS] = Field(  # type: ignore[valid-type]
-        default="auto", description="Record format; 'auto' detects it from the fields."
+        default="auto",
+        description="Record format; 'auto' detects it from the fields. 'parallel' reads two aligned "
+        "plain-text files (path + target_path) into translation records.",
     )
     mapping: dict[str, str] = Field(
         default_factory=dict,
@@ -48,6 +57,68 @@ class SourceConfig(BaseModel):
     encoding: str | None = Field(
         default=None, description="Text encoding; detected (utf-8, then cp1252) when unset."
     )
+    # ---- format: parallel (aligned sentence files, e.g. machine-translation corpora)
+    target_path: str | None = Field(
+        default=None,
+        description="format: parallel only: the target-language file aligned line by line with path "
+        "(its line i translates line i of path).",
+    )
+    source_lang: str | None = Field(
+        default=None,
+        description="format: parallel only: source language name or code (de -> German); guessed "
+        "from path's suffix (train.en.gz -> English) when unset.",
+    )
+    target_lang: str | None = Field(
+        default=None,
+        description="format: parallel only: target language name or code; guessed from target_path's suffix when unset.",
+    )
+    instruction: str | None = Field(
+        default=None,
+        description="format: parallel only: the user turn, a template with {source} (the sentence), "
+        "{source_lang} and {target_lang}; write {{ and }} for literal braces. Empty = 'Translate the "
+        "following {source_lang} text into {target_lang}.' + a blank line + {source}.",
+    )
+
+    @field_validator("instruction")
+    @classmethod
+    def _instruction_template(cls, template: str | None) -> str | None:
+        if template is None:
+            return None
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"not a valid template ({exc}); write {{{{ and }}}} for literal braces") from None
+        unknown = sorted(set(names) - set(PARALLEL_PLACEHOLDERS))
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
+                f"allowed: {', '.join('{' + n + '}' for n in PARALLEL_PLACEHOLDERS)}"
+            )
+        if "source" not in names:
+            raise ValueError("the template must contain {source} (where the sentence to translate goes)")
+        return template
+
+    @model_validator(mode="after")
+    def _parallel_fields(self) -> "SourceConfig":
+        parallel_only = [
+            name for name in ("target_path", "source_lang", "target_lang", "instruction")
+            if getattr(self, name) is not None
+        ]
+        if self.format == "parallel":
+            if not self.target_path:
+                raise ValueError("format: parallel needs target_path (the aligned target-language file)")
+            if self.mapping:
+                raise ValueError("mapping does not apply to format: parallel (plain-text lines have no fields)")
+            if self.path.startswith("hf:"):
+                raise ValueError("format: parallel reads local text files, not hf: datasets")
+        elif parallel_only:
+            verb = "applies" if len(parallel_only) == 1 else "apply"
+            raise ValueError(f"{', '.join(parallel_only)} {verb} only with format: parallel")
+        return self
+
+    def parallel_instruction(self) -> str:
+        """The instruction template of a format: parallel source (the default when unset)."""
+        return self.instruction or PARALLEL_INSTRUCTION
 
 
 class DataConfig(BaseModel):
@@ -187,8 +258,10 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
     if isinstance(data, dict):
         for key in ("sources", "eval_sources"):
             for source in data.get(key) or []:
-                if isinstance(source, dict) and isinstance(source.get("path"), str):
-                    source["path"] = _resolve(source["path"], base)
+                if isinstance(source, dict):
+                    for path_key in ("path", "target_path"):
+                        if isinstance(source.get(path_key), str):
+                            source[path_key] = _resolve(source[path_key], base)
         if isinstance(data.get("labels"), str):
             data["labels"] = _resolve(data["labels"], base)
     if isinstance(raw.get("run_dir"), str):

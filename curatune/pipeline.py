@@ -24,7 +24,7 @@ STAGES = ("curate", "sweep", "evaluate", "report")
 def run_all(config: ExperimentConfig, *, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
     """Run the requested stages in order; return wall seconds per stage."""
     from curatune.curate.pipeline import run_curate
-    from curatune.evaluate.report import print_report
+    from curatune.evaluate.report import build_report, render_report
     from curatune.evaluate.runner import run_evaluate
     from curatune.train.sweep import run_sweep
 
@@ -34,7 +34,7 @@ def run_all(config: ExperimentConfig, *, stages: tuple[str, ...] = STAGES) -> di
         "curate": lambda: run_curate(config, run_dir, labels=config.data.labels),
         "sweep": lambda: run_sweep(config, run_dir),
         "evaluate": lambda: run_evaluate(config, run_dir),
-        "report": lambda: print_report(run_dir),
+        "report": lambda: render_report(build_report(run_dir), Console()),
     }
     for stage in stages:
         console.rule(f"[bold]{stage}")

@@ -1,13 +1,241 @@
-"""Configuration of the curation stage (owned by curatune.curate)."""
+"""Configuration of the curation stage (owned by curatune.curate).
+
+``curate.steps`` is an ordered list; each item names a step (``name``) and carries that
+step's own settings. Pydantic picks the settings class from ``name`` (a discriminated
+union), so a typo in a setting is reported against the right step. When the list is
+empty the default pipeline of :func:`default_steps` runs.
+"""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TextField = Literal["text", "prompt", "response"]
+KeepPolicy = Literal["first", "longest", "quality"]
+
+
+class _StepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Set to false to skip this step.")
+
+
+class ExactDedupConfig(_StepConfig):
+    name: Literal["exact"] = "exact"
+    field: TextField = Field(
+        default="text",
+        description="What is compared: the whole conversation ('text'), the prompt, or the response.",
+    )
+    keep: KeepPolicy = Field(
+        default="first",
+        description="Which copy survives: the first seen, the one with the longest response, or the "
+        "best quality score (meta.quality_score when present, else the heuristic score).",
+    )
+
+
+class NearDupConfig(_StepConfig):
+    name: Literal["near_dup"] = "near_dup"
+    field: TextField = Field(default="text", description="What is compared (text, prompt or response).")
+    ngram: int = Field(default=5, ge=1, le=32, description="Word n-gram size of the shingles.")
+    num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations.")
+    threshold: float = Field(
+        default=0.7, gt=0.0, lt=1.0,
+        description="Jaccard similarity above which two records are duplicates. LSH bands are "
+        "tuned for it and every candidate pair is verified by its estimated Jaccard.",
+    )
+    keep: KeepPolicy = Field(default="first", description="Which record of a duplicate cluster survives.")
+    seed: int = Field(default=1, description="Seed of the MinHash permutations.")
+    max_bucket_compare: int = Field(
+        default=200, ge=2,
+        description="Inside one LSH bucket, compare each record with at most this many cluster "
+        "leaders (bounds the cost of huge buckets of templated text).",
+    )
+
+
+class SemanticDedupConfig(_StepConfig):
+    name: Literal["semantic"] = "semantic"
+    field: TextField = Field(default="text", description="What is embedded (text, prompt or response).")
+    threshold: float = Field(
+        default=0.95, gt=0.0, le=1.0,
+        description="Cosine similarity above which two records of one k-means cluster are duplicates.",
+    )
+    clusters: int | None = Field(
+        default=None, ge=1,
+        description="k-means clusters; default sqrt(records/2), at least 1.",
+    )
+    keep: KeepPolicy = Field(default="first", description="Which record of a duplicate cluster survives.")
+    max_seq_length: int = Field(default=128, ge=8, description="Tokens embedded per record (speed vs coverage).")
+    batch_size: int = Field(default=64, ge=1, description="Embedding batch size.")
+    seed: int = Field(default=0, description="k-means seed.")
+
+
+class QualityConfig(_StepConfig):
+    name: Literal["quality"] = "quality"
+    min_response_chars: int = Field(default=1, ge=0, description="Responses shorter than this (stripped) are removed as too_short; empty ones as empty_response.")
+    min_response_words: int = Field(default=1, ge=0, description="Responses with fewer words are removed as too_short.")
+    max_response_chars: int = Field(default=20000, ge=1, description="Responses longer than this are removed as too_long.")
+    max_prompt_chars: int = Field(default=50000, ge=1, description="Prompts longer than this are removed as too_long.")
+    echo_prompt: bool = Field(default=True, description="Remove responses that merely repeat the prompt (echo_prompt).")
+    echo_min_chars: int = Field(default=20, ge=1, description="Only responses at least this long can count as an echo.")
+    repetition: bool = Field(default=True, description="Gopher-style repetition filter (repetition).")
+    max_dup_line_fraction: float = Field(default=0.30, ge=0, le=1, description="Max fraction of lines that are duplicates.")
+    max_top_ngram_fraction: dict[int, float] = Field(
+        default={2: 0.20, 3: 0.18, 4: 0.16},
+        description="Max fraction of characters covered by the most frequent word n-gram, per n (Gopher).",
+    )
+    max_dup_ngram_fraction: dict[int, float] = Field(
+        default={5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description="Max fraction of characters in duplicated word n-grams, per n (Gopher).",
+    )
+    repetition_min_words: int = Field(default=30, ge=1, description="Responses shorter than this skip the repetition filter.")
+    max_symbol_ratio: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Max fraction of characters that are neither letters, digits nor whitespace (symbol_ratio). "
+        "Code and JSON stay well below the default.",
+    )
+    symbol_min_chars: int = Field(default=20, ge=1, description="Responses shorter than this skip the symbol filter.")
+    max_url_ratio: float = Field(default=0.5, ge=0, le=1, description="Max fraction of response characters inside URLs (url_ratio).")
+    boilerplate: bool = Field(default=True, description="Remove refusals and AI boilerplate ('As an AI language model...').")
+    extra_boilerplate_patterns: list[str] = Field(default_factory=list, description="More regular expressions treated as boilerplate (case-insensitive).")
+    truncation: bool = Field(
+        default=True,
+        description="Remove responses cut off mid-sentence or inside an open code block / JSON value. "
+        "Valid JSON, code, lists and short answers are never flagged.",
+    )
+    truncation_min_words: int = Field(default=12, ge=1, description="Prose responses shorter than this are never flagged as truncated.")
+
+
+class LanguageConfig(_StepConfig):
+    name: Literal["language"] = "language"
+    languages: list[str] = Field(default_factory=lambda: ["en"], description="ISO 639-1 codes to keep (empty list keeps every language).")
+    field: TextField = Field(default="text", description="What is identified (text, prompt or response).")
+    min_confidence: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Only remove a record when the language-ID probability of a non-target language is at least this.",
+    )
+    min_chars: int = Field(default=20, ge=0, description="Texts with fewer letters are kept (too short to identify).")
+
+
+class ModelScoreConfig(_StepConfig):
+    name: Literal["model_score"] = "model_score"
+    enabled: bool = Field(default=True, description="Set to false to skip this step.")
+    score: Literal["perplexity", "ifd"] = Field(
+        default="ifd",
+        description="'perplexity' keeps the responses the model finds most likely; 'ifd' (instruction-following "
+        "difficulty, Cherry LLM) keeps records whose prompt helps the model least, i.e. the hardest to follow.",
+    )
+    model: str | None = Field(default=None, description="Causal LM to score with; default: model.base.")
+    keep_top_fraction: float = Field(default=0.8, gt=0, le=1, description="Fraction of records kept (best scores).")
+    max_length: int = Field(default=512, ge=8, description="Tokens per record scored (longer are truncated).")
+    batch_size: int = Field(default=8, ge=1, description="Records per forward pass.")
+
+
+class DecontaminateConfig(_StepConfig):
+    name: Literal["decontaminate"] = "decontaminate"
+    ngram: int = Field(default=8, ge=2, le=50, description="Word n-gram size (13 in GPT-3; 8 suits short instruction data).")
+    min_overlap: float = Field(
+        default=0.5, gt=0, le=1,
+        description="Remove a training record when this fraction of the shorter side's n-grams (the record's or "
+        "an evaluation item's) is shared with one evaluation item.",
+    )
+    min_words: int = Field(
+        default=6, ge=1,
+        description="Evaluation items (or string fields) shorter than ngram but with at least this many words "
+        "are matched as one whole phrase; shorter ones are ignored (too common to mean contamination).",
+    )
+    extra_paths: list[str] = Field(
+        default_factory=list,
+        description="More evaluation files (JSONL/JSON/text) to decontaminate against, besides data.eval_sources "
+        "and evaluate.suites[].path.",
+    )
+
+
+class BalanceConfig(_StepConfig):
+    name: Literal["balance"] = "balance"
+    enabled: bool = Field(default=True, description="Set to false to skip this step.")
+    by: Literal["auto", "category", "cluster"] = Field(
+        default="auto",
+        description="Groups: the category field, k-means clusters of embeddings, or auto (category when "
+        "most records have one, else clusters).",
+    )
+    clusters: int = Field(default=20, ge=1, description="k-means clusters when grouping by embeddings.")
+    strategy: Literal["cap", "uniform", "temperature"] = Field(
+        default="temperature",
+        description="cap: at most max_per_group per group; uniform: equal share per group; temperature: "
+        "group share proportional to size**temperature (0.5 = sqrt sampling).",
+    )
+    max_per_group: int | None = Field(default=None, ge=1, description="Cap per group (strategy cap; also applied on top of the others).")
+    temperature: float = Field(default=0.5, ge=0, le=1, description="Exponent of the group sizes (strategy temperature).")
+    target_size: int | None = Field(
+        default=None, ge=1,
+        description="Records to keep in total; default for uniform/temperature: the largest size at which no "
+        "group needs more than it has.",
+    )
+    seed: int = Field(default=0, description="Sampling seed.")
+
+
+StepConfig = Annotated[
+    Union[
+        ExactDedupConfig,
+        NearDupConfig,
+        SemanticDedupConfig,
+        QualityConfig,
+        LanguageConfig,
+        ModelScoreConfig,
+        DecontaminateConfig,
+        BalanceConfig,
+    ],
+    Field(discriminator="name"),
+]
+
+STEP_NAMES = ("exact", "near_dup", "semantic", "quality", "language", "model_score", "decontaminate", "balance")
+
+
+def default_steps() -> list:
+    """The pipeline that runs when ``curate.steps`` is empty.
+
+    Cheap, precise steps first so the expensive ones see fewer records. Semantic dedup,
+    model scoring and balancing change what the data *is* (not just remove junk), so they
+    are opt-in.
+    """
+    return [
+        ExactDedupConfig(),
+        QualityConfig(),
+        LanguageConfig(),
+        NearDupConfig(),
+        DecontaminateConfig(),
+    ]
 
 
 class CurateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    steps: list[dict] = Field(
+    steps: list[StepConfig] = Field(
         default_factory=list,
-        description="Ordered curation steps; each an object with a 'name' and its settings.",
+        description="Ordered curation steps; each an object with a 'name' (exact, near_dup, semantic, quality, "
+        "language, model_score, decontaminate, balance) and its settings. Empty: the default pipeline "
+        "exact, quality, language, near_dup, decontaminate (see docs/curate.md).",
     )
+    workers: int = Field(default=2, ge=1, description="Processes for steps that map over records (MinHash, n-grams).")
+    cache_dir: str | None = Field(
+        default=None,
+        description="Embedding cache folder; default $CURATUNE_CACHE_DIR, else ~/.cache/curatune.",
+    )
+    progress: bool = Field(default=True, description="Show progress bars.")
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _names_known(cls, value):
+        # Name the unknown step plainly instead of pydantic's union error.
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict) and item.get("name") not in STEP_NAMES:
+                    raise ValueError(
+                        f"steps[{i}].name = {item.get('name')!r}: unknown step; choose one of {', '.join(STEP_NAMES)}"
+                    )
+        return value
+
+    def effective_steps(self) -> list:
+        """The configured steps, or the default pipeline when none are listed."""
+        return list(self.steps) if self.steps else default_steps()

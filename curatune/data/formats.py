@@ -400,3 +400,49 @@ def _type_name(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}.get(
         type(value), type(value).__name__
     )
+
+
+# ----------------------------------------------------------------------------- parallel text
+
+#: ISO 639-1 codes -> English names, for guessing ``{source_lang}``/``{target_lang}`` of
+#: ``format: parallel`` from file suffixes (``train.en.gz`` -> English). Any other
+#: language is given by name in ``source_lang``/``target_lang``.
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "bg": "Bulgarian", "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek",
+    "en": "English", "es": "Spanish", "et": "Estonian", "fi": "Finnish", "fr": "French", "he": "Hebrew",
+    "hi": "Hindi", "hu": "Hungarian", "id": "Indonesian", "it": "Italian", "ja": "Japanese", "ko": "Korean",
+    "lt": "Lithuanian", "lv": "Latvian", "nl": "Dutch", "no": "Norwegian", "pl": "Polish", "pt": "Portuguese",
+    "ro": "Romanian", "ru": "Russian", "sk": "Slovak", "sl": "Slovenian", "sv": "Swedish", "tr": "Turkish",
+    "uk": "Ukrainian", "vi": "Vietnamese", "zh": "Chinese",
+}
+
+
+def language_name(value: str) -> str:
+    """A configured language: a known code becomes its name (``de`` -> German), a name stays."""
+    return LANGUAGE_NAMES.get(value.strip().lower(), value.strip())
+
+
+class ParallelConverter:
+    """Turns one aligned sentence pair into a user/assistant conversation.
+
+    The user turn is the instruction template filled with the source sentence and the two
+    language names; the assistant turn is the target sentence. Leading and trailing
+    whitespace of each sentence (trailing spaces, a Windows ``\\r``) is dropped: it is noise
+    in line-aligned corpora and would otherwise be taught to the model.
+    """
+
+    def __init__(self, template: str, source_lang: str | None, target_lang: str | None):
+        self.template = template
+        self.source_lang = source_lang
+        self.target_lang = target_lang
+
+    def convert(self, source: str, target: str, source_where: str, target_where: str) -> list[dict[str, str]]:
+        source, target = source.strip(), target.strip()
+        empty = [where for where, text in ((source_where, source), (target_where, target)) if not text]
+        if empty:
+            raise RowRejected("empty_content", f"empty line in {' and '.join(empty)}")
+        for where, text in ((source_where, source), (target_where, target)):
+            if _LONE_SURROGATE.search(text):
+                raise RowRejected("undecodable_text", f"{where} holds bytes that are not valid text in the file's encoding")
+        user = self.template.format(source=source, source_lang=self.source_lang, target_lang=self.target_lang)
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": target}]

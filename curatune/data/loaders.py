@@ -12,11 +12,13 @@ Reading is split in small pieces, each with one job:
 * :func:`decode_text` turns bytes into text and says which encoding it used;
 * :class:`JsonDocumentReader`, :func:`parse_jsonl`, :func:`parse_csv`, ... turn text into
   :class:`RawRow` objects (parsed value or a parse error, plus the position);
-* :class:`FileLoader` picks the format (:mod:`curatune.data.formats`) and converts rows.
+* :class:`FileLoader` picks the format (:mod:`curatune.data.formats`) and converts rows;
+* :class:`ParallelLoader` reads ``format: parallel`` (two aligned plain-text files, one
+  sentence per line) into translation records.
 
 Row positions in ``source`` ("<file>:<row>"): text formats read line by line (JSONL,
-CSV, TSV) count from 1 like an editor (JSONL: the line number; CSV/TSV: the data row,
-header excluded); indexed containers (JSON arrays, Parquet, Hugging Face) count from 0
+CSV, TSV, parallel text) count from 1 like an editor (JSONL and parallel text: the line
+number; CSV/TSV: the data row, header excluded); indexed containers (JSON arrays, Parquet, Hugging Face) count from 0
 like Python, and arrays inside a JSON object are written ``key[index]``.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ import logging
 import lzma
 import os
 import re
+import string
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,10 +47,13 @@ from pydantic import ValidationError
 from curatune.config import SourceConfig, format_validation_error
 from curatune.data.formats import (
     DETECTION_SAMPLE,
+    LANGUAGE_NAMES,
+    ParallelConverter,
     RowConverter,
     RowRejected,
     detect_row_format,
     has_lone_surrogate,
+    language_name,
     resolve_field_map,
 )
 from curatune.errors import DataError
@@ -141,10 +147,16 @@ def load_path(
     mapping: dict[str, str] | None = None,
     category: str | None = None,
     encoding: str | None = None,
+    **parallel: Any,
 ) -> LoadResult:
-    """Load one file, folder, glob or ``hf:org/name[:config][@split]``."""
+    """Load one file, folder, glob or ``hf:org/name[:config][@split]``.
+
+    ``format="parallel"`` takes the settings of that format as keywords: ``target_path``
+    (required), ``source_lang``, ``target_lang``, ``instruction``.
+    """
     source = {"path": str(path), "format": format, "mapping": dict(mapping or {}), "category": category,
               "encoding": encoding}
+    source.update({k: (str(v) if k == "target_path" and v is not None else v) for k, v in parallel.items()})
     return load_sources([source])
 
 
@@ -651,17 +663,11 @@ def read_file(path: str, encoding: str | None) -> FileRead:
         return read_hf(path)
     container = container_of(path)
     if container is None:
-        raise DataError(f"{path}: unsupported file type; expected .jsonl .json .csv .tsv .parquet (optionally .gz/.bz2/.xz)")
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-    suffix = Path(path).suffix.lower()
-    if suffix in _COMPRESSION:
-        try:
-            data = _COMPRESSION[suffix](data)
-        except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
-            raise DataError(f"{path}: cannot decompress the {suffix} file ({exc})") from None
+        raise DataError(
+            f"{path}: unsupported file type; expected .jsonl .json .csv .tsv .parquet (optionally .gz/.bz2/.xz)"
+            + _PARALLEL_HINT
+        )
+    data = read_bytes(path)
     if container == "parquet":
         return FileRead(read_parquet(io.BytesIO(data), path), "parquet", None)
     decoded = decode_text(data, encoding, path)
@@ -676,6 +682,27 @@ def read_file(path: str, encoding: str | None) -> FileRead:
         rows, container = reader.read()
         warnings += reader.warnings
     return FileRead(rows, container, decoded.encoding, warnings)
+
+
+def read_bytes(path: str) -> bytes:
+    """A file's bytes, decompressed when it ends in .gz, .bz2 or .xz."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    suffix = Path(path).suffix.lower()
+    if suffix in _COMPRESSION:
+        try:
+            data = _COMPRESSION[suffix](data)
+        except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+            raise DataError(f"{path}: cannot decompress the {suffix} file ({exc})") from None
+    return data
+
+
+_PARALLEL_HINT = (
+    "; for aligned plain-text files (one sentence per line, e.g. train.en + train.de) set "
+    "`format: parallel` and `target_path:` (see docs/data.md)"
+)
 
 
 # ============================================================================= converting
@@ -769,6 +796,12 @@ class _SourceLoader:
         self.source = source
 
     def load(self) -> _Loaded:
+        if self.source.format == "parallel":
+            out = _Loaded()
+            ParallelLoader(self.source).load(out)
+            for warning in out.warnings:
+                logger.warning(warning)
+            return out
         files, skipped = expand_path(self.source.path)
         if skipped:
             logger.info("%s: skipped %d non-data file(s): %s", self.source.path, len(skipped),
@@ -781,6 +814,152 @@ class _SourceLoader:
         logger.info("%s: %d rows, %d loaded, %d rejected", self.source.path, out.input_count,
                     len(out.records), len(out.ledger))
         return out
+
+
+class ParallelLoader:
+    """``format: parallel``: two aligned plain-text files -> one translation record per line.
+
+    Line i of ``path`` (source language) and line i of ``target_path`` (target language)
+    make one record: user = the instruction template filled with the source sentence,
+    assistant = the target sentence, ``source`` = ``"<path>:<i>"`` (lines count from 1).
+    Files of different lengths are not aligned: one DataError naming both files and both
+    counts, since no pairing of their lines can be trusted. A pair with an empty side is
+    rejected (``empty_content``) and keeps its line, so the rest stay aligned.
+    """
+
+    def __init__(self, source: SourceConfig):
+        self.source = source
+        self.path = _single_file(source.path, "path")
+        self.target_path = _single_file(source.target_path or "", "target_path")
+        self.default_category = (
+            source.category.replace("{file}", parallel_stem(self.path)) if source.category else None
+        )
+
+    def load(self, into: _Loaded) -> None:
+        source_lines, source_encoding, warnings = self._lines(self.path)
+        target_lines, target_encoding, target_warnings = self._lines(self.target_path)
+        warnings += self._drop_unpaired_blank_tail(source_lines, target_lines)
+        if len(source_lines) != len(target_lines):
+            raise DataError(
+                f"{self.path} and {self.target_path} are not aligned: {self.path} has {len(source_lines)} "
+                f"line(s), {self.target_path} has {len(target_lines)}; format: parallel needs the same "
+                "number of lines in both (line i of target_path translating line i of path)"
+            )
+        converter = self._converter()
+        kept = rejected = 0
+        for number, (source_text, target_text) in enumerate(zip(source_lines, target_lines), start=1):
+            position = f"{self.path}:{number}"
+            try:
+                messages = converter.convert(source_text, target_text, f"{self.path} line {number} (source)",
+                                             f"{self.target_path} line {number} (target)")
+            except RowRejected as exc:
+                into.ledger.append(self._ledger_row(position, source_text, target_text, exc))
+                rejected += 1
+                continue
+            into.records.append(Record.make(messages, category=self.default_category, source=position))
+            kept += 1
+        check_accounting(len(source_lines), kept, rejected, self.path)
+        into.input_count += len(source_lines)
+        into.warnings += warnings + target_warnings
+        if not source_lines:
+            into.warnings.append(f"{self.path}: no lines (empty file)")
+        into.stats.append({
+            "path": self.path, "target_path": self.target_path, "container": "text", "format": "parallel",
+            "encoding": source_encoding, "target_encoding": target_encoding,
+            "rows": len(source_lines), "kept": kept, "rejected": rejected,
+        })
+
+    def _converter(self) -> ParallelConverter:
+        template = self.source.parallel_instruction()
+        uses = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        source_lang = self._language(self.source.source_lang, self.path, "source_lang", "source_lang" in uses)
+        target_lang = self._language(self.source.target_lang, self.target_path, "target_lang", "target_lang" in uses)
+        return ParallelConverter(template, source_lang, target_lang)
+
+    @staticmethod
+    def _language(configured: str | None, path: str, key: str, needed: bool) -> str | None:
+        if configured:
+            return language_name(configured)
+        code = language_code_of(path)
+        if code is not None:
+            return LANGUAGE_NAMES[code]
+        if needed:
+            raise DataError(
+                f"{path}: cannot tell the language from the file name (expected a suffix such as .en or .de); "
+                f"set `{key}:` (a name such as German, or a code such as de)"
+            )
+        return None
+
+    def _lines(self, path: str) -> tuple[list[str], str, list[str]]:
+        decoded = decode_text(read_bytes(path), self.source.encoding, path)
+        text = decoded.text.removeprefix("\ufeff")
+        # Split on \n only: str.splitlines would also split on U+2028 and friends inside a
+        # sentence and silently shift the alignment. A final newline ends the last line.
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        return lines, decoded.encoding, list(decoded.warnings)
+
+    def _drop_unpaired_blank_tail(self, source_lines: list[str], target_lines: list[str]) -> list[str]:
+        """Drop blank lines at the end of one file that pair with nothing (an editor's extra
+        newline), in place, so two otherwise aligned files stay aligned; returns warnings.
+        Blank lines that do have a partner line are rejected like any empty line."""
+        warnings = []
+        for lines, other, path in ((source_lines, target_lines, self.path),
+                                   (target_lines, source_lines, self.target_path)):
+            extra = lines[len(other):]
+            if extra and all(not line.strip() for line in extra):
+                del lines[len(other):]
+                warnings.append(f"{path}: ignored {len(extra)} blank line(s) at the end of the file (no partner line)")
+        return warnings
+
+    def _ledger_row(self, position: str, source_text: str, target_text: str, exc: RowRejected) -> dict[str, Any]:
+        raw_text = f"{source_text}\t{target_text}"
+        raw = RawRow(position.rsplit(":", 1)[1], {"source": source_text, "target": target_text})
+        return {
+            "id": hashlib.sha1(raw_text.encode("utf-8", "surrogatepass")).hexdigest()[:16],
+            "messages": [],
+            "category": self.default_category,
+            "source": position,
+            "meta": _raw_meta(raw, raw_text),
+            "step": LEDGER_STEP,
+            "reason": exc.reason,
+            "detail": f"{position}: {_safe(exc.message)}",
+            "duplicate_of": None,
+            "cluster_id": None,
+        }
+
+
+def _single_file(path: str, key: str) -> str:
+    """format: parallel pairs exactly two files; a folder or glob has no single line order."""
+    expanded = os.path.expanduser(path)
+    if os.path.isfile(expanded):
+        return expanded
+    if os.path.isdir(expanded) or glob.has_magic(expanded):
+        raise DataError(
+            f"{path}: format: parallel needs one file for `{key}` (a folder or glob has no single line "
+            "order); add one source per file pair"
+        )
+    raise DataError(f"{path}: no such file (`{key}` of a format: parallel source)")
+
+
+def language_code_of(path: str) -> str | None:
+    """The language code in a file name's suffixes: 'train.de.gz' -> 'de', 'a.en.txt' -> 'en'."""
+    suffixes = [s.lower().lstrip(".") for s in Path(path).suffixes]
+    while suffixes and suffixes[-1] in ("gz", "bz2", "xz", "txt"):
+        suffixes.pop()
+    return suffixes[-1] if suffixes and suffixes[-1] in LANGUAGE_NAMES else None
+
+
+def parallel_stem(path: str) -> str:
+    """'{file}' of a parallel source: the name without compression, .txt and language suffixes."""
+    name = Path(path).name
+    while True:
+        root, ext = os.path.splitext(name)
+        ext = ext.lower().lstrip(".")
+        if not root or not (ext in ("gz", "bz2", "xz", "txt") or ext in LANGUAGE_NAMES):
+            return name
+        name = root
 
 
 def _progress(files: list[str], label: str) -> Iterable[str]:

@@ -1,10 +1,188 @@
-"""Configuration of the evaluation stage (owned by curatune.evaluate)."""
+"""Configuration of the evaluation stage (owned by curatune.evaluate).
+
+``evaluate.suites`` is a list; each item names a suite (``name``) and says what kind of
+scoring applies (``kind``). Pydantic picks the settings class from ``kind`` (a
+discriminated union), so a setting that does not belong to a kind is reported against
+that suite. When the list is empty, :func:`default_suites` applies: the target task on
+the held-out split plus the data-free retention probe.
+"""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from curatune.evaluate.analysis_config import AnalysisConfig
+
+GENERATION_METRICS = ("bleu", "chrf", "ter", "comet_like", "exact_match", "field_f1")
+Stage = Literal["base", "early", "final"]
+
+_SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _SuiteBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Suite name: a column value in scores.parquet and a folder under eval/samples/.")
+    limit: Optional[int] = Field(
+        default=None,
+        ge=1,
+        description="Score a fixed random subset of this many items (the same items for every model; "
+        "chosen with evaluate.seed). Empty = all items.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not _SUITE_NAME.match(name) or "__" in name:
+            raise ValueError(
+                "use letters, digits, '_', '-', '.' (no '__', no spaces): the name becomes a folder name"
+            )
+        return name
+
+
+class GenerationSuite(_SuiteBase):
+    kind: Literal["generation"] = "generation"
+    path: Optional[str] = Field(
+        default=None,
+        description="Records to score (any format `curatune curate` reads, or a records parquet). "
+        "Empty = the run's held-out split (train/heldout.parquet).",
+    )
+    metrics: Optional[list[Literal[GENERATION_METRICS]]] = Field(  # type: ignore[valid-type]
+        default=None,
+        description="Metrics: bleu, chrf (chrF++), ter, comet_like, exact_match, field_f1 (also reports "
+        "json_valid). Empty = chosen from the references: JSON references get exact_match, field_f1, chrf, "
+        "comet_like; free text gets bleu, chrf, ter, exact_match, comet_like.",
+    )
+    batch_size: Optional[int] = Field(
+        default=None, ge=1, description="Prompts per generate() call. Empty = evaluate.generation.batch_size."
+    )
+    max_new_tokens: Optional[int] = Field(
+        default=None, ge=1, description="Generation budget. Empty = evaluate.generation.max_new_tokens."
+    )
+    stop: Optional[list[str]] = Field(
+        default=None, description="Stop strings (cut from the output). Empty = evaluate.generation.stop."
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, metrics: Optional[list[str]]) -> Optional[list[str]]:
+        if metrics is not None:
+            if not metrics:
+                raise ValueError("list at least one metric, or leave metrics empty for the automatic choice")
+            metrics = list(dict.fromkeys(metrics))
+        return metrics
+
+
+class MultipleChoiceSuite(_SuiteBase):
+    kind: Literal["multiple_choice"] = "multiple_choice"
+    path: str = Field(
+        description="Multiple-choice items: llm-foundry jsonl {query, choices, gold}, Winogrande "
+        "{context_options, continuation, gold}, the HellaSwag .txt.bz2, or hf:org/name when online."
+    )
+    batch_size: int = Field(default=16, ge=1, description="Sequences per forward pass.")
+
+
+class PerplexitySuite(_SuiteBase):
+    kind: Literal["perplexity"] = "perplexity"
+    path: str = Field(description="Texts for rolling perplexity (.txt, .jsonl with a text field, ...).")
+    max_length: int = Field(default=1024, ge=16, description="Window length in tokens of the rolling loglikelihood.")
+    batch_size: int = Field(default=8, ge=1, description="Windows per forward pass.")
+
+
+class LambadaSuite(_SuiteBase):
+    kind: Literal["lambada"] = "lambada"
+    path: str = Field(
+        description="LAMBADA items: {context, continuation} (llm-foundry lambada_openai.jsonl) or {text}."
+    )
+    batch_size: int = Field(default=16, ge=1, description="Sequences per forward pass.")
+
+
+class RetentionSuite(_SuiteBase):
+    kind: Literal["retention"] = "retention"
+    path: Optional[str] = Field(
+        default=None,
+        description="Probe prompts, JSONL rows {id, category, prompt}. Empty = the packaged general prompts "
+        "(facts, arithmetic, instructions, writing, reasoning, code, language, small talk).",
+    )
+    max_new_tokens: int = Field(default=32, ge=1, description="Length of the base model's reference answers.")
+    batch_size: int = Field(default=8, ge=1, description="Prompts per forward pass.")
+
+
+SuiteConfig = Annotated[
+    Union[GenerationSuite, MultipleChoiceSuite, PerplexitySuite, LambadaSuite, RetentionSuite],
+    Field(discriminator="kind"),
+]
+
+
+class GenerationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(default=256, ge=1, description="Most tokens generated per answer.")
+    batch_size: int = Field(default=16, ge=1, description="Prompts per generate() call (sorted by length).")
+    stop: list[str] = Field(
+        default_factory=list,
+        description="Strings that end an answer besides the EOS token; the output is cut before them.",
+    )
+
+
+def default_suites() -> list[GenerationSuite | RetentionSuite]:
+    """What runs when ``evaluate.suites`` is empty."""
+    return [GenerationSuite(name="task"), RetentionSuite(name="retention")]
 
 
 class EvaluateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    suites: list[dict] = Field(default_factory=list, description="Evaluation suites.")
+    suites: list[SuiteConfig] = Field(
+        default_factory=list,
+        description="Evaluation suites, each {name, kind, ...}; kind is generation, multiple_choice, "
+        "perplexity, lambada or retention, e.g. [{name: task, kind: generation, metrics: [chrf, field_f1]}, "
+        "{name: arc_easy, kind: multiple_choice, path: data/arc_easy.jsonl, limit: 500}, {name: retention, "
+        "kind: retention}]; docs/evaluate.md lists each kind's keys. Empty = the target task on the held-out "
+        "split (kind generation, name 'task') plus the data-free retention probe (name 'retention').",
+    )
+    stages: list[Stage] = Field(
+        default=["base", "early", "final"],
+        description="Which models to score: the base model, each cell's early checkpoint, each cell's final weights.",
+    )
+    cells: Literal["all", "done"] = Field(
+        default="done",
+        description="'done' scores the cells that finished training and lists the others as skipped; "
+        "'all' requires every planned cell to be done and stops with an error otherwise.",
+    )
+    limit_heldout: Optional[int] = Field(
+        default=None,
+        ge=1,
+        description="Score a fixed random subset of this many held-out records (default: all of them).",
+    )
+    seed: int = Field(default=0, description="Seed of every fixed random subset (limit, limit_heldout).")
+    cpu_threads: int = Field(
+        default=0,
+        ge=0,
+        description="torch threads while evaluating on CPU; 0 = torch's default (one per core). On a busy "
+        "shared machine 1 can be many times faster than oversubscribed threads.",
+    )
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, stages: list[str]) -> list[str]:
+        if not stages:
+            raise ValueError("list at least one of base, early, final")
+        return list(dict.fromkeys(stages))
+
+    @model_validator(mode="after")
+    def _unique_suite_names(self) -> "EvaluateConfig":
+        seen: set[str] = set()
+        for suite in self.suites:
+            if suite.name in seen:
+                raise ValueError(f"suite name {suite.name!r} is used twice; each suite needs its own name")
+            seen.add(suite.name)
+        return self
+
+    def effective_suites(self) -> list:
+        """The configured suites, or the defaults when none are configured."""
+        return list(self.suites) if self.suites else default_suites()

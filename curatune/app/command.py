@@ -1,0 +1,97 @@
+"""`curatune app RUN_DIR [RUN_DIR ...]`: start the Streamlit app on localhost and print its URL.
+
+Streamlit is imported only in the child process, so `curatune --help` and every other
+command stay fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from curatune.errors import CuratuneError
+
+MAIN_SCRIPT = Path(__file__).resolve().parent / "main.py"
+DEFAULT_PORT = 8501
+console = Console(stderr=True, soft_wrap=True)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(host: str, port: int | None) -> int:
+    """The requested port (must be free), else the first free one from 8501 on."""
+    if port is not None:
+        if not port_is_free(host, port):
+            raise CuratuneError(f"port {port} on {host} is in use; pick another with --port")
+        return port
+    for candidate in range(DEFAULT_PORT, DEFAULT_PORT + 50):
+        if port_is_free(host, candidate):
+            return candidate
+    raise CuratuneError(f"no free port in {DEFAULT_PORT}-{DEFAULT_PORT + 49} on {host}; pass --port")
+
+
+def streamlit_command(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(MAIN_SCRIPT),
+        "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+        "--server.fileWatcherType", "none", "--server.runOnSave", "false",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+        "--theme.base", "light", "--theme.primaryColor", "#2563eb",
+    ]
+
+
+def url_for(host: str, port: int) -> str:
+    shown = "localhost" if host in ("127.0.0.1", "localhost") else host
+    return f"http://{shown}:{port}" if ":" not in shown else f"http://[{shown}]:{port}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("app")
+    def app_command(
+        run_dirs: list[Path] = typer.Argument(
+            ..., help="Run directories, or a folder holding several runs (each subfolder with a manifest.json)."
+        ),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 127.0.0.1 keeps it local."),
+        port: Optional[int] = typer.Option(None, "--port", help="Port (default: first free from 8501)."),
+    ) -> None:
+        """Browse runs in a local web app: curation, saturation, learning vs forgetting, samples."""
+        from curatune.app.discovery import RUNS_ENV, discover_runs, looks_like_run
+
+        missing = [str(p) for p in run_dirs if not p.exists()]
+        if missing:
+            raise CuratuneError(f"no such folder: {', '.join(missing)}")
+        refs = discover_runs(run_dirs)
+        for ref in refs:
+            kind = "run" if looks_like_run(ref.path) else "[yellow]not a run (the app will say what is missing)[/yellow]"
+            console.print(f"  {ref.label}: {ref.path}  {kind}", highlight=False)
+        chosen = pick_port(host, port)
+        env = dict(os.environ, **{RUNS_ENV: json.dumps([str(r.path) for r in refs])})
+        url = url_for(host, chosen)
+        typer.echo(f"curatune app: {url}  (Ctrl+C to stop)")
+        sys.stdout.flush()
+        process = subprocess.Popen(streamlit_command(host, chosen), env=env, stdout=subprocess.DEVNULL)
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+        if code:
+            raise CuratuneError(f"the app stopped with exit status {code} (its messages are above)")

@@ -1,0 +1,194 @@
+"""Curation page: the funnel through the steps, removals by reason, a browser of removed records."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from curatune.app import charts, ui
+from curatune.app.data import RunData
+from curatune.app.diffview import conversation_text, similarity, word_diff_html
+
+BROWSER_LIMIT = 1000  # records offered in the picker at once; the search narrows it down
+
+
+def summary(report: dict) -> None:
+    n_in = report.get("input_records")
+    kept = report.get("kept")
+    removed = sum(int(v) for v in (report.get("removed_by_reason") or {}).values())
+    cols = st.columns(4)
+    cols[0].metric("Input records", f"{n_in:,}" if n_in is not None else "—")
+    cols[1].metric("Kept", f"{kept:,}" if kept is not None else "—")
+    cols[2].metric("Removed", f"{removed:,}")
+    cols[3].metric("Kept share", f"{kept / n_in:.1%}" if n_in and kept is not None else "—")
+
+
+def funnel_and_reasons(report: dict) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Funnel")
+        st.caption("Records left after each step, in the order the steps ran.")
+        if report.get("steps"):
+            st.plotly_chart(charts.funnel_figure(report), key="funnel")
+        else:
+            st.info("The report lists no steps.")
+    with right:
+        st.subheader("Removed, by reason")
+        st.caption("Each removed record has exactly one reason: the step that removed it first.")
+        if report.get("removed_by_reason"):
+            st.plotly_chart(charts.reasons_figure(report["removed_by_reason"]), key="reasons")
+        else:
+            st.success("Nothing was removed.")
+    steps = [s for s in report.get("steps") or [] if isinstance(s, dict)]
+    if steps:
+        with st.expander("Per-step numbers"):
+            table = pd.DataFrame([{k: v for k, v in step.items() if not isinstance(v, (dict, list))} for step in steps])
+            table["removed by reason"] = [
+                ", ".join(f"{k} {v}" for k, v in (step.get("removed_by_reason") or {}).items()) for step in steps]
+            st.dataframe(table, hide_index=True)
+
+
+def categories(report: dict) -> None:
+    before, after = report.get("categories_before") or {}, report.get("categories_after") or {}
+    st.subheader("Category balance")
+    if not before and not after:
+        st.info("The curation report has no category counts (the data has no categories).")
+        return
+    scale = st.radio("Show", ["counts", "share of total"], horizontal=True, key="category_scale")
+    st.caption("Did curation shift the mix? Compare the share of each category before and after.")
+    st.plotly_chart(charts.categories_figure(before, after, share=scale != "counts"), key="categories")
+
+
+def detection(report: dict) -> None:
+    """Precision/recall against planted flaws, when the run had a labels file."""
+    found = report.get("detection")
+    if not isinstance(found, dict) or not found:
+        return
+    st.subheader("Detection of planted flaws")
+    st.caption("With a labels file (the demo data has one): recall = share of planted flaws that curation "
+               "removed for the matching reason, precision = share of removals for that reason that were planted.")
+    overall = found.get("overall") or {}
+    if overall:
+        cols = st.columns(4)
+        cols[0].metric("Planted flaws", overall.get("labeled", "—"))
+        cols[1].metric("Removed records", overall.get("removed", "—"))
+        cols[2].metric("Precision", _share(overall.get("precision")))
+        cols[3].metric("Recall", _share(overall.get("recall")))
+    flaws = found.get("flaws")
+    if isinstance(flaws, dict) and flaws:
+        table = pd.DataFrame(flaws).T.rename_axis("flaw").reset_index()
+        for column in ("recall", "precision"):
+            if column in table.columns:
+                table[column] = pd.to_numeric(table[column], errors="coerce")
+        if "removed_as" in table.columns:
+            table["removed_as"] = table["removed_as"].map(
+                lambda v: ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+        st.dataframe(table, hide_index=True, column_config={
+            "recall": st.column_config.ProgressColumn("recall", min_value=0.0, max_value=1.0, format="%.2f"),
+            "precision": st.column_config.ProgressColumn("precision", min_value=0.0, max_value=1.0, format="%.2f"),
+        })
+
+
+def _share(value) -> str:
+    return "—" if value is None else f"{float(value):.0%}"
+
+
+def browser(run: RunData) -> None:
+    st.subheader("Removed records")
+    st.caption("Every record curation removed, with its reason. For duplicates, the kept twin is shown "
+               "side by side: words only in the removed record are struck out, words only in the twin are green.")
+    removed = run.removed()
+    if removed is None:
+        ui.missing_note(run, run.dir.removed, "The removal ledger", "the curate stage")
+        return
+    if removed.empty:
+        st.success("No record was removed.")
+        return
+    removed = removed.reset_index(drop=True)
+    if "text" not in removed.columns:
+        removed["text"] = removed["messages"].map(conversation_text)
+    c1, c2, c3 = st.columns([2, 2, 3])
+    reasons = sorted(removed["reason"].dropna().astype(str).unique())
+    chosen = c1.multiselect("Reason", reasons, default=reasons, key=f"removed_reasons:{run.label}")
+    steps = sorted(removed["step"].dropna().astype(str).unique())
+    chosen_steps = c2.multiselect("Step", steps, default=steps, key=f"removed_steps:{run.label}")
+    query = c3.text_input("Search text, id or detail", key="removed_search",
+                          placeholder="e.g. a brand name, or a record id")
+    mask = removed["reason"].astype(str).isin(chosen) & removed["step"].astype(str).isin(chosen_steps)
+    if query:
+        needle = query.lower()
+        haystack = (removed["text"] + " " + removed["id"].astype(str) + " " + removed["detail"].fillna("").astype(str))
+        mask &= haystack.str.lower().str.contains(needle, regex=False)
+    shown = removed[mask]
+    st.caption(f"{len(shown):,} of {len(removed):,} removed records match.")
+    if shown.empty:
+        return
+    table = shown.assign(preview=shown["text"].map(lambda t: ui.preview(t, 120)))
+    st.dataframe(table[["id", "reason", "step", "detail", "category", "duplicate_of", "preview"]],
+                 hide_index=True, height=260, key="removed_table")
+    options = list(shown.index[:BROWSER_LIMIT])
+    if len(shown) > BROWSER_LIMIT:
+        st.caption(f"The picker offers the first {BROWSER_LIMIT:,}; search to narrow down.")
+    pick = st.selectbox(
+        "Inspect record", options, key="removed_pick",
+        format_func=lambda i: f"{removed.at[i, 'reason']} · {removed.at[i, 'id']} · {ui.preview(removed.at[i, 'text'], 70)}",
+    )
+    if pick is not None:
+        show_record(run, removed, removed.loc[pick])
+
+
+def show_record(run: RunData, removed: pd.DataFrame, row: pd.Series) -> None:
+    meta = f"**{row['reason']}** (step `{row['step']}`)"
+    if isinstance(row.get("detail"), str) and row["detail"]:
+        meta += f": {row['detail']}"
+    st.markdown(meta)
+    st.caption(f"id `{row['id']}` · category {row.get('category') or '—'} · source {row.get('source') or '—'}")
+    twin_id = row.get("duplicate_of")
+    if not isinstance(twin_id, str) or not twin_id:
+        ui.text_box(row["text"])
+        return
+    twin, where = find_twin(run, removed, twin_id)
+    if twin is None:
+        st.warning(f"Its twin `{twin_id}` is in neither kept.parquet nor removed.parquet.")
+        ui.text_box(row["text"])
+        return
+    twin_text = conversation_text(twin["messages"])
+    left_html, right_html = word_diff_html(row["text"], twin_text)
+    st.caption(f"Word overlap with its twin: {similarity(row['text'], twin_text):.0%}")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Removed record**")
+        ui.text_box(row["text"], html_body=left_html)
+    with right:
+        st.markdown(f"**Twin `{twin_id}`** ({where})")
+        ui.text_box(twin_text, html_body=right_html)
+
+
+def find_twin(run: RunData, removed: pd.DataFrame, twin_id: str) -> tuple[pd.Series | None, str]:
+    kept = run.kept()
+    if kept is not None:
+        hit = kept[kept["id"] == twin_id]
+        if len(hit):
+            return hit.iloc[0], "kept"
+    hit = removed[removed["id"] == twin_id]
+    if len(hit):
+        return hit.iloc[0], f"itself removed later: {hit.iloc[0]['reason']}"
+    return None, ""
+
+
+def render() -> None:
+    ui.page_header("Curation", "What the curate stage did to the data: how many records each step removed and "
+                               "why, which records went, and whether the category mix changed.")
+    run = ui.require_run()
+    report = run.curate_report()
+    if report is None:
+        ui.missing_note(run, run.dir.curate_report, "The curation report", "the curate stage "
+                        "(`curatune run` or `curatune curate`)")
+    else:
+        summary(report)
+        funnel_and_reasons(report)
+        categories(report)
+        detection(report)
+    browser(run)
+
+
+ui.guarded(render)

@@ -1,0 +1,163 @@
+"""Learning vs forgetting page: what each cell gained on the task against what it lost elsewhere."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from curatune.app import charts, ui
+from curatune.app.data import (
+    RunData, analysis_warnings, learning_forgetting_frame, pareto_points, prefixed_columns,
+)
+
+TASK_GAIN, GENERAL_DROP = "task_gain", "general_drop"
+OVERALL_Y = "task gain (points)"
+OVERALL_X = "general drop (points)"
+
+
+def _after(column: str, prefix: str) -> str:
+    return column[len(prefix) + 1:]
+
+
+def axis_options(frame: pd.DataFrame) -> tuple[dict[str, str], dict[str, str]]:
+    """{label: column} for the y (learning) and x (forgetting) axes, overall first."""
+    ys = {OVERALL_Y: TASK_GAIN} if TASK_GAIN in frame.columns else {}
+    for column in prefixed_columns(frame, "learning"):
+        ys[f"gain on {_after(column, 'learning').replace('.', ' · ')}"] = column
+    xs = {OVERALL_X: GENERAL_DROP} if GENERAL_DROP in frame.columns else {}
+    for column in prefixed_columns(frame, "forgetting"):
+        suite = _after(column, "forgetting")
+        metric = frame.get(f"forgetting_metric.{suite}")
+        metric = next((str(m) for m in metric.dropna()), "") if metric is not None else ""
+        xs[f"drop on {suite}" + (f" · {metric}" if metric else "")] = column
+    return ys, xs
+
+
+def stage_rows(frame: pd.DataFrame, stage: str | None) -> pd.DataFrame:
+    if stage is None or "stage" not in frame.columns:
+        return frame
+    return frame[frame["stage"].astype(str) == stage]
+
+
+def frontier_of(run: RunData, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """The frontier analysis.json marks, as x (general drop) and y (task gain) points."""
+    points = pareto_points(run.analysis())
+    front = points[points["on_frontier"]]
+    if front.empty:
+        return None
+    if front["task_gain"].notna().any():
+        front = front.dropna(subset=["task_gain", "general_drop"])
+        label = [f"base model" if m == "base" else f"{m} n{int(s)} (seed mean)"
+                 for m, s in zip(front["method"], front["size"].fillna(0))]
+        return pd.DataFrame({"x": front["general_drop"], "y": front["task_gain"], "label": label})
+    hits = rows[rows["cell"].astype(str).isin(set(front["cell"].astype(str)))]  # a list of cell keys
+    return pd.DataFrame({"x": hits[GENERAL_DROP], "y": hits[TASK_GAIN], "label": hits["cell"]}) if len(hits) else None
+
+
+def learning_input(run: RunData, stage: str | None, x: str, y: str, style: int, overall: bool,
+                   hover: list[str]) -> charts.LearningInput | None:
+    frame = learning_forgetting_frame(run.analysis())
+    if frame.empty or x not in frame.columns or y not in frame.columns:
+        return None
+    rows = stage_rows(frame, stage)
+    points = rows.assign(x=rows[x], y=rows[y])
+    for column in hover:
+        if column not in points.columns:
+            points[column] = None
+        points[column] = points[column].map(_short)
+    # The stored frontier is for the final checkpoints on the overall axes.
+    front = frontier_of(run, rows) if overall and stage in (None, "final") else None
+    return charts.LearningInput(label=run.label, points=points, frontier=front, style=style, hover=hover)
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return "" if pd.isna(value) else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def render() -> None:
+    ui.page_header(
+        "Learning vs forgetting",
+        "Each point is one fine-tuned cell (method × subset size × seed). Up: it learned the task (gain over the "
+        "base model on the task suites). Right: it forgot more (drop from the base model on the general suites). "
+        "Gains and drops are in points (0-100 scale) so suites can be averaged. The best cells sit top-left; the "
+        "black line is the Pareto frontier: the seed-averaged choices no other choice beats on both at once. "
+        "The base model sits at (0, 0), since not fine-tuning is a choice too.",
+    )
+    run = ui.require_run()
+    analysis = run.analysis()
+    frame = learning_forgetting_frame(analysis)
+    if analysis is None or frame.empty:
+        ui.missing_note(run, run.dir.analysis, "Learning vs forgetting", "the analysis step of the evaluate stage",
+                        consequence=("The analysis has no learning/forgetting rows yet (no fine-tuned cell with "
+                                     "base-model scores to compare)." if analysis is not None
+                                     else "It is computed once cells are evaluated."))
+        return
+    ys, xs = axis_options(frame)
+    if not ys or not xs:
+        st.warning(f"{run.dir.analysis}: the learning_forgetting rows carry no task gain or no general drop.")
+        return
+    c1, c2, c3 = st.columns(3)
+    stages = sorted(frame["stage"].astype(str).unique(), key=lambda s: (s != "final", s)) if "stage" in frame else []
+    stage = c1.selectbox("Checkpoint", stages, key="lf_stage") if stages else None
+    y_label = c2.selectbox("Learning measured by", list(ys), key="lf_y",
+                           help="Drill down: one task metric, in its own units, instead of the points average.")
+    x_label = c3.selectbox("Forgetting measured on", list(xs), key="lf_x",
+                           help="Drill down: one general suite, in its metric's units, instead of the average.")
+    x, y = xs[x_label], ys[y_label]
+    overall = x == GENERAL_DROP and y == TASK_GAIN
+    rows = stage_rows(frame, stage)
+    show_labels = st.checkbox("Label points with their subset size", value=len(rows) <= 80, key="lf_labels")
+    hover = ["stage"] if "stage" in frame.columns else []
+    hover += prefixed_columns(frame, "forgetting")
+
+    inputs = [i for i in [learning_input(run, stage, x, y, 0, overall, hover)] if i is not None]
+    other = ui.comparison_run()
+    if other is not None:
+        extra = learning_input(other, stage, x, y, 1, overall, hover)
+        if extra is None:
+            st.info(f"Run *{other.label}* has no learning vs forgetting rows with {x_label} / {y_label} to compare.")
+        else:
+            inputs.append(extra)
+    fig = charts.learning_forgetting_figure(inputs, x_title=x_label, y_title=y_label, show_labels=show_labels)
+    st.plotly_chart(fig, key="lf_chart")
+    if not overall or stage not in (None, "final"):
+        st.caption("The Pareto frontier is computed for final checkpoints on the overall axes "
+                   f"({OVERALL_Y} vs {OVERALL_X}); pick those to see it.")
+
+    points = pareto_points(analysis)
+    if points["task_gain"].notna().any():
+        with st.expander("Seed means and the frontier (final checkpoints)"):
+            table = points[["method", "size", "n_seeds", "task_gain", "general_drop", "on_frontier"]]
+            st.dataframe(table, hide_index=True, column_config={
+                "task_gain": st.column_config.NumberColumn("task gain", format="%.3f"),
+                "general_drop": st.column_config.NumberColumn("general drop", format="%.3f"),
+                "on_frontier": st.column_config.CheckboxColumn("on frontier"),
+            })
+
+    drops = prefixed_columns(rows, "forgetting")
+    if drops:
+        st.subheader("Forgetting per general suite")
+        st.caption("Drop from the base model on each general suite's primary metric, seeds averaged; red = worse "
+                   "than the base model, blue = better. Colour is scaled per suite (their units differ); the "
+                   "numbers are in each metric's own units. Pick one suite above to put it on the chart's x axis.")
+        names = []
+        for column in drops:
+            suite = _after(column, "forgetting")
+            metric = rows.get(f"forgetting_metric.{suite}")
+            metric = next((str(m) for m in metric.dropna()), "") if metric is not None else ""
+            names.append(f"{suite} · {metric}" if metric else suite)
+        st.plotly_chart(charts.forgetting_heatmap(rows, drops, names), key="lf_heatmap")
+    gains = prefixed_columns(rows, "learning")
+    if gains:
+        with st.expander("Gain per task metric (seeds averaged, each metric's own units)"):
+            table = rows.groupby(["method", "size"])[gains].mean().reset_index()
+            st.dataframe(table.rename(columns={c: _after(c, "learning") for c in gains}), hide_index=True)
+    notes = analysis_warnings(analysis)
+    if notes:
+        with st.expander(f"Analysis notes ({len(notes)})"):
+            for note in notes:
+                st.markdown(f"- {note}")
+
+
+ui.guarded(render)

@@ -1,0 +1,152 @@
+"""Runs page: each run's config, data counts, and every sweep cell's status and wall time."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from curatune.app import charts, ui
+from curatune.app.data import CELL_STATUSES, RunData
+from curatune.app.style import STATUS_COLORS, format_seconds
+
+
+def overview(refs) -> None:
+    rows = []
+    for ref in refs:
+        run = RunData(ref.path, ref.label)
+        if run.is_foreign():
+            rows.append({"run": ref.label, "folder": str(ref.path), "kept records": None,
+                         "cells done": "not a run", "failed": None, "evaluated": False, "analysed": False})
+            continue
+        report = run.curate_report() or {}
+        cells = run.cells()
+        done = int((cells["status"] == "done").sum())
+        rows.append({
+            "run": ref.label, "folder": str(ref.path), "kept records": report.get("kept"),
+            "cells done": f"{done} / {len(cells)}" if len(cells) else "no sweep yet",
+            "failed": int((cells["status"] == "failed").sum()),
+            "evaluated": run.dir.scores.exists(), "analysed": run.dir.analysis.exists(),
+        })
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+def data_counts(run: RunData) -> None:
+    report = run.curate_report()
+    plan = run.plan() or {}
+    heldout = run.heldout()
+    subsets = run.subsets()
+    cols = st.columns(5)
+    cols[0].metric("Input records", _fmt(report.get("input_records")) if report else "—")
+    cols[1].metric("Kept", _fmt(report.get("kept")) if report else "—")
+    removed = sum(int(v) for v in (report.get("removed_by_reason") or {}).values()) if report else None
+    cols[2].metric("Removed", _fmt(removed) if report else "—")
+    cols[3].metric("Held-out examples", _fmt(len(heldout)) if heldout is not None else "—")
+    largest = (max(plan.get("sizes") or [0]) if plan.get("sizes") else
+               (int(subsets["size"].max()) if subsets is not None and len(subsets) else None))
+    cols[4].metric("Largest subset", _fmt(largest) if largest else "—")
+    if report is None:
+        ui.missing_note(run, run.dir.curate_report, "Curation counts", "the curate stage")
+
+
+def _fmt(value) -> str:
+    return "—" if value is None else f"{int(value):,}"
+
+
+def sweep(run: RunData) -> None:
+    st.subheader("Sweep cells")
+    st.caption("One cell = one fine-tune: a method trained on a nested subset of a given size with a given seed. "
+               "A cell is *running* while its folder has a training log but no done.json or failed.json yet.")
+    cells = run.cells()
+    if cells.empty:
+        ui.missing_note(run, run.dir.plan, "Sweep plan", "the sweep stage",
+                        consequence="No fine-tuning cells to show yet.")
+        return
+    counts = cells["status"].value_counts()
+    cols = st.columns(5)
+    for col, status in zip(cols, CELL_STATUSES):
+        col.metric(status.capitalize(), int(counts.get(status, 0)))
+    total_wall = pd.to_numeric(cells["wall_seconds"], errors="coerce").sum()
+    cols[4].metric("Training wall time", format_seconds(total_wall) or "—")
+    done = int(counts.get("done", 0))
+    st.progress(done / len(cells), text=f"{done} of {len(cells)} cells finished")
+    st.plotly_chart(charts.status_grid_figure(cells), key="status_grid")
+
+    left, right = st.columns([2, 1])
+    shown = left.multiselect("Show cells that are", list(CELL_STATUSES), default=list(CELL_STATUSES),
+                             key="runs_status")
+    methods = sorted(cells["method"].unique())
+    # Keyed by run: another run has other methods, and a stale filter must not hide them.
+    chosen = right.multiselect("Methods", methods, default=methods, key=f"runs_methods:{run.label}")
+    table = cells[cells["status"].isin(shown) & cells["method"].isin(chosen)].copy()
+    table["wall time"] = table["wall_seconds"].map(format_seconds)
+    table["last activity"] = table["last_activity"].map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S UTC") if pd.notna(t) else "")
+    columns = ["cell", "status", "method", "size", "seed", "wall time", "steps", "final loss", "tokens/s",
+               "examples", "last activity", "error"]
+    table = table.rename(columns={"final_loss": "final loss", "tokens_per_second": "tokens/s",
+                                  "train_examples": "examples"})
+    styled = (table[columns].style
+              .map(_status_style, subset=["status"])
+              .format({"steps": "{:.0f}", "final loss": "{:.4f}", "tokens/s": "{:,.0f}", "examples": "{:.0f}"},
+                      na_rep=""))
+    st.dataframe(styled, hide_index=True, key="cells_table",
+                 column_config={"error": st.column_config.TextColumn("error", width="large")})
+    failed = cells[cells["status"] == "failed"]
+    if len(failed) and "failed" in shown:
+        st.markdown(f"**Failed cells ({len(failed)})**: re-running the sweep retries them.")
+        for row in failed.head(30).itertuples():
+            with st.expander(f"{row.cell}: {ui.preview(row.error, 120)}"):
+                st.code(row.traceback or row.error, language="text")
+
+
+def _status_style(status: str) -> str:
+    color = STATUS_COLORS.get(status)
+    return f"background-color: {color}; color: #111827" if color else ""
+
+
+def configuration(run: RunData) -> None:
+    st.subheader("Configuration")
+    manifest = run.manifest()
+    config_text = run.config_text()
+    tab_config, tab_env = st.tabs(["config.yaml", "Environment and stages"])
+    with tab_config:
+        if config_text:
+            st.code(config_text, language="yaml", height=420)
+        elif manifest and manifest.get("config"):
+            st.code(json.dumps(manifest["config"], indent=2), language="json", height=420)
+        else:
+            ui.missing_note(run, run.dir.config, "The resolved config", "any stage")
+    with tab_env:
+        if not manifest:
+            ui.missing_note(run, run.dir.manifest, "The manifest", "any stage")
+            return
+        stages = manifest.get("stages") or {}
+        if stages:
+            st.dataframe(pd.DataFrame([{"stage": k, "started": (v or {}).get("started"),
+                                        "finished": (v or {}).get("finished")} for k, v in stages.items()]),
+                         hide_index=True)
+        facts = {k: manifest.get(k) for k in ("created", "updated", "git_commit", "python", "platform")
+                 if manifest.get(k)}
+        st.json({**facts, "packages": manifest.get("packages") or {}}, expanded=False)
+
+
+def render() -> None:
+    ui.page_header("Runs", "What each run contains: its data counts, the sweep's cells and how they went, "
+                           "and the configuration that produced it.")
+    refs = ui.run_refs()
+    if len(refs) > 1:
+        st.subheader("Loaded runs")
+        overview(refs)
+    run = ui.require_run()
+    st.header(run.label)
+    st.caption(f"`{run.root}`")
+    missing = [m for m in run.missing()]
+    if missing:
+        st.info("This run is partial; still missing: " + "; ".join(
+            f"{m.what} (`{m.path.relative_to(run.root)}`, from {m.produced_by})" for m in missing))
+    data_counts(run)
+    sweep(run)
+    configuration(run)
+
+
+ui.guarded(render)

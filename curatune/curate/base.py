@@ -1,0 +1,153 @@
+"""The interface every curation step shares (in the spirit of datatrove's pipeline steps).
+
+A step has a ``name``, its own pydantic config, and ``run(records, context) -> StepResult``.
+It never does bookkeeping: the :class:`~curatune.curate.pipeline.CurationPipeline` keeps
+the ledger, timings, progress and the records-in = kept + removed invariant for all steps.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+
+from pydantic import BaseModel
+
+from curatune.records import Record
+
+
+@dataclass
+class Removal:
+    """One ledger row: why a record was removed."""
+
+    record: Record
+    reason: str
+    detail: str = ""
+    duplicate_of: str | None = None
+    cluster_id: str | None = None
+
+
+@dataclass
+class StepResult:
+    kept: list[Record]
+    removed: list[Removal]
+    counters: dict[str, Any] = field(default_factory=dict)
+
+
+class Progress:
+    """A tiny progress interface so steps do not depend on rich (tests pass a silent one)."""
+
+    def task(self, description: str, total: int | None) -> "ProgressTask":
+        return ProgressTask()
+
+
+class ProgressTask:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "ProgressTask":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RichProgress(Progress):
+    """Progress bars on stderr via rich; one bar per long loop of a step."""
+
+    def __init__(self, console=None):
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress as _RP, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        )
+
+        self._progress = _RP(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+
+    def __enter__(self) -> "RichProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def task(self, description: str, total: int | None) -> ProgressTask:
+        progress = self._progress
+        task_id = progress.add_task(description, total=total)
+
+        class _Task(ProgressTask):
+            def advance(self, n: int = 1) -> None:
+                progress.advance(task_id, n)
+
+            def close(self) -> None:
+                if total is not None:
+                    progress.update(task_id, completed=total)
+
+        return _Task()
+
+
+@dataclass
+class CurateContext:
+    """What steps may need beyond the records: models, caches, evaluation data, workers."""
+
+    workers: int = 1
+    cache_dir: Path | None = None
+    embedder: str = "default"
+    model: str = "default"
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    #: Texts of evaluation items to decontaminate against: (item id, text).
+    eval_items_loader: Callable[[], list[tuple[str, str]]] | None = None
+    progress: Progress = field(default_factory=Progress)
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
+        return default_cache_dir()
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("CURATUNE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "curatune"
+
+
+class Step:
+    """Base class: subclasses set ``name`` and ``config_class`` and implement ``run``."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[BaseModel]]
+    #: Reasons this step may write to the ledger (documentation and label matching).
+    reasons: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: BaseModel):
+        self.config = config
+
+    def run(self, records: list[Record], context: CurateContext) -> StepResult:  # pragma: no cover
+        raise NotImplementedError
+
+
+def text_of(record: Record, field_name: str) -> str:
+    if field_name == "prompt":
+        return record.prompt
+    if field_name == "response":
+        return record.response
+    return record.text
+
+
+def chunked(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def category_counts(records: Iterable[Record]) -> dict[str, int]:
+    counts = Counter(r.category if r.category is not None else "(none)" for r in records)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -1,0 +1,79 @@
+"""`curatune curate`: curate data into RUN_DIR/curate and print a summary table."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _summary(report: dict[str, Any], console: Console, run_dir: Path) -> None:
+    table = Table(title="curation", show_lines=False)
+    for column, justify in (("step", "left"), ("in", "right"), ("kept", "right"), ("removed", "right"),
+                            ("seconds", "right"), ("top reasons", "left")):
+        table.add_column(column, justify=justify)
+    for step in report["steps"]:
+        if step.get("enabled") is False:
+            table.add_row(step["name"], str(step["input"]), "-", "-", "-", "skipped (enabled: false)")
+            continue
+        reasons = ", ".join(f"{k} {v}" for k, v in list(step.get("removed_by_reason", {}).items())[:3])
+        seconds = "-" if step.get("seconds") is None else f"{step['seconds']:.1f}"
+        table.add_row(step["name"], str(step["input"]), str(step["kept"]), str(step["removed"]), seconds, reasons)
+    console.print(table)
+    console.print(
+        f"[bold]{report['input_records']}[/bold] records in -> [bold green]{report['kept']} kept[/bold green], "
+        f"{report['removed']} removed ({report['seconds']:.1f} s){' [dim](finished earlier; unchanged)[/dim]' if report.get('resumed') else ''}"
+    )
+    detection = report.get("detection")
+    if detection:
+        det = Table(title="detection vs labels")
+        for column in ("flaw", "labeled", "found", "recall", "predicted", "precision"):
+            det.add_column(column, justify="left" if column == "flaw" else "right")
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        for flaw, row in detection["flaws"].items():
+            det.add_row(flaw, str(row["labeled"]), str(row["found"]), fmt(row["recall"]), str(row["predicted"]), fmt(row["precision"]))
+        console.print(det)
+    console.print(f"wrote {run_dir / 'curate'}/kept.parquet, removed.parquet, report.json")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("curate")
+    def curate(
+        config: Optional[Path] = typer.Argument(None, help="Experiment YAML (optional with --input)."),
+        input_: list[str] = typer.Option([], "--input", "-i", help="A data file, folder or glob (repeatable); replaces data.sources."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory to write (same as --run-dir)."),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (overrides run_dir in the config)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=value (repeatable)."),
+        labels: Optional[str] = typer.Option(None, "--labels", help="Labels file of planted flaws: report precision/recall."),
+        force: bool = typer.Option(False, "--force", help="Recompute even when an identical curation already finished."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    ) -> None:
+        """Deduplicate, filter, decontaminate and balance the training data (RUN_DIR/curate)."""
+        from curatune.config import apply_override, load_config, validate_config
+        from curatune.curate.stage import run_curate
+        from curatune.errors import ConfigError
+        from curatune.rundir import RunDir
+
+        if config is None and not input_:
+            raise ConfigError("give a config file or at least one --input PATH (see curatune curate --help)")
+        overrides = list(set_)
+        if config is not None:
+            cfg = load_config(config, overrides)
+            raw = cfg.resolved()
+        else:
+            raw = {}
+            for override in overrides:
+                apply_override(raw, override)
+        if input_:
+            raw.setdefault("data", {})["sources"] = [{"path": str(Path(p).expanduser().resolve()) if not p.startswith("hf:") else p} for p in input_]
+        target = out or run_dir
+        if target is not None:
+            raw["run_dir"] = str(target)
+        elif config is None:
+            raise ConfigError("--input needs --out DIR (where to write the run directory)")
+        cfg = validate_config(raw, str(config) if config else "command line")
+        console = Console(stderr=True)
+        report = run_curate(cfg, RunDir(cfg.run_dir), labels, force=force, progress=not quiet and cfg.curate.progress, console=console)
+        _summary(report, Console(), Path(cfg.run_dir))

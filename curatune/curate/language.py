@@ -1,0 +1,67 @@
+"""Language filter with offline language ID (py3langid, a numpy port of langid.py)."""
+from __future__ import annotations
+
+from curatune.curate.base import CurateContext, Removal, Step, StepResult, chunked, text_of
+from curatune.curate.config import LanguageConfig
+from curatune.curate.parallel import parallel_map
+from curatune.records import Record
+
+# Language ID converges long before this; truncating keeps long records cheap.
+_MAX_CHARS = 1500
+_IDENTIFIER = None
+
+
+def _identifier():
+    global _IDENTIFIER
+    if _IDENTIFIER is None:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        _IDENTIFIER = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    return _IDENTIFIER
+
+
+def identify(text: str) -> tuple[str, float]:
+    """(ISO 639-1 code, probability) of the most likely language."""
+    lang, prob = _identifier().classify(text[:_MAX_CHARS])
+    return str(lang), float(prob)
+
+
+def _identify_chunk(args: tuple[list[str], int]) -> list[tuple[str, float] | None]:
+    texts, min_chars = args
+    out: list[tuple[str, float] | None] = []
+    for text in texts:
+        letters = sum(1 for ch in text[:_MAX_CHARS] if ch.isalpha())
+        out.append(identify(text) if letters >= min_chars else None)
+    return out
+
+
+class LanguageFilter(Step):
+    name = "language"
+    config_class = LanguageConfig
+    reasons = ("wrong_language",)
+
+    def run(self, records: list[Record], context: CurateContext) -> StepResult:
+        cfg = self.config
+        if not cfg.languages:
+            return StepResult(list(records), [])
+        targets = {lang.lower() for lang in cfg.languages}
+        chunks = [([text_of(r, cfg.field) for r in c], cfg.min_chars) for c in chunked(records, 2000)]
+        with context.progress.task("language ID", len(records)) as task:
+            parts = parallel_map(_identify_chunk, chunks, context.workers, task, [len(c[0]) for c in chunks])
+        guesses = [g for part in parts for g in part]
+        kept, removed = [], []
+        languages: dict[str, int] = {}
+        for record, guess in zip(records, guesses):
+            if guess is None:
+                kept.append(record)
+                languages["(too short)"] = languages.get("(too short)", 0) + 1
+                continue
+            lang, prob = guess
+            languages[lang] = languages.get(lang, 0) + 1
+            # Only a confident non-target guess removes: short or mixed text often gets a weak guess.
+            if lang not in targets and prob >= cfg.min_confidence:
+                removed.append(Removal(record, "wrong_language", f"identified as {lang} (p={prob:.2f})"))
+            else:
+                kept.append(record)
+        top = dict(sorted(languages.items(), key=lambda kv: -kv[1])[:10])
+        return StepResult(kept, removed, {"languages": top})

@@ -1,0 +1,45 @@
+"""`curatune evaluate CONFIG`: score the base model and every trained cell."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate_command(
+        config: Path = typer.Argument(..., help="Experiment YAML file (see `curatune config --defaults`)."),
+        run_dir: Optional[Path] = typer.Option(
+            None, "--run-dir", help="Run directory to evaluate (default: run_dir from the config)."
+        ),
+        set_: list[str] = typer.Option(
+            [], "--set", help="Override a config key: key.path=value (repeatable), e.g. --set evaluate.limit_heldout=50."
+        ),
+        no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars (for logs)."),
+    ) -> None:
+        """Score the base model and every trained cell (early and final) on the evaluation suites.
+
+        Suites come from evaluate.suites (default: the target task on the held-out split, plus the data-free retention probe).
+
+        Writes RUN_DIR/eval/scores.parquet (long form: cell, method, size, seed, stage, suite, metric, value, n_items), per-example outputs in RUN_DIR/eval/samples/<suite>/<cell>__<stage>.parquet, metric signatures in RUN_DIR/eval/signatures.json, then the analysis (eval/analysis.json).
+
+        Re-running resumes: finished (model, stage, suite) units are reused; only missing or changed ones are scored.
+        """
+        from rich.console import Console
+
+        from curatune.config import load_config
+        from curatune.evaluate.runner import run_evaluate
+
+        overrides = list(set_) + ([f"run_dir={run_dir}"] if run_dir else [])
+        cfg = load_config(config, overrides)
+        summary = run_evaluate(cfg, cfg.run_dir, progress=not no_progress)
+        out = Console(stderr=True)
+        for label, error in summary["failed_models"].items():
+            out.print(f"[red]not scored: {label}: {error}[/red]")
+        out.print(
+            f"[green]evaluate: {summary['scored']} units scored, {summary['reused']} reused, "
+            f"{summary['score_rows']} score rows in {summary['scores']} ({summary['seconds']} s); "
+            f"analysis {summary['analysis']}[/green]"
+        )

@@ -1,0 +1,417 @@
+"""`curatune evaluate`: score the base model and every trained cell on every suite.
+
+Work is split in *units*: one (model, stage, suite). Models are the base model (stage
+``base``) and each trained cell at stage ``early`` and ``final``. Each model is loaded
+once and scored on all of its pending suites before the next one loads.
+
+Resume: a finished unit writes its per-example samples, then its part file
+``eval/parts/<suite>/<cell>__<stage>.json`` (scores, signatures, fingerprint) atomically,
+then ``eval/scores.parquet`` and ``eval/signatures.json`` are rebuilt from the parts, also
+atomically. A part whose fingerprint (suite settings, items, generation settings, base
+model, the cell's training record) matches is never recomputed; a changed setting
+rescoring only what it affects. A killed run therefore loses at most the unit in flight.
+
+:func:`evaluate_hook` scores a cell from inside the sweep (``train.evaluate_hook =
+"curatune.evaluate.runner:evaluate_hook"``) while its weights exist, writing the same part
+files, so ``curatune evaluate`` later reuses them.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+from rich.console import Console
+from tqdm.auto import tqdm
+
+from curatune.errors import ConfigError, CuratuneError
+from curatune.evaluate.suites import EvalContext, Suite, SuiteScore, build_suites, fingerprint_digest
+from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
+
+SCORE_COLUMNS = ["cell", "method", "size", "seed", "stage", "suite", "metric", "value", "n_items"]
+BASE = "base"
+STAGE_ORDER = {"base": 0, "early": 1, "final": 2}
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------- what gets scored
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model to score: the base model, or a cell at its early or final stage."""
+
+    cell: str
+    method: str
+    size: int
+    seed: int
+    stage: str
+    info: Any = field(default=None, compare=False, hash=False)  # CellInfo of a trained cell
+
+    @classmethod
+    def base(cls) -> "Target":
+        return cls(BASE, BASE, 0, 0, "base")
+
+    @classmethod
+    def of_cell(cls, info: Any, stage: str) -> "Target":
+        return cls(info.key, info.method, int(info.size), int(info.seed), stage, info)
+
+    @property
+    def label(self) -> str:
+        return BASE if self.stage == "base" else f"{self.cell}/{self.stage}"
+
+    @property
+    def file_stem(self) -> str:
+        return f"{self.cell}__{self.stage}"
+
+    def identity(self, config: Any) -> dict[str, Any]:
+        """What the model's weights depend on, for the resume fingerprint."""
+        if self.info is None:
+            return {"base": config.model.base, "dtype": config.model.dtype}
+        # cell.json is written when training starts and kept; it is there both when the sweep's
+        # hook scores the cell (before done.json) and afterwards. A retrained cell rewrites it.
+        record = getattr(self.info, "cell", None) or getattr(self.info, "done", None) or {}
+        digest = hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return {"cell": self.cell, "record": digest, "dtype": config.model.dtype}
+
+
+@dataclass
+class Plan:
+    targets: list[Target]
+    skipped: dict[str, str] = field(default_factory=dict)  # cell or cell/stage -> why
+
+
+def plan_targets(config: Any, run_dir: RunDir) -> Plan:
+    """The base model and the cells/stages to score, per ``evaluate.stages`` and ``evaluate.cells``."""
+    stages = config.evaluate.stages
+    plan = Plan([Target.base()] if "base" in stages else [])
+    cell_stages = [s for s in ("early", "final") if s in stages]
+    if not cell_stages:
+        return plan
+    cells = _list_cells(run_dir)
+    not_done = {c.key: c.status for c in cells if c.status != "done"}
+    if not_done and config.evaluate.cells == "all":
+        listed = ", ".join(f"{k} ({v})" for k, v in sorted(not_done.items()))
+        raise ConfigError(
+            f"evaluate.cells = all, but these cells are not done: {listed}. Finish the sweep "
+            "(`curatune train`) or set evaluate.cells: done to score the finished ones"
+        )
+    plan.skipped.update({k: f"not done ({v})" for k, v in not_done.items()})
+    for info in sorted((c for c in cells if c.status == "done"), key=lambda c: (c.method, c.size, c.seed)):
+        for stage in cell_stages:
+            plan.targets.append(Target.of_cell(info, stage))
+    return plan
+
+
+def _list_cells(run_dir: RunDir) -> list[Any]:
+    try:
+        from curatune.train.cells import list_cells
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("curatune.train"):
+            raise ConfigError("scoring trained cells needs curatune.train.cells, which this installation lacks") from None
+        raise
+    return list_cells(run_dir)
+
+
+def _weights_available(target: Target) -> bool:
+    if target.info is None:
+        return True
+    weights = target.info.weights_dir(target.stage)
+    return weights is not None and Path(weights).is_dir()
+
+
+# ----------------------------------------------------------------------------- results on disk
+
+
+class PartStore:
+    """Finished units as small JSON files, and the merged outputs rebuilt from them."""
+
+    def __init__(self, run_dir: RunDir):
+        self.run_dir = run_dir
+        self.root = run_dir.eval / "parts"
+        self._cache: dict[Path, dict[str, Any] | None] = {}  # parts read or written by this process
+
+    def path(self, suite: str, target: Target) -> Path:
+        return self.root / suite / f"{target.file_stem}.json"
+
+    def sample_path(self, suite: str, target: Target) -> Path:
+        return self.run_dir.samples / suite / f"{target.file_stem}.parquet"
+
+    def load(self, suite: str, target: Target) -> dict[str, Any] | None:
+        path = self.path(suite, target)
+        if path not in self._cache:
+            try:
+                self._cache[path] = read_json(path)
+            except FileNotFoundError:
+                return None  # not cached: it may appear later (written by the sweep's hook)
+            except (json.JSONDecodeError, UnicodeDecodeError):  # not ours (writes are atomic); rescore
+                self._cache[path] = None
+        return self._cache[path]
+
+    def is_done(self, suite: str, target: Target, fingerprint: str) -> bool:
+        part = self.load(suite, target)
+        return part is not None and part.get("fingerprint") == fingerprint
+
+    def write(self, suite: str, target: Target, fingerprint: str, score: SuiteScore, seconds: float) -> None:
+        # Samples first: the part file is the unit's completion marker.
+        atomic_write_parquet(self.sample_path(suite, target), score.samples)
+        rows = [
+            {
+                "cell": target.cell, "method": target.method, "size": target.size, "seed": target.seed,
+                "stage": target.stage, "suite": suite, "metric": metric, "value": _float(value),
+                "n_items": int(score.n_items.get(metric, len(score.samples))),
+            }
+            for metric, value in score.metrics.items()
+        ]
+        part = {
+            "fingerprint": fingerprint,
+            "rows": rows,
+            "signatures": score.signatures,
+            "notes": score.notes,
+            "seconds": round(seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        atomic_write_json(self.path(suite, target), part)
+        self._cache[self.path(suite, target)] = part
+
+    def merge(self, units: Iterable[tuple[str, Target]]) -> pd.DataFrame:
+        """Rebuild eval/scores.parquet and eval/signatures.json from the parts of ``units``."""
+        rows: list[dict[str, Any]] = []
+        signatures: dict[str, dict[str, str]] = {}
+        for suite, target in units:
+            part = self.load(suite, target)
+            if part is None:
+                continue
+            rows.extend(part["rows"])
+            signatures.setdefault(suite, {}).update(part.get("signatures") or {})
+        frame = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+        frame = frame.astype({"cell": str, "method": str, "size": "int64", "seed": "int64", "stage": str,
+                              "suite": str, "metric": str, "value": "float64", "n_items": "int64"})
+        frame["_stage"] = frame["stage"].map(STAGE_ORDER)
+        frame = frame.sort_values(["suite", "metric", "method", "size", "seed", "_stage"], kind="stable")
+        frame = frame.drop(columns="_stage").reset_index(drop=True)
+        atomic_write_parquet(self.run_dir.scores, frame)
+        atomic_write_json(self.signatures_path, signatures)
+        return frame
+
+    @property
+    def signatures_path(self) -> Path:
+        return self.run_dir.eval / "signatures.json"
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+class Evaluator:
+    """Scores targets on suites, skipping finished units; one instance per run."""
+
+    def __init__(self, config: Any, run_dir: RunDir, *, progress: bool = True):
+        self.config = config
+        self.run_dir = run_dir
+        self.progress = progress
+        self.ctx = EvalContext(config, run_dir, progress=progress)
+        self.suites: list[Suite] = build_suites(self.ctx)
+        self.store = PartStore(run_dir)
+        self._suite_prints: dict[str, dict[str, Any]] = {}
+
+    def fingerprint(self, suite: Suite, target: Target) -> str:
+        if suite.name not in self._suite_prints:  # loads the suite's items once
+            self._suite_prints[suite.name] = suite.fingerprint()
+        return fingerprint_digest({"suite": self._suite_prints[suite.name], "model": target.identity(self.config)})
+
+    def pending(self, target: Target) -> list[Suite]:
+        return [s for s in self.suites if not self.store.is_done(s.name, target, self.fingerprint(s, target))]
+
+    def score_unit(self, suite: Suite, target: Target, model: Any, tokenizer: Any) -> SuiteScore:
+        started = time.perf_counter()
+        score = suite.score(model, tokenizer, target.label)
+        self.store.write(suite.name, target, self.fingerprint(suite, target), score, time.perf_counter() - started)
+        for note in score.notes:
+            console.print(f"[yellow]{target.label} {suite.name}: {note}[/yellow]")
+        return score
+
+    def load_model(self, target: Target) -> tuple[Any, Any]:
+        m = self.config.model
+        if target.info is None:
+            return self.ctx.base_model()
+        from curatune.train.cells import load_cell_model
+
+        return load_cell_model(target.info, target.stage, m.base, dtype=m.dtype, device=m.device)
+
+
+def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """Score every pending unit, rebuild eval/scores.parquet, run the analysis; return a summary."""
+    started = time.perf_counter()
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir or config.run_dir)
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    run_dir.write_manifest(config.resolved(), "evaluate")
+
+    plan = plan_targets(config, run_dir)
+    evaluator = Evaluator(config, run_dir, progress=progress)
+    for key, why in plan.skipped.items():
+        console.print(f"[yellow]skipping cell {key}: {why}[/yellow]")
+
+    work: list[tuple[Target, list[Suite]]] = []
+    unavailable: dict[str, list[str]] = {}
+    units: list[tuple[str, Target]] = []
+    for target in plan.targets:
+        pending = evaluator.pending(target)
+        units.extend((s.name, target) for s in evaluator.suites)
+        if not pending:
+            continue
+        if not _weights_available(target):
+            unavailable[target.label] = [s.name for s in pending]
+            continue
+        work.append((target, pending))
+    for label, suites in unavailable.items():
+        console.print(
+            f"[yellow]{label}: no weights on disk (train.keep_weights = none), cannot score {', '.join(suites)}[/yellow]"
+        )
+
+    total = sum(len(p) for _, p in work)
+    reused = len(units) - total - sum(len(v) for v in unavailable.values())
+    console.print(
+        f"evaluate: {len(plan.targets)} models x {len(evaluator.suites)} suites = {len(units)} units; "
+        f"{reused} already scored, {total} to score"
+    )
+    bar = tqdm(total=total, desc="evaluate", unit="unit", disable=not progress)
+    scored = 0
+    failed: dict[str, str] = {}
+    threads = _CpuThreads(config.evaluate.cpu_threads)
+    try:
+        for target, pending in work:
+            try:
+                model, tokenizer = evaluator.load_model(target)
+            except Exception as exc:  # noqa: BLE001 - one unreadable cell must not block the others
+                if target.info is None:
+                    raise
+                failed[target.label] = f"{type(exc).__name__}: {exc}"
+                console.print(f"[red]{target.label}: cannot load the model, skipped: {exc}[/red]")
+                bar.update(len(pending))
+                continue
+            try:
+                for suite in pending:
+                    bar.set_postfix_str(f"{target.label} {suite.name}")
+                    evaluator.score_unit(suite, target, model, tokenizer)
+                    scored += 1
+                    evaluator.store.merge(units)
+                    bar.update(1)
+            finally:
+                del model, tokenizer
+                if target.info is not None:
+                    _free_memory()
+    finally:
+        bar.close()
+        threads.restore()
+    frame = evaluator.store.merge(units)
+
+    analysis = _analyze(run_dir, config)
+    summary = {
+        "run_dir": str(run_dir.root),
+        "models": len(plan.targets),
+        "suites": [s.name for s in evaluator.suites],
+        "units": len(units),
+        "scored": scored,
+        "reused": reused,
+        "skipped_cells": plan.skipped,
+        "unavailable": unavailable,
+        "failed_models": failed,
+        "score_rows": int(len(frame)),
+        "scores": str(run_dir.scores),
+        "analysis": analysis,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    run_dir.stamp_stage_finished(
+        "evaluate", scored=scored, reused=reused, score_rows=int(len(frame)), analysis=analysis,
+        failed_models=failed, unavailable=unavailable,
+    )
+    return summary
+
+
+def _analyze(run_dir: RunDir, config: Any) -> str:
+    """Run the analysis step; evaluation results stand even when it cannot run."""
+    try:
+        from curatune.evaluate.analysis import analyze_run
+    except ModuleNotFoundError as exc:
+        if exc.name == "curatune.evaluate.analysis":
+            console.print("[yellow]analysis skipped: curatune.evaluate.analysis is not installed[/yellow]")
+            return "skipped: curatune.evaluate.analysis is not installed"
+        raise
+    if not run_dir.scores.exists() or pd.read_parquet(run_dir.scores).empty:
+        return "skipped: no scores"
+    try:
+        analyze_run(run_dir, config.evaluate.analysis)
+    except CuratuneError as exc:
+        console.print(f"[yellow]analysis skipped: {exc}[/yellow]")
+        return f"skipped: {exc}"
+    return "written"
+
+
+class _CpuThreads:
+    """Set torch's CPU thread count for the scoring loop (0 = leave it), and put it back."""
+
+    def __init__(self, threads: int):
+        import torch
+
+        self.before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+
+    def restore(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.before)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+# ----------------------------------------------------------------------------- sweep hook
+
+
+_HOOK_EVALUATORS: dict[str, Evaluator] = {}
+
+
+def evaluate_hook(cell: Any, stage: str, model: Any, tokenizer: Any, config: Any, run_dir: RunDir | str) -> None:
+    """Score one cell while the sweep still has its model in memory (``train.evaluate_hook``).
+
+    Writes the same part and sample files as ``curatune evaluate``, which then reuses them;
+    needed when ``train.keep_weights = none`` deletes full fine-tunes after scoring.
+    """
+    if stage not in config.evaluate.stages:
+        return
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    key = str(run_dir.root.resolve())
+    evaluator = _HOOK_EVALUATORS.get(key)
+    if evaluator is None or evaluator.config is not config:
+        evaluator = _HOOK_EVALUATORS[key] = Evaluator(config, run_dir, progress=False)
+    target = Target.of_cell(cell, stage)
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        for suite in evaluator.pending(target):
+            evaluator.score_unit(suite, target, model, tokenizer)
+    finally:
+        if was_training:
+            model.train()

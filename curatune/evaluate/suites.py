@@ -1,0 +1,387 @@
+"""Evaluation suites: what data a suite reads and which scorer applies to it.
+
+One class per ``kind`` (see :data:`SUITE_KINDS`). A suite loads its items once per
+process, tells the runner what its result depends on (:meth:`Suite.fingerprint`, so a
+resumed run rescoring nothing is safe), and scores one loaded model at a time into a
+:class:`SuiteScore`: corpus metrics, item counts, per-example rows and signatures.
+
+* ``generation`` (ours): greedy answers to records (the held-out split by default),
+  scored with :mod:`curatune.evaluate.metrics`.
+* ``multiple_choice``, ``perplexity``, ``lambada``, ``retention``: log-likelihood scoring
+  from :mod:`curatune.evaluate.multiple_choice`, :mod:`~curatune.evaluate.perplexity` and
+  :mod:`~curatune.evaluate.retention`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from curatune.errors import ConfigError, DataError
+from curatune.evaluate.generation import GenerationSettings, format_prompt, generate
+from curatune.evaluate.metrics import auto_metrics, score_generations
+from curatune.records import RECORD_COLUMNS, Record, frame_to_records
+from curatune.rundir import RunDir
+
+SAMPLE_TEXT_COLUMNS = ["example_id", "prompt", "reference", "output"]
+
+
+@dataclass
+class SuiteScore:
+    metrics: dict[str, float]
+    n_items: dict[str, int]
+    samples: pd.DataFrame
+    signatures: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class EvalContext:
+    """What every suite may need besides the model under test: config, run dir, shared models."""
+
+    def __init__(self, config: Any, run_dir: RunDir, *, progress: bool = True):
+        self.config = config
+        self.run_dir = run_dir
+        self.progress = progress
+        self._embedder: Any = None
+
+    @property
+    def evaluate(self) -> Any:
+        return self.config.evaluate
+
+    def base_model(self) -> tuple[Any, Any]:
+        """The base model, shared and cached per process by curatune.models."""
+        from curatune.models import load_model_and_tokenizer
+
+        m = self.config.model
+        return load_model_and_tokenizer(m.base, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
+
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from curatune.evaluate.metrics import load_default_embedder
+
+            self._embedder = load_default_embedder(self.config.model.embedder)
+        return self._embedder
+
+
+def select_subset(n: int, limit: int | None, seed: int) -> list[int]:
+    """Indices of a fixed random subset (in the original order); all of them without a limit."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).choice(n, size=limit, replace=False).tolist())
+
+
+def data_digest(path: str) -> str:
+    """Content hash of a local file or folder (hub ids hash their name only)."""
+    local = Path(path).expanduser()
+    digest = hashlib.sha1()
+    if local.is_file():
+        files = [local]
+    elif local.is_dir():
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+    else:
+        digest.update(path.encode())
+        return digest.hexdigest()[:16]
+    for file in files:
+        digest.update(str(file.relative_to(local) if local.is_dir() else file.name).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _import_scorer(module: str, kind: str) -> Any:
+    try:
+        return importlib.import_module(f"curatune.evaluate.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"curatune.evaluate.{module}":
+            raise ConfigError(
+                f"suites of kind {kind!r} need curatune/evaluate/{module}.py, which this installation lacks"
+            ) from None
+        raise
+
+
+def samples_frame(per_item: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per-example rows with the contract's text columns first; example ids made unique."""
+    frame = pd.DataFrame(per_item)
+    for column in SAMPLE_TEXT_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = [str(i) for i in range(len(frame))] if column == "example_id" else ""
+    frame["example_id"] = _unique_ids([str(x) for x in frame["example_id"]])
+    for column in ("prompt", "reference", "output"):
+        frame[column] = frame[column].map(lambda v: "" if v is None else v if isinstance(v, str) else str(v))
+    rest = [c for c in frame.columns if c not in SAMPLE_TEXT_COLUMNS]
+    return frame[SAMPLE_TEXT_COLUMNS + rest].reset_index(drop=True)
+
+
+def _unique_ids(ids: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for item in ids:
+        count = seen.get(item, 0)
+        seen[item] = count + 1
+        out.append(item if count == 0 else f"{item}#{count}")
+    return out
+
+
+class Suite:
+    """One configured suite; subclasses implement :meth:`_load` and :meth:`score`."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, spec: Any, ctx: EvalContext):
+        self.spec = spec
+        self.ctx = ctx
+        self._items: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def items(self) -> Any:
+        if self._items is None:
+            self._items = self._load()
+        return self._items
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything the suite's result depends on besides the model."""
+        return {"suite": self.spec.model_dump(mode="json"), "seed": self.ctx.evaluate.seed}
+
+    def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+class GenerationTask(Suite):
+    kind = "generation"
+
+    @property
+    def settings(self) -> GenerationSettings:
+        defaults = self.ctx.evaluate.generation
+        return GenerationSettings(
+            max_new_tokens=self.spec.max_new_tokens or defaults.max_new_tokens,
+            batch_size=self.spec.batch_size or defaults.batch_size,
+            stop=list(self.spec.stop if self.spec.stop is not None else defaults.stop),
+        )
+
+    @property
+    def limit(self) -> int | None:
+        if self.spec.limit is not None:
+            return self.spec.limit
+        return self.ctx.evaluate.limit_heldout if self.spec.path is None else None
+
+    def _load(self) -> list[Record]:
+        records = self._read_records()
+        usable = [r for r in records if any(m["role"] == "assistant" for m in r.messages)]
+        if not usable:
+            raise DataError(f"suite {self.name}: {self._source_label()} has no record with an assistant answer")
+        return [usable[i] for i in select_subset(len(usable), self.limit, self.ctx.evaluate.seed)]
+
+    def _source_label(self) -> str:
+        return str(self.spec.path or self.ctx.run_dir.heldout)
+
+    def _read_records(self) -> list[Record]:
+        if self.spec.path is None:
+            path = self.ctx.run_dir.heldout
+            if not path.exists():
+                raise DataError(
+                    f"{path}: the held-out split is missing; run `curatune train` (it carves the split) "
+                    f"or give suite {self.name!r} a path"
+                )
+            return frame_to_records(pd.read_parquet(path))
+        path = self.spec.path
+        if path.endswith(".parquet") and Path(path).is_file():
+            frame = pd.read_parquet(path)
+            if set(RECORD_COLUMNS) <= set(frame.columns):
+                return frame_to_records(frame)
+        from curatune.data.loaders import load_path
+
+        result = load_path(path)
+        return list(getattr(result, "records", result))
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.spec.metrics or auto_metrics([r.response for r in self.items]))
+
+    def fingerprint(self) -> dict[str, Any]:
+        ids = hashlib.sha1("\n".join(r.id for r in self.items).encode()).hexdigest()[:16]
+        settings = self.settings
+        return {
+            **super().fingerprint(),
+            "items": ids,
+            "n": len(self.items),
+            "metrics": self.metrics,
+            "generation": {"max_new_tokens": settings.max_new_tokens, "stop": settings.stop},
+            "embedder": self.ctx.config.model.embedder if "comet_like" in self.metrics else None,
+        }
+
+    def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
+        records = self.items
+        prompts = [format_prompt(tokenizer, r.messages) for r in records]
+        generated = generate(
+            model, tokenizer, prompts, self.settings, progress=self.ctx.progress, description=f"{label} {self.name}"
+        )
+        references = [r.response for r in records]
+        sources = [r.prompt for r in records]
+        result = score_generations(
+            self.metrics,
+            generated.outputs,
+            references,
+            sources,
+            embedder_loader=self.ctx.embedder,
+            embedder_name=self.ctx.config.model.embedder,
+        )
+        frame = samples_frame(
+            [
+                {"example_id": r.id, "prompt": r.prompt, "reference": ref, "output": out}
+                for r, ref, out in zip(records, references, generated.outputs)
+            ]
+        )
+        for column, values in result.per_item.items():
+            frame[column] = np.asarray(values, dtype=float)
+        notes = []
+        if generated.truncated_prompts:
+            notes.append(f"{generated.truncated_prompts} prompts were cut at the start to fit the model's context")
+        return SuiteScore(result.corpus, result.n_items, frame, result.signatures, notes)
+
+
+# ----------------------------------------------------------------------------- log-likelihood suites
+
+
+def _from_result(result: Any, signature: str) -> SuiteScore:
+    per_item = list(getattr(result, "per_item", []) or [])
+    metrics = {k: float(v) for k, v in dict(result.metrics).items() if isinstance(v, (int, float, np.number))}
+    n_items = getattr(result, "n_items", None)
+    if not isinstance(n_items, dict):
+        count = int(n_items) if isinstance(n_items, (int, np.integer)) else len(per_item)
+        n_items = {k: count for k in metrics}
+    frame = samples_frame(per_item)
+    return SuiteScore(metrics, {k: int(v) for k, v in n_items.items()}, frame, {k: signature for k in metrics})
+
+
+class MultipleChoiceTask(Suite):
+    kind = "multiple_choice"
+
+    def _load(self) -> list[Any]:
+        module = _import_scorer("multiple_choice", self.kind)
+        items = module.load_mc_items(self.spec.path, limit=self.spec.limit, seed=self.ctx.evaluate.seed)
+        if not items:
+            raise DataError(f"suite {self.name}: {self.spec.path} has no multiple-choice items")
+        return items
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "data": data_digest(self.spec.path)}
+
+    def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
+        module = _import_scorer("multiple_choice", self.kind)
+        result = module.score_multiple_choice(
+            model, tokenizer, self.items, batch_size=self.spec.batch_size, progress=self.ctx.progress
+        )
+        return _from_result(result, f"multiple_choice|loglik|n:{len(self.items)}|seed:{self.ctx.evaluate.seed}")
+
+
+class PerplexityTask(Suite):
+    kind = "perplexity"
+
+    def _load(self) -> list[Any]:
+        module = _import_scorer("perplexity", self.kind)
+        return module.load_text_items(self.spec.path, limit=self.spec.limit, seed=self.ctx.evaluate.seed)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "data": data_digest(self.spec.path)}
+
+    def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
+        module = _import_scorer("perplexity", self.kind)
+        result = module.rolling_perplexity(
+            model, tokenizer, self.items, max_length=self.spec.max_length, batch_size=self.spec.batch_size,
+            progress=self.ctx.progress,
+        )
+        return _from_result(result, f"perplexity|rolling|max_length:{self.spec.max_length}")
+
+
+class LambadaTask(Suite):
+    kind = "lambada"
+
+    def _load(self) -> list[Any]:
+        module = _import_scorer("perplexity", self.kind)
+        return module.load_lambada_items(self.spec.path, limit=self.spec.limit, seed=self.ctx.evaluate.seed)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "data": data_digest(self.spec.path)}
+
+    def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
+        module = _import_scorer("perplexity", self.kind)
+        result = module.score_lambada(
+            model, tokenizer, self.items, batch_size=self.spec.batch_size, progress=self.ctx.progress
+        )
+        return _from_result(result, "lambada|last_word_greedy+perplexity")
+
+
+class RetentionProbe(Suite):
+    """Data-free forgetting probe: divergence from the base model's own answers.
+
+    The reference (the base model's greedy answers and next-token distributions) is built
+    once per run and kept in eval/retention/<suite>-<settings digest>.safetensors, so every
+    model is compared with the same reference, and changed settings build a new one. The
+    base model scores 0 KL against it by construction.
+    """
+
+    kind = "retention"
+
+    @property
+    def reference_path(self) -> Path:
+        return self.ctx.run_dir.eval / "retention" / f"{self.name}-{fingerprint_digest(self.fingerprint())}.safetensors"
+
+    def _load(self) -> Any:
+        module = _import_scorer("retention", self.kind)
+        path = self.reference_path
+        if path.exists():
+            return module.RetentionReference.load(path)
+        prompts = module.load_retention_prompts(self.spec.path)
+        prompts = [prompts[i] for i in select_subset(len(prompts), self.spec.limit, self.ctx.evaluate.seed)]
+        base_model, base_tokenizer = self.ctx.base_model()
+        reference = module.RetentionReference.build(
+            base_model, base_tokenizer, prompts, max_new_tokens=self.spec.max_new_tokens,
+            batch_size=self.spec.batch_size, progress=self.ctx.progress,
+        )
+        reference.save(path)
+        return reference
+
+    def fingerprint(self) -> dict[str, Any]:
+        m = self.ctx.config.model
+        data = data_digest(self.spec.path) if self.spec.path else "packaged"
+        return {**super().fingerprint(), "base": m.base, "dtype": m.dtype, "prompts": data}
+
+    def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
+        module = _import_scorer("retention", self.kind)
+        result = module.retention_scores(
+            model, tokenizer, self.items, batch_size=self.spec.batch_size, progress=self.ctx.progress
+        )
+        return _from_result(result, f"retention|reference:base={self.ctx.config.model.base}"
+                                    f"|max_new_tokens:{self.spec.max_new_tokens}")
+
+
+SUITE_KINDS: dict[str, type[Suite]] = {
+    cls.kind: cls for cls in (GenerationTask, MultipleChoiceTask, PerplexityTask, LambadaTask, RetentionProbe)
+}
+
+
+def build_suites(ctx: EvalContext) -> list[Suite]:
+    """The configured suites (or the defaults), each bound to its scorer."""
+    return [SUITE_KINDS[spec.kind](spec, ctx) for spec in ctx.evaluate.effective_suites()]
+
+
+def fingerprint_digest(parts: dict[str, Any]) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]

@@ -1,0 +1,87 @@
+"""`curatune sweep`: fine-tune every (method, size, seed) cell of the grid."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sweep")
+    def sweep_command(
+        config: Path = typer.Argument(..., help="Experiment YAML file (see `curatune config --defaults`)."),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory; overrides run_dir of the config."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value (repeatable), "
+                                       "e.g. --set train.sizes=[50,100]."),
+        executor: Optional[str] = typer.Option(None, "--executor", help="local (one cell after another, default) "
+                                               "or ray (cells on a Ray cluster); overrides train.executor."),
+        only: list[str] = typer.Option([], "--only", help="Run only this method (repeatable): full, lora, qlora. "
+                                       "The plan still lists the whole grid."),
+        plan_only: bool = typer.Option(False, "--plan", help="Write the held-out split, subsets and plan, "
+                                       "print the grid, train nothing."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (for logs)."),
+    ) -> None:
+        """Fine-tune the grid sizes x methods x seeds on nested subsets of the curated data (or the raw data with train.data=raw).
+
+        Each cell goes to RUN_DIR/train/<method>/n<size>/s<seed>/ with train_log.jsonl, an early checkpoint (early/), the final weights (final/) and done.json, written last. Re-running skips finished cells and restarts (or, with train.checkpoint_steps, resumes) interrupted ones; a cell that fails is recorded in failed.json and the sweep goes on. Exit status: 0 all cells done, 1 some cells failed, 2 bad input.
+        """
+        from curatune.config import load_config
+        from curatune.errors import ConfigError
+        from curatune.rundir import RunDir
+
+        overrides = list(set_)
+        if run_dir is not None:
+            overrides.append(f"run_dir={run_dir}")
+        if executor is not None:
+            if executor not in ("local", "ray"):
+                raise ConfigError(f"--executor {executor!r}: expected local or ray")
+            overrides.append(f"train.executor={executor}")
+        cfg = load_config(config, overrides)
+        rd = RunDir(cfg.run_dir)
+        if plan_only:
+            from curatune.train.plan import plan_sweep
+
+            plan = plan_sweep(cfg, rd)
+            for note in plan.notes:
+                console.print(f"[yellow]note:[/] {note}")
+            console.print(f"{len(plan.specs)} cells; training pool {plan.pool_size} records, "
+                          f"held-out {plan.heldout_size}; plan written to {rd.plan}")
+            _print_cells(rd)
+            return
+        from curatune.train.sweep import run_sweep
+
+        summary = run_sweep(cfg, rd, only=only or None, progress=not no_progress)
+        for note in summary["notes"]:
+            console.print(f"[yellow]note:[/] {note}")
+        _print_cells(rd)
+        console.print(
+            f"{summary['cells_done']}/{summary['cells_total']} cells done "
+            f"({len(summary['ran'])} trained now, {len(summary['already_done'])} already done), "
+            f"{len(summary['failed'])} failed, in {summary['wall_seconds']:.0f} s"
+        )
+        if summary["failed"]:
+            for key, error in summary["failed"].items():
+                console.print(f"[red]failed[/] {key}: {error}", highlight=False)
+            console.print("re-run the same command to retry failed cells")
+            raise typer.Exit(1)
+
+
+def _print_cells(run_dir) -> None:
+    from curatune.train.cells import list_cells
+
+    table = Table("cell", "status", "examples", "steps", "final loss", "tokens/s", "wall s")
+    for cell in list_cells(run_dir):
+        d = cell.done or {}
+        loss = d.get("final_loss")
+        table.add_row(
+            cell.key, cell.status, str(d.get("train_examples", "")), str(d.get("steps", "")),
+            f"{loss:.4f}" if isinstance(loss, (int, float)) else "",
+            f"{d['tokens_per_second']:.0f}" if d.get("tokens_per_second") else "",
+            f"{d['wall_seconds']:.1f}" if d.get("wall_seconds") else "",
+        )
+    console.print(table)

@@ -1,0 +1,145 @@
+"""Plan a sweep: fix the data (pool, held-out split, nested subsets) and list the grid cells.
+
+Everything written here is a pure function of the inputs and the config, except the
+held-out split, which is reused once written (so a resumed sweep cannot carve anew).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from curatune.errors import ConfigError, DataError
+from curatune.records import Record, frame_to_records, records_to_frame
+from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
+from curatune.train.cell import CELL, DONE, POOL, CellSpec, fingerprint, fingerprint_diff
+from curatune.train.subsets import (
+    SubsetPlan,
+    category_counts,
+    make_split,
+    read_heldout,
+    write_heldout,
+)
+
+SWEEP_CONFIG = "sweep_config.json"  # train/sweep_config.json: the config cells are trained with
+
+
+@dataclass
+class SweepPlan:
+    specs: list[CellSpec]  # every cell of the grid (sizes that fit the pool)
+    subsets: SubsetPlan
+    pool_size: int
+    heldout_size: int
+    oversized: list[int]
+    notes: list[str] = field(default_factory=list)
+
+    def subset_ids(self, spec: CellSpec) -> list[str]:
+        return [r.id for r in self.subsets.subset(spec.seed, spec.size)]
+
+
+def load_training_records(config, run_dir: RunDir) -> list[Record]:
+    if config.train.data == "raw":
+        if not config.data.sources:
+            raise ConfigError("train.data = raw but data.sources is empty: list the training files")
+        from curatune.data.loaders import load_sources
+
+        return list(load_sources(config.data.sources).records)
+    if not run_dir.kept.exists():
+        raise DataError(
+            f"{run_dir.kept} not found: run `curatune curate CONFIG` first, or set train.data = raw "
+            "to train on the raw sources"
+        )
+    return frame_to_records(pd.read_parquet(run_dir.kept))
+
+
+def load_eval_records(config) -> list[Record] | None:
+    if not config.data.eval_sources:
+        return None
+    from curatune.data.loaders import load_sources
+
+    records = list(load_sources(config.data.eval_sources).records)
+    if not records:
+        raise DataError("data.eval_sources hold no usable record")
+    return records
+
+
+def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
+    """Fix the split and subsets, write heldout/pool/subsets/plan; return the plan."""
+    records = load_training_records(config, run_dir)
+    if not records:
+        raise DataError("no training records (the curated set or the sources are empty)")
+    existing = read_heldout(run_dir)
+    notes = []
+    if existing is not None:
+        split = make_split(records, None, 0, config.train.heldout_seed, config.train.stratify, existing)
+        if not config.data.eval_sources and len(existing) != config.data.heldout_size:
+            notes.append(
+                f"{run_dir.heldout} exists with {len(existing)} records; data.heldout_size = "
+                f"{config.data.heldout_size} is ignored (remove the file to carve again)"
+            )
+    else:
+        split = make_split(records, load_eval_records(config), config.data.heldout_size,
+                           config.train.heldout_seed, config.train.stratify)
+        write_heldout(run_dir, split.heldout)
+    notes += split.notes
+    if split.removed_from_pool and existing is None:
+        notes.append(f"{split.removed_from_pool} training records are held-out records and were removed from the pool")
+    if not split.pool:
+        raise DataError("nothing left to train on after removing the held-out records")
+
+    subsets = SubsetPlan.build(split.pool, config.train.seeds, config.train.sizes, config.train.stratify)
+    if subsets.oversized:
+        notes.append(
+            f"sizes {subsets.oversized} exceed the training pool of {len(split.pool)} records and are "
+            "skipped (not capped)"
+        )
+    specs = [CellSpec(m, n, s) for m in config.train.methods for n in subsets.sizes for s in config.train.seeds]
+    plan = SweepPlan(specs, subsets, len(split.pool), len(split.heldout), subsets.oversized, notes)
+
+    atomic_write_parquet(run_dir.train / POOL, records_to_frame(subsets.pool))
+    atomic_write_parquet(run_dir.subsets, subsets.frame())
+    atomic_write_json(run_dir.train / SWEEP_CONFIG, config.resolved())
+    atomic_write_json(run_dir.plan, {
+        "cells": [
+            {"method": s.method, "size": s.size, "seed": s.seed, "key": s.key,
+             "path": str(s.path(run_dir).relative_to(run_dir.root))}
+            for s in specs
+        ],
+        "sizes": subsets.sizes,
+        "seeds": config.train.seeds,
+        "methods": config.train.methods,
+        "pool_size": len(split.pool),
+        "heldout_size": len(split.heldout),
+        "oversized": subsets.oversized,
+        "data": config.train.data,
+        "categories_pool": category_counts(split.pool),
+        "categories_heldout": category_counts(split.heldout),
+        "notes": notes,
+    })
+    return plan
+
+
+def stale_cells(config, run_dir: RunDir, plan: SweepPlan) -> list[str]:
+    """Done cells whose recorded settings differ from the current config (one line each)."""
+    problems = []
+    for spec in plan.specs:
+        cell_dir = spec.path(run_dir)
+        if not (cell_dir / DONE).exists() or not (cell_dir / CELL).exists():
+            continue
+        try:
+            stored = read_json(cell_dir / CELL).get("fingerprint") or {}
+        except (OSError, json.JSONDecodeError):
+            continue
+        diff = fingerprint_diff(stored, fingerprint(config, spec, plan.subset_ids(spec)))
+        if diff:
+            problems.append(f"{spec.key}: " + "; ".join(diff))
+    return problems
+
+
+def read_sweep_config(run_dir: RunDir | Path):
+    from curatune.config import validate_config
+
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    return validate_config(read_json(run_dir.train / SWEEP_CONFIG), str(run_dir.train / SWEEP_CONFIG))

@@ -1,0 +1,385 @@
+"""Every page of the app under streamlit's AppTest, on synthetic run directories.
+
+Checks: no exception and no error box, the key elements are there, and widgets change
+what is shown. Runs come from curatune.testing.fixture_run (see tests/app_fixture.py).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app_fixture import TRICKY_TEXT, add_tricky_removals, build_run, make_running
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from curatune.app.data import RUNS_ENV  # noqa: E402
+
+MAIN = str(Path(__file__).resolve().parents[1] / "curatune" / "app" / "main.py")
+PAGES = ("runs", "curation", "saturation", "learning", "samples")
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory) -> Path:
+    """A folder of three runs: complete 'curated', complete 'raw' (other seed), 'partial' sweep."""
+    root = tmp_path_factory.mktemp("app-runs")
+    build_run(root / "curated", name="curated")
+    build_run(root / "raw", name="raw", seed=1)
+    build_run(root / "partial", name="partial")
+    make_running(root / "partial", running=["full-n400-s0", "lora-n400-s1"], pending=["full-n200-s1"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def tricky_ids(runs_root) -> dict[str, str]:
+    return add_tricky_removals(runs_root / "curated")
+
+
+def app(monkeypatch, *paths: Path, page: str | None = None, run: str | None = None) -> AppTest:
+    monkeypatch.setenv(RUNS_ENV, json.dumps([str(p) for p in paths]))
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    if run is not None:
+        at.selectbox(key="run").set_value(run).run()
+    if page is not None:
+        at.switch_page(f"views/{page}.py").run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [_unpack(json.loads(chart.proto.spec)) for chart in at.get("plotly_chart")]
+
+
+def _unpack(obj):
+    """Plotly packs numeric arrays as {"bdata": base64, "dtype": ...}; give them back as lists."""
+    if isinstance(obj, dict):
+        if "bdata" in obj and "dtype" in obj:
+            values = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=obj["dtype"])
+            shape = obj.get("shape")
+            if isinstance(shape, str):
+                shape = [int(n) for n in shape.split(",")]
+            return values.reshape(shape).tolist() if shape else values.tolist()
+        return {k: _unpack(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v) for v in obj]
+    return obj
+
+
+def frame(at: AppTest, *columns: str):
+    """The first table on the page with these columns (AppTest does not expose table keys)."""
+    for table in at.dataframe:
+        value = table.value
+        value = getattr(value, "data", value)  # a pandas Styler
+        if set(columns) <= set(value.columns):
+            return value
+    raise AssertionError(f"no table with columns {columns}")
+
+
+def trace_names(figure: dict) -> list[str]:
+    return [t.get("name") for t in figure["data"]]
+
+
+def html_bodies(at: AppTest) -> list[str]:
+    return [h.proto.body for h in at.html]
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+# ----------------------------------------------------------------------------- Runs
+
+
+def test_runs_page_shows_counts_cells_and_config(monkeypatch, runs_root):
+    at = app(monkeypatch, runs_root / "curated")
+    assert at.title[0].value == "Runs"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Input records"] == "460" and metrics["Kept"] == "440" and metrics["Removed"] == "20"
+    assert metrics["Done"] == "15" and metrics["Failed"] == "1" and metrics["Held-out examples"] == "40"
+    cells = frame(at, "cell", "wall time")
+    assert len(cells) == 16 and "wall time" in cells.columns
+    failed = cells[cells["status"] == "failed"]
+    assert list(failed["cell"]) == ["full-n400-s1"] and "CUDA out of memory" in failed["error"].iloc[0]
+    assert any("full-n400-s1" in e.label for e in at.expander)
+    assert any("name: curated" in c.value for c in at.code)
+    assert len(figures(at)) == 1  # the status grid
+
+    at.multiselect(key="runs_status").set_value(["failed"]).run()
+    assert list(frame(at, "cell", "wall time")["cell"]) == ["full-n400-s1"]
+    at.multiselect(key="runs_status").set_value(["done", "failed"]).run()
+    at.multiselect(key="runs_methods:curated").set_value(["lora"]).run()
+    assert set(frame(at, "cell", "wall time")["method"]) == {"lora"}
+
+
+def test_runs_page_partial_sweep_shows_running_and_pending(monkeypatch, runs_root):
+    at = app(monkeypatch, runs_root, run="partial")
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Running"], metrics["Pending"], metrics["Failed"], metrics["Done"]) == ("2", "1", "1", "12")
+    cells = frame(at, "cell", "wall time").set_index("cell")
+    assert cells.loc["full-n400-s0", "status"] == "running"
+    assert cells.loc["full-n200-s1", "status"] == "pending"
+    assert "analysis" in texts(at.info)  # says what the partial run still lacks
+    overview = at.dataframe[0].value
+    assert set(overview["run"]) == {"curated", "raw", "partial"}
+
+
+# ----------------------------------------------------------------------------- Curation
+
+
+def test_curation_page_funnel_reasons_categories(monkeypatch, runs_root, tricky_ids):
+    at = app(monkeypatch, runs_root / "curated", page="curation")
+    assert at.title[0].value == "Curation"
+    figs = figures(at)
+    assert figs[0]["data"][0]["type"] == "funnel" and figs[0]["data"][0]["x"] == [460, 455, 440]
+    assert sorted(figs[1]["data"][0]["y"]) == sorted(["exact_duplicate", "near_duplicate", "empty_response",
+                                                     "wrong_language"])
+    assert figs[2]["layout"]["yaxis"]["title"]["text"] == "records"
+    at.radio(key="category_scale").set_value("share of total").run()
+    assert "share" in figures(at)[2]["layout"]["yaxis"]["title"]["text"]
+
+
+def test_curation_browser_filters_and_shows_twin_diff(monkeypatch, runs_root, tricky_ids):
+    at = app(monkeypatch, runs_root / "curated", page="curation")
+    assert len(frame(at, "duplicate_of", "preview")) == 23
+    at.multiselect(key="removed_reasons:curated").set_value(["wrong_language"]).run()
+    shown = frame(at, "duplicate_of", "preview")
+    assert set(shown["reason"]) == {"wrong_language"} and len(shown) == 2
+
+    at.multiselect(key="removed_reasons:curated").set_value(["near_duplicate", "exact_duplicate"]).run()
+    at.text_input(key="removed_search").input(tricky_ids["html"]).run()
+    assert list(frame(at, "duplicate_of", "preview")["id"]) == [tricky_ids["html"]]
+    bodies = [b for b in html_bodies(at) if "ct-diff" in b]
+    removed_html = next(b for b in bodies if "script" in b)
+    twin_html = next(b for b in bodies if "script" not in b and "<ins>" in b)
+    assert "&lt;script&gt;" in removed_html and "<script>" not in removed_html  # escaped, never markup
+    assert "<del>" in removed_html and "<ins>" in twin_html
+    assert tricky_ids["twin_of_html"] in texts(at.markdown) and "(kept)" in texts(at.markdown)
+
+
+def test_curation_browser_twin_removed_later_and_missing(monkeypatch, runs_root, tricky_ids):
+    at = app(monkeypatch, runs_root / "curated", page="curation")
+    at.text_input(key="removed_search").input(tricky_ids["twin_removed"]).run()
+    assert "itself removed later: wrong_language" in texts(at.markdown)
+    at.text_input(key="removed_search").input(tricky_ids["twin_missing"]).run()
+    assert "in neither kept.parquet nor removed.parquet" in texts(at.warning)
+    at.text_input(key="removed_search").input("no record has this text").run()
+    assert "0 of 23" in texts(at.caption)
+
+
+# ----------------------------------------------------------------------------- Saturation
+
+
+def test_saturation_page_chart_and_widgets(monkeypatch, runs_root):
+    at = app(monkeypatch, runs_root / "curated", page="saturation")
+    assert at.selectbox(key="sat_suite").value == "task"  # the task suite, from analysis.json
+    assert at.selectbox(key="sat_metric").value == "chrf"  # its primary metric
+    fig = figures(at)[0]
+    names = trace_names(fig)
+    assert {"full", "lora", "full fit", "lora fit", "full seed range", "lora saturation point"} <= set(names)
+    assert fig["layout"]["xaxis"]["type"] == "log" and fig["layout"]["yaxis"]["title"]["text"] == "chrf"
+    assert any(s.get("type") == "line" and s.get("y0") == s.get("y1") for s in fig["layout"]["shapes"])  # base
+    assert "worse than the base" in texts(at.warning)  # full at n50, planted in the fixture
+    assert "Spearman" in " ".join(at.dataframe[-1].value.columns) or len(at.dataframe) >= 2
+
+    at.selectbox(key="sat_metric").set_value("ter").run()
+    assert figures(at)[0]["layout"]["yaxis"]["title"]["text"] == "ter"
+    assert "Lower **ter** is better" in texts(at.caption)
+    at.checkbox(key="sat_fit").uncheck().run()
+    at.checkbox(key="sat_band").uncheck().run()
+    names = trace_names(figures(at)[0])
+    assert "full fit" not in names and "full seed range" not in names and "full" in names
+    at.checkbox(key="sat_log").uncheck().run()
+    assert figures(at)[0]["layout"]["xaxis"]["type"] == "linear"
+    at.selectbox(key="sat_suite").set_value("arc_easy").run()
+    assert at.selectbox(key="sat_metric").options == ["acc", "acc_norm"]
+
+
+def test_saturation_page_compares_two_runs(monkeypatch, runs_root):
+    at = app(monkeypatch, runs_root, page="saturation")
+    at.selectbox(key="compare").set_value("raw").run()
+    assert_clean(at)
+    names = trace_names(figures(at)[0])
+    assert {"full · curated", "full · raw", "lora · curated", "lora · raw"} <= set(names)
+    dashes = {t["name"]: t["line"]["dash"] for t in figures(at)[0]["data"] if t["name"] in ("lora · curated", "lora · raw")}
+    assert dashes == {"lora · curated": "solid", "lora · raw": "dot"}
+    table = at.dataframe[-2].value if "curated − raw" not in at.dataframe[-1].value else at.dataframe[-1].value
+    assert {"curated", "raw", "curated − raw"} <= set(table.columns)
+
+
+def test_saturation_page_partial_run_without_analysis(monkeypatch, runs_root):
+    at = app(monkeypatch, runs_root, run="partial", page="saturation")
+    assert "**The saturation fit**: not available yet" in texts(at.info)
+    names = trace_names(figures(at)[0])
+    assert "full" in names and not any(n.endswith(" fit") for n in names)
+
+
+# ----------------------------------------------------------------------------- Learning vs forgetting
+
+
+def test_learning_page_points_frontier_and_drilldown(monkeypatch, runs_root):
+    at = app(monkeypatch, runs_root / "curated", page="learning")
+    fig = figures(at)[0]
+    by_name = {t["name"]: t for t in fig["data"]}
+    assert len(by_name["full"]["x"]) == 7 and len(by_name["lora"]["x"]) == 8  # one point per final cell
+    assert by_name["lora"]["text"][0].startswith("n")  # labelled by size
+    assert by_name["lora"]["marker"]["color"] != by_name["full"]["marker"]["color"]
+    assert "Pareto frontier" in by_name and len(by_name["Pareto frontier"]["x"]) >= 1
+    assert len(figures(at)) == 2  # + the per-suite heatmap
+
+    drill = [o for o in at.selectbox(key="lf_x").options if o.startswith("drop on piqa")]
+    at.selectbox(key="lf_x").set_value(drill[0]).run()
+    fig = figures(at)[0]
+    assert "Pareto frontier" not in trace_names(fig)
+    assert fig["layout"]["xaxis"]["title"]["text"].startswith("drop on piqa")
+    at.selectbox(key="lf_stage").set_value("early").run()
+    assert_clean(at)
+    at.checkbox(key="lf_labels").uncheck().run()
+    assert {t["mode"] for t in figures(at)[0]["data"] if t["name"] in ("full", "lora")} == {"markers"}
+
+
+def test_learning_page_compare_and_missing_analysis(monkeypatch, runs_root):
+    at = app(monkeypatch, runs_root, page="learning")
+    at.selectbox(key="compare").set_value("raw").run()
+    names = trace_names(figures(at)[0])
+    assert {"full · curated", "lora · raw", "Pareto frontier · curated", "Pareto frontier · raw"} <= set(names)
+    at.selectbox(key="run").set_value("partial").run()
+    assert_clean(at)
+    assert "**Learning vs forgetting**: not available yet" in texts(at.info)
+
+
+# ----------------------------------------------------------------------------- Samples
+
+
+def test_samples_page_outputs_by_size_search_and_filter(monkeypatch, runs_root):
+    at = app(monkeypatch, runs_root / "curated", page="samples")
+    assert at.selectbox(key="smp_suite").value == "task" and at.selectbox(key="smp_metric").value == "chrf"
+    table = frame(at, "example", "input")
+    assert len(table) == 40 and {"base", "n50", "n100", "n200", "n400"} <= set(table.columns)
+    shown = "\n".join(html_bodies(at))
+    assert "full · n400" in shown and "base model" in shown and "full-n400-s0</ins> <ins>(final)" in shown
+    assert "chrf" in shown  # per-example metrics on each output
+
+    first = table["example"].iloc[3]
+    at.text_input(key="smp_search").input(first).run()
+    assert list(frame(at, "example", "input")["example"]) == [first]
+    at.text_input(key="smp_search").input("").run()
+    counts = {}
+    for outcome in ("improved over base", "worse than base", "unchanged"):
+        at.selectbox(key="smp_outcome").set_value(outcome).run()
+        caption = next(c.value for c in at.caption if "examples match" in c.value)
+        counts[outcome] = int(caption.split(" of ")[0])
+        if outcome == "improved over base":
+            improved = frame(at, "example", "input")
+            assert (improved["n400"] > improved["base"]).all()
+    assert sum(counts.values()) == 40 and counts["improved over base"] > 0
+    at.selectbox(key="smp_outcome").set_value("all examples").run()
+    at.selectbox(key="smp_method").set_value("lora").run()
+    assert "lora · n400" in "\n".join(html_bodies(at))
+    at.toggle(key="smp_highlight").set_value(False).run()
+    assert not any("<ins>" in b for b in html_bodies(at))
+
+
+def test_samples_page_partial_run(monkeypatch, runs_root):
+    at = app(monkeypatch, runs_root, run="partial", page="samples")
+    at.selectbox(key="smp_seed").set_value(0).run()
+    table = frame(at, "example", "input")
+    assert "n400" not in table.columns and "n200" in table.columns  # full-n400-s0 is still running
+    at.selectbox(key="smp_seed").set_value(1).run()
+    assert "n200" not in frame(at, "example", "input").columns  # full-n200-s1 is pending
+
+
+def test_run_and_comparison_follow_the_url(monkeypatch, runs_root):
+    monkeypatch.setenv(RUNS_ENV, json.dumps([str(runs_root)]))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["run"] = "raw"
+    at.query_params["compare"] = "curated"
+    at.run()
+    assert at.selectbox(key="run").value == "raw" and at.selectbox(key="compare").value == "curated"
+    at.switch_page("views/saturation.py").run()
+    assert {"lora · raw", "lora · curated"} <= set(trace_names(figures(at)[0]))
+    at.selectbox(key="compare").set_value("(none)").run()
+    assert "compare" not in at.query_params and at.query_params["run"] in ("raw", ["raw"])
+
+
+def test_saturation_page_with_only_base_scores(monkeypatch, runs_root, tmp_path):
+    run = tmp_path / "base-only"
+    shutil.copytree(runs_root / "raw", run)
+    scores = pd.read_parquet(run / "eval" / "scores.parquet")
+    scores[scores["stage"] == "base"].to_parquet(run / "eval" / "scores.parquet")
+    at = app(monkeypatch, run, page="saturation")
+    assert "Only the base model has been evaluated so far" in texts(at.info)
+
+
+# ----------------------------------------------------------------------------- odd folders
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_explains_a_foreign_folder(monkeypatch, tmp_path, page):
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"\xff\xd8")
+    at = app(monkeypatch, foreign, page=None if page == "runs" else page)
+    message = texts(at.warning)
+    assert "is not a curatune run directory" in message and "manifest.json" in message
+    assert "curatune run" in message
+
+
+def test_empty_folder_and_no_runs(monkeypatch, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    at = app(monkeypatch, empty, page="saturation")
+    assert "is empty" in texts(at.warning)
+    at = app(monkeypatch)
+    assert "No run directory loaded" in texts(at.info)
+
+
+def test_damaged_file_is_an_error_message_not_a_traceback(monkeypatch, runs_root, tmp_path):
+    run = tmp_path / "damaged"
+    shutil.copytree(runs_root / "raw", run)
+    (run / "eval" / "analysis.json").write_text("{ not json")
+    monkeypatch.setenv(RUNS_ENV, json.dumps([str(run)]))
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    at.switch_page("views/learning.py").run()
+    assert not at.exception
+    assert "analysis.json" in texts(at.error) and "could not read" in texts(at.error)
+    at.switch_page("views/curation.py").run()  # pages that do not need the file still work
+    assert not at.exception and not at.error
+
+
+def test_pages_pick_up_new_files_of_a_running_sweep(monkeypatch, runs_root, tmp_path):
+    run = tmp_path / "growing"
+    shutil.copytree(runs_root / "partial", run)
+    at = app(monkeypatch, run)
+    assert {m.label: m.value for m in at.metric}["Running"] == "2"
+    cell = run / "train" / "full" / "n400" / "s0"
+    (cell / "done.json").write_text(json.dumps({"method": "full", "size": 400, "seed": 0, "wall_seconds": 12.0}))
+    at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Running"] == "1" and metrics["Done"] == "13"
+
+
+@pytest.mark.slow
+def test_pages_with_over_100_cells(monkeypatch, tmp_path):
+    """3 methods x 12 sizes x 3 seeds = 108 cells: every page renders."""
+    sizes = tuple(25 * 2**i for i in range(6)) + (75, 150, 300, 600, 1200, 2400)
+    root = build_run(tmp_path / "big", methods=("lora", "qlora", "full"), sizes=sizes, seeds=(0, 1, 2),
+                     n_items=20, n_bootstrap=5)
+    at = app(monkeypatch, root)
+    assert len(frame(at, "cell", "wall time")) == 108
+    for page in PAGES[1:]:
+        at.switch_page(f"views/{page}.py").run()
+        assert_clean(at)
+        if page == "learning":  # too many points to label them all by default
+            assert at.checkbox(key="lf_labels").value is False
+            assert sum(len(t["x"]) for t in figures(at)[0]["data"] if t["name"] in ("lora", "qlora", "full")) == 107

@@ -1,0 +1,155 @@
+"""Held-out carve and nested subsets (curatune.train.subsets / plan): no model needed."""
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+
+from curatune.errors import DataError
+from curatune.records import frame_to_records
+from curatune.rundir import read_json
+from curatune.train.plan import plan_sweep
+from curatune.train.subsets import SubsetPlan, carve_heldout, category_counts, make_split, stratified_order
+from train_helpers import curated_run_dir, make_records, tiny_config
+
+
+def test_subsets_are_nested_for_every_seed():
+    pool = make_records(120)
+    plan = SubsetPlan.build(pool, seeds=[0, 1, 2], sizes=[10, 25, 60, 120], stratify=True)
+    for seed in (0, 1, 2):
+        previous: set[str] = set()
+        for size in (10, 25, 60, 120):
+            ids = [r.id for r in plan.subset(seed, size)]
+            assert len(ids) == len(set(ids)) == size
+            assert previous <= set(ids)
+            previous = set(ids)
+    # different seeds draw different subsets
+    assert {r.id for r in plan.subset(0, 10)} != {r.id for r in plan.subset(1, 10)}
+
+
+def test_stratified_prefixes_keep_category_proportions():
+    pool = make_records(200, skew=True)  # 75% / 12.5% / 12.5%
+    plan = SubsetPlan.build(pool, seeds=[3], sizes=list(range(8, 201, 8)), stratify=True)
+    total = category_counts(pool)
+    for size in plan.sizes:
+        got = category_counts(plan.subset(3, size))
+        for name, n in total.items():
+            assert abs(got.get(name, 0) - size * n / len(pool)) <= 1.0, (size, name, got)
+
+
+def test_unstratified_draw_is_a_plain_permutation():
+    pool = make_records(50)
+    order = stratified_order(pool, seed=0, stratify=False)
+    assert sorted(order) == list(range(50))
+    assert order != list(range(50))
+
+
+def test_draw_does_not_depend_on_input_row_order():
+    pool = make_records(40)
+    shuffled = pool[:]
+    random.Random(5).shuffle(shuffled)
+    a = SubsetPlan.build(pool, [0], [10, 20], True)
+    b = SubsetPlan.build(shuffled, [0], [10, 20], True)
+    assert [r.id for r in a.subset(0, 20)] == [r.id for r in b.subset(0, 20)]
+
+
+def test_oversized_sizes_are_reported_not_capped():
+    plan = SubsetPlan.build(make_records(30), [0], [10, 30, 31, 100], True)
+    assert plan.sizes == [10, 30]
+    assert plan.oversized == [31, 100]
+    with pytest.raises(DataError, match="larger than the training pool"):
+        plan.subset(0, 31)
+
+
+def test_heldout_carve_is_disjoint_stratified_and_seeded():
+    records = make_records(90)
+    pool, heldout = carve_heldout(records, 15, seed=7, stratify=True)
+    assert len(pool) + len(heldout) == 90
+    assert not {r.id for r in pool} & {r.id for r in heldout}
+    assert category_counts(heldout) == {"bags": 5, "shirts": 5, "shoes": 5}
+    again_pool, again_heldout = carve_heldout(list(reversed(records)), 15, seed=7, stratify=True)
+    assert [r.id for r in again_heldout] == [r.id for r in heldout]
+    _, other = carve_heldout(records, 15, seed=8, stratify=True)
+    assert {r.id for r in other} != {r.id for r in heldout}
+
+
+def test_heldout_larger_than_data_is_an_error():
+    with pytest.raises(DataError, match="heldout_size = 10 but only 10"):
+        carve_heldout(make_records(10), 10, seed=0, stratify=True)
+
+
+def test_eval_sources_become_heldout_and_leave_the_pool():
+    records = make_records(30)
+    external = records[:5] + make_records(40)[35:]  # 5 overlap with the pool, 5 new
+    split = make_split(records, external, heldout_size=99, seed=0, stratify=True)
+    assert [r.id for r in split.heldout] == [r.id for r in external]
+    assert split.removed_from_pool == 5
+    assert len(split.pool) == 25
+    assert not {r.id for r in split.pool} & {r.id for r in external}
+
+
+def test_plan_writes_contract_files_and_never_trains_on_heldout(tmp_path, tiny_model_dir):
+    run_dir = curated_run_dir(tmp_path / "run", make_records(60))
+    config = tiny_config(run_dir, tiny_model_dir, sizes=[10, 20, 54, 55, 500], seeds=[0, 1], heldout_size=6)
+    plan = plan_sweep(config, run_dir)
+
+    document = read_json(run_dir.plan)
+    assert document["pool_size"] == 54 and document["heldout_size"] == 6
+    assert document["oversized"] == [55, 500]
+    assert document["sizes"] == [10, 20, 54]
+    assert {(c["method"], c["size"], c["seed"]) for c in document["cells"]} == {
+        (m, n, s) for m in ("lora", "full") for n in (10, 20, 54) for s in (0, 1)
+    }
+    assert all(c["key"] == f"{c['method']}-n{c['size']}-s{c['seed']}" for c in document["cells"])
+    assert all(c["path"] == f"train/{c['method']}/n{c['size']}/s{c['seed']}" for c in document["cells"])
+
+    heldout_ids = set(pd.read_parquet(run_dir.heldout)["id"])
+    subsets = pd.read_parquet(run_dir.subsets)
+    assert list(subsets.columns) == ["seed", "size", "id", "order"]
+    assert not heldout_ids & set(subsets["id"])
+    for seed in (0, 1):
+        rows = subsets[subsets.seed == seed]
+        small = set(rows[rows["size"] == 10]["id"])
+        assert small <= set(rows[rows["size"] == 20]["id"]) <= set(rows[rows["size"] == 54]["id"])
+    assert len(plan.specs) == 12
+
+
+def test_existing_heldout_is_reused_even_when_settings_change(tmp_path, tiny_model_dir):
+    run_dir = curated_run_dir(tmp_path / "run", make_records(60))
+    plan_sweep(tiny_config(run_dir, tiny_model_dir, heldout_size=6), run_dir)
+    first = list(pd.read_parquet(run_dir.heldout)["id"])
+    changed = tiny_config(run_dir, tiny_model_dir, heldout_size=12, heldout_seed=99)
+    plan = plan_sweep(changed, run_dir)
+    assert list(pd.read_parquet(run_dir.heldout)["id"]) == first
+    assert plan.heldout_size == 6
+    assert any("heldout_size = 12 is ignored" in note for note in plan.notes)
+    assert not set(first) & {r.id for r in frame_to_records(pd.read_parquet(run_dir.train / "pool.parquet"))}
+
+
+def test_missing_curated_data_names_the_file(tmp_path, tiny_model_dir):
+    from curatune.rundir import RunDir
+
+    run_dir = RunDir(tmp_path / "empty")
+    with pytest.raises(DataError, match="kept.parquet not found"):
+        plan_sweep(tiny_config(run_dir, tiny_model_dir), run_dir)
+
+
+def test_raw_data_is_loaded_from_the_sources(tmp_path, tiny_model_dir):
+    import json
+
+    from curatune.config import validate_config
+    from curatune.rundir import RunDir
+
+    path = tmp_path / "raw.jsonl"
+    with open(path, "w") as f:
+        for i in range(30):
+            f.write(json.dumps({"instruction": f"Say {i}", "input": "", "output": f"{i}"}) + "\n")
+    run_dir = RunDir(tmp_path / "run")
+    config = validate_config({
+        "run_dir": str(run_dir.root), "model": {"base": str(tiny_model_dir)},
+        "data": {"sources": [{"path": str(path)}], "heldout_size": 5},
+        "train": {"data": "raw", "sizes": [10, 25]},
+    })
+    plan = plan_sweep(config, run_dir)
+    assert plan.pool_size == 25 and plan.heldout_size == 5 and plan.subsets.sizes == [10, 25]
