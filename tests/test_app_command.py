@@ -46,3 +46,31 @@ def test_streamlit_command_listens_where_asked():
     assert command[command.index("--server.headless") + 1] == "true"
     assert url_for("127.0.0.1", 8600) == "http://localhost:8600"
     assert url_for("0.0.0.0", 80) == "http://0.0.0.0:80"
+
+
+def test_stopping_the_command_stops_the_server(tmp_path):
+    """A SIGTERM to `curatune app` (what a test harness or service manager sends) reaches Streamlit."""
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {"name": "x"}}))
+    port = pick_port("127.0.0.1", None)
+    process = subprocess.Popen([sys.executable, "-m", "curatune.cli", "app", str(tmp_path), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1):
+                break
+        except OSError:
+            assert process.poll() is None and time.time() < deadline, "the app did not start"
+            time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    output = process.stdout.read()
+    assert f"http://localhost:{port}" in output
+    time.sleep(0.5)
+    with pytest.raises(OSError):  # nothing answers any more: the server went with the command
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)

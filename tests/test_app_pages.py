@@ -203,6 +203,8 @@ def test_saturation_page_chart_and_widgets(monkeypatch, runs_root):
     assert figures(at)[0]["layout"]["xaxis"]["type"] == "linear"
     at.selectbox(key="sat_suite").set_value("arc_easy").run()
     assert at.selectbox(key="sat_metric").options == ["acc", "acc_norm"]
+    assert at.selectbox(key="sat_metric").value == "acc_norm"  # the old choice (ter) is gone: the primary metric
+    assert figures(at)[0]["layout"]["yaxis"]["title"]["text"] == "acc_norm"
 
 
 def test_saturation_page_compares_two_runs(monkeypatch, runs_root):

@@ -203,6 +203,9 @@ def test_language_filter_keeps_targets_and_short_texts():
         rec("Beschreibe das Produkt.", "Das ist ein roter Pullover aus Baumwolle von einer bekannten Marke."),
         rec("Décris le produit.", "C'est un pull rouge en coton d'une marque bien connue et très populaire."),
         rec("Hi", "Ok"),  # too short to identify: kept
+        # English about Latin names: whole-text language ID says Latin; without the names it is English.
+        rec("Sentence 1: Quintus Caecilius Metellus Macedonicus was the second son of Roman politician and general "
+            "Lucius Caecilius Metellus Diadematus. Is this true?", "Yes"),
     ]
     result = LanguageFilter(LanguageConfig(languages=["en"])).run(records, CTX)
     assert [r.record.response[:6] for r in result.removed] == ["Das is", "C'est "]

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -84,14 +86,38 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"curatune app: {url}  (Ctrl+C to stop)")
         sys.stdout.flush()
         process = subprocess.Popen(streamlit_command(host, chosen), env=env, stdout=subprocess.DEVNULL)
-        try:
-            code = process.wait()
-        except KeyboardInterrupt:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            raise
-        if code:
+        code = supervise(process)
+        if code not in (0, -signal.SIGTERM, -signal.SIGINT):
             raise CuratuneError(f"the app stopped with exit status {code} (its messages are above)")
+
+
+def supervise(process: subprocess.Popen, grace_seconds: float = 15.0) -> int:
+    """Wait for the Streamlit server; pass a SIGTERM on so it never outlives this command.
+
+    Ctrl+C reaches the whole process group (the server gets it too); a SIGTERM only reaches
+    this process, so it is forwarded. A server that does not stop within the grace period
+    is killed.
+    """
+    stop_requested: list[float] = []
+
+    def forward(signum, frame) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        stop_requested.append(time.monotonic())
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if stop_requested and time.monotonic() - stop_requested[0] > grace_seconds:
+                    process.kill()
+            except KeyboardInterrupt:
+                try:
+                    process.wait(timeout=grace_seconds)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -70,6 +70,19 @@ def _read_text_cached(path: str, stamp: tuple[int, int]) -> str:
         raise RunFileError(f"could not read {path}: {exc}") from exc
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _ledger_with_text(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
+    from curatune.app.diffview import conversation_text
+
+    frame = _read_parquet_cached(path, stamp).reset_index(drop=True)
+    _require_columns(frame, ("id", "messages", "reason", "step"), Path(path))
+    for column in ("detail", "duplicate_of", "category", "source"):
+        if column not in frame.columns:
+            frame[column] = None
+    frame["text"] = frame["messages"].map(conversation_text) if "messages" in frame.columns else ""
+    return frame
+
+
 def read_json(path: Path) -> Any | None:
     stamp = file_stamp(path)
     return None if stamp is None else _read_json_cached(str(path), stamp)
@@ -198,6 +211,11 @@ class RunData:
 
     def removed(self) -> pd.DataFrame | None:
         return read_parquet(self.dir.removed)
+
+    def removed_with_text(self) -> pd.DataFrame | None:
+        """The removal ledger plus a ``text`` column (the conversation as plain text), cached."""
+        stamp = file_stamp(self.dir.removed)
+        return None if stamp is None else _ledger_with_text(str(self.dir.removed), stamp)
 
     def plan(self) -> dict | None:
         return _as_dict(read_json(self.dir.plan), self.dir.plan)

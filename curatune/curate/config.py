@@ -89,6 +89,11 @@ class QualityConfig(_StepConfig):
         description="Max fraction of characters in duplicated word n-grams, per n (Gopher).",
     )
     repetition_min_words: int = Field(default=30, ge=1, description="Responses shorter than this skip the repetition filter.")
+    top_ngram_min_words: int = Field(
+        default=100, ge=1,
+        description="Responses shorter than this skip the top-n-gram check: in short answers a repeated "
+        "name or phrase is normal (Gopher tuned it on web documents).",
+    )
     max_symbol_ratio: float = Field(
         default=0.5, ge=0, le=1,
         description="Max fraction of characters that are neither letters, digits nor whitespace (symbol_ratio). "

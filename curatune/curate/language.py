@@ -1,6 +1,8 @@
 """Language filter with offline language ID (py3langid, a numpy port of langid.py)."""
 from __future__ import annotations
 
+import re
+
 from curatune.curate.base import CurateContext, Removal, Step, StepResult, chunked, text_of
 from curatune.curate.config import LanguageConfig
 from curatune.curate.parallel import parallel_map
@@ -8,6 +10,9 @@ from curatune.records import Record
 
 # Language ID converges long before this; truncating keeps long records cheap.
 _MAX_CHARS = 1500
+# Capitalized words: mostly names, which mislead character n-gram language ID (English
+# sentences about "Quintus Caecilius Metellus" come out as Latin).
+_CAPITALIZED = re.compile(r"\b[A-Z][\w'-]*")
 _IDENTIFIER = None
 
 
@@ -26,12 +31,21 @@ def identify(text: str) -> tuple[str, float]:
     return str(lang), float(prob)
 
 
-def _identify_chunk(args: tuple[list[str], int]) -> list[tuple[str, float] | None]:
+def _letters(text: str) -> int:
+    return sum(1 for ch in text[:_MAX_CHARS] if ch.isalpha())
+
+
+def _identify_chunk(args: tuple[list[str], int]) -> list[tuple[str, float, str | None] | None]:
+    """(language, probability, language without capitalized words) per text; None if too short."""
     texts, min_chars = args
-    out: list[tuple[str, float] | None] = []
+    out: list[tuple[str, float, str | None] | None] = []
     for text in texts:
-        letters = sum(1 for ch in text[:_MAX_CHARS] if ch.isalpha())
-        out.append(identify(text) if letters >= min_chars else None)
+        if _letters(text) < min_chars:
+            out.append(None)
+            continue
+        lang, prob = identify(text)
+        lowered = _CAPITALIZED.sub(" ", text[: _MAX_CHARS * 2])
+        out.append((lang, prob, identify(lowered)[0] if _letters(lowered) >= min_chars else None))
     return out
 
 
@@ -56,10 +70,11 @@ class LanguageFilter(Step):
                 kept.append(record)
                 languages["(too short)"] = languages.get("(too short)", 0) + 1
                 continue
-            lang, prob = guess
+            lang, prob, without_names = guess
             languages[lang] = languages.get(lang, 0) + 1
-            # Only a confident non-target guess removes: short or mixed text often gets a weak guess.
-            if lang not in targets and prob >= cfg.min_confidence:
+            # Only a confident non-target guess removes (short or mixed text gets weak guesses),
+            # and only when the text without its capitalized words (names) agrees it is not a target.
+            if lang not in targets and prob >= cfg.min_confidence and without_names not in targets:
                 removed.append(Removal(record, "wrong_language", f"identified as {lang} (p={prob:.2f})"))
             else:
                 kept.append(record)

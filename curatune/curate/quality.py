@@ -215,6 +215,8 @@ class QualityChecker:
         if frac > cfg.max_dup_line_fraction:
             return f"{frac:.2f} of lines are duplicates"
         for n, limit in sorted(cfg.max_top_ngram_fraction.items()):
+            if len(tokens) < cfg.top_ngram_min_words:
+                break
             frac = _gopher_top_ngram_fraction(tokens, n)
             if frac > limit:
                 return f"top {n}-gram covers {frac:.2f} of characters > {limit}"

@@ -64,6 +64,7 @@ METRICS: dict[str, MetricInfo] = {
     "acc": MetricInfo(+1, 1.0),
     "acc_norm": MetricInfo(+1, 1.0),
     "base_answer_logprob": MetricInfo(+1, None),
+    "answer_agreement": MetricInfo(+1, 1.0),
     # lower is better
     "ter": MetricInfo(-1, 100.0),
     "perplexity": MetricInfo(-1, None),
@@ -75,7 +76,7 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 #: Base-model values that hold by definition, used when scores.parquet has no base row.
-DEFINITIONAL_BASE = {"kl_divergence": 0.0}
+DEFINITIONAL_BASE = {"kl_divergence": 0.0, "answer_agreement": 1.0}
 
 #: Order in which a suite's headline metric is picked when the config does not name one.
 PRIMARY_PREFERENCE = (

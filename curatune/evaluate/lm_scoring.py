@@ -83,7 +83,9 @@ class LoglikelihoodScorer:
         self.tokenizer = tokenizer
         self.max_length = int(max_length or resolve_max_length(model, tokenizer))
         self.batch_size = max(1, int(batch_size))
-        self.share_prefix = share_prefix
+        # a KV cache of a right-padded prefix is only reusable for plain full-attention models
+        self.share_prefix = share_prefix and (model is None or supports_prefix_sharing(model))
+        self._bos_text: str | None = None
         self.progress = progress
         self.desc = desc
         # whether the model computes logits only at masked positions; probed on first use
@@ -99,8 +101,9 @@ class LoglikelihoodScorer:
     def tok_encode(self, text: str) -> list[int]:
         """``HFLM.tok_encode``: the tokenizer's own special-token default, except no second BOS."""
         kwargs = {}
-        bos = self.tokenizer.decode(self.prefix_token_id)
-        if bos and text.startswith(bos):
+        if self._bos_text is None:
+            self._bos_text = self.tokenizer.decode(self.prefix_token_id)
+        if self._bos_text and text.startswith(self._bos_text):
             kwargs["add_special_tokens"] = False
         return list(self.tokenizer.encode(text, **kwargs))
 
@@ -236,6 +239,9 @@ class LoglikelihoodScorer:
                 keep2[r, start:len(tail)] = True
                 targets2[r, start:len(tail)] = torch.tensor(seq[p + start + 1:])
                 positions[r] = p + torch.arange(width)
+            if not hasattr(cache, "reorder_cache"):  # a model without a transformers Cache
+                raise RuntimeError(f"{type(self.model).__name__} returned no reusable KV cache; "
+                                   "score with share_prefix=False")
             group_of_row = torch.tensor([i for i, _ in rows], device=device)
             cache.reorder_cache(group_of_row)  # each request gets a copy of its group's prefix
             full_mask = torch.cat([mask.to(device)[group_of_row], mask2.to(device)], dim=1)
@@ -298,6 +304,21 @@ def _shared_prefix_len(inputs: Sequence[Sequence[int]]) -> int:
     last common position, whose next token differs between requests, is scored in pass 2
     and (b) every request keeps at least one token for its own row."""
     return min(_common_prefix_len(inputs), min(map(len, inputs))) - 1
+
+
+def supports_prefix_sharing(model) -> bool:
+    """Whether the shared-prefix path is exact for this model: every layer is full attention
+    with a key/value cache (no sliding windows, no recurrent state that padding would enter)."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and any(t != "full_attention" for t in layer_types):
+        return False
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    return getattr(config, "model_type", "") not in {"mamba", "mamba2", "rwkv", "falcon_mamba", "jamba", "zamba"}
 
 
 def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:

@@ -96,16 +96,13 @@ def browser(run: RunData) -> None:
     st.subheader("Removed records")
     st.caption("Every record curation removed, with its reason. For duplicates, the kept twin is shown "
                "side by side: words only in the removed record are struck out, words only in the twin are green.")
-    removed = run.removed()
+    removed = run.removed_with_text()
     if removed is None:
         ui.missing_note(run, run.dir.removed, "The removal ledger", "the curate stage")
         return
     if removed.empty:
         st.success("No record was removed.")
         return
-    removed = removed.reset_index(drop=True)
-    if "text" not in removed.columns:
-        removed["text"] = removed["messages"].map(conversation_text)
     c1, c2, c3 = st.columns([2, 2, 3])
     reasons = sorted(removed["reason"].dropna().astype(str).unique())
     chosen = c1.multiselect("Reason", reasons, default=reasons, key=f"removed_reasons:{run.label}")
@@ -124,7 +121,7 @@ def browser(run: RunData) -> None:
         return
     table = shown.assign(preview=shown["text"].map(lambda t: ui.preview(t, 120)))
     st.dataframe(table[["id", "reason", "step", "detail", "category", "duplicate_of", "preview"]],
-                 hide_index=True, height=260, key="removed_table")
+                 hide_index=True, height=260, key="removed_table", placeholder="—")
     options = list(shown.index[:BROWSER_LIMIT])
     if len(shown) > BROWSER_LIMIT:
         st.caption(f"The picker offers the first {BROWSER_LIMIT:,}; search to narrow down.")

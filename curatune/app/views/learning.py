@@ -137,7 +137,7 @@ def render() -> None:
 
     drops = prefixed_columns(rows, "forgetting")
     if drops:
-        st.subheader("Forgetting per general suite")
+        st.subheader("Forgetting per general suite" + (f": {run.label}" if other is not None else ""))
         st.caption("Drop from the base model on each general suite's primary metric, seeds averaged; red = worse "
                    "than the base model, blue = better. Colour is scaled per suite (their units differ); the "
                    "numbers are in each metric's own units. Pick one suite above to put it on the chart's x axis.")

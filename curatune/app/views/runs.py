@@ -85,12 +85,14 @@ def sweep(run: RunData) -> None:
                "examples", "last activity", "error"]
     table = table.rename(columns={"final_loss": "final loss", "tokens_per_second": "tokens/s",
                                   "train_examples": "examples"})
-    styled = (table[columns].style
-              .map(_status_style, subset=["status"])
-              .format({"steps": "{:.0f}", "final loss": "{:.4f}", "tokens/s": "{:,.0f}", "examples": "{:.0f}"},
-                      na_rep=""))
-    st.dataframe(styled, hide_index=True, key="cells_table",
-                 column_config={"error": st.column_config.TextColumn("error", width="large")})
+    styled = table[columns].style.map(_status_style, subset=["status"])
+    st.dataframe(styled, hide_index=True, key="cells_table", placeholder="—", column_config={
+        "steps": st.column_config.NumberColumn(format="%d"),
+        "final loss": st.column_config.NumberColumn(format="%.4f"),
+        "tokens/s": st.column_config.NumberColumn(format="%.0f"),
+        "examples": st.column_config.NumberColumn(format="%d"),
+        "error": st.column_config.TextColumn("error", width="large"),
+    })
     failed = cells[cells["status"] == "failed"]
     if len(failed) and "failed" in shown:
         st.markdown(f"**Failed cells ({len(failed)})**: re-running the sweep retries them.")

@@ -44,7 +44,8 @@ def load_parts(run: RunData, files: pd.DataFrame, suite: str, stage: str, method
     return {k: v for k, v in parts.items() if v is not None}
 
 
-def outcome_mask(table: pd.DataFrame, metric: str, labels: list[str], outcome: str) -> pd.Series:
+def outcome_mask(table: pd.DataFrame, metric: str, labels: list[str], outcome: str,
+                 lower_is_better: bool = False) -> pd.Series:
     """Compare the largest fine-tuned size with the base model on one per-example metric."""
     tuned = [label for label in labels if label != "base"]
     if outcome == OUTCOMES[0] or "base" not in labels or not tuned:
@@ -52,6 +53,8 @@ def outcome_mask(table: pd.DataFrame, metric: str, labels: list[str], outcome: s
     base, last = table.get(f"{metric}[base]"), table.get(f"{metric}[{tuned[-1]}]")
     if base is None or last is None:
         return pd.Series(True, index=table.index)
+    if lower_is_better:
+        base, last = -base, -last
     if outcome == OUTCOMES[1]:
         return last > base
     if outcome == OUTCOMES[2]:
@@ -124,7 +127,8 @@ def render() -> None:
         haystack = table[[c for c in text_columns if c in table.columns]].fillna("").astype(str).agg(" ".join, axis=1)
         mask &= haystack.str.lower().str.contains(query.lower(), regex=False)
     if metric:
-        mask &= outcome_mask(table, metric, labels, outcome).fillna(False)
+        lower = (suites_info.get("directions") or {}).get(metric) == "lower"
+        mask &= outcome_mask(table, metric, labels, outcome, lower_is_better=lower).fillna(False)
     shown = table[mask]
     st.caption(f"{len(shown):,} of {len(table):,} examples match.")
     if shown.empty:
