@@ -80,9 +80,10 @@ def main() -> None:
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         processing_class=tokenizer,
     )
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     trainer.train()
     train_seconds = time.perf_counter() - start
+    train_cpu_seconds = time.process_time() - cpu_start
     trainer.save_model(args.out)
     tokens = int(trainer.state.num_input_tokens_seen)
     print(json.dumps({
@@ -90,6 +91,7 @@ def main() -> None:
         "steps": trainer.state.global_step,
         "train_seconds": train_seconds,
         "tokens_per_second": tokens / train_seconds,
+        "train_cpu_seconds": train_cpu_seconds,
         "wall_seconds": time.perf_counter() - wall_start,
     }))
 

@@ -57,7 +57,7 @@ def prepare(work: Path, model: str, examples: int) -> tuple[Path, Path]:
     return Path(model_dir), template.root
 
 
-def bench_config(run_root: Path, model_dir: Path, method: str, examples: int):
+def bench_config(run_root: Path, model_dir: Path, method: str, examples: int, threads: int = 0):
     from curatune.config import validate_config
 
     return validate_config({
@@ -65,7 +65,8 @@ def bench_config(run_root: Path, model_dir: Path, method: str, examples: int):
         "model": {"base": str(model_dir)},
         "data": {"heldout_size": 4},
         "train": {"sizes": [examples], "methods": [method], "epochs": 1, "per_device_batch_size": 4,
-                  "max_seq_length": 384, "logging_steps": 1, "lr_scheduler": "cosine", "warmup_ratio": 0.1},
+                  "max_seq_length": 384, "logging_steps": 1, "lr_scheduler": "cosine", "warmup_ratio": 0.1,
+                  "cpu_threads": threads},
     })
 
 
@@ -76,12 +77,13 @@ def worker_harness(args) -> dict:
 
     wall_start = time.perf_counter()
     run_root = Path(args.run_root)
-    config = bench_config(run_root, Path(args.model_dir), args.method, args.examples)
+    config = bench_config(run_root, Path(args.model_dir), args.method, args.examples, args.threads)
     summary = run_sweep(config, run_root, progress=True)
     assert not summary["failed"], summary["failed"]
     done = read_json(run_root / "train" / args.method / f"n{args.examples}" / "s0" / "done.json")
     return {"tokens": done["train_tokens"], "steps": done["steps"], "train_seconds": done["train_seconds"],
-            "tokens_per_second": done["tokens_per_second"], "wall_seconds": time.perf_counter() - wall_start}
+            "tokens_per_second": done["tokens_per_second"], "train_cpu_seconds": done["train_cpu_seconds"],
+            "wall_seconds": time.perf_counter() - wall_start}
 
 
 def export_subset(run_root: Path, method: str, examples: int, out: Path) -> None:
@@ -95,8 +97,11 @@ def export_subset(run_root: Path, method: str, examples: int, out: Path) -> None
             f.write(json.dumps({"messages": r.messages}, ensure_ascii=False) + "\n")
 
 
-def run_json(cmd: list[str]) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def run_json(cmd: list[str], threads: int) -> dict:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads, on both sides alike
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd}\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -108,6 +113,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["lora", "full"])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--examples", type=int, default=96)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads on both sides (0 = torch default). On a busy shared machine "
+                        "1 thread is faster and steadier than 2")
     parser.add_argument("--worker", choices=["harness"], help=argparse.SUPPRESS)
     parser.add_argument("--run-root", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -132,7 +140,8 @@ def main() -> None:
                     if side == "harness":
                         result = run_json([sys.executable, __file__, "--worker", "harness", "--run-root",
                                            str(run_root), "--model-dir", str(model_dir), "--method", method,
-                                           "--examples", str(args.examples)])
+                                           "--examples", str(args.examples), "--threads", str(args.threads)],
+                                          args.threads)
                     else:
                         from curatune.rundir import RunDir
                         from curatune.train.plan import plan_sweep
@@ -142,7 +151,7 @@ def main() -> None:
                         export_subset(run_root, method, args.examples, subset)
                         result = run_json([sys.executable, str(HERE / "train_plain_trainer.py"), "--model",
                                            str(model_dir), "--data", str(subset), "--method", method,
-                                           "--out", str(run_root / "plain-out")])
+                                           "--out", str(run_root / "plain-out")], args.threads)
                     result.update(method=method, side=side, rep=rep, load_before=load_before,
                                   load_after=os.getloadavg()[0])
                     runs.append(result)
@@ -152,6 +161,7 @@ def main() -> None:
         out = RESULTS / f"train_speed_{args.model if args.model in ('tiny', 'default') else 'custom'}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
+        out.with_suffix(".md").write_text(markdown(report) + "\n")
         print(markdown(report))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -169,6 +179,8 @@ def summarize(runs: list[dict], args) -> dict:
         p = [r for r in runs if r["method"] == method and r["side"] == "plain"]
         # paired by repetition: the two sides of one rep ran back to back
         ratios = [a["tokens_per_second"] / b["tokens_per_second"] for a, b in zip(h, p)]
+        # CPU seconds inside trainer.train(): far less sensitive to other jobs than wall time
+        cpu = [b["train_cpu_seconds"] / a["train_cpu_seconds"] for a, b in zip(h, p)]
         wall = [a["wall_seconds"] / b["wall_seconds"] for a, b in zip(h, p)]
         methods[method] = {
             "harness_tokens_per_second": [round(r["tokens_per_second"], 1) for r in h],
@@ -176,6 +188,10 @@ def summarize(runs: list[dict], args) -> dict:
             "tokens_per_second_ratio_median": round(statistics.median(ratios), 4),
             "tokens_per_second_ratios": [round(x, 4) for x in ratios],
             "overhead_percent_median": round(100 * (1 / statistics.median(ratios) - 1), 2),
+            "cpu_throughput_ratio_median": round(statistics.median(cpu), 4),
+            "cpu_throughput_ratios": [round(x, 4) for x in cpu],
+            "cpu_overhead_percent_median": round(100 * (1 / statistics.median(cpu) - 1), 2),
+            "tokens_per_second_ratio_mean": round(statistics.mean(ratios), 4),
             "wall_ratio_median": round(statistics.median(wall), 4),
             "harness_tokens": h[0]["tokens"], "plain_tokens": p[0]["tokens"],
             "steps": h[0]["steps"],
@@ -183,25 +199,27 @@ def summarize(runs: list[dict], args) -> dict:
                            round(max(r["load_after"] for r in h + p), 2)],
         }
     return {
-        "model": args.model, "examples": args.examples, "reps": args.reps,
+        "model": args.model, "examples": args.examples, "reps": args.reps, "threads": args.threads,
         "settings": "1 epoch, batch 4, max_seq_length 384, cosine, warmup 0.1, fp32, LoRA r16/a32 all-linear",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "transformers": transformers.__version__, "threads": torch.get_num_threads()},
+                    "transformers": transformers.__version__},
         "methods": methods, "runs": runs,
     }
 
 
 def markdown(report: dict) -> str:
-    lines = [f"### {report['model']} model, {report['examples']} examples, {report['reps']} interleaved reps "
-             f"({report['when']})", "",
-             "| method | harness tok/s | plain tok/s | ratio (median) | overhead | wall ratio | load (1-min) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"### {report['model']} model, {report['examples']} examples, {report['reps']} interleaved reps, "
+             f"{report['threads'] or 'default'} torch thread(s) ({report['when']})", "",
+             "| method | harness tok/s | plain tok/s | tok/s ratio (median) | overhead (wall) | "
+             "overhead (CPU s in train) | cell wall ratio | load (1-min) |",
+             "|---|---|---|---|---|---|---|---|"]
     for method, m in report["methods"].items():
         lines.append(
             f"| {method} | {', '.join(map(str, m['harness_tokens_per_second']))} | "
             f"{', '.join(map(str, m['plain_tokens_per_second']))} | {m['tokens_per_second_ratio_median']} | "
-            f"{m['overhead_percent_median']}% | {m['wall_ratio_median']} | {m['load_range'][0]}-{m['load_range'][1]} |"
+            f"{m['overhead_percent_median']}% | {m['cpu_overhead_percent_median']}% | {m['wall_ratio_median']} | "
+            f"{m['load_range'][0]}-{m['load_range'][1]} |"
         )
     return "\n".join(lines)
 

@@ -271,3 +271,16 @@ def test_shared_benchmark_files_load(shared_data):
     hella = load_mc_items(shared_data / "bench" / "hellaswag" / "hellaswag_val_full.txt.bz2", limit=50)
     assert len(hella) == 50 and all(len(i.choices) == 4 for i in hella)
     assert hella[0].contexts[0].split(": ", 1)[1][0].isupper()
+
+
+def test_peft_wrapped_model_scores_like_its_base(tiny):
+    peft = pytest.importorskip("peft")
+    model, tok = tiny
+    import copy
+
+    wrapped = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    wrapped.eval()  # fresh LoRA adapters start as the identity (B = 0)
+    base = score_multiple_choice(model, tok, ITEMS, progress=False)
+    lora = score_multiple_choice(wrapped, tok, ITEMS, progress=False)
+    for a, b in zip(base.per_item, lora.per_item):
+        np.testing.assert_allclose(a["logliks"], b["logliks"], atol=1e-5, rtol=0)

@@ -35,17 +35,21 @@ def _letters(text: str) -> int:
     return sum(1 for ch in text[:_MAX_CHARS] if ch.isalpha())
 
 
-def _identify_chunk(args: tuple[list[str], int]) -> list[tuple[str, float, str | None] | None]:
-    """(language, probability, language without capitalized words) per text; None if too short."""
-    texts, min_chars = args
-    out: list[tuple[str, float, str | None] | None] = []
+def _identify_chunk(args: tuple[list[str], int, frozenset[str], float]) -> list[tuple[str, float, bool] | None]:
+    """(language, probability, remove?) per text; None when too short to identify."""
+    texts, min_chars, targets, min_confidence = args
+    out: list[tuple[str, float, bool] | None] = []
     for text in texts:
         if _letters(text) < min_chars:
             out.append(None)
             continue
         lang, prob = identify(text)
-        lowered = _CAPITALIZED.sub(" ", text[: _MAX_CHARS * 2])
-        out.append((lang, prob, identify(lowered)[0] if _letters(lowered) >= min_chars else None))
+        remove = lang not in targets and prob >= min_confidence
+        if remove:
+            # Confirm on the text without capitalized words (names); only for the few suspects.
+            lowered = _CAPITALIZED.sub(" ", text[: _MAX_CHARS * 2])
+            remove = _letters(lowered) < min_chars or identify(lowered)[0] not in targets
+        out.append((lang, prob, remove))
     return out
 
 
@@ -59,7 +63,8 @@ class LanguageFilter(Step):
         if not cfg.languages:
             return StepResult(list(records), [])
         targets = {lang.lower() for lang in cfg.languages}
-        chunks = [([text_of(r, cfg.field) for r in c], cfg.min_chars) for c in chunked(records, 2000)]
+        chunks = [([text_of(r, cfg.field) for r in c], cfg.min_chars, frozenset(targets), cfg.min_confidence)
+                  for c in chunked(records, 2000)]
         with context.progress.task("language ID", len(records)) as task:
             parts = parallel_map(_identify_chunk, chunks, context.workers, task, [len(c[0]) for c in chunks])
         guesses = [g for part in parts for g in part]
@@ -70,11 +75,11 @@ class LanguageFilter(Step):
                 kept.append(record)
                 languages["(too short)"] = languages.get("(too short)", 0) + 1
                 continue
-            lang, prob, without_names = guess
+            lang, prob, remove = guess
             languages[lang] = languages.get(lang, 0) + 1
             # Only a confident non-target guess removes (short or mixed text gets weak guesses),
             # and only when the text without its capitalized words (names) agrees it is not a target.
-            if lang not in targets and prob >= cfg.min_confidence and without_names not in targets:
+            if remove:
                 removed.append(Removal(record, "wrong_language", f"identified as {lang} (p={prob:.2f})"))
             else:
                 kept.append(record)

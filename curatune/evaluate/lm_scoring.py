@@ -24,6 +24,7 @@ two agree for float32 models).
 """
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -167,8 +168,14 @@ class LoglikelihoodScorer:
                 units.extend((g, [j]) for j in range(len(group)))
             else:
                 units.append((g, list(range(len(group)))))
-        # longest first, as lm-eval: padding stays small and memory peaks happen early
-        units.sort(key=lambda u: -max(len(groups[u[0]][j][0]) for j in u[1]))
+        # longest shared prefix first (the part pass 1 pads), then longest input, as lm-eval
+        # sorts: padding stays small and memory peaks happen early
+        def unit_key(unit):
+            inputs = [groups[unit[0]][j][0][:-1] for j in unit[1]]
+            prefix = len(inputs[0]) if len(inputs) == 1 else _shared_prefix_len(inputs)
+            return -prefix, -max(map(len, inputs))
+
+        units.sort(key=unit_key)
         batches: list[list[tuple[int, list[int]]]] = []
         current: list[tuple[int, list[int]]] = []
         count = 0
@@ -194,7 +201,6 @@ class LoglikelihoodScorer:
         return results  # type: ignore[return-value]
 
     def _score_batch(self, groups: list[list[tuple[tuple[int, ...], int]]]) -> list[list[Scored]]:
-        device = _model_device(self.model)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         inputs = [[seq[:-1] for seq, _ in group] for group in groups]
         # Pass 1 runs each group's shared prefix; every scored position in it must predict the
@@ -219,34 +225,17 @@ class LoglikelihoodScorer:
         tok1, greedy1, cache = self._forward(ids, mask, keep, targets, None, None, use_cache=bool(multi))
         found = dict(zip(map(tuple, keep.nonzero().tolist()), zip(tok1, greedy1)))
 
-        # pass 2: one row per request of a multi-request group, on top of its group's cache
-        rows = [(i, j) for i in multi for j in range(len(groups[i]))]
+        # pass 2: one row per request of a multi-request group, on top of its group's cache;
+        # rows sorted by tail length and cut into chunks of similar length (little padding)
+        rows = sorted(((i, j) for i in multi for j in range(len(groups[i]))),
+                      key=lambda ij: -(len(inputs[ij[0]][ij[1]]) - prefixes[ij[0]]))
         tail_found: dict[tuple[int, int], tuple[float, int]] = {}
-        if rows:
-            width = max(len(inputs[i][j]) - prefixes[i] for i, j in rows)
-            ids2 = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask2 = torch.zeros_like(ids2)
-            targets2 = torch.zeros_like(ids2)
-            keep2 = torch.zeros(ids2.shape, dtype=torch.bool)
-            positions = torch.zeros_like(ids2)
-            for r, (i, j) in enumerate(rows):
-                seq, n_cont = groups[i][j]
-                p = prefixes[i]
-                tail = inputs[i][j][p:]
-                ids2[r, :len(tail)] = torch.tensor(tail)
-                mask2[r, :len(tail)] = 1
-                start = max(0, len(seq) - 1 - n_cont - p)
-                keep2[r, start:len(tail)] = True
-                targets2[r, start:len(tail)] = torch.tensor(seq[p + start + 1:])
-                positions[r] = p + torch.arange(width)
-            if not hasattr(cache, "reorder_cache"):  # a model without a transformers Cache
-                raise RuntimeError(f"{type(self.model).__name__} returned no reusable KV cache; "
-                                   "score with share_prefix=False")
-            group_of_row = torch.tensor([i for i, _ in rows], device=device)
-            cache.reorder_cache(group_of_row)  # each request gets a copy of its group's prefix
-            full_mask = torch.cat([mask.to(device)[group_of_row], mask2.to(device)], dim=1)
-            tok2, greedy2, _ = self._forward(ids2, full_mask, keep2, targets2, positions, cache, use_cache=False)
-            tail_found = dict(zip(map(tuple, keep2.nonzero().tolist()), zip(tok2, greedy2)))
+        if rows and not hasattr(cache, "reorder_cache"):  # a model without a transformers Cache
+            raise RuntimeError(f"{type(self.model).__name__} returned no reusable KV cache; "
+                               "score with share_prefix=False")
+        for chunk_start, chunk in _length_chunks(rows, [len(inputs[i][j]) - prefixes[i] for i, j in rows]):
+            chunk_cache = copy.deepcopy(cache) if chunk_start + len(chunk) < len(rows) else cache
+            tail_found.update(self._score_tails(groups, inputs, prefixes, chunk, chunk_start, mask, chunk_cache))
 
         row_of = {key: r for r, key in enumerate(rows)}
         out: list[list[Scored]] = []
@@ -262,6 +251,33 @@ class LoglikelihoodScorer:
                 scored.append(Scored(total, is_greedy, n_cont, tuple(argmaxes)))
             out.append(scored)
         return out
+
+    def _score_tails(self, groups, inputs, prefixes, rows, first_row, prefix_mask, cache):
+        """Pass 2 for some rows: their tails on a per-row copy of their group's prefix cache.
+        Returns {(row number, tail position): (log-prob, argmax)}."""
+        device = _model_device(self.model)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(len(inputs[i][j]) - prefixes[i] for i, j in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        targets = torch.zeros_like(ids)
+        keep = torch.zeros(ids.shape, dtype=torch.bool)
+        positions = torch.zeros_like(ids)
+        for r, (i, j) in enumerate(rows):
+            seq, n_cont = groups[i][j]
+            p = prefixes[i]
+            tail = inputs[i][j][p:]
+            ids[r, :len(tail)] = torch.tensor(tail)
+            mask[r, :len(tail)] = 1
+            start = max(0, len(seq) - 1 - n_cont - p)
+            keep[r, start:len(tail)] = True
+            targets[r, start:len(tail)] = torch.tensor(seq[p + start + 1:])
+            positions[r] = p + torch.arange(width)  # continue the prefix's positions
+        group_of_row = torch.tensor([i for i, _ in rows], device=device)
+        cache.reorder_cache(group_of_row)  # each row gets its own copy of its group's prefix
+        full_mask = torch.cat([prefix_mask.to(device)[group_of_row], mask.to(device)], dim=1)
+        token_lp, argmax, _ = self._forward(ids, full_mask, keep, targets, positions, cache, use_cache=False)
+        return {(first_row + r, c): found for (r, c), found in zip(keep.nonzero().tolist(), zip(token_lp, argmax))}
 
     def _forward(self, ids, mask, keep, targets, positions, cache, *, use_cache: bool):
         """Run the model; return per kept position the target's log-prob, the argmax token,
@@ -297,6 +313,17 @@ class LoglikelihoodScorer:
         wanted = targets.to(device)[keep_dev]
         token_lp = logprobs.gather(1, wanted[:, None]).squeeze(1)
         return token_lp.tolist(), logprobs.argmax(dim=-1).tolist(), output.past_key_values
+
+
+def _length_chunks(items: list, lengths: list[int], slack: float = 0.8):
+    """Cut items (sorted by length, longest first) into runs whose lengths stay within
+    ``slack`` of the run's longest, so a padded run wastes at most ~1 - slack of its width.
+    Yields (index of the run's first item, run)."""
+    start = 0
+    for k in range(1, len(items) + 1):
+        if k == len(items) or lengths[k] < slack * lengths[start]:
+            yield start, items[start:k]
+            start = k
 
 
 def _shared_prefix_len(inputs: Sequence[Sequence[int]]) -> int:

@@ -167,43 +167,40 @@ def _item_from_row(row: Any, where: str, index: int, prefix: str) -> MCItem:
     if not isinstance(row, dict):
         raise DataError(f"{at}: expected a JSON object, got {type(row).__name__}")
     example_id = str(row.get("id") or row.get("example_id") or f"{prefix}-{index}")
-    try:
-        if "context_options" in row:
-            contexts = _strings(row, "context_options", at)
-            continuation = _string(row, "continuation", at)
-            return MCItem(example_id, contexts, contexts, _gold(row, "gold", len(contexts), at), continuation, prefix)
-        if "query" in row and "choices" in row:
-            choices = _strings(row, "choices", at)
-            return MCItem(example_id, (_string(row, "query", at),), choices, _gold(row, "gold", len(choices), at),
-                          source=prefix)
-        if "ctx_a" in row and "endings" in row:  # HellaSwag (lm-eval tasks/hellaswag/utils.py)
-            ctx = f"{_string(row, 'ctx_a', at)} {str(row.get('ctx_b') or '').capitalize()}"
-            query = hellaswag_preprocess(f"{_string(row, 'activity_label', at)}: {ctx}")
-            choices = tuple(hellaswag_preprocess(e) for e in _strings(row, "endings", at))
-            return MCItem(example_id, (query,), choices, _gold(row, "label", len(choices), at), source=prefix)
-        if "question" in row and isinstance(row.get("choices"), dict) and "answerKey" in row:  # ARC
-            texts = _strings(row["choices"], "text", f"{at}: field 'choices'")
-            labels = [str(x) for x in row["choices"].get("label", [])]
-            if str(row["answerKey"]) not in labels:
-                raise DataError(f"{at}: field 'answerKey' {row['answerKey']!r} is not one of the choice labels {labels}")
-            return MCItem(example_id, (f"Question: {_string(row, 'question', at)}\nAnswer:",), texts,
-                          labels.index(str(row["answerKey"])), source=prefix)
-        if "goal" in row and "sol1" in row:  # PIQA
-            choices = (_string(row, "sol1", at), _string(row, "sol2", at))
-            return MCItem(example_id, (f"Question: {_string(row, 'goal', at)}\nAnswer:",), choices,
-                          _gold(row, "label", 2, at), source=prefix)
-        if "sentence" in row and "option1" in row:  # Winogrande (lm-eval preprocess_winogrande.py)
-            sentence = _string(row, "sentence", at)
-            if "_" not in sentence:
-                raise DataError(f"{at}: field 'sentence' has no '_' blank")
-            idx = sentence.index("_")
-            contexts = tuple(sentence[:idx] + _string(row, k, at) for k in ("option1", "option2"))
-            answer = str(row.get("answer", ""))
-            if answer not in ("1", "2"):
-                raise DataError(f"{at}: field 'answer' must be '1' or '2', got {answer!r}")
-            return MCItem(example_id, contexts, contexts, int(answer) - 1, sentence[idx + 1:].strip(), prefix)
-    except DataError:
-        raise
+    if "context_options" in row:
+        contexts = _strings(row, "context_options", at)
+        continuation = _string(row, "continuation", at)
+        return MCItem(example_id, contexts, contexts, _gold(row, "gold", len(contexts), at), continuation, prefix)
+    if "query" in row and "choices" in row:
+        choices = _strings(row, "choices", at)
+        return MCItem(example_id, (_string(row, "query", at),), choices, _gold(row, "gold", len(choices), at),
+                      source=prefix)
+    if "ctx_a" in row and "endings" in row:  # HellaSwag (lm-eval tasks/hellaswag/utils.py)
+        ctx = f"{_string(row, 'ctx_a', at)} {str(row.get('ctx_b') or '').capitalize()}"
+        query = hellaswag_preprocess(f"{_string(row, 'activity_label', at)}: {ctx}")
+        choices = tuple(hellaswag_preprocess(e) for e in _strings(row, "endings", at))
+        return MCItem(example_id, (query,), choices, _gold(row, "label", len(choices), at), source=prefix)
+    if "question" in row and isinstance(row.get("choices"), dict) and "answerKey" in row:  # ARC
+        texts = _strings(row["choices"], "text", f"{at}: field 'choices'")
+        labels = [str(x) for x in row["choices"].get("label", [])]
+        if str(row["answerKey"]) not in labels:
+            raise DataError(f"{at}: field 'answerKey' {row['answerKey']!r} is not one of the choice labels {labels}")
+        return MCItem(example_id, (f"Question: {_string(row, 'question', at)}\nAnswer:",), texts,
+                      labels.index(str(row["answerKey"])), source=prefix)
+    if "goal" in row and "sol1" in row:  # PIQA
+        choices = (_string(row, "sol1", at), _string(row, "sol2", at))
+        return MCItem(example_id, (f"Question: {_string(row, 'goal', at)}\nAnswer:",), choices,
+                      _gold(row, "label", 2, at), source=prefix)
+    if "sentence" in row and "option1" in row:  # Winogrande (lm-eval preprocess_winogrande.py)
+        sentence = _string(row, "sentence", at)
+        if "_" not in sentence:
+            raise DataError(f"{at}: field 'sentence' has no '_' blank")
+        idx = sentence.index("_")
+        contexts = tuple(sentence[:idx] + _string(row, k, at) for k in ("option1", "option2"))
+        answer = str(row.get("answer", ""))
+        if answer not in ("1", "2"):
+            raise DataError(f"{at}: field 'answer' must be '1' or '2', got {answer!r}")
+        return MCItem(example_id, contexts, contexts, int(answer) - 1, sentence[idx + 1:].strip(), prefix)
     raise DataError(
         f"{at}: unknown multiple-choice row (fields {sorted(row)}); expected "
         "{query, choices, gold} or {context_options, continuation, gold} (or HF HellaSwag/ARC/PIQA/Winogrande rows)"

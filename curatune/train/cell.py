@@ -590,9 +590,10 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
     if on_start is not None:
         on_start(total_steps)
 
-    train_started = time.perf_counter()
+    train_started, cpu_started = time.perf_counter(), time.process_time()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - train_started
+    train_cpu_seconds = time.process_time() - cpu_started
     tokens_total = int(trainer.state.num_input_tokens_seen)
     tokens_this_run = tokens_total - getattr(log_cb, "initial_tokens", 0)
 
@@ -638,6 +639,7 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
                         * config.train.gradient_accumulation_steps / len(dataset), 4),
         "wall_seconds": round(elapsed_before + time.perf_counter() - started, 3),
         "train_seconds": round(train_seconds, 3),
+        "train_cpu_seconds": round(train_cpu_seconds, 3),
         "tokens_per_second": round(tokens_this_run / train_seconds, 2) if train_seconds > 0 else None,
         "train_tokens": tokens_total,
         "final_loss": log[-1]["loss"] if log else None,
