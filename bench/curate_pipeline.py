@@ -73,6 +73,12 @@ def main() -> None:
     }
     print(json.dumps(out["self_instruct"]["default_pipeline"], indent=1), flush=True)
 
+    previous = RESULTS / "curate_pipeline.json"
+    if args.skip_semantic and previous.exists():
+        # Keep the semantic measurement of an earlier run (it takes minutes); marked as such.
+        old = json.loads(previous.read_text()).get("self_instruct", {}).get("semantic_after_default")
+        if old:
+            out["self_instruct"]["semantic_after_default"] = [{**run, "from_earlier_run": True} for run in old]
     if not args.skip_semantic:
         kept = frame_to_records(pd.read_parquet(RunDir(cfg.run_dir).kept))
         total_kept = len(kept)

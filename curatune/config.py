@@ -233,7 +233,10 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested dict in place."""
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested dict in place.
+
+    A numeric part indexes a list that is already there: ``curate.steps.1.enabled=false``.
+    """
     if "=" not in override:
         raise ConfigError(f"--set {override!r}: expected key.path=value")
     key, _, text = override.partition("=")
@@ -241,16 +244,29 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
-    node = raw
+    node: Any = raw
     parts = key.strip().split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {override!r}: {part} is not a mapping")
-        node = child
-    node[parts[-1]] = value
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"--set {override!r}: {where} is not an index of the list (it has {len(node)} items)"
+                )
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {override!r}: {'.'.join(parts[:i])} is not a mapping or list")
+        if last:
+            node[part] = value
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
 
 
 def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:

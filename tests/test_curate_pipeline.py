@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from curatune.config import ExperimentConfig, load_config, validate_config
-from curatune.curate.base import CurateContext, Removal, Step, StepResult
+from curatune.config import validate_config
+from curatune.curate.base import CurateContext, Step, StepResult
 from curatune.curate.config import CurateConfig, ExactDedupConfig, NearDupConfig, QualityConfig
 from curatune.curate.pipeline import CurationPipeline
 from curatune.errors import ConfigError

@@ -141,6 +141,18 @@ def test_near_dup_non_english_and_very_long():
         "The answer is yes",
         "Ein kurzer deutscher Satz über das Wetter heute.",
         "Visit https://example.com/docs for the full reference.",
+        # Seen on real data (GPTeacher Codegen / Toolformer): code, regexes and tool calls are answers.
+        "#!/bin/bash\n\nfind . -type f -mtime -7 -print\nfind . -type d -mtime -7 -print",
+        "a=$1\nb=$2\n\nwhile [ $b -ne 0 ]; do\n    a=$b\ndone\n\necho 'GCD:' $a",
+        r"^\(?[0-9]{3}\)?[-. ]?[0-9]{3}[-. ]?[0-9]{4}$",
+        'int main() {\n    string text = "Hello, I am an AI language model!";\n    cout << count(text) << endl;\n    return 0;\n}',
+        "The text of https://en.wikipedia.org/wiki/Hubble is request('https://en.wikipedia.org/wiki/Hubble').",
+        "The weather in New York City today is: weather('What is the weather in New York City today?'). Here are the "
+        "recent news headlines about New York City: news('New York City headlines'). Enjoy your day in the big city.",
+        "Dear Sir, I write to you from my castle. The nights are long and the wolves are restless. Please contact me "
+        "if you are open to a diplomatic discussion. Yours in hope and anticipation, Count Dracula",
+        "    for (const int& n : a) {\n        std::cout << n << ' ';\n    }\n    for (const int& n : b) {\n        std::cout << n << ' ';\n"
+        "    }\n    for (const int& n : c) {\n        std::cout << n << ' ';\n    }\n    std::cout << std::endl;\n    return 0;\n}",
     ],
 )
 def test_quality_keeps_legitimate_responses(response):
@@ -242,8 +254,14 @@ def test_decontaminate_short_phrase_and_template_ngrams(tmp_path):
     items.append(("s:short", "zebra crossings glow purple every tuesday"))
     records = [rec("Remember: zebra crossings glow purple every tuesday, ok?", "ok"), rec("Answer the question below with one word please: what is a cat", "cat")]
     ctx = CurateContext(workers=1, eval_items_loader=lambda: items)
-    result = Decontaminate(DecontaminateConfig()).run(records, ctx)
+    result = Decontaminate(DecontaminateConfig(min_words=6)).run(records, ctx)
     assert [r.record.prompt for r in result.removed] == [records[0].prompt]
+    # By default short texts are ignored, and one shared stock 8-gram is not contamination.
+    assert Decontaminate(DecontaminateConfig()).run(records, ctx).removed == []
+    stock = [("arc:1", "Question: Which of the following is NOT a mixture?")]
+    train = [rec('I know the answer to the question "Which of the following is not a country: Peru or Tiger?"', "Tiger")]
+    ctx = CurateContext(workers=1, eval_items_loader=lambda: stock)
+    assert Decontaminate(DecontaminateConfig()).run(train, ctx).removed == []
     assert result.counters["template_ngrams_ignored"] > 0
 
 

@@ -284,3 +284,16 @@ def test_peft_wrapped_model_scores_like_its_base(tiny):
     lora = score_multiple_choice(wrapped, tok, ITEMS, progress=False)
     for a, b in zip(base.per_item, lora.per_item):
         np.testing.assert_allclose(a["logliks"], b["logliks"], atol=1e-5, rtol=0)
+
+
+def test_length_chunks_cover_every_row_once_within_the_row_cap():
+    from curatune.evaluate.lm_scoring import _length_chunks
+
+    lengths = [30, 29, 28, 12, 11, 10, 10, 3, 2, 2, 1]
+    rows = list(range(len(lengths)))
+    chunks = list(_length_chunks(rows, lengths, max_rows=4, overhead=16))
+    assert [r for _, chunk in chunks for r in chunk] == rows
+    assert all(len(chunk) <= 4 and chunk[0] == start for start, chunk in chunks)
+    # a huge per-call overhead merges as far as the cap allows; none splits row by row
+    assert len(list(_length_chunks(rows, lengths, max_rows=16, overhead=10**6))) == 1
+    assert len(list(_length_chunks(rows, lengths, max_rows=16, overhead=0))) == len(set(lengths))

@@ -91,16 +91,16 @@ class QualityConfig(_StepConfig):
     repetition_min_words: int = Field(default=30, ge=1, description="Responses shorter than this skip the repetition filter.")
     top_ngram_min_words: int = Field(
         default=100, ge=1,
-        description="Responses shorter than this skip the top-n-gram check: in short answers a repeated "
-        "name or phrase is normal (Gopher tuned it on web documents).",
+        description="Responses shorter than this skip the top-n-gram check and get twice the duplicated-n-gram "
+        "tolerance: in short answers a repeated name or phrase is normal (Gopher tuned them on web documents).",
     )
     max_symbol_ratio: float = Field(
         default=0.5, ge=0, le=1,
         description="Max fraction of characters that are neither letters, digits nor whitespace (symbol_ratio). "
-        "Code and JSON stay well below the default.",
+        "JSON stays well below the default; code and single tokens (a regex) are not checked.",
     )
     symbol_min_chars: int = Field(default=20, ge=1, description="Responses shorter than this skip the symbol filter.")
-    max_url_ratio: float = Field(default=0.5, ge=0, le=1, description="Max fraction of response characters inside URLs (url_ratio).")
+    max_url_ratio: float = Field(default=0.5, ge=0, le=1, description="Max fraction of response characters inside URLs (url_ratio); only responses with 3 or more distinct URLs are checked.")
     boilerplate: bool = Field(default=True, description="Remove refusals and AI boilerplate ('As an AI language model...').")
     extra_boilerplate_patterns: list[str] = Field(default_factory=list, description="More regular expressions treated as boilerplate (case-insensitive).")
     truncation: bool = Field(
@@ -116,7 +116,7 @@ class LanguageConfig(_StepConfig):
     languages: list[str] = Field(default_factory=lambda: ["en"], description="ISO 639-1 codes to keep (empty list keeps every language).")
     field: TextField = Field(default="text", description="What is identified (text, prompt or response).")
     min_confidence: float = Field(
-        default=0.5, ge=0, le=1,
+        default=0.7, ge=0, le=1,
         description="Only remove a record when the language-ID probability of a non-target language is at least this.",
     )
     min_chars: int = Field(default=20, ge=0, description="Texts with fewer letters are kept (too short to identify).")
@@ -144,10 +144,15 @@ class DecontaminateConfig(_StepConfig):
         description="Remove a training record when this fraction of the shorter side's n-grams (the record's or "
         "an evaluation item's) is shared with one evaluation item.",
     )
+    min_shared_ngrams: int = Field(
+        default=2, ge=1,
+        description="...and at least this many shared n-grams: one shared 8-gram is often a stock phrase "
+        "('question which of the following is not a').",
+    )
     min_words: int = Field(
-        default=6, ge=1,
-        description="Evaluation items (or string fields) shorter than ngram but with at least this many words "
-        "are matched as one whole phrase; shorter ones are ignored (too common to mean contamination).",
+        default=8, ge=1,
+        description="Evaluation texts with fewer words are ignored. Set it below ngram to match shorter texts "
+        "as whole phrases (risky: short phrases like 'the planets rotate around the sun' are common).",
     )
     extra_paths: list[str] = Field(
         default_factory=list,

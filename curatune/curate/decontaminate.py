@@ -5,8 +5,9 @@ Evaluation texts come from ``data.eval_sources`` (held-out target-task data) and
 JSONL/JSON item is one evaluation text, so any suite format works without a parser.
 
 A record is contaminated when the fraction of n-grams it shares with one evaluation
-text, relative to the shorter of the two, reaches ``min_overlap``. Texts shorter than
-``ngram`` words but with at least ``min_words`` are matched as a whole phrase. N-grams that
+text, relative to the shorter of the two, reaches ``min_overlap`` and at least
+``min_shared_ngrams`` are shared. Texts shorter than ``ngram`` words but with at least
+``min_words`` (when set below ``ngram``) are matched as a whole phrase. N-grams that
 occur in many evaluation texts are template wording ("Which of the following is
 true?"), not item content, and are ignored.
 """
@@ -184,8 +185,8 @@ def _set_index(index: EvalIndex) -> None:
     _INDEX = index
 
 
-def _match_chunk(args: tuple[list[str], float]) -> list[tuple[str, float] | None]:
-    texts, min_overlap = args
+def _match_chunk(args: tuple[list[str], float, int]) -> list[tuple[str, float] | None]:
+    texts, min_overlap, min_shared = args
     index = _INDEX
     assert index is not None, "_set_index runs first in every worker"
     token_lists = [words(t) for t in texts]
@@ -202,6 +203,7 @@ def _match_chunk(args: tuple[list[str], float]) -> list[tuple[str, float] | None
             units = np.concatenate([index.unit[a:b] for a, b in zip(lo, hi)])
             unit_ids, counts = np.unique(units, return_counts=True)
             overlap = counts / np.minimum(len(own), np.maximum(index.unit_size[unit_ids], 1))
+            overlap[counts < min_shared] = 0.0
             best = int(np.argmax(overlap))
             if overlap[best] >= min_overlap:
                 out[d] = (index.ids[unit_ids[best]], float(overlap[best]))
@@ -239,7 +241,7 @@ class Decontaminate(Step):
         if not items or not records:
             return StepResult(list(records), [], {"eval_texts": len(items)})
         index = EvalIndex(items, cfg.ngram, cfg.min_words)
-        chunks = [([text_of(r, "text") for r in c], cfg.min_overlap) for c in chunked(records, 2000)]
+        chunks = [([text_of(r, "text") for r in c], cfg.min_overlap, cfg.min_shared_ngrams) for c in chunked(records, 2000)]
         with context.progress.task("decontamination", len(records)) as task:
             parts = parallel_map(
                 _match_chunk, chunks, context.workers, task, [len(c[0]) for c in chunks],

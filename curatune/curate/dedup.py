@@ -165,7 +165,7 @@ class SemanticDedup(Step):
         k = cfg.clusters or max(1, int(round(math.sqrt(len(records) / 2))))
         k = min(k, len(records))
         groups = kmeans_labels(vectors, k, cfg.seed)
-        left, right, sims = [], [], []
+        left, right = [], []
         with context.progress.task("semantic: pairs in clusters", k) as task:
             for g in range(k):
                 members = np.nonzero(groups == g)[0]
@@ -176,13 +176,13 @@ class SemanticDedup(Step):
                         i, j = np.nonzero(block >= cfg.threshold)
                         a, b = rows[i], members[j]
                         upper = a < b
-                        left.append(a[upper]), right.append(b[upper]), sims.append(block[i, j][upper])
+                        left.append(a[upper])
+                        right.append(b[upper])
                 task.advance()
         if left:
-            left_a, right_a, sim_a = np.concatenate(left), np.concatenate(right), np.concatenate(sims)
+            left_a, right_a = np.concatenate(left), np.concatenate(right)
         else:
             left_a = right_a = np.zeros(0, dtype=np.int64)
-            sim_a = np.zeros(0)
         labels = connected_clusters(len(records), left_a, right_a)
 
         def describe(i: int, k_: int) -> str:

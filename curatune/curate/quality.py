@@ -26,7 +26,6 @@ BOILERPLATE_PATTERNS = [
     r"\bas an ai(?: language)? model\b",
     r"\bas a(?:n ai)? language model\b",
     r"\bas an ai(?: assistant| chatbot)?,? i (?:do not|don't|cannot|can't|am not)\b",
-    r"\bi(?:'m| am) (?:just |only )?an ai\b",
     r"\bi do not have (?:personal )?(?:opinions|feelings|emotions|beliefs|real-time)\b",
     r"\bi don't have (?:personal )?(?:opinions|feelings|emotions|beliefs|real-time)\b",
     r"\bmy (?:training data|knowledge cutoff|knowledge cut-off)\b",
@@ -36,6 +35,7 @@ REFUSAL_PATTERNS = [
     r"^(?:i'm sorry|i am sorry|sorry|unfortunately|apologies)[,.!]? (?:but )?i (?:cannot|can't|can not|am unable to|am not able to|won't|will not)\b",
     r"^i (?:cannot|can't|can not|am unable to|am not able to|won't|will not) (?:help|assist|provide|fulfill|comply|complete|answer|generate|do that|create)\b",
     r"^i(?:'m| am) not (?:able|allowed|permitted) to\b",
+    r"^(?:well, |sorry, |unfortunately, )?i(?:'m| am) (?:just |only )?an ai\b",
 ]
 
 _FUNCTION_WORDS = frozenset(
@@ -99,6 +99,19 @@ def _unclosed_brackets(text: str) -> int:
     return depth + (1 if in_string else 0)
 
 
+_CODE_LINE = re.compile(r"^(?:\s{2,}|\t)|[;{}():,\\]\s*$|[=$\[]|#!|->|::|</?\w+[ >]|^\s*(?:def|class|import|from|return|if|for|while|fn|let|const|var|public|private|func|SELECT|echo)\b")
+
+
+def looks_like_code(text: str) -> bool:
+    """Several lines, most of them code-shaped (indented, ending in ; { } ) : or holding = $ [ ...)."""
+    if text.startswith("#!") or text.lstrip().startswith("```"):
+        return True
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    if len(lines) < 2:
+        return False
+    return sum(bool(_CODE_LINE.search(ln)) for ln in lines) >= 0.5 * len(lines)
+
+
 def truncation_reason(response: str, min_words: int = 12) -> str | None:
     """Why a response looks cut off, or None. Conservative on purpose (see module doc)."""
     text = response.strip()
@@ -122,8 +135,8 @@ def truncation_reason(response: str, min_words: int = 12) -> str | None:
         return None  # short answers ("Paris", "42", "Yes") are complete
     if re.match(r"^(?:[-*•+]|\d+[.)]|[a-zA-Z][.)]|\|)\s", last_line) or last_line.endswith("|"):
         return None  # a list item or table row may end without punctuation
-    if re.search(r"[;{}()=<>]", last_line) and "\n" in text and re.search(r"[;{}]\s*$", text, re.M):
-        return None  # looks like code; code lines need no sentence punctuation
+    if looks_like_code(text):
+        return None  # code lines need no sentence punctuation
     end = text[-1]
     if end in _TERMINAL or end.isdigit() or _URL.search(last_line.split()[-1]):
         return None
@@ -135,7 +148,8 @@ def truncation_reason(response: str, min_words: int = 12) -> str | None:
     # Several finished sentences, then an unfinished one of several words.
     finished = re.findall(r"[.!?](?:\s|$)", text)
     tail = re.split(r"[.!?]\s", text)[-1]
-    if len(finished) >= 2 and len(tail.split()) >= 4 and "\n" not in tail:
+    # A capitalized last word is usually a name or a title ("Yours sincerely, Jane Austen").
+    if len(finished) >= 2 and len(tail.split()) >= 4 and "\n" not in tail and last_word.isalpha() and tokens[-1][0].islower():
         return "last sentence has no ending punctuation"
     return None
 
@@ -171,6 +185,7 @@ class QualityChecker:
         if len(prompt) > cfg.max_prompt_chars:
             if fail("too_long", f"prompt has {len(prompt)} chars > {cfg.max_prompt_chars}"):
                 return out
+        is_code = looks_like_code(stripped)
         if cfg.boilerplate:
             head = stripped[:300]
             for pattern in self.refusal:
@@ -178,7 +193,7 @@ class QualityChecker:
                     if fail("refusal", f"matches {pattern.pattern!r}"):
                         return out
                     break
-            for pattern in self.boilerplate:
+            for pattern in self.boilerplate if not is_code else ():  # code may quote such strings
                 match = pattern.search(stripped)
                 if match:
                     if fail("boilerplate", f"contains {match.group(0)!r}"):
@@ -190,17 +205,21 @@ class QualityChecker:
                 if fail("echo_prompt", "response repeats the prompt"):
                     return out
         if cfg.repetition and len(tokens) >= cfg.repetition_min_words:
-            reason = self._repetition(stripped, tokens)
+            # Code repeats identifiers by nature: only its duplicate-line share is checked.
+            reason = self._repetition(stripped, tokens, lines_only=is_code)
             if reason and fail("repetition", reason):
                 return out
-        if n_chars >= cfg.symbol_min_chars:
+        if n_chars >= cfg.symbol_min_chars and not is_code:
             symbols = sum(1 for ch in stripped if not (ch.isalnum() or ch.isspace()))
             ratio = symbols / n_chars
-            if ratio > cfg.max_symbol_ratio:
+            # A single token (a regex, a formula, a path) is an answer, not symbol soup.
+            if ratio > cfg.max_symbol_ratio and len(stripped.split()) >= 5:
                 if fail("symbol_ratio", f"{ratio:.2f} of characters are symbols > {cfg.max_symbol_ratio}"):
                     return out
-            url_chars = sum(len(m.group(0)) for m in _URL.finditer(stripped))
-            if n_chars >= 80 and url_chars / n_chars > cfg.max_url_ratio:
+            urls = [m.group(0) for m in _URL.finditer(stripped)]
+            url_chars = sum(len(u) for u in urls)
+            # Link spam is many links; one URL in a tool call or an answer is content.
+            if len(set(urls)) >= 3 and url_chars / n_chars > cfg.max_url_ratio:
                 if fail("url_ratio", f"{url_chars / n_chars:.2f} of characters are URLs > {cfg.max_url_ratio}"):
                     return out
         if cfg.truncation:
@@ -209,19 +228,24 @@ class QualityChecker:
                 return out
         return out
 
-    def _repetition(self, text: str, tokens: list[str]) -> str | None:
+    def _repetition(self, text: str, tokens: list[str], lines_only: bool = False) -> str | None:
         cfg = self.cfg
         frac = _dup_line_fraction(text)
         if frac > cfg.max_dup_line_fraction:
             return f"{frac:.2f} of lines are duplicates"
+        if lines_only:
+            return None
         for n, limit in sorted(cfg.max_top_ngram_fraction.items()):
             if len(tokens) < cfg.top_ngram_min_words:
                 break
             frac = _gopher_top_ngram_fraction(tokens, n)
             if frac > limit:
                 return f"top {n}-gram covers {frac:.2f} of characters > {limit}"
+        # Short responses repeat a phrase or two legitimately: twice the tolerance below top_ngram_min_words.
+        scale = 1.0 if len(tokens) >= cfg.top_ngram_min_words else 2.0
         for n, limit in sorted(cfg.max_dup_ngram_fraction.items()):
             frac = _gopher_dup_ngram_fraction(tokens, n)
+            limit = min(1.0, limit * scale)
             if frac > limit:
                 return f"duplicated {n}-grams cover {frac:.2f} of characters > {limit}"
         return None

@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -220,9 +220,9 @@ def qlora_problem() -> str | None:
     if not torch.cuda.is_available():
         return ("qlora needs a CUDA GPU (bitsandbytes 4-bit kernels) and none is visible; "
                 "use method lora on this machine, or run the sweep on a GPU")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
         return "qlora needs bitsandbytes: pip install 'curatune[gpu]'"
     return None
 
@@ -495,16 +495,13 @@ def quiet_transformers():
 def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started: float, *, pool,
                 on_step, on_start, hook) -> CellOutcome:
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import ProgressCallback
-
 
     records = subset_records(run_dir, spec, pool)
     base_path = resolve_base_path(config.model.base, config.model.trust_remote_code)
     subset_ids = [r.id for r in records]
     settings = fingerprint(config, spec, subset_ids)
-
-    from transformers import set_seed
 
     set_seed(spec.seed)  # before the adapter is created: its random init is part of the cell
     tokenizer, model = load_base_for_training(config, spec.method, base_path)
@@ -583,7 +580,8 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
     )
     trainer.remove_callback(ProgressCallback)
     log_cb = _Callbacks.jsonl_log(cell_dir / LOG, elapsed_before)
-    early_cb = _Callbacks.early_checkpoint(cell_dir, at_early, early_needed, lambda d: trainer.save_model(str(d)))
+    save_model = trainer.save_model  # gathers sharded weights; only rank 0 writes
+    early_cb = _Callbacks.early_checkpoint(cell_dir, at_early, early_needed, lambda d: save_model(str(d)))
     trainer.add_callback(log_cb)
     trainer.add_callback(early_cb)
     trainer.add_callback(_Callbacks.progress(on_step))
@@ -599,7 +597,7 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
 
     full_without_weights = spec.method == "full" and config.train.keep_weights == "none"
     if not full_without_weights:
-        save_weights_dir(cell_dir / FINAL, lambda d: trainer.save_model(str(d)))
+        save_weights_dir(cell_dir / FINAL, lambda d: save_model(str(d)))
 
     from curatune.train.cells import CellInfo  # local: cells imports this module
 
@@ -718,10 +716,3 @@ def record_failure(run_dir: RunDir, spec: CellSpec, error: str, trace: str) -> N
         "error": error, "traceback": trace, "when": now_iso(),
     })
 
-
-def spec_from_dict(d: dict) -> CellSpec:
-    return CellSpec(d["method"], int(d["size"]), int(d["seed"]))
-
-
-def spec_to_dict(spec: CellSpec) -> dict:
-    return asdict(spec)

@@ -17,7 +17,7 @@ from typing import Any
 
 from curatune.errors import ModelError
 from curatune.rundir import RunDir, read_json
-from curatune.train.cell import CELL, DONE, EARLY, FAILED, FINAL, LOG, read_log
+from curatune.train.cell import CELL, DONE, FAILED, LOG, read_log
 
 
 @dataclass
