@@ -56,8 +56,6 @@ def demo_config(out_dir: Path, *, quick: bool) -> dict:
     under 5 minutes, both with LoRA and full fine-tuning of the real 135M model.
     """
     data = out_dir / "data"
-    sizes = [16, 64] if quick else [25, 50, 100, 200]
-    heldout_limit = 24 if quick else 48
     return {
         "name": "demo-quick" if quick else "demo",
         "run_dir": str(out_dir),
@@ -67,8 +65,18 @@ def demo_config(out_dir: Path, *, quick: bool) -> dict:
             "eval_sources": [{"path": str(data / "heldout.jsonl")}],
             "labels": str(data / "labels.jsonl"),
         },
-        "train": {"sizes": sizes, "seeds": [0]},
-        "evaluate": {"limit_heldout": heldout_limit},
+        "train": {
+            "sizes": [16, 64] if quick else [16, 32, 64, 128],
+            "seeds": [0],
+            "methods": ["lora", "full"],
+            "epochs": 1,
+        },
+        "evaluate": {
+            # The quick demo skips the early checkpoints to stay under five minutes.
+            "stages": ["base", "final"] if quick else ["base", "early", "final"],
+            "limit_heldout": 16 if quick else 40,
+            "generation": {"max_new_tokens": 80},
+        },
     }
 
 

@@ -97,3 +97,12 @@ def test_config_defaults_command_prints_yaml():
     result = CliRunner().invoke(app, ["config", "--defaults"])
     assert result.exit_code == 0
     assert ExperimentConfig.model_validate(yaml.safe_load(result.stdout)) == ExperimentConfig()
+
+
+def test_readme_config_example_is_valid():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("A small real example:\n\n```yaml\n")[1].split("```")[0]
+    cfg = ExperimentConfig.model_validate(yaml.safe_load(block))
+    assert cfg.train.methods == ["lora", "full"]

@@ -241,3 +241,42 @@ def test_subset_records_follow_the_plan(swept):
     cell_json = read_json(run_dir.cell("lora", 8, 0) / "cell.json")
     assert cell_json["fingerprint"]["subset_sha1"]
     assert json.dumps(cell_json)  # plain JSON
+
+
+@pytest.mark.slow
+def test_cli_sweep_plans_trains_and_reports(tmp_path, tiny_model_dir):
+    import subprocess
+    import sys
+
+    import yaml
+
+    run_dir = curated_run_dir(tmp_path / "run", make_records(20))
+    config = tmp_path / "experiment.yaml"
+    config.write_text(yaml.safe_dump({
+        "run_dir": "run", "model": {"base": str(tiny_model_dir)}, "data": {"heldout_size": 6},
+        "train": {"sizes": [4, 50], "methods": ["lora", "full"], "epochs": 1, "per_device_batch_size": 2,
+                  "max_seq_length": 64},
+    }))
+
+    def curatune(*args):
+        return subprocess.run([sys.executable, "-m", "curatune.cli", *args], capture_output=True, text=True,
+                              timeout=300)
+
+    help_text = curatune("sweep", "--help").stdout
+    for option in ("--run-dir", "--set", "--executor", "--only", "--plan", "--no-progress"):
+        assert option in help_text
+    planned = curatune("sweep", str(config), "--plan")
+    assert planned.returncode == 0, planned.stderr
+    assert "sizes [50] exceed the training pool of 14 records" in planned.stderr
+    assert run_dir.plan.exists() and not run_dir.cell("lora", 4, 0).exists()
+
+    trained = curatune("sweep", str(config), "--only", "lora", "--no-progress", "--set", "train.seeds=[0]")
+    assert trained.returncode == 0, trained.stderr
+    assert "1/1 cells done (1 trained now, 0 already done), 0 failed" in " ".join(trained.stderr.split())
+    assert (run_dir.cell("lora", 4, 0) / "done.json").exists()
+    assert not run_dir.cell("full", 4, 0).exists()
+
+    bad = curatune("sweep", str(config), "--executor", "slurm")
+    assert bad.returncode == 2 and "--executor 'slurm'" in bad.stderr and "Traceback" not in bad.stderr
+    bad = curatune("sweep", str(config), "--set", "train.methods=[lora,adapterfusion]")
+    assert bad.returncode == 2 and "train.methods.1" in bad.stderr

@@ -324,12 +324,13 @@ class _Callbacks:
             """Saves the model once, after optimizer step ``at_step``, into early/."""
 
             def __init__(self):
-                self.saved_at_step = None
+                self.seconds = 0.0  # time spent saving, inside the training loop
 
             def on_step_end(self, args, state, control, **kwargs):
                 if needed and state.global_step == at_step:
+                    start = time.perf_counter()
                     save_weights_dir(cell_dir / EARLY, save)
-                    self.saved_at_step = at_step
+                    self.seconds = time.perf_counter() - start
 
         return EarlyCheckpoint()
 
@@ -638,6 +639,7 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
         "wall_seconds": round(elapsed_before + time.perf_counter() - started, 3),
         "train_seconds": round(train_seconds, 3),
         "train_cpu_seconds": round(train_cpu_seconds, 3),
+        "early_save_seconds": round(early_cb.seconds, 3),
         "tokens_per_second": round(tokens_this_run / train_seconds, 2) if train_seconds > 0 else None,
         "train_tokens": tokens_total,
         "final_loss": log[-1]["loss"] if log else None,
