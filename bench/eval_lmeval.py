@@ -15,7 +15,7 @@ exact items; curatune runs ``score_multiple_choice``. Reported:
 
 Needs ``pip install lm-eval`` (bench only; curatune does not depend on it).
 
-    nice python bench/eval_lmeval.py                       # SmolLM2-135M-Instruct, arc_easy + piqa, 150 items
+    nice python bench/eval_lmeval.py                       # SmolLM2-135M-Instruct, 4 tasks, 150 items each
     nice python bench/eval_lmeval.py --tiny --limit 40     # a 5M-parameter random Llama, quick check
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MC = REPO.parent / "shared" / "data" / "bench" / "mc"
+HELLASWAG = REPO.parent / "shared" / "data" / "bench" / "hellaswag" / "hellaswag_val_full.txt.bz2"
 RESULTS = REPO / "bench" / "results"
 
 TASK_YAML = """task: {name}
@@ -133,7 +134,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="model name or local directory (curatune.models)")
     parser.add_argument("--tiny", action="store_true", help="use a 5M-parameter random Llama instead")
-    parser.add_argument("--tasks", nargs="+", default=["arc_easy", "piqa"], help="files in ../shared/data/bench/mc")
+    parser.add_argument("--tasks", nargs="+", default=["arc_easy", "piqa", "winogrande", "hellaswag"],
+                        help="files in ../shared/data/bench/mc, or hellaswag (the HellaSwag text file)")
     parser.add_argument("--limit", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
@@ -168,7 +170,8 @@ def main(argv=None) -> int:
     task_dir.mkdir()
     items_by_task = {}
     for name in args.tasks:
-        items_by_task[name] = load_mc_items(SHARED_MC / f"{name}.jsonl", limit=args.limit, seed=0)
+        source = HELLASWAG if name == "hellaswag" else SHARED_MC / f"{name}.jsonl"
+        items_by_task[name] = load_mc_items(source, limit=args.limit, seed=0)
         write_task(task_dir, f"curatune_bench_{name}", items_by_task[name])
     task_manager = TaskManager(include_path=str(task_dir))
 

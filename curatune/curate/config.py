@@ -54,19 +54,75 @@ class NearDupConfig(_StepConfig):
 
 
 class SemanticDedupConfig(_StepConfig):
+    """SemDeDup for instruction data: what distinguishes a record is embedded, not its template.
+
+    Defaults measured on the demo's planted paraphrases and on T0 (self_instruct); see
+    docs/curate.md and bench/results/curate_semantic.md.
+    """
+
     name: Literal["semantic"] = "semantic"
-    field: TextField = Field(default="text", description="What is embedded (text, prompt or response).")
+    field: Literal["prompt_and_response", "text", "prompt", "response"] = Field(
+        default="prompt_and_response",
+        description="prompt_and_response: embed the prompt and the response separately and require both to "
+        "match (two items of one template that differ in their answer are not duplicates); text, prompt or "
+        "response: embed only that text and compare it against 'threshold'.",
+    )
     threshold: float = Field(
         default=0.95, gt=0.0, le=1.0,
-        description="Cosine similarity above which two records of one k-means cluster are duplicates.",
+        description="Cosine of the prompts (template removed) at which two records are duplicates when their "
+        "answers carry no evidence: the same short or templated answer ('Yes', 'positive', 'B'); the numbers "
+        "in both prompts must then agree too. With field text/prompt/response: the cosine of that text.",
+    )
+    prompt_threshold: float = Field(
+        default=0.6, gt=0.0, le=1.0,
+        description="Cosine of the prompts (template removed) that suffices when both answers are informative "
+        "(at least informative_words words of non-template text) and agree (response_threshold, same numbers): "
+        "a reworded request with the same substantial answer is a duplicate.",
+    )
+    response_threshold: float = Field(
+        default=0.97, gt=0.0, le=1.0,
+        description="Cosine of the responses (template removed) at which two answers agree (prompt_and_response).",
+    )
+    informative_words: int = Field(
+        default=6, ge=1,
+        description="An answer with at least this many words of non-template text is informative: agreeing "
+        "on it is evidence. Shorter answers ('Paris', 'Yes') agree by chance, so their prompts must reach "
+        "'threshold'.",
+    )
+    numbers_must_match: bool = Field(
+        default=True,
+        description="Require the same numbers in both responses (and in both prompts when the answers are not "
+        "informative). Embeddings barely see numbers: 'Is 7 prime?' and 'Is 11 prime?' score ~0.95.",
+    )
+    strip_templates: bool = Field(
+        default=True,
+        description="Before embedding, drop lines and sentences that occur in many records (instructions, field "
+        "labels like 'Question:', stock answers): they dominate the embedding but say nothing about the item.",
+    )
+    template_min_fraction: float = Field(
+        default=0.001, ge=0.0, le=1.0,
+        description="A line or sentence in at least this fraction of the records is template (0.1%: a template "
+        "shared by 1 of 300 tasks still counts)...",
+    )
+    template_min_records: int = Field(
+        default=10, ge=2,
+        description="...and in at least this many records (small datasets keep content a few records share).",
     )
     clusters: int | None = Field(
         default=None, ge=1,
-        description="k-means clusters; default sqrt(records/2), at least 1.",
+        description="k-means clusters that candidate pairs are searched in; default sqrt(records/2), at least 1.",
     )
-    keep: KeepPolicy = Field(default="first", description="Which record of a duplicate cluster survives.")
-    max_seq_length: int = Field(default=128, ge=8, description="Tokens embedded per record (speed vs coverage).")
+    keep: KeepPolicy = Field(default="first", description="Which record of a duplicate group survives.")
+    max_seq_length: int = Field(
+        default=128, ge=8,
+        description="Tokens embedded per text (MiniLM was trained on 128; longer costs time for little change).",
+    )
     batch_size: int = Field(default=64, ge=1, description="Embedding batch size.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="Embedding precision: auto = bfloat16 where the hardware computes it natively (AVX512-BF16/AMX "
+        "CPUs, recent GPUs; ~3x faster on CPU, cosine >= 0.998 to float32), else float32.",
+    )
     seed: int = Field(default=0, description="k-means seed.")
 
 

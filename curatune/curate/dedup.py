@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -145,49 +146,172 @@ class NearDupDedup(Step):
         return result
 
 
+@dataclass
+class SemanticViews:
+    """What the semantic step embeds and checks for each record.
+
+    ``prompts``/``responses``: the text with template segments removed (the whole text when
+    nothing else is left, e.g. a record that is only a stock question). ``informative``:
+    the response keeps at least ``informative_words`` words of non-template text.
+    ``*_numbers``: an id per distinct set of numbers stated (equal ids = same numbers).
+    """
+
+    prompts: list[str]
+    responses: list[str] | None
+    informative: np.ndarray
+    prompt_numbers: np.ndarray
+    response_numbers: np.ndarray | None
+    template_segments: dict[str, int]
+
+
+def semantic_views(records: Sequence[Record], cfg: SemanticDedupConfig) -> SemanticViews:
+    from curatune.curate.template_text import TemplateStripper, numbers
+
+    number_ids: dict[frozenset, int] = {}
+
+    def distinguishing(texts: list[str], label: str, counts: dict[str, int]) -> tuple[list[str], list[str]]:
+        if not cfg.strip_templates:
+            return texts, texts
+        stripper = TemplateStripper(cfg.template_min_fraction, cfg.template_min_records).fit(texts)
+        counts[label] = stripper.template_segments
+        stripped = [stripper.strip(t) for t in texts]
+        return [s if s.strip() else t for s, t in zip(stripped, texts)], stripped
+
+    def number_id(text: str) -> int:
+        return number_ids.setdefault(numbers(text), len(number_ids))
+
+    counts: dict[str, int] = {}
+    if cfg.field != "prompt_and_response":
+        texts, _ = distinguishing([text_of(r, cfg.field) for r in records], cfg.field, counts)
+        return SemanticViews(texts, None, np.zeros(len(texts), dtype=bool),
+                             np.array([number_id(t) for t in texts]), None, counts)
+    prompts, _ = distinguishing([r.prompt for r in records], "prompt", counts)
+    responses, stripped = distinguishing([r.response for r in records], "response", counts)
+    informative = np.array([len(s.split()) >= cfg.informative_words for s in stripped], dtype=bool)
+    return SemanticViews(
+        prompts, responses, informative,
+        np.array([number_id(t) for t in prompts]), np.array([number_id(t) for t in responses]), counts,
+    )
+
+
 class SemanticDedup(Step):
-    """SemDeDup: k-means on sentence embeddings, then near-identical pairs inside each cluster."""
+    """SemDeDup for instruction data: k-means on embeddings of what distinguishes each record,
+    then duplicate pairs inside each cluster (see SemanticDedupConfig for the rule).
+
+    A pair is a duplicate when its answers agree (response cosine >= response_threshold and
+    the same numbers) and its prompts are close: >= prompt_threshold when both answers are
+    informative, else >= threshold with the same numbers in both prompts. With field
+    text/prompt/response: that text's cosine >= threshold and the same numbers.
+    Records are then resolved in keep order: a record is removed when it pairs with a record
+    already kept, so every removed record is a direct duplicate of its ``duplicate_of``.
+    """
 
     name = "semantic"
     config_class = SemanticDedupConfig
     reasons = ("semantic_duplicate",)
 
     def run(self, records: list[Record], context: CurateContext) -> StepResult:
-        from curatune.curate.embeddings import embed_texts, kmeans_labels
+        from curatune.curate.embeddings import embed_texts, kmeans_labels, resolve_dtype
 
         cfg = self.config
         if len(records) < 2:
-            return StepResult(list(records), [], {"clusters": 0, "pairs": 0})
-        vectors = embed_texts(
-            [text_of(r, cfg.field) for r in records], context,
-            max_seq_length=cfg.max_seq_length, batch_size=cfg.batch_size,
-        )
-        k = cfg.clusters or max(1, int(round(math.sqrt(len(records) / 2))))
-        k = min(k, len(records))
-        groups = kmeans_labels(vectors, k, cfg.seed)
-        left, right = [], []
+            return StepResult(list(records), [], {"kmeans_clusters": 0, "pairs": 0})
+        views = semantic_views(records, cfg)
+        both = views.responses is not None
+        texts = views.prompts + (views.responses or [])
+        vectors = embed_texts(texts, context, max_seq_length=cfg.max_seq_length, batch_size=cfg.batch_size,
+                              dtype=cfg.dtype, description="semantic: embedding")
+        n = len(records)
+        prompt_vectors = vectors[:n]
+        response_vectors = vectors[n:] if both else None
+        # Clustered on [prompt, response] / sqrt(2): its cosine is the mean of the two cosines.
+        joint = np.hstack([prompt_vectors, response_vectors]) / np.sqrt(2.0) if both else prompt_vectors
+        k = cfg.clusters or max(1, int(round(math.sqrt(n / 2))))
+        k = min(k, n)
+        groups = kmeans_labels(joint, k, cfg.seed)
+        pairs = self._pairs(views, prompt_vectors, response_vectors, groups, k, context)
+        dup_of = self._resolve(records, pairs)
+
+        def detail(i: int, j: int) -> str:
+            text = f"prompt cosine {float(prompt_vectors[i] @ prompt_vectors[j]):.3f}"
+            if both:
+                kind = "informative" if views.informative[i] and views.informative[j] else "short or templated"
+                text += f", response cosine {float(response_vectors[i] @ response_vectors[j]):.3f} ({kind} answers)"
+            return f"{text} with {records[j].id}"
+
+        kept, removed = [], []
+        for i, record in enumerate(records):
+            j = int(dup_of[i])
+            if j < 0:
+                kept.append(record)
+            else:
+                removed.append(Removal(record, "semantic_duplicate", detail(i, j), duplicate_of=records[j].id,
+                                       cluster_id=f"sem-{records[j].id}"))
+        from curatune.models import pick_device
+
+        counters = {
+            "kmeans_clusters": k, "pairs": int(len(pairs[0])), "field": cfg.field,
+            "template_segments": views.template_segments, "embedded_texts": len(set(texts)),
+            "dtype": resolve_dtype(cfg.dtype, pick_device(context.device)),
+        }
+        if both:
+            counters["informative_responses"] = int(views.informative.sum())
+        return StepResult(kept, removed, counters)
+
+    def _pairs(self, views: SemanticViews, prompts: np.ndarray, responses: np.ndarray | None,
+               groups: np.ndarray, k: int, context: CurateContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Verified duplicate pairs (left, right, score) inside each k-means cluster."""
+        cfg = self.config
+        both = responses is not None
+        lowest_prompt = min(cfg.threshold, cfg.prompt_threshold) if both else cfg.threshold
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         with context.progress.task("semantic: pairs in clusters", k) as task:
             for g in range(k):
                 members = np.nonzero(groups == g)[0]
-                if len(members) >= 2:
-                    for start in range(0, len(members), 1024):
-                        rows = members[start : start + 1024]
-                        block = vectors[rows] @ vectors[members].T
-                        i, j = np.nonzero(block >= cfg.threshold)
-                        a, b = rows[i], members[j]
-                        upper = a < b
-                        left.append(a[upper])
-                        right.append(b[upper])
+                for start in range(0, len(members) if len(members) >= 2 else 0, 1024):
+                    rows = members[start : start + 1024]
+                    prompt_sim = prompts[rows] @ prompts[members].T
+                    a_idx, b_idx = np.nonzero(prompt_sim >= lowest_prompt)
+                    a, b = rows[a_idx], members[b_idx]
+                    upper = a < b
+                    a, b, sp = a[upper], b[upper], prompt_sim[a_idx[upper], b_idx[upper]]
+                    ok, score = self._verify(views, a, b, sp, responses)
+                    found.append((a[ok], b[ok], score[ok]))
                 task.advance()
-        if left:
-            left_a, right_a = np.concatenate(left), np.concatenate(right)
-        else:
-            left_a = right_a = np.zeros(0, dtype=np.int64)
-        labels = connected_clusters(len(records), left_a, right_a)
+        if not found:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0)
+        return tuple(np.concatenate(parts) for parts in zip(*found))  # type: ignore[return-value]
 
-        def describe(i: int, k_: int) -> str:
-            return f"cosine {float(vectors[i] @ vectors[k_]):.3f} with {records[k_].id}"
+    def _verify(self, views: SemanticViews, a: np.ndarray, b: np.ndarray, prompt_sim: np.ndarray,
+                responses: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        same_prompt_numbers = views.prompt_numbers[a] == views.prompt_numbers[b] if cfg.numbers_must_match else True
+        if responses is None:
+            return (prompt_sim >= cfg.threshold) & same_prompt_numbers, prompt_sim
+        response_sim = np.einsum("ij,ij->i", responses[a], responses[b]) if len(a) else np.zeros(0)
+        answers_agree = response_sim >= cfg.response_threshold
+        if cfg.numbers_must_match:
+            answers_agree &= views.response_numbers[a] == views.response_numbers[b]
+        informative = views.informative[a] & views.informative[b]
+        prompts_close = np.where(informative, prompt_sim >= cfg.prompt_threshold,
+                                 (prompt_sim >= cfg.threshold) & same_prompt_numbers)
+        return answers_agree & prompts_close, prompt_sim + response_sim
 
-        result = resolve_clusters(records, labels, cfg.keep, "semantic_duplicate", "sem", describe)
-        result.counters.update({"kmeans_clusters": k, "pairs": int(len(left_a))})
-        return result
+    def _resolve(self, records: Sequence[Record], pairs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """In keep order, remove each record that pairs with an already kept one (its best match)."""
+        left, right, score = pairs
+        n = len(records)
+        neighbours: dict[int, list[tuple[float, int]]] = {}
+        for a, b, s in zip(left.tolist(), right.tolist(), score.tolist()):
+            neighbours.setdefault(a, []).append((s, b))
+            neighbours.setdefault(b, []).append((s, a))
+        dup_of = np.full(n, -1, dtype=np.int64)
+        kept = np.zeros(n, dtype=bool)
+        for i in np.argsort(keep_order(records, self.config.keep), kind="stable"):
+            matches = [(s, j) for s, j in neighbours.get(int(i), ()) if kept[j]]
+            if matches:
+                dup_of[i] = max(matches)[1]
+            else:
+                kept[i] = True
+        return dup_of

@@ -97,7 +97,7 @@ class RetentionReference:
     # ---- building --------------------------------------------------------------------------
     @classmethod
     def build(cls, base_model, tokenizer, prompts: Sequence[str | dict] | str | os.PathLike | None = None,
-              max_new_tokens: int = 32, *, top_k: int = 100, batch_size: int = 8,
+              max_new_tokens: int = 32, *, top_k: int = 100, batch_size: int = 16,
               progress: bool = True) -> "RetentionReference":
         """Answer every prompt greedily with the base model and keep its distributions."""
         if prompts is None or isinstance(prompts, (str, os.PathLike)):
@@ -181,7 +181,7 @@ class RetentionResult:
         return len(self.per_item)
 
 
-def retention_scores(model, tokenizer, reference: RetentionReference, *, batch_size: int = 8,
+def retention_scores(model, tokenizer, reference: RetentionReference, *, batch_size: int = 16,
                      generate: bool = True, progress: bool = True) -> RetentionResult:
     """Score ``model`` against the base model's reference (see module docstring)."""
     _check_tokenizer(tokenizer, reference, model)
@@ -256,7 +256,7 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 def greedy_answers(model, tokenizer, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, *,
-                   batch_size: int = 8, progress: bool = False) -> list[list[int]]:
+                   batch_size: int = 16, progress: bool = False) -> list[list[int]]:
     """Greedy answers (token ids, ending with the EOS token when the model stopped on its own).
 
     Decoding is step by step with a KV cache, left-padded batches; an answer stops at its
@@ -312,11 +312,14 @@ def greedy_answers(model, tokenizer, prompt_ids: Sequence[Sequence[int]], max_ne
 
 
 def answer_logprobs(model, tokenizer, prompt_ids: Sequence[Sequence[int]], answer_ids: Sequence[Sequence[int]], *,
-                    batch_size: int = 8):
+                    batch_size: int = 16):
     """Yield, prompt by prompt in order, the (answer_len, vocab) float32 log-probabilities the
     model assigns at the positions that predict each answer token (teacher-forced)."""
+    from curatune.evaluate.lm_scoring import _accepts_logits_to_keep
+
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    masked_logits = _accepts_logits_to_keep(model)
     with torch.inference_mode():
         for start in range(0, len(prompt_ids), batch_size):
             rows = range(start, min(start + batch_size, len(prompt_ids)))
@@ -324,14 +327,30 @@ def answer_logprobs(model, tokenizer, prompt_ids: Sequence[Sequence[int]], answe
             width = max(map(len, seqs))
             ids = torch.full((len(seqs), width), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)
-            for r, seq in enumerate(seqs):
+            keep = torch.zeros(ids.shape, dtype=torch.bool)
+            for r, (i, seq) in enumerate(zip(rows, seqs)):
                 ids[r, :len(seq)] = torch.tensor(seq)
                 mask[r, :len(seq)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            for r, i in enumerate(rows):
-                first = len(prompt_ids[i]) - 1
+                first = len(prompt_ids[i]) - 1  # this position predicts the first answer token
+                keep[r, first:first + len(answer_ids[i])] = True
+            kwargs = dict(input_ids=ids.to(device), attention_mask=mask.to(device))
+            logits = None
+            if masked_logits:  # logits only where answers are predicted (transformers >= 5)
+                try:
+                    logits = model(**kwargs, logits_to_keep=keep.to(device)).logits
+                    if logits.ndim != 2 or logits.shape[0] != int(keep.sum()):
+                        logits = None
+                except (TypeError, ValueError, IndexError, RuntimeError):
+                    logits = None
+                masked_logits = logits is not None
+            if logits is None:
+                logits = model(**kwargs).logits[keep.to(device)]
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            offset = 0
+            for i in rows:
                 n = len(answer_ids[i])
-                yield torch.log_softmax(logits[r, first:first + n].float(), dim=-1).cpu()
+                yield logprobs[offset:offset + n]
+                offset += n
 
 
 def _check_tokenizer(tokenizer, reference: RetentionReference, model) -> None:
