@@ -141,7 +141,13 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both contenders")
     parser.add_argument("--out", default=None, help="results JSON (default bench/results/eval_lmeval[_tiny].json)")
+    parser.add_argument("--render", metavar="JSON", help="only re-render the Markdown table of a results JSON")
     args = parser.parse_args(argv)
+    if args.render:
+        from curatune.rundir import atomic_write_text, read_json
+
+        atomic_write_text(Path(args.render).with_suffix(".md"), render_markdown(read_json(args.render)))
+        return 0
 
     try:
         import lm_eval
@@ -239,9 +245,10 @@ def render_markdown(report: dict) -> str:
         f"{report['threads']} torch thread(s), batch size {report['batch_size']}, {report['rounds']} interleaved rounds; "
         f"torch {report['versions']['torch']}, transformers {report['versions']['transformers']}.",
         "",
-        "| task | items | predictions identical (acc / acc_norm) | max abs loglik diff | acc (ours / lm-eval) | "
-        "acc_norm (ours / lm-eval) | items/s curatune | items/s lm-eval | ratio (median) | load avg (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | items | predictions identical (acc / acc_norm) | max abs loglik diff | max rel loglik diff | "
+        "acc (ours / lm-eval) | acc_norm (ours / lm-eval) | items/s curatune | items/s lm-eval | ratio (median) | "
+        "load avg (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in report["tasks"].items():
         m = t["metrics"]
@@ -249,6 +256,7 @@ def render_markdown(report: dict) -> str:
         load = [x for pair in t["load_average_1min"] for x in pair]
         lines.append(
             f"| {name} | {t['items']} | {t['acc_identical']} / {t['acc_norm_identical']} | {t['max_abs_loglik_diff']:.2e} | "
+            f"{t['max_rel_loglik_diff']:.1e} | "
             f"{m['curatune']['acc']:.3f} / {m['lm_eval']['acc']:.3f} | {m['curatune']['acc_norm']:.3f} / {m['lm_eval']['acc_norm']:.3f} | "
             f"{fmt(t['items_per_s']['curatune'])} | {fmt(t['items_per_s']['lm_eval'])} | {t['speed_ratio_median']:.2f}x | "
             f"{min(load):.1f}-{max(load):.1f} |"
