@@ -34,7 +34,7 @@ def run_all(config: ExperimentConfig, *, stages: tuple[str, ...] = STAGES) -> di
         "curate": lambda: run_curate(config, run_dir, labels=config.data.labels),
         "sweep": lambda: run_sweep(config, run_dir),
         "evaluate": lambda: run_evaluate(config, run_dir),
-        "report": lambda: render_report(build_report(run_dir), Console()),
+        "report": lambda: render_report(build_report(run_dir.root), Console()),
     }
     for stage in stages:
         console.rule(f"[bold]{stage}")

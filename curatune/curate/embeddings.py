@@ -119,9 +119,16 @@ class EmbeddingCache:
 _worker_settings: tuple | None = None
 
 
-def _init_worker(name: str, device: str, dtype: str, max_seq_length: int, batch_size: int) -> None:
+def _init_worker(name: str, device: str, dtype: str, max_seq_length: int, batch_size: int,
+                 in_worker_process: bool = False) -> None:
     global _worker_settings
     _worker_settings = (name, device, dtype, max_seq_length, batch_size)
+    if in_worker_process:
+        import torch
+
+        # A forked child must never enter an OpenMP parallel region: the pool it inherited
+        # from the parent is dead and libgomp deadlocks. One thread runs every op inline.
+        torch.set_num_threads(1)
 
 
 def _encode_chunk(texts: list[str]) -> np.ndarray:
@@ -138,10 +145,10 @@ def _encode_chunk(texts: list[str]) -> np.ndarray:
             texts, batch_size=batch_size, normalize_embeddings=True, convert_to_tensor=True,
             show_progress_bar=False,
         )
+        vectors = vectors.float().cpu().numpy()
     finally:
         torch.set_num_threads(threads)
     # Normalized again in float32: bfloat16 output is normalized only to ~3 digits.
-    vectors = vectors.float().cpu().numpy()
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
@@ -206,7 +213,7 @@ def _encode_chunks(chunks: list[list[str]], workers: int, settings: tuple) -> It
     # with one thread, so the parent's thread pool state does not matter.
     methods = multiprocessing.get_all_start_methods()
     mp_context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=mp_context, initializer=_init_worker, initargs=settings) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp_context, initializer=_init_worker, initargs=(*settings, True)) as pool:
         yield from pool.map(_encode_chunk, chunks)
 
 
