@@ -12,7 +12,7 @@ inside ``trainer.train()``; the harness side includes its JSONL log, progress ba
 the early checkpoint it writes); the end-to-end wall time of the whole cell (model load
 and final save included) is reported too.
 
-Results: bench/results/train_speed_<model>.json and a table in bench/results/train_speed.md.
+Results: bench/results/train_speed_<model>.json (every run) and .md (the table).
 """
 from __future__ import annotations
 

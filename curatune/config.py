@@ -282,6 +282,9 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
             data["labels"] = _resolve(data["labels"], base)
     if isinstance(raw.get("run_dir"), str):
         raw["run_dir"] = _resolve(raw["run_dir"], base)
+    launch = (raw.get("train") or {}).get("launch") if isinstance(raw.get("train"), dict) else None
+    if isinstance(launch, dict) and isinstance(launch.get("accelerate_config"), str):
+        launch["accelerate_config"] = _resolve(launch["accelerate_config"], base)
     evaluate = raw.get("evaluate")
     if isinstance(evaluate, dict):
         for suite in evaluate.get("suites") or []:

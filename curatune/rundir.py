@@ -12,6 +12,8 @@ Layout (documented in the README, keep both in step)::
       train/
         plan.json                   every cell of the sweep grid
         heldout.parquet             the held-out evaluation split, carved before subsetting
+        pool.parquet                the records subsets are drawn from (held-out removed)
+        sweep_config.json           training settings the finished cells were trained with
         subsets.parquet             which record ids each (seed, size) subset holds
         <method>/n<size>/s<seed>/   one cell: weights, train_log.jsonl, early/, final/, done.json | failed.json
       eval/

@@ -493,10 +493,44 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def training_arguments(config, spec: CellSpec, cell_dir: Path, total_steps: int, on_cuda: bool, use_bf16: bool):
+    """The Trainer's settings for a cell: everything explicit, nothing left to defaults that matter."""
+    from transformers import TrainingArguments
+
+    train = config.train
+    return TrainingArguments(
+        output_dir=str(cell_dir / CHECKPOINTS),
+        per_device_train_batch_size=train.per_device_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        max_steps=total_steps,
+        learning_rate=train.learning_rate(spec.method),
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_ratio,  # a float in [0, 1) is a fraction of max_steps
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        activation_checkpointing=train.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if train.gradient_checkpointing else None,
+        bf16=use_bf16,
+        use_cpu=not on_cuda,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        logging_strategy="steps",
+        logging_steps=train.logging_steps,
+        save_strategy="steps" if train.checkpoint_steps else "no",
+        save_steps=train.checkpoint_steps or 500,
+        save_total_limit=1,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=False,  # keeps the Trainer's log printer off; its bar is replaced below
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+
+
 def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started: float, *, pool,
                 on_step, on_start, hook) -> CellOutcome:
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, set_seed
     from transformers.trainer_callback import ProgressCallback
 
     records = subset_records(run_dir, spec, pool)
@@ -545,33 +579,7 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
     # Decided once for all ranks: saving a sharded model is a collective call.
     early_needed = not (cell_dir / EARLY).is_dir()
 
-    args = TrainingArguments(
-        output_dir=str(cell_dir / CHECKPOINTS),
-        per_device_train_batch_size=config.train.per_device_batch_size,
-        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
-        max_steps=total_steps,
-        learning_rate=config.train.learning_rate(spec.method),
-        lr_scheduler_type=config.train.lr_scheduler,
-        warmup_steps=config.train.warmup_ratio,  # a float in [0, 1) is a fraction of max_steps
-        weight_decay=config.train.weight_decay,
-        max_grad_norm=config.train.max_grad_norm,
-        activation_checkpointing=config.train.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if config.train.gradient_checkpointing else None,
-        bf16=use_bf16,
-        use_cpu=not on_cuda,
-        seed=spec.seed,
-        data_seed=spec.seed,
-        logging_strategy="steps",
-        logging_steps=config.train.logging_steps,
-        save_strategy="steps" if config.train.checkpoint_steps else "no",
-        save_steps=config.train.checkpoint_steps or 500,
-        save_total_limit=1,
-        include_num_input_tokens_seen="non_padding",
-        report_to="none",
-        disable_tqdm=False,  # keeps the Trainer's log printer off; its bar is replaced below
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-    )
+    args = training_arguments(config, spec, cell_dir, total_steps, on_cuda, use_bf16)
     trainer = Trainer(
         model=model,
         args=args,
@@ -600,26 +608,15 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
     if not full_without_weights:
         save_weights_dir(cell_dir / FINAL, lambda d: save_model(str(d)))
 
-    from curatune.train.cells import CellInfo  # local: cells imports this module
-
-    if hook is not None and is_main_process():
-        info = CellInfo.from_dir(run_dir, spec.method, spec.size, spec.seed)
-        model.eval()
-        hook(info, "final", trainer.model, tokenizer, config, run_dir)
+    # Drop the trainer (optimizer state) before the hook loads the early model next to the final one.
+    trained = trainer.model
     del trainer, model
+    if hook is not None and is_main_process():
+        _run_hook(hook, config, run_dir, spec, trained, tokenizer, base_path)
+    del trained
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    if hook is not None and is_main_process():
-        from curatune.train.cells import load_weights_dir
-
-        info = CellInfo.from_dir(run_dir, spec.method, spec.size, spec.seed)
-        early_model, early_tok = load_weights_dir(
-            cell_dir / EARLY, str(base_path) if spec.method != "full" else None,
-            dtype=config.model.dtype, device=config.model.device)
-        hook(info, "early", early_model, early_tok, config, run_dir)
-        del early_model
-        gc.collect()
     if full_without_weights and is_main_process():
         shutil.rmtree(cell_dir / EARLY, ignore_errors=True)
 
@@ -661,6 +658,21 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
         atomic_write_json(cell_dir / DONE, done)  # the marker: written last
         shutil.rmtree(cell_dir / CHECKPOINTS, ignore_errors=True)
     return CellOutcome(spec.key, "done", done["wall_seconds"], done=done)
+
+
+def _run_hook(hook: Callable, config, run_dir: RunDir, spec: CellSpec, trained, tokenizer, base_path: Path) -> None:
+    """Call the evaluate hook with the final model (in memory) and the early one (from early/)."""
+    from curatune.train.cells import CellInfo, load_weights_dir  # local: cells imports this module
+
+    info = CellInfo.from_dir(run_dir, spec.method, spec.size, spec.seed)
+    trained.eval()
+    hook(info, "final", trained, tokenizer, config, run_dir)
+    early_model, early_tokenizer = load_weights_dir(
+        spec.path(run_dir) / EARLY, str(base_path) if spec.method != "full" else None,
+        dtype=config.model.dtype, device=config.model.device)
+    hook(info, "early", early_model, early_tokenizer, config, run_dir)
+    del early_model
+    gc.collect()
 
 
 def trainer_steps(result, planned: int) -> int:
