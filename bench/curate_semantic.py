@@ -167,8 +167,13 @@ def run_demo(tmp: Path) -> dict:
     row("defaults, no template removal", {"strip_templates": False})
     row("defaults, numbers not checked", {"numbers_must_match": False})
     row("defaults, exact all-pairs (clusters 1)", {"clusters": 1})
+    row("defaults, templates: 5 records", {"template_min_records": 5})
+    row("defaults, templates: 20 records", {"template_min_records": 20})
+    row("defaults, templates: 5% of records", {"template_min_fraction": 0.05})
+    row("defaults, informative_words 3", {"informative_words": 3})
+    row("defaults, informative_words 12", {"informative_words": 12})
     for prompt_t in (0.5, 0.6, 0.7, 0.8):
-        for response_t in (0.95, 0.97, 0.98):
+        for response_t in (0.95, 0.97, 0.98, 0.99):
             row(f"sweep prompt {prompt_t} response {response_t}", {"prompt_threshold": prompt_t, "response_threshold": response_t})
     for seed in (1, 2):
         other = DemoCase(tmp, seed)

@@ -338,7 +338,9 @@ def test_semantic_dedup_and_embedding_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(emb, "load_embedder", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = SemanticDedup(SemanticDedupConfig(threshold=0.85, clusters=1)).run(records, ctx)
     assert [r.record for r in again.removed] == [records[1]]
-    # Balancing without categories groups by k-means clusters of the same cached embeddings.
+    monkeypatch.undo()
+    # Balancing without categories groups by k-means clusters of whole-record embeddings
+    # (the semantic step embeds prompt and response views, so these are computed here).
     balanced = Balance(BalanceConfig(by="auto", clusters=2, strategy="cap", max_per_group=1)).run(records, ctx)
     assert balanced.counters["grouped_by"] == "cluster" and len(balanced.kept) == 2
 

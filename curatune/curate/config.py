@@ -80,8 +80,10 @@ class SemanticDedupConfig(_StepConfig):
         "a reworded request with the same substantial answer is a duplicate.",
     )
     response_threshold: float = Field(
-        default=0.97, gt=0.0, le=1.0,
-        description="Cosine of the responses (template removed) at which two answers agree (prompt_and_response).",
+        default=0.98, gt=0.0, le=1.0,
+        description="Cosine of the responses (template removed) at which two answers agree (prompt_and_response). "
+        "0.98 means nearly the same answer; lower it to also catch reworded answers, at a cost in precision "
+        "(demo: 0.95 -> precision 0.84).",
     )
     informative_words: int = Field(
         default=6, ge=1,
@@ -110,7 +112,8 @@ class SemanticDedupConfig(_StepConfig):
     )
     clusters: int | None = Field(
         default=None, ge=1,
-        description="k-means clusters that candidate pairs are searched in; default sqrt(records/2), at least 1.",
+        description="k-means clusters that duplicate pairs are searched in (pairs split across clusters are "
+        "missed). Default: 1, an exact all-pairs search, up to 50,000 records; sqrt(records/2) above.",
     )
     keep: KeepPolicy = Field(default="first", description="Which record of a duplicate group survives.")
     max_seq_length: int = Field(

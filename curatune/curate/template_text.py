@@ -75,9 +75,11 @@ class TemplateStripper:
 
     def strip(self, text: str) -> str:
         """``text`` without its template segments ('' when it is all template)."""
-        if not self._template:
-            return text.strip()
-        return "\n".join(s for s in segments(text) if _key(s) not in self._template)
+        parts = segments(text)
+        kept = [s for s in parts if _key(s) not in self._template]
+        if len(kept) == len(parts):
+            return text.strip()  # nothing template: the text as written
+        return "\n".join(kept)
 
 
 def _canonical_number(token: str) -> str:
