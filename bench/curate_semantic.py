@@ -15,8 +15,8 @@ Reported per configuration: semantic_dup recall and precision exactly as
 (originals of exact/near duplicates, i.e. the records those steps kept, removed by
 the semantic step as a duplicate of an unrelated record).
 
-speed: the default pipeline on every t0_train_50k file, then the semantic step on the
-records it kept, with a cold embedding cache, then warm; wall and CPU seconds (this
+speed: `curatune curate` with the default steps plus `semantic` on every t0_train_50k
+file, twice with a cold embedding cache, then once warm; wall and CPU seconds (this
 process and its workers) and the load average before and after (the machine is shared).
 A random 2,000 of the kept records is also embedded the old way (whole text, float32,
 torch's 2 threads in one process) and the new way, interleaved twice, for a ratio.
@@ -187,65 +187,74 @@ def run_demo(tmp: Path) -> dict:
 # ----------------------------------------------------------------------------- speed
 
 
-def run_speed(tmp: Path) -> dict:
+def run_speed(tmp: Path, repeats: int = 2) -> dict:
+    """`curatune curate` on t0_train_50k: default steps + semantic, cold cache (twice), then warm."""
     import pandas as pd
 
     from curatune.config import validate_config
-    from curatune.curate.base import CurateContext, RichProgress
-    from curatune.curate.config import SemanticDedupConfig
-    from curatune.curate.dedup import SemanticDedup
     from curatune.curate.pipeline import run_curate
     from curatune.records import frame_to_records
     from curatune.rundir import RunDir
 
     if not SI.exists():
         sys.exit(f"needs {SI}")
-    out: dict = {"measured": now(), "cpus": os.cpu_count()}
-    cfg = validate_config({"run_dir": str(tmp / "t0"), "data": {"sources": [{"path": str(SI), "category": "{file}"}]},
-                           "curate": {"workers": 2, "cache_dir": str(tmp / "cache-unused"), "steps": DEFAULT_STEPS}})
-    load0, c0, t0 = load(), cpu_seconds(), time.perf_counter()
-    report = run_curate(cfg, RunDir(cfg.run_dir), force=True)
-    out["default_pipeline"] = {"input_records": report["input_records"], "kept": report["kept"],
-                               "wall_seconds_including_load": round(time.perf_counter() - t0, 1),
-                               "cpu_seconds": round(cpu_seconds() - c0, 1), "load_before": load0, "load_after": load()}
-    print(out["default_pipeline"], flush=True)
-    kept = frame_to_records(pd.read_parquet(RunDir(cfg.run_dir).kept))
-
-    runs = []
-    cache = tmp / "cache"
-    for label in ("cold cache", "warm cache"):
-        context = CurateContext(workers=2, cache_dir=cache)
+    out: dict = {"measured": now(), "cpus": os.cpu_count(), "runs": []}
+    # As bench/curate_pipeline.py: decontaminate against ARC-Easy + the 252 self-instruct
+    # user-oriented instructions, so that step does real work.
+    eval_paths = [str(SI.parents[3] / "human_eval/user_oriented_instructions.jsonl"),
+                  str(ROOT.parent / "shared/data/bench/mc/arc_easy.jsonl")]
+    steps = DEFAULT_STEPS + [{"name": "semantic"}, {"name": "decontaminate", "extra_paths": eval_paths}]
+    run_dir = None
+    for label in [f"cold cache #{i + 1}" for i in range(repeats)] + ["warm cache"]:
+        # Every cold run starts from an empty cache; the warm run reuses the first one's.
+        cache = tmp / ("cache-0" if label == "warm cache" else f"cache-{len(out['runs'])}")
+        run_dir = tmp / f"t0-{len(out['runs'])}"
+        cfg = validate_config({"run_dir": str(run_dir), "data": {"sources": [{"path": str(SI), "category": "{file}"}]},
+                               "curate": {"workers": 2, "cache_dir": str(cache), "steps": steps}})
         load0, c0, t0 = load(), cpu_seconds(), time.perf_counter()
-        with RichProgress() as progress:
-            context.progress = progress
-            result = SemanticDedup(SemanticDedupConfig()).run(kept, context)
+        report = run_curate(cfg, RunDir(cfg.run_dir), force=True)
         wall = time.perf_counter() - t0
-        runs.append({"cache": label, "input": len(kept), "removed": len(result.removed), "seconds": round(wall, 1),
-                     "cpu_seconds": round(cpu_seconds() - c0, 1), "ms_per_record": round(1000 * wall / len(kept), 2),
-                     "load_before": load0, "load_after": load(), **result.counters})
-        print(runs[-1], flush=True)
-        if label == "cold cache":
-            out["examples"] = _examples(kept, result, 30)
+        semantic = next(s for s in report["steps"] if s["name"] == "semantic")
+        run = {"cache": label, "input_records": report["input_records"], "kept": report["kept"],
+               "wall_seconds_including_load": round(wall, 1), "cpu_seconds": round(cpu_seconds() - c0, 1),
+               "load_before": load0, "load_after": load(),
+               "steps": [{k: s.get(k) for k in ("name", "input", "kept", "removed", "seconds")} for s in report["steps"]],
+               "semantic_input": semantic["input"], "semantic_removed": semantic["removed"],
+               "semantic_seconds": semantic["seconds"],
+               "semantic_ms_per_record": round(1000 * semantic["seconds"] / semantic["input"], 2),
+               "semantic_counters": semantic.get("counters")}
+        out["runs"].append(run)
+        print({k: v for k, v in run.items() if k != "steps"}, flush=True)
+        if label == "cold cache #1":
+            first = RunDir(cfg.run_dir)
+            removed = pd.read_parquet(first.removed)
+            removed = removed[removed.reason == "semantic_duplicate"]
+            kept = {r.id: r for r in frame_to_records(pd.read_parquet(first.kept))}
+            out["examples"] = _examples(removed, kept, 30)
             out["removed_by_regime"] = {
-                "informative answers": sum("(informative answers)" in r.detail for r in result.removed),
-                "short or templated answers": sum("(short or templated answers)" in r.detail for r in result.removed),
+                "informative answers": int(removed.detail.str.contains("(informative answers)", regex=False).sum()),
+                "short or templated answers": int(removed.detail.str.contains("(short or templated answers)", regex=False).sum()),
             }
-    out["semantic"] = runs
-    out["total_seconds_cold"] = round(out["default_pipeline"]["wall_seconds_including_load"] + runs[0]["seconds"], 1)
-    out["embedder_ratio"] = _embedder_ratio(random.Random(0).sample(kept, min(2000, len(kept))))
+            sample = random.Random(0).sample(list(kept.values()), min(2000, len(kept)))
+    out["embedder_ratio"] = _embedder_ratio(sample)
     return out
 
 
-def _examples(records, result, n: int) -> list[dict]:
-    by_id = {r.id: r for r in records}
-    sample = random.Random(1).sample(result.removed, min(n, len(result.removed)))
+def _examples(removed, kept: dict, n: int) -> list[dict]:
+    from curatune.records import Record
+
+    rows = removed.sample(min(n, len(removed)), random_state=1).to_dict("records")
 
     def short(text: str) -> str:
         return text if len(text) < 400 else text[:250] + " ... " + text[-140:]
 
-    return [{"removed_prompt": short(r.record.prompt), "removed_response": short(r.record.response),
-             "kept_prompt": short(by_id[r.duplicate_of].prompt), "kept_response": short(by_id[r.duplicate_of].response),
-             "detail": r.detail} for r in sample]
+    examples = []
+    for row in rows:
+        record, partner = Record.from_row(row), kept.get(row["duplicate_of"])
+        examples.append({"removed_prompt": short(record.prompt), "removed_response": short(record.response),
+                         "kept_prompt": short(partner.prompt) if partner else None,
+                         "kept_response": short(partner.response) if partner else None, "detail": row["detail"]})
+    return examples
 
 
 def _embedder_ratio(records) -> dict:
@@ -307,17 +316,21 @@ def markdown(out: dict) -> str:
             lines.append(f"| {r['label']} | {r['seed']} | {r['input']} | {r['removed']} | {r['recall']} | {r['precision']} | "
                          f"{r['pair_precision']} | {r['wrong_pairs']} | {r['survivors_hit']} | {r['seconds']} |")
     speed = out.get("speed")
-    if speed:
-        d = speed["default_pipeline"]
-        lines += ["", f"## Speed on t0_train_50k (measured {speed['measured']}, {speed['cpus']} cores, shared)", "",
-                  f"Default pipeline: {d['input_records']} records in, {d['kept']} kept, {d['wall_seconds_including_load']} s wall "
-                  f"(loading included), {d['cpu_seconds']} s CPU, load {d['load_before']} -> {d['load_after']}.", "",
-                  "| semantic step | records | removed | wall s | CPU s | ms/record | load before -> after |", "|---|---:|---:|---:|---:|---:|---|"]
-        for r in speed["semantic"]:
-            lines.append(f"| {r['cache']} | {r['input']} | {r['removed']} | {r['seconds']} | {r['cpu_seconds']} | {r['ms_per_record']} | "
-                         f"{r['load_before']} -> {r['load_after']} |")
-        lines += ["", f"**Default pipeline + semantic dedup, cold cache: {speed['total_seconds_cold']} s** (target: 360 s).", "",
-                  f"Removed by regime: {speed['removed_by_regime']}.", ""]
+    if speed and "runs" in speed:
+        lines += ["", f"## Speed on t0_train_50k (measured {speed['measured']}, {speed['cpus']} cores, shared with teammates)", "",
+                  "`curatune curate` with the default steps plus `semantic` (defaults) on every t0_train_50k file "
+                  "(decontaminating against ARC-Easy and the 252 user-oriented instructions):", "",
+                  "| run | records in | kept | total wall s | CPU s | load before -> after | semantic: in | removed | s | ms/record |",
+                  "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+        for r in speed["runs"]:
+            lines.append(f"| {r['cache']} | {r['input_records']} | {r['kept']} | **{r['wall_seconds_including_load']}** | {r['cpu_seconds']} | "
+                         f"{r['load_before']} -> {r['load_after']} | {r['semantic_input']} | {r['semantic_removed']} | "
+                         f"{r['semantic_seconds']} | {r['semantic_ms_per_record']} |")
+        first = speed["runs"][0]
+        lines += ["", "Steps of the first cold run:", "", "| step | in | kept | removed | seconds |", "|---|---:|---:|---:|---:|"]
+        for st in first["steps"]:
+            lines.append(f"| {st['name']} | {st['input']} | {st['kept']} | {st['removed']} | {st['seconds']} |")
+        lines += ["", f"Semantic removals by regime: {speed['removed_by_regime']}.", ""]
         ratio = speed["embedder_ratio"]
         lines += [f"Embedding the same {ratio['rounds'][0]['records']} random kept records, old way (whole text, float32, "
                   f"torch 2 threads) vs new (template removed, prompt and response, bfloat16 where native, 1 thread x 2 "

@@ -209,3 +209,22 @@ def test_sharded_runs_then_cross_shard_dedup_match_one_run(tmp_path):
     sharded = set(pd.read_parquet(tmp_path / "all/curate/kept.parquet").id)
     single = set(pd.read_parquet(tmp_path / "single/curate/kept.parquet").id)
     assert sharded == single
+
+
+@pytest.mark.slow
+def test_semantic_step_finds_the_demo_paraphrases(tmp_path):
+    """The planted semantic duplicates (same product, reworded under another instruction)."""
+    from curatune.curate.pipeline import run_curate
+
+    paths = _demo(tmp_path, n_train=600)
+    steps = [{"name": n} for n in ("exact", "quality", "language", "near_dup", "semantic", "decontaminate")]
+    cfg = validate_config({"run_dir": str(tmp_path / "run"), "data": {"sources": [{"path": str(paths.train)}]},
+                           "curate": {"progress": False, "workers": 1, "cache_dir": str(tmp_path / "cache"), "steps": steps}})
+    report = run_curate(cfg, RunDir(cfg.run_dir), labels=str(paths.labels))
+    detection = report["detection"]["flaws"]
+    assert detection["semantic_dup"]["recall"] >= 0.8 and detection["semantic_dup"]["precision"] >= 0.9, detection
+    assert detection["near_dup"]["precision"] >= 0.95 and detection["exact_dup"]["recall"] >= 0.95
+    removed = pd.read_parquet(RunDir(cfg.run_dir).removed)
+    semantic = removed[removed.reason == "semantic_duplicate"]
+    assert semantic.duplicate_of.notna().all() and semantic.cluster_id.str.startswith("sem-").all()
+    assert report["input_records"] == report["kept"] + sum(report["removed_by_reason"].values())

@@ -328,7 +328,9 @@ def test_semantic_dedup_and_embedding_cache(tmp_path, monkeypatch):
         rec("Ein Satz auf Deutsch über Katzen.", "Katzen schlafen gern in der Sonne."),
     ]
     ctx = CurateContext(workers=1, cache_dir=tmp_path)
-    result = SemanticDedup(SemanticDedupConfig(threshold=0.85, clusters=1)).run(records, ctx)
+    # field=text: one embedding of the whole record against one threshold (the plain SemDeDup
+    # mode; the default prompt_and_response rule is tested in test_curate_semantic.py).
+    result = SemanticDedup(SemanticDedupConfig(field="text", threshold=0.85, clusters=1)).run(records, ctx)
     assert [r.record for r in result.removed] == [records[1]]
     assert result.removed[0].duplicate_of == records[0].id and result.removed[0].reason == "semantic_duplicate"
     assert list((tmp_path / "embeddings").rglob("*.npz"))
@@ -336,7 +338,7 @@ def test_semantic_dedup_and_embedding_cache(tmp_path, monkeypatch):
     import curatune.curate.embeddings as emb
 
     monkeypatch.setattr(emb, "load_embedder", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
-    again = SemanticDedup(SemanticDedupConfig(threshold=0.85, clusters=1)).run(records, ctx)
+    again = SemanticDedup(SemanticDedupConfig(field="text", threshold=0.85, clusters=1)).run(records, ctx)
     assert [r.record for r in again.removed] == [records[1]]
     monkeypatch.undo()
     # Balancing without categories groups by k-means clusters of whole-record embeddings

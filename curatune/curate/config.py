@@ -94,7 +94,7 @@ class SemanticDedupConfig(_StepConfig):
     numbers_must_match: bool = Field(
         default=True,
         description="Require the same numbers in both responses (and in both prompts when the answers are not "
-        "informative). Embeddings barely see numbers: 'Is 7 prime?' and 'Is 11 prime?' score ~0.95.",
+        "informative). Embeddings barely see numbers: two listings that differ only in price score 0.997.",
     )
     strip_templates: bool = Field(
         default=True,

@@ -233,6 +233,7 @@ class SemanticDedup(Step):
 
     def run(self, records: list[Record], context: CurateContext) -> StepResult:
         from curatune.curate.embeddings import embed_texts, kmeans_labels, resolve_dtype
+        from curatune.models import pick_device
 
         cfg = self.config
         if len(records) < 2:
@@ -267,8 +268,6 @@ class SemanticDedup(Step):
             else:
                 removed.append(Removal(record, "semantic_duplicate", detail(i, j), duplicate_of=records[j].id,
                                        cluster_id=f"sem-{records[j].id}"))
-        from curatune.models import pick_device
-
         counters = {
             "kmeans_clusters": k, "pairs": int(len(pairs[0])), "field": cfg.field,
             "template_segments": views.template_segments, "embedded_texts": len(set(texts)),
