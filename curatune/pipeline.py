@@ -76,6 +76,13 @@ def demo_config(out_dir: Path, *, quick: bool) -> dict:
             "stages": ["base", "final"] if quick else ["base", "early", "final"],
             "limit_heldout": 16 if quick else 40,
             "generation": {"max_new_tokens": 80},
+            # The retention probe without answer_agreement needs one forward pass per model
+            # instead of a generation pass (~5 s instead of ~30 s for the 135M model here);
+            # early checkpoints are ranked on the task, so the probe scores final weights only.
+            "suites": [
+                {"name": "task", "kind": "generation"},
+                {"name": "retention", "kind": "retention", "answer_agreement": False, "stages": ["base", "final"]},
+            ],
         },
     }
 

@@ -197,6 +197,22 @@ def test_resume_scores_only_missing_or_changed_units(run_and_config, tiny_model_
     assert set(scores.loc[scores.suite == "mc", "n_items"]) == {3}
 
 
+def test_a_suite_limited_to_some_stages_skips_the_others(tmp_path, tiny_model_dir):
+    run = make_run(tmp_path / "run", tiny_model_dir)
+    config = make_config(run, tiny_model_dir, tmp_path)
+    config.evaluate.suites[1].stages = ["base", "final"]  # mc: no early checkpoint
+    summary = run_evaluate(config, run, progress=False)
+    assert (summary["scored"], summary["units"]) == (5, 5)
+    scores = pd.read_parquet(run.scores)
+    assert set(scores.loc[scores.suite == "mc", "stage"]) == {"base", "final"}
+    assert set(scores.loc[scores.suite == "task", "stage"]) == {"base", "early", "final"}
+    assert not (run.samples / "mc" / "full-n4-s0__early.parquet").exists()
+    # the stage filter is not part of a suite's fingerprint: widening it scores only the new stage
+    config.evaluate.suites[1].stages = None
+    summary = run_evaluate(config, run, progress=False)
+    assert (summary["scored"], summary["reused"]) == (1, 5)
+
+
 def test_cells_all_requires_done_cells_done_skips(tmp_path, tiny_model_dir):
     run = make_run(tmp_path / "run", tiny_model_dir, cells=(("full", 4, 0, "done"), ("lora", 4, 0, "failed")))
     strict = make_config(run, tiny_model_dir, tmp_path, cells="all", stages=["base", "final"])
@@ -371,3 +387,23 @@ def test_default_suites_run_task_and_retention(tmp_path, tiny_model_dir):
                                                                "comet_like"}
     assert set(scores.loc[scores.suite == "task", "n_items"]) == {3}
     assert "kl_divergence" in set(scores.loc[scores.suite == "retention", "metric"])
+
+
+def test_retention_without_answer_agreement_skips_generation(tmp_path, tiny_model_dir, monkeypatch):
+    retention = pytest.importorskip("curatune.evaluate.retention")
+    run = make_run(tmp_path / "run", tiny_model_dir)
+    config = validate_config({
+        "run_dir": str(run.root),
+        "model": {"base": str(tiny_model_dir), "dtype": "float32", "device": "cpu"},
+        "evaluate": {"stages": ["base", "final"], "analysis": {"n_bootstrap": 0},
+                     "suites": [{"name": "retention", "kind": "retention", "limit": 4, "max_new_tokens": 4,
+                                 "answer_agreement": False}]},
+    })
+    calls = []
+    real = retention.greedy_answers
+    monkeypatch.setattr(retention, "greedy_answers", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run_evaluate(config, run, progress=False)
+    assert len(calls) == 1  # the base model's reference answers, built once; no model answers again
+    scores = pd.read_parquet(run.scores)
+    assert set(scores.metric) == {"kl_divergence", "base_answer_logprob"}
+    assert set(scores.stage) == {"base", "final"}

@@ -31,6 +31,11 @@ class _SuiteBase(BaseModel):
         description="Score a fixed random subset of this many items (the same items for every model; "
         "chosen with evaluate.seed). Empty = all items.",
     )
+    stages: Optional[list[Stage]] = Field(
+        default=None,
+        description="Score this suite only at these stages, e.g. [base, final] to skip the early checkpoints "
+        "on a slow benchmark while the task suite still ranks them. Empty = every stage in evaluate.stages.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -108,6 +113,12 @@ class RetentionSuite(_SuiteBase):
     )
     max_new_tokens: int = Field(default=32, ge=1, description="Length of the base model's reference answers.")
     batch_size: int = Field(default=8, ge=1, description="Prompts per forward pass.")
+    answer_agreement: bool = Field(
+        default=True,
+        description="Also let each model answer the prompts greedily and report the share of answers identical "
+        "to the base model's. Costs one generation pass per model (most of the probe's time); the KL and "
+        "log-likelihood metrics need only one forward pass.",
+    )
 
 
 SuiteConfig = Annotated[

@@ -232,8 +232,12 @@ class Evaluator:
             self._suite_prints[suite.name] = suite.fingerprint()
         return fingerprint_digest({"suite": self._suite_prints[suite.name], "model": target.identity(self.config)})
 
+    def suites_for(self, target: Target) -> list[Suite]:
+        """The suites that score this target's stage (a suite may be limited to some stages)."""
+        return [s for s in self.suites if s.spec.stages is None or target.stage in s.spec.stages]
+
     def pending(self, target: Target) -> list[Suite]:
-        return [s for s in self.suites if not self.store.is_done(s.name, target, self.fingerprint(s, target))]
+        return [s for s in self.suites_for(target) if not self.store.is_done(s.name, target, self.fingerprint(s, target))]
 
     def score_unit(self, suite: Suite, target: Target, model: Any, tokenizer: Any) -> SuiteScore:
         started = time.perf_counter()
@@ -269,7 +273,7 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
     units: list[tuple[str, Target]] = []
     for target in plan.targets:
         pending = evaluator.pending(target)
-        units.extend((s.name, target) for s in evaluator.suites)
+        units.extend((s.name, target) for s in evaluator.suites_for(target))
         if not pending:
             continue
         if not _weights_available(target):
@@ -284,7 +288,7 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
     total = sum(len(p) for _, p in work)
     reused = len(units) - total - sum(len(v) for v in unavailable.values())
     console.print(
-        f"evaluate: {len(plan.targets)} models x {len(evaluator.suites)} suites = {len(units)} units; "
+        f"evaluate: {len(plan.targets)} models, {len(evaluator.suites)} suites: {len(units)} units; "
         f"{reused} already scored, {total} to score"
     )
     bar = tqdm(total=total, desc="evaluate", unit="unit", disable=not progress)

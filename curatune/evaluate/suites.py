@@ -154,7 +154,7 @@ class Suite:
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything the suite's result depends on besides the model."""
-        return {"suite": self.spec.model_dump(mode="json"), "seed": self.ctx.evaluate.seed}
+        return {"suite": self.spec.model_dump(mode="json", exclude={"stages"}), "seed": self.ctx.evaluate.seed}
 
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
         raise NotImplementedError
@@ -366,7 +366,8 @@ class RetentionProbe(Suite):
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
         module = _import_scorer("retention", self.kind)
         result = module.retention_scores(
-            model, tokenizer, self.items, batch_size=self.spec.batch_size, progress=self.ctx.progress
+            model, tokenizer, self.items, batch_size=self.spec.batch_size,
+            generate=self.spec.answer_agreement, progress=self.ctx.progress,
         )
         return _from_result(result, f"retention|reference:base={self.ctx.config.model.base}"
                                     f"|max_new_tokens:{self.spec.max_new_tokens}")

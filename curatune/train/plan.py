@@ -95,7 +95,9 @@ def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
             f"sizes {subsets.oversized} exceed the training pool of {len(split.pool)} records and are "
             "skipped (not capped)"
         )
-    specs = [CellSpec(m, n, s) for m in config.train.methods for n in subsets.sizes for s in config.train.seeds]
+    # Smallest sizes first, every method and seed at a size before the next size: a sweep
+    # stopped half-way has comparable LoRA and full cells to evaluate, not one method only.
+    specs = [CellSpec(m, n, s) for n in subsets.sizes for s in config.train.seeds for m in config.train.methods]
     plan = SweepPlan(specs, subsets, len(split.pool), len(split.heldout), subsets.oversized, notes)
 
     atomic_write_parquet(run_dir.train / POOL, records_to_frame(subsets.pool))
