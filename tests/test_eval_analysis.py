@@ -316,6 +316,17 @@ def test_pareto_table_averages_seeds_and_includes_base(tmp_path):
     assert pareto["base", 0]["on_frontier"] is False  # lora-100 gains at zero drop
 
 
+def test_pareto_with_only_the_retention_probe_trades_gain_against_kl(tmp_path):
+    # KL is 0 for the base model, so it has no points scale; the frontier uses the raw KL.
+    scores = Scores().base("task", "chrf", 40).base("retention", "kl_divergence", 0.0)
+    for method, size, chrf, kl in [("lora", 64, 60, 0.01), ("full", 64, 70, 0.02), ("full", 16, 55, 0.03)]:
+        scores.cell(method, size, 0, "task", "chrf", chrf).cell(method, size, 0, "retention", "kl_divergence", kl)
+    pareto = {(p["method"], p["size"]): p for p in analyse(scores, tmp_path, n_bootstrap=0)["pareto"]}
+    assert all(p["general_drop"] is None for k, p in pareto.items() if k[0] != "base")
+    assert {k for k, p in pareto.items() if p["on_frontier"]} == {("base", 0), ("lora", 64), ("full", 64)}
+    assert {p["frontier_axis"] for p in pareto.values()} == {"retention"}
+
+
 # ----------------------------------------------------------------------------- early vs final
 
 

@@ -448,13 +448,10 @@ class JsonDocumentReader:
             if pos >= len(text):
                 self._report_cut(pos, len(rows))
                 return rows, None
-            try:
-                value, end = self.decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as exc:
-                if self._cut_off(exc):
-                    self._report_cut(pos, len(rows))
-                    return rows, None
-                raise self._syntax_error(exc) from None
+            decoded = self._decode_at(pos, len(rows))
+            if decoded is None:
+                return rows, None
+            value, end = decoded
             label = str(len(rows)) if key is None else f"{key}[{len(rows)}]"
             rows.append(RawRow(label, value))
             pos = self._skip(end)
@@ -474,13 +471,10 @@ class JsonDocumentReader:
         text, rows = self.text, []
         pos = self._skip(pos + 1)
         while pos < len(text) and text[pos] != "}":
-            try:
-                key, pos = self.decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as exc:
-                if self._cut_off(exc):
-                    self._report_cut(pos, len(rows))
-                    return rows
-                raise self._syntax_error(exc) from None
+            decoded = self._decode_at(pos, len(rows))
+            if decoded is None:
+                return rows
+            key, pos = decoded
             pos = self._skip(pos)
             if pos >= len(text):
                 self._report_cut(pos, len(rows))
@@ -495,13 +489,10 @@ class JsonDocumentReader:
                     return rows
                 pos = end
             else:
-                try:
-                    _, pos = self.decoder.raw_decode(text, pos)
-                except json.JSONDecodeError as exc:
-                    if self._cut_off(exc):
-                        self._report_cut(pos, len(rows))
-                        return rows
-                    raise self._syntax_error(exc) from None
+                decoded = self._decode_at(pos, len(rows))
+                if decoded is None:
+                    return rows
+                pos = decoded[1]
             pos = self._skip(pos)
             if pos < len(text) and text[pos] == ",":
                 pos = self._skip(pos + 1)
@@ -537,6 +528,17 @@ class JsonDocumentReader:
         return rows if objects * 2 >= len(lines) else None
 
     # -- positions and errors
+
+    def _decode_at(self, pos: int, complete: int) -> tuple[Any, int] | None:
+        """One JSON value at ``pos`` and where it ends; None, with the cut reported, when the
+        text ends inside it (``complete`` rows were read before)."""
+        try:
+            return self.decoder.raw_decode(self.text, pos)
+        except json.JSONDecodeError as exc:
+            if self._cut_off(exc):
+                self._report_cut(pos, complete)
+                return None
+            raise self._syntax_error(exc) from None
 
     def _skip(self, pos: int) -> int:
         return _WHITESPACE.match(self.text, pos).end()  # type: ignore[union-attr]

@@ -408,11 +408,30 @@ def pareto_table(rows: list[dict[str, Any]], roles: SuiteRoles, with_base: bool 
                 "forgetting": {s: _mean(m["forgetting"].get(s) for m in members) for s in roles.general},
             }
         )
-    # Without general suites there is nothing to trade off: the frontier is the best gain.
-    coords = [(p["task_gain"], 0.0 if no_general else p["general_drop"]) for p in points]
+    axis = _frontier_axis(points, roles, no_general)
+    if no_general:  # nothing to trade off: the frontier is the best gain
+        coords = [(p["task_gain"], 0.0) for p in points]
+    elif axis == "general_drop":
+        coords = [(p["task_gain"], p["general_drop"]) for p in points]
+    else:
+        coords = [(p["task_gain"], p["forgetting"].get(axis)) for p in points]
     for point, on in zip(points, pareto_frontier(coords)):
         point["on_frontier"] = on
+        point["frontier_axis"] = axis
     return points
+
+
+def _frontier_axis(points: list[dict[str, Any]], roles: SuiteRoles, no_general: bool) -> str:
+    """What the frontier trades the task gain against: the mean drop over general suites in
+    points, or, when no fine-tuned cell has one (the retention probe alone: its KL is 0 for
+    the base model, so it has no "% of base"), the raw drop on the first general suite that
+    has values, e.g. "retention"."""
+    if no_general or any(p["general_drop"] is not None for p in points if p["method"] != BASE):
+        return "general_drop"
+    for suite in roles.general:
+        if any(p["forgetting"].get(suite) is not None for p in points if p["method"] != BASE):
+            return suite
+    return "general_drop"
 
 
 # ----------------------------------------------------------------------------- saturation curves

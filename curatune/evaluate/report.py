@@ -381,9 +381,11 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
         )
     console.print()
     console.print(table)
+    axis = pareto[0].get("frontier_axis", "general_drop")
+    forgetting = "the general drop" if axis == "general_drop" else f"the {axis} drop (no suite has a points scale)"
     console.print(
         "[dim]points: 0-100 scale (accuracy points, chrF points; % of base for perplexity-like metrics). "
-        "★ = Pareto frontier: no other row learns more while forgetting less.[/dim]"
+        f"★ = Pareto frontier of task gain vs {forgetting}: no other row learns more while forgetting less.[/dim]"
     )
 
 

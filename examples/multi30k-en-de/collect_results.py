@@ -1,0 +1,114 @@
+"""Copy a finished (or partly finished) Multi30k study run into docs/, with tables of what it measured.
+
+    python examples/multi30k-en-de/collect_results.py runs/multi30k-en-de docs/study-multi30k
+
+Writes to the output folder:
+  scores.parquet, analysis.json   copies of the run's eval/ files (the long-form scores, the analysis)
+  report.txt                      `curatune report RUN_DIR`, as the terminal shows it
+  results.md                      per-cell tables (task metrics, forgetting suites) and wall times
+Only what is in the run directory is reported: cells that did not finish are listed as such.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from curatune.evaluate.report import build_report, render_report
+from curatune.rundir import RunDir, atomic_write_text
+
+TASK_METRICS = [("bleu", "BLEU"), ("chrf", "chrF++"), ("ter", "TER"), ("comet_like", "comet_like")]
+FORGETTING = [("arc_easy", "acc_norm"), ("arc_challenge", "acc_norm"), ("piqa", "acc_norm"),
+              ("winogrande", "acc"), ("hellaswag", "acc_norm"), ("lambada", "acc"), ("retention", "kl_divergence")]
+
+
+def _cells(run: RunDir) -> list[dict]:
+    plan = json.loads(run.plan.read_text())
+    cells = []
+    for cell in plan["cells"]:
+        folder = run.root / cell["path"]
+        done = folder / "done.json"
+        info = json.loads(done.read_text()) if done.exists() else {}
+        cells.append({**cell, "done": done.exists(), **{k: info.get(k) for k in
+                      ("wall_seconds", "tokens_per_second", "train_tokens", "steps", "final_loss")}})
+    return cells
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return "—" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _table(frame: pd.DataFrame, stage: str, columns: list[tuple[str, str, str, int]]) -> str:
+    rows = frame[frame.stage.isin([stage, "base"])]
+    keys = rows[["cell", "method", "size"]].drop_duplicates().sort_values(["size", "method"])
+    header = "| model | size | " + " | ".join(c[2] for c in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 2)]
+    for _, key in keys.iterrows():
+        cells = []
+        for suite, metric, _, digits in columns:
+            hit = rows[(rows.cell == key.cell) & (rows.suite == suite) & (rows.metric == metric)]
+            cells.append(_fmt(hit.value.iloc[0] if len(hit) else None, digits))
+        name = "base model" if key.cell == "base" else key.method
+        lines.append(f"| {name} | {key['size'] or ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _unit_seconds(run: RunDir) -> pd.DataFrame:
+    rows = []
+    for part in (run.eval / "parts").rglob("*.json"):
+        data = json.loads(part.read_text())
+        cell, stage = part.stem.split("__")
+        rows.append({"suite": part.parent.name, "cell": cell, "stage": stage, "seconds": data.get("seconds")})
+    return pd.DataFrame(rows)
+
+
+def main(run_dir: str, out_dir: str) -> None:
+    run, out = RunDir(run_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("scores.parquet", "analysis.json"):
+        if (run.eval / name).exists():
+            shutil.copyfile(run.eval / name, out / name)
+    buffer = io.StringIO()
+    render_report(build_report(run.root), Console(file=buffer, width=140, color_system=None, force_terminal=False))
+    atomic_write_text(out / "report.txt", buffer.getvalue())
+
+    scores = pd.read_parquet(run.scores)
+    cells = _cells(run)
+    curate = json.loads((run.root / "curate" / "report.json").read_text())
+    units = _unit_seconds(run)
+    task_cols = [("task", m, label, 1 if m != "comet_like" else 3) for m, label in TASK_METRICS]
+    forget_cols = [(s, m, f"{s} {m}", 3) for s, m in FORGETTING]
+
+    lines = [f"# Results of `{run.root.name}` (collected from the run directory)", ""]
+    done = [c for c in cells if c["done"]]
+    lines += [f"Cells trained: {len(done)} of {len(cells)} planned"
+              + (f" (not finished: {', '.join(c['key'] for c in cells if not c['done'])})" if len(done) < len(cells) else ""), ""]
+    lines += ["## Learning: the task (final weights)", "", _table(scores, "final", task_cols), ""]
+    if (scores.stage == "early").any():
+        lines += ["## Learning at the early checkpoint (20 % of the steps)", "", _table(scores, "early", task_cols), ""]
+    lines += ["## Forgetting: general suites (final weights)", "", _table(scores, "final", forget_cols), ""]
+    lines += ["## Wall time", "", f"Curation of {curate['input_records']:,} pairs: "
+              f"{sum(s.get('seconds') or 0 for s in curate['steps']):.0f} s "
+              f"({', '.join(f'{s['name']} {s.get('seconds', 0):.1f} s' for s in curate['steps'])}).", "",
+              "| cell | train wall (s) | tokens/s | steps | final loss | evaluation (s) |", "|---|---:|---:|---:|---:|---:|"]
+    for c in cells:
+        evaluated = units[units.cell == c["key"]].seconds.sum() if len(units) else 0
+        lines.append(f"| {c['key']} | {_fmt(c['wall_seconds'], 0)} | {_fmt(c['tokens_per_second'], 0)} | "
+                     f"{c['steps'] or '—'} | {_fmt(c['final_loss'])} | {evaluated:.0f} |")
+    if len(units):
+        base = units[units.cell == "base"]
+        lines += ["", f"Base model evaluation: {base.seconds.sum():.0f} s ("
+                  + ", ".join(f"{r.suite} {r.seconds:.0f} s" for r in base.itertuples()) + ")."]
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    print(f"wrote {out}/results.md, report.txt, scores.parquet, analysis.json")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2])
