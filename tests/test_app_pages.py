@@ -260,6 +260,25 @@ def test_learning_page_compare_and_missing_analysis(monkeypatch, runs_root):
     assert "**Learning vs forgetting**: not available yet" in texts(at.info)
 
 
+def test_learning_page_with_only_the_retention_probe(monkeypatch, runs_root, tmp_path):
+    # No benchmark suite: no general drop in points; the frontier trades gain against the KL.
+    from curatune.evaluate.analysis import analyze_run
+    from curatune.rundir import RunDir
+    from curatune.evaluate.report import analysis_config_of
+
+    run = tmp_path / "retention-only"
+    shutil.copytree(runs_root / "raw", run)
+    scores = pd.read_parquet(run / "eval" / "scores.parquet")
+    scores[scores["suite"].isin(["task", "retention"])].to_parquet(run / "eval" / "scores.parquet")
+    analyze_run(RunDir(run), analysis_config_of(RunDir(run)))
+    at = app(monkeypatch, run, page="learning")
+    assert list(at.selectbox(key="lf_x").options) == ["drop on retention · kl_divergence"]
+    fig = figures(at)[0]
+    assert fig["layout"]["xaxis"]["title"]["text"].startswith("drop on retention")
+    frontier = next(t for t in fig["data"] if t["name"] == "Pareto frontier")
+    assert len(frontier["x"]) >= 2 and min(frontier["x"]) == 0.0  # the base model and at least one cell
+
+
 # ----------------------------------------------------------------------------- Samples
 
 

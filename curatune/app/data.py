@@ -369,15 +369,25 @@ def pareto_points(analysis: dict | None) -> pd.DataFrame:
         if isinstance(item, str):
             rows.append({"cell": item, "on_frontier": True})
         elif isinstance(item, dict):
-            rows.append({"on_frontier": True, **{k: v for k, v in item.items() if not isinstance(v, (dict, list))}})
+            flat = {k: v for k, v in item.items() if not isinstance(v, (dict, list))}
+            flat.update({f"forgetting.{suite}": v for suite, v in (item.get("forgetting") or {}).items()})
+            rows.append({"on_frontier": True, **flat})
     frame = pd.DataFrame(rows)
     for column in ("cell", "method", "size", "task_gain", "general_drop", "on_frontier", "n_seeds"):
         if column not in frame.columns:
             frame[column] = None
-    for column in ("task_gain", "general_drop", "size"):
+    for column in ("task_gain", "general_drop", "size", *prefixed_columns(frame, "forgetting")):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["on_frontier"] = frame["on_frontier"].fillna(False).astype(bool)
     return frame
+
+
+def frontier_x_column(points: pd.DataFrame) -> str:
+    """The column the Pareto frontier measured forgetting with: ``general_drop``, or
+    ``forgetting.<suite>`` when the analysis fell back to one suite (the retention probe alone)."""
+    axes = points["frontier_axis"].dropna().unique() if "frontier_axis" in points.columns else []
+    axis = str(axes[0]) if len(axes) else "general_drop"
+    return "general_drop" if axis == "general_drop" else f"forgetting.{axis}"
 
 
 SATURATION_COLUMNS = [

@@ -6,7 +6,7 @@ import streamlit as st
 
 from curatune.app import charts, ui
 from curatune.app.data import (
-    RunData, analysis_warnings, learning_forgetting_frame, pareto_points, prefixed_columns,
+    RunData, analysis_warnings, frontier_x_column, learning_forgetting_frame, pareto_points, prefixed_columns,
 )
 
 TASK_GAIN, GENERAL_DROP = "task_gain", "general_drop"
@@ -23,7 +23,9 @@ def axis_options(frame: pd.DataFrame) -> tuple[dict[str, str], dict[str, str]]:
     ys = {OVERALL_Y: TASK_GAIN} if TASK_GAIN in frame.columns else {}
     for column in prefixed_columns(frame, "learning"):
         ys[f"gain on {_after(column, 'learning').replace('.', ' · ')}"] = column
-    xs = {OVERALL_X: GENERAL_DROP} if GENERAL_DROP in frame.columns else {}
+    # Without benchmark suites (the retention probe alone) there is no points average to show.
+    has_drop = GENERAL_DROP in frame.columns and frame[GENERAL_DROP].notna().any()
+    xs = {OVERALL_X: GENERAL_DROP} if has_drop else {}
     for column in prefixed_columns(frame, "forgetting"):
         suite = _after(column, "forgetting")
         metric = frame.get(f"forgetting_metric.{suite}")
@@ -39,16 +41,17 @@ def stage_rows(frame: pd.DataFrame, stage: str | None) -> pd.DataFrame:
 
 
 def frontier_of(run: RunData, rows: pd.DataFrame) -> pd.DataFrame | None:
-    """The frontier analysis.json marks, as x (general drop) and y (task gain) points."""
+    """The frontier analysis.json marks, as x (its forgetting axis) and y (task gain) points."""
     points = pareto_points(run.analysis())
     front = points[points["on_frontier"]]
     if front.empty:
         return None
-    if front["task_gain"].notna().any():
-        front = front.dropna(subset=["task_gain", "general_drop"])
+    x = frontier_x_column(points)
+    if front["task_gain"].notna().any() and x in front.columns:
+        front = front.dropna(subset=["task_gain", x])
         label = [f"base model" if m == "base" else f"{m} n{int(s)} (seed mean)"
                  for m, s in zip(front["method"], front["size"].fillna(0))]
-        return pd.DataFrame({"x": front["general_drop"], "y": front["task_gain"], "label": label})
+        return pd.DataFrame({"x": front[x], "y": front["task_gain"], "label": label})
     hits = rows[rows["cell"].astype(str).isin(set(front["cell"].astype(str)))]  # a list of cell keys
     return pd.DataFrame({"x": hits[GENERAL_DROP], "y": hits[TASK_GAIN], "label": hits["cell"]}) if len(hits) else None
 
@@ -105,7 +108,8 @@ def render() -> None:
     x_label = c3.selectbox("Forgetting measured on", list(xs), key="lf_x",
                            help="Drill down: one general suite, in its metric's units, instead of the average.")
     x, y = xs[x_label], ys[y_label]
-    overall = x == GENERAL_DROP and y == TASK_GAIN
+    frontier_x = frontier_x_column(pareto_points(analysis))
+    overall = x == frontier_x and y == TASK_GAIN
     rows = stage_rows(frame, stage)
     show_labels = st.checkbox("Label points with their subset size", value=len(rows) <= 80, key="lf_labels")
     hover = ["stage"] if "stage" in frame.columns else []
@@ -122,13 +126,16 @@ def render() -> None:
     fig = charts.learning_forgetting_figure(inputs, x_title=x_label, y_title=y_label, show_labels=show_labels)
     st.plotly_chart(fig, key="lf_chart")
     if not overall or stage not in (None, "final"):
-        st.caption("The Pareto frontier is computed for final checkpoints on the overall axes "
-                   f"({OVERALL_Y} vs {OVERALL_X}); pick those to see it.")
+        frontier_label = next((label for label, column in xs.items() if column == frontier_x), OVERALL_X)
+        st.caption("The Pareto frontier is computed for final checkpoints on "
+                   f"{OVERALL_Y} vs {frontier_label}; pick those to see it.")
 
     points = pareto_points(analysis)
     if points["task_gain"].notna().any():
         with st.expander("Seed means and the frontier (final checkpoints)"):
-            table = points[["method", "size", "n_seeds", "task_gain", "general_drop", "on_frontier"]]
+            columns = ["method", "size", "n_seeds", "task_gain", "general_drop"]
+            columns += [frontier_x] if frontier_x != GENERAL_DROP and frontier_x in points.columns else []
+            table = points[columns + ["on_frontier"]]
             st.dataframe(table, hide_index=True, column_config={
                 "task_gain": st.column_config.NumberColumn("task gain", format="%.3f"),
                 "general_drop": st.column_config.NumberColumn("general drop", format="%.3f"),
