@@ -92,9 +92,9 @@ def main(run_dir: str, out_dir: str) -> None:
     if (scores.stage == "early").any():
         lines += ["## Learning at the early checkpoint (20 % of the steps)", "", _table(scores, "early", task_cols), ""]
     lines += ["## Forgetting: general suites (final weights)", "", _table(scores, "final", forget_cols), ""]
+    steps = ", ".join(f"{s['name']} {s.get('seconds') or 0:.1f} s" for s in curate["steps"])
     lines += ["## Wall time", "", f"Curation of {curate['input_records']:,} pairs: "
-              f"{sum(s.get('seconds') or 0 for s in curate['steps']):.0f} s "
-              f"({', '.join(f'{s['name']} {s.get('seconds', 0):.1f} s' for s in curate['steps'])}).", "",
+              f"{sum(s.get('seconds') or 0 for s in curate['steps']):.0f} s ({steps}).", "",
               "| cell | train wall (s) | tokens/s | steps | final loss | evaluation (s) |", "|---|---:|---:|---:|---:|---:|"]
     for c in cells:
         evaluated = units[units.cell == c["key"]].seconds.sum() if len(units) else 0

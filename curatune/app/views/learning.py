@@ -49,7 +49,7 @@ def frontier_of(run: RunData, rows: pd.DataFrame) -> pd.DataFrame | None:
     x = frontier_x_column(points)
     if front["task_gain"].notna().any() and x in front.columns:
         front = front.dropna(subset=["task_gain", x])
-        label = [f"base model" if m == "base" else f"{m} n{int(s)} (seed mean)"
+        label = ["base model" if m == "base" else f"{m} n{int(s)} (seed mean)"
                  for m, s in zip(front["method"], front["size"].fillna(0))]
         return pd.DataFrame({"x": front[x], "y": front["task_gain"], "label": label})
     hits = rows[rows["cell"].astype(str).isin(set(front["cell"].astype(str)))]  # a list of cell keys
