@@ -123,6 +123,15 @@ def page_header(title: str, explanation: str) -> None:
     st.caption(explanation)
 
 
+def analysis_notes(analysis: dict | None) -> None:
+    """The analysis step's warnings (too few sizes, failed fits, ...) in a collapsed list."""
+    notes = data.analysis_warnings(analysis)
+    if notes:
+        with st.expander(f"Analysis notes ({len(notes)})"):
+            for note in notes:
+                st.markdown(f"- {note}")
+
+
 def guarded(render: Callable[[], None]) -> None:
     """Run a page; turn any error into a message on the page, never a traceback."""
     try:

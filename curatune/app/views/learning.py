@@ -6,7 +6,7 @@ import streamlit as st
 
 from curatune.app import charts, ui
 from curatune.app.data import (
-    RunData, analysis_warnings, frontier_x_column, learning_forgetting_frame, pareto_points, prefixed_columns,
+    RunData, frontier_x_column, learning_forgetting_frame, pareto_points, prefixed_columns,
 )
 
 TASK_GAIN, GENERAL_DROP = "task_gain", "general_drop"
@@ -160,11 +160,7 @@ def render() -> None:
         with st.expander("Gain per task metric (seeds averaged, each metric's own units)"):
             table = rows.groupby(["method", "size"])[gains].mean().reset_index()
             st.dataframe(table.rename(columns={c: _after(c, "learning") for c in gains}), hide_index=True)
-    notes = analysis_warnings(analysis)
-    if notes:
-        with st.expander(f"Analysis notes ({len(notes)})"):
-            for note in notes:
-                st.markdown(f"- {note}")
+    ui.analysis_notes(analysis)
 
 
 ui.guarded(render)

@@ -119,7 +119,7 @@ def render() -> None:
     primary = (suites_info.get("primary_metrics") or {}).get(suite)
     metric = c2.selectbox("Metric", metrics, index=metrics.index(primary) if primary in metrics else 0,
                           key="smp_metric") if metrics else None
-    outcome = c3.selectbox(f"Largest size vs base", OUTCOMES, key="smp_outcome",
+    outcome = c3.selectbox("Largest size vs base", OUTCOMES, key="smp_outcome",
                            disabled=metric is None or "base" not in labels)
     mask = pd.Series(True, index=table.index)
     if query:

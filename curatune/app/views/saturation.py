@@ -7,7 +7,7 @@ import streamlit as st
 
 from curatune.app import charts, ui
 from curatune.app.data import (
-    RunData, analysis_suites, analysis_warnings, early_vs_final_frame, saturation_frame,
+    RunData, analysis_suites, early_vs_final_frame, saturation_frame,
 )
 
 
@@ -189,11 +189,7 @@ def render() -> None:
         fit_table(other, suite, metric)
         comparison_table(inputs, metric)
     early_vs_final(run)
-    notes = analysis_warnings(analysis)
-    if notes:
-        with st.expander(f"Analysis notes ({len(notes)})"):
-            for note in notes:
-                st.markdown(f"- {note}")
+    ui.analysis_notes(analysis)
 
 
 ui.guarded(render)
