@@ -407,3 +407,27 @@ def test_retention_without_answer_agreement_skips_generation(tmp_path, tiny_mode
     scores = pd.read_parquet(run.scores)
     assert set(scores.metric) == {"kl_divergence", "base_answer_logprob"}
     assert set(scores.stage) == {"base", "final"}
+
+
+def test_unit_finished_by_another_evaluator_meanwhile_is_not_scored_again(run_and_config, monkeypatch):
+    # Two `curatune evaluate` processes on one run (e.g. one per stage): a unit the other
+    # process finished after this one planned its work is skipped, not scored twice.
+    import curatune.evaluate.runner as runner
+
+    run, config = run_and_config
+    real_load, real_is_done = runner.Evaluator.load_model, runner.PartStore.is_done
+    loaded: list[str] = []
+
+    def load_model(self, target):
+        loaded.append(target.label)
+        return real_load(self, target)
+
+    def is_done(self, suite, target, fingerprint):  # "finished elsewhere" once its model is loaded here
+        return target.label == "full-n4-s0/final" and target.label in loaded or real_is_done(self, suite, target, fingerprint)
+
+    monkeypatch.setattr(runner.Evaluator, "load_model", load_model)
+    monkeypatch.setattr(runner.PartStore, "is_done", is_done)
+    summary = run_evaluate(config, run, progress=False)
+    assert "full-n4-s0/final" in loaded
+    assert (summary["scored"], summary["reused"]) == (4, 2)
+    assert not (run.eval / "parts" / "task" / "full-n4-s0__final.json").exists()

@@ -309,8 +309,12 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
             try:
                 for suite in pending:
                     bar.set_postfix_str(f"{target.label} {suite.name}")
-                    evaluator.score_unit(suite, target, model, tokenizer)
-                    scored += 1
+                    if evaluator.store.is_done(suite.name, target, evaluator.fingerprint(suite, target)):
+                        # another `curatune evaluate` on this run (e.g. one per stage) finished it meanwhile
+                        reused += 1
+                    else:
+                        evaluator.score_unit(suite, target, model, tokenizer)
+                        scored += 1
                     evaluator.store.merge(units)
                     bar.update(1)
             finally:
