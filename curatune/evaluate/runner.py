@@ -103,7 +103,9 @@ def plan_targets(config: Any, run_dir: RunDir) -> Plan:
             "(`curatune train`) or set evaluate.cells: done to score the finished ones"
         )
     plan.skipped.update({k: f"not done ({v})" for k, v in not_done.items()})
-    for info in sorted((c for c in cells if c.status == "done"), key=lambda c: (c.method, c.size, c.seed)):
+    # Smallest sizes first, every method at a size before the next (as the sweep trains them):
+    # an evaluation stopped half-way leaves comparable LoRA and full scores.
+    for info in sorted((c for c in cells if c.status == "done"), key=lambda c: (c.size, c.seed, c.method)):
         for stage in cell_stages:
             plan.targets.append(Target.of_cell(info, stage))
     return plan
