@@ -431,3 +431,18 @@ def test_unit_finished_by_another_evaluator_meanwhile_is_not_scored_again(run_an
     assert "full-n4-s0/final" in loaded
     assert (summary["scored"], summary["reused"]) == (4, 2)
     assert not (run.eval / "parts" / "task" / "full-n4-s0__final.json").exists()
+
+
+def test_merge_only_rebuilds_scores_from_finished_units_and_scores_nothing(run_and_config, tiny_model_dir, tmp_path):
+    run, config = run_and_config
+    # one process scored the task only, another the multiple choice; each rebuilt scores.parquet
+    # from its own units, so the file holds whichever wrote last
+    run_evaluate(make_config(run, tiny_model_dir, tmp_path, suites=[config.evaluate.suites[0]]), run, progress=False)
+    run_evaluate(make_config(run, tiny_model_dir, tmp_path, suites=[config.evaluate.suites[1]]), run, progress=False)
+    assert set(pd.read_parquet(run.scores).suite) == {"mc"}
+    PartStore(run).path("mc", Target("full-n4-s0", "full", 4, 0, "final")).unlink()
+    summary = run_evaluate(config, run, progress=False, score=False)
+    assert (summary["scored"], summary["not_scored"], summary["reused"]) == (0, 1, 5)
+    scores = pd.read_parquet(run.scores)
+    assert set(scores.suite) == {"task", "mc"} and len(scores.groupby(["cell", "stage", "suite"])) == 5
+    assert "finished" not in read_json(run.manifest)["stages"]["evaluate"]

@@ -18,6 +18,11 @@ def register(app: typer.Typer) -> None:
             [], "--set", help="Override a config key: key.path=value (repeatable), e.g. --set evaluate.limit_heldout=50."
         ),
         no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars (for logs)."),
+        merge_only: bool = typer.Option(
+            False, "--merge-only",
+            help="Score nothing: rebuild scores.parquet and the analysis from the units already scored "
+            "(e.g. after several evaluate processes shared the run, or to look at a partial run).",
+        ),
     ) -> None:
         """Score the base model and every trained cell (early and final) on the evaluation suites.
 
@@ -34,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = list(set_) + ([f"run_dir={run_dir}"] if run_dir else [])
         cfg = load_config(config, overrides)
-        summary = run_evaluate(cfg, cfg.run_dir, progress=not no_progress)
+        summary = run_evaluate(cfg, cfg.run_dir, progress=not no_progress, score=not merge_only)
         out = Console(stderr=True)
         for label, error in summary["failed_models"].items():
             out.print(f"[red]not scored: {label}: {error}[/red]")
@@ -43,3 +48,5 @@ def register(app: typer.Typer) -> None:
             f"{summary['score_rows']} score rows in {summary['scores']} ({summary['seconds']} s); "
             f"analysis {summary['analysis']}[/green]"
         )
+        if summary["not_scored"]:
+            out.print(f"[yellow]{summary['not_scored']} units not scored yet (--merge-only)[/yellow]")

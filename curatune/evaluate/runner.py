@@ -258,8 +258,12 @@ class Evaluator:
         return load_cell_model(target.info, target.stage, m.base, dtype=m.dtype, device=m.device)
 
 
-def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, progress: bool = True) -> dict[str, Any]:
-    """Score every pending unit, rebuild eval/scores.parquet, run the analysis; return a summary."""
+def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, progress: bool = True,
+                 score: bool = True) -> dict[str, Any]:
+    """Score every pending unit, rebuild eval/scores.parquet, run the analysis; return a summary.
+
+    ``score=False`` scores nothing: it rebuilds scores.parquet and the analysis from the units
+    already scored (``curatune evaluate --merge-only``)."""
     started = time.perf_counter()
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir or config.run_dir)
     run_dir.root.mkdir(parents=True, exist_ok=True)
@@ -289,6 +293,9 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
 
     total = sum(len(p) for _, p in work)
     reused = len(units) - total - sum(len(v) for v in unavailable.values())
+    not_scored = 0 if score else total
+    if not score:
+        work, total = [], 0
     console.print(
         f"evaluate: {len(plan.targets)} models, {len(evaluator.suites)} suites: {len(units)} units; "
         f"{reused} already scored, {total} to score"
@@ -339,15 +346,17 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
         "skipped_cells": plan.skipped,
         "unavailable": unavailable,
         "failed_models": failed,
+        "not_scored": not_scored,
         "score_rows": int(len(frame)),
         "scores": str(run_dir.scores),
         "analysis": analysis,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    run_dir.stamp_stage_finished(
-        "evaluate", scored=scored, reused=reused, score_rows=int(len(frame)), analysis=analysis,
-        failed_models=failed, unavailable=unavailable,
-    )
+    if not not_scored:  # a merge that left units unscored has not finished the stage
+        run_dir.stamp_stage_finished(
+            "evaluate", scored=scored, reused=reused, score_rows=int(len(frame)), analysis=analysis,
+            failed_models=failed, unavailable=unavailable,
+        )
     return summary
 
 
