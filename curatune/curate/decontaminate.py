@@ -197,8 +197,9 @@ def _match_chunk(args: tuple[list[str], float, int]) -> list[tuple[str, float] |
         doc_of = np.repeat(np.arange(len(texts)), np.diff(offsets))
         for d in np.unique(doc_of[hit]):
             own = np.unique(hashes[offsets[d] : offsets[d + 1]])
-            shared = own[_in_sorted(index.gram, own)]
-            lo = np.searchsorted(index.gram, shared, side="left")
+            lo = np.searchsorted(index.gram, own, side="left")
+            present = index.gram[np.minimum(lo, len(index.gram) - 1)] == own
+            shared, lo = own[present], lo[present]
             hi = np.searchsorted(index.gram, shared, side="right")
             units = np.concatenate([index.unit[a:b] for a, b in zip(lo, hi)])
             unit_ids, counts = np.unique(units, return_counts=True)
