@@ -108,7 +108,8 @@ def render() -> None:
     x_label = c3.selectbox("Forgetting measured on", list(xs), key="lf_x",
                            help="Drill down: one general suite, in its metric's units, instead of the average.")
     x, y = xs[x_label], ys[y_label]
-    frontier_x = frontier_x_column(pareto_points(analysis))
+    points = pareto_points(analysis)
+    frontier_x = frontier_x_column(points)
     overall = x == frontier_x and y == TASK_GAIN
     rows = stage_rows(frame, stage)
     show_labels = st.checkbox("Label points with their subset size", value=len(rows) <= 80, key="lf_labels")
@@ -130,7 +131,6 @@ def render() -> None:
         st.caption("The Pareto frontier is computed for final checkpoints on "
                    f"{OVERALL_Y} vs {frontier_label}; pick those to see it.")
 
-    points = pareto_points(analysis)
     if points["task_gain"].notna().any():
         with st.expander("Seed means and the frontier (final checkpoints)"):
             columns = ["method", "size", "n_seeds", "task_gain", "general_drop"]
