@@ -11,7 +11,6 @@ Only what is in the run directory is reported: cells that did not finish are lis
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 from rich.console import Console
 
 from curatune.evaluate.report import build_report, render_report
-from curatune.rundir import RunDir, atomic_write_text
+from curatune.rundir import RunDir, atomic_write_text, read_json
 
 TASK_METRICS = [("bleu", "BLEU"), ("chrf", "chrF++"), ("ter", "TER"), ("comet_like", "comet_like")]
 FORGETTING = [("arc_easy", "acc_norm"), ("arc_challenge", "acc_norm"), ("piqa", "acc_norm"),
@@ -28,12 +27,12 @@ FORGETTING = [("arc_easy", "acc_norm"), ("arc_challenge", "acc_norm"), ("piqa", 
 
 
 def _cells(run: RunDir) -> list[dict]:
-    plan = json.loads(run.plan.read_text())
+    plan = read_json(run.plan)
     cells = []
     for cell in plan["cells"]:
         folder = run.root / cell["path"]
         done = folder / "done.json"
-        info = json.loads(done.read_text()) if done.exists() else {}
+        info = read_json(done) if done.exists() else {}
         cells.append({**cell, "done": done.exists(), **{k: info.get(k) for k in
                       ("wall_seconds", "tokens_per_second", "train_tokens", "steps", "final_loss")}})
     return cells
@@ -61,7 +60,7 @@ def _table(frame: pd.DataFrame, stage: str, columns: list[tuple[str, str, str, i
 def _unit_seconds(run: RunDir) -> pd.DataFrame:
     rows = []
     for part in (run.eval / "parts").rglob("*.json"):
-        data = json.loads(part.read_text())
+        data = read_json(part)
         cell, stage = part.stem.split("__")
         rows.append({"suite": part.parent.name, "cell": cell, "stage": stage, "seconds": data.get("seconds")})
     return pd.DataFrame(rows)
@@ -79,7 +78,7 @@ def main(run_dir: str, out_dir: str) -> None:
 
     scores = pd.read_parquet(run.scores)
     cells = _cells(run)
-    curate = json.loads((run.root / "curate" / "report.json").read_text())
+    curate = read_json(run.root / "curate" / "report.json")
     units = _unit_seconds(run)
     task_cols = [("task", m, label, 1 if m != "comet_like" else 3) for m, label in TASK_METRICS]
     forget_cols = [(s, m, f"{s} {m}", 3) for s, m in FORGETTING]
