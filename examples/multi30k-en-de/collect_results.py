@@ -1,11 +1,13 @@
 """Copy a finished (or partly finished) Multi30k study run into docs/, with tables of what it measured.
 
-    python examples/multi30k-en-de/collect_results.py runs/multi30k-en-de docs/study-multi30k
+    python examples/multi30k-en-de/collect_results.py runs/multi30k-en-de docs/study-multi30k [runs/multi30k-en-de-raw]
 
 Writes to the output folder:
   scores.parquet, analysis.json   copies of the run's eval/ files (the long-form scores, the analysis)
   report.txt                      `curatune report RUN_DIR`, as the terminal shows it
-  results.md                      per-cell tables (task metrics, forgetting suites) and wall times
+  results.md                      per-cell tables (task metrics, forgetting suites) and wall times;
+                                  with the curation-ablation run (config-raw.yaml) as third argument,
+                                  also curated vs raw cell by cell, and how much their subsets overlap
 Only what is in the run directory is reported: cells that did not finish are listed as such.
 """
 from __future__ import annotations
@@ -66,7 +68,36 @@ def _unit_seconds(run: RunDir) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main(run_dir: str, out_dir: str) -> None:
+def _ablation(run: RunDir, raw: RunDir) -> list[str]:
+    """Curated cell vs the raw cell of the same method and size, on what both runs scored."""
+    curated, uncurated = pd.read_parquet(run.scores), pd.read_parquet(raw.scores)
+    subsets, raw_subsets = pd.read_parquet(run.subsets), pd.read_parquet(raw.subsets)
+    removed = set(pd.read_parquet(run.removed).id)
+    columns = [("task", m, label, 1 if m != "comet_like" else 3) for m, label in TASK_METRICS]
+    columns.append(("retention", "kl_divergence", "retention KL", 3))
+    lines = ["## Curation ablation: curated vs raw training pairs (final weights)", "",
+             f"Raw run: `{raw.root.name}`. Each cell shows curated / raw (raw − curated).", "",
+             "| model | size | " + " | ".join(c[2] for c in columns)
+             + " | pairs in both subsets | raw pairs curation removes |", "|" + "---|" * (len(columns) + 4)]
+    finals = uncurated[uncurated.stage == "final"][["cell", "method", "size", "seed"]].drop_duplicates()
+    for key in finals.sort_values(["size", "method"]).itertuples():
+        values = []
+        for suite, metric, _, digits in columns:
+            def one(frame):
+                hit = frame[(frame.cell == key.cell) & (frame.stage == "final")
+                            & (frame.suite == suite) & (frame.metric == metric)]
+                return hit.value.iloc[0] if len(hit) else None
+            a, b = one(curated), one(uncurated)
+            delta = f" ({b - a:+.{digits}f})" if a is not None and b is not None else ""
+            values.append(f"{_fmt(a, digits)} / {_fmt(b, digits)}{delta}")
+        ids = set(subsets[(subsets["size"] == key.size) & (subsets.seed == key.seed)].id)
+        raw_ids = set(raw_subsets[(raw_subsets["size"] == key.size) & (raw_subsets.seed == key.seed)].id)
+        lines.append(f"| {key.method} | {key.size} | " + " | ".join(values)
+                     + f" | {len(ids & raw_ids)} of {len(raw_ids)} | {len(raw_ids & removed)} |")
+    return lines + [""]
+
+
+def main(run_dir: str, out_dir: str, raw_run_dir: str | None = None) -> None:
     run, out = RunDir(run_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("scores.parquet", "analysis.json"):
@@ -91,6 +122,8 @@ def main(run_dir: str, out_dir: str) -> None:
     if (scores.stage == "early").any():
         lines += ["## Learning at the early checkpoint (20 % of the steps)", "", _table(scores, "early", task_cols), ""]
     lines += ["## Forgetting: general suites (final weights)", "", _table(scores, "final", forget_cols), ""]
+    if raw_run_dir:
+        lines += _ablation(run, RunDir(raw_run_dir))
     steps = ", ".join(f"{s['name']} {s.get('seconds') or 0:.1f} s" for s in curate["steps"])
     lines += ["## Wall time", "", f"Curation of {curate['input_records']:,} pairs: "
               f"{sum(s.get('seconds') or 0 for s in curate['steps']):.0f} s ({steps}).", "",
@@ -108,6 +141,6 @@ def main(run_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])
