@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -100,9 +102,15 @@ def test_config_defaults_command_prints_yaml():
 
 
 def test_readme_config_example_is_valid():
-    from pathlib import Path
-
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("A small real example:\n\n```yaml\n")[1].split("```")[0]
     cfg = ExperimentConfig.model_validate(yaml.safe_load(block))
     assert cfg.train.methods == ["lora", "full"]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples").rglob("config*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_example_configs_are_valid(path):
+    # Validation only: data files may be absent (../shared is not part of a clean clone)
+    cfg = load_config(path)
+    assert cfg.run_dir and cfg.data.sources
