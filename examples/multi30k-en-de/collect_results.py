@@ -40,8 +40,11 @@ def _cells(run: RunDir) -> list[dict]:
     return cells
 
 
-def _fmt(value, digits: int = 2) -> str:
-    return "—" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+def _fmt(value, digits: int = 2, sign: bool = False) -> str:
+    if value is None or pd.isna(value):
+        return "—"
+    value = value if round(value, digits) != 0 else 0.0  # no "-0.00"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
 def _table(frame: pd.DataFrame, stage: str, columns: list[tuple[str, str, str, int]]) -> str:
@@ -56,6 +59,26 @@ def _table(frame: pd.DataFrame, stage: str, columns: list[tuple[str, str, str, i
             cells.append(_fmt(hit.value.iloc[0] if len(hit) else None, digits))
         name = "base model" if key.cell == "base" else key.method
         lines.append(f"| {name} | {key['size'] or ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _summary(scores: pd.DataFrame, analysis: dict) -> str:
+    """One row per model: the task metrics, the mean benchmark drop and the retention KL (final weights)."""
+    drops = {(p["method"], p["size"]): p["general_drop"] for p in analysis.get("pareto", [])}
+    header = ("| model | size | BLEU | chrF++ | TER ↓ | comet_like | mean drop on the benchmarks (points) "
+              "| retention KL ↓ |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = scores[scores.stage.isin(["final", "base"])]
+    keys = rows[["cell", "method", "size"]].drop_duplicates().sort_values(["size", "method"])
+    for key in keys.itertuples():
+        def value(suite, metric):
+            hit = rows[(rows.cell == key.cell) & (rows.suite == suite) & (rows.metric == metric)]
+            return hit.value.iloc[0] if len(hit) else None
+        task = [_fmt(value("task", m), 1 if m != "comet_like" else 3) for m, _ in TASK_METRICS]
+        drop = drops.get(("base", 0) if key.cell == "base" else (key.method, key.size))
+        name = "base model" if key.cell == "base" else ("LoRA" if key.method == "lora" else key.method)
+        lines.append(f"| {name} | {key.size or ''} | " + " | ".join(task)
+                     + f" | {_fmt(drop)} | {_fmt(value('retention', 'kl_divergence'), 3)} |")
     return "\n".join(lines)
 
 
@@ -88,7 +111,7 @@ def _ablation(run: RunDir, raw: RunDir) -> list[str]:
                             & (frame.suite == suite) & (frame.metric == metric)]
                 return hit.value.iloc[0] if len(hit) else None
             a, b = one(curated), one(uncurated)
-            delta = f" ({b - a:+.{digits}f})" if a is not None and b is not None else ""
+            delta = f" ({_fmt(b - a, digits, sign=True)})" if a is not None and b is not None else ""
             values.append(f"{_fmt(a, digits)} / {_fmt(b, digits)}{delta}")
         ids = set(subsets[(subsets["size"] == key.size) & (subsets.seed == key.seed)].id)
         raw_ids = set(raw_subsets[(raw_subsets["size"] == key.size) & (raw_subsets.seed == key.seed)].id)
@@ -118,6 +141,10 @@ def main(run_dir: str, out_dir: str, raw_run_dir: str | None = None) -> None:
     done = [c for c in cells if c["done"]]
     lines += [f"Cells trained: {len(done)} of {len(cells)} planned"
               + (f" (not finished: {', '.join(c['key'] for c in cells if not c['done'])})" if len(done) < len(cells) else ""), ""]
+    if run.analysis.exists():
+        lines += ["## Summary (final weights)", "", "The mean drop averages the accuracy change "
+                  "(base − fine-tuned, in points) over the six benchmarks; negative = a gain.", "",
+                  _summary(scores, read_json(run.analysis)), ""]
     lines += ["## Learning: the task (final weights)", "", _table(scores, "final", task_cols), ""]
     if (scores.stage == "early").any():
         lines += ["## Learning at the early checkpoint (20 % of the steps)", "", _table(scores, "early", task_cols), ""]
