@@ -127,7 +127,7 @@ def main(run_dir: str, out_dir: str, raw_run_dir: str | None = None) -> None:
         if (run.eval / name).exists():
             shutil.copyfile(run.eval / name, out / name)
     buffer = io.StringIO()
-    render_report(build_report(run.root), Console(file=buffer, width=140, color_system=None, force_terminal=False))
+    render_report(build_report(run.root), Console(file=buffer, width=200, color_system=None, force_terminal=False))
     atomic_write_text(out / "report.txt", buffer.getvalue())
 
     scores = pd.read_parquet(run.scores)
