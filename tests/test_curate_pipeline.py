@@ -151,7 +151,7 @@ def test_cli_shortcut_and_config(tmp_path):
         "curate:\n  progress: false\n  workers: 1\n  steps:\n    - name: exact\n    - name: near_dup\n      enabled: false\n"
         "    - name: balance\n      strategy: cap\n      max_per_group: 30\n"
     )
-    result = runner.invoke(app, ["curate", str(config), "--set", "curate.workers=1"])
+    result = runner.invoke(app, ["curate", str(config), "--set", "curate.workers=1", "--no-progress"])
     assert result.exit_code == 0, result.output
     report = read_json(tmp_path / "run2" / "curate" / "report.json")
     assert [s["name"] for s in report["steps"]][-3:] == ["exact", "near_dup", "balance"]

@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=value (repeatable)."),
         labels: Optional[str] = typer.Option(None, "--labels", help="Labels file of planted flaws: report precision/recall."),
         force: bool = typer.Option(False, "--force", help="Recompute even when an identical curation already finished."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        quiet: bool = typer.Option(False, "--no-progress", "--quiet", "-q", help="No progress bars (for logs), as in sweep and evaluate."),
     ) -> None:
         """Deduplicate, filter, decontaminate and balance the training data (RUN_DIR/curate)."""
         from curatune.config import apply_override, load_config, validate_config
