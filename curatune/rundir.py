@@ -4,7 +4,7 @@ Layout (documented in the README, keep both in step)::
 
     RUN_DIR/
       manifest.json                 resolved config, package versions, git commit, timestamps
-      config.yaml                   the resolved config, re-runnable as is
+      config.yaml                   the resolved config of the latest stage, re-runnable as is
       curate/
         kept.parquet                records that survived curation (RECORD_COLUMNS)
         removed.parquet             every removed record + step, reason, detail, duplicate_of, cluster_id
@@ -177,7 +177,12 @@ class RunDir:
         return self.manifest.exists()
 
     def write_manifest(self, resolved_config: dict[str, Any], stage: str) -> None:
-        """Create or update the manifest; each stage stamps when it started."""
+        """Create or update the manifest and config.yaml; each stage stamps when it started.
+
+        Every stage rewrites config.yaml, so settings changed after curation (evaluate.analysis
+        above all, which `curatune report` and the app read from it) are what the run shows."""
+        import yaml
+
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest = read_json(self.manifest) if self.manifest.exists() else {"created": now}
         manifest.update(
@@ -192,6 +197,7 @@ class RunDir:
         )
         manifest.setdefault("stages", {})[stage] = {"started": now}
         atomic_write_json(self.manifest, manifest)
+        atomic_write_text(self.config, yaml.safe_dump(resolved_config, sort_keys=False, allow_unicode=True))
 
     def stamp_stage_finished(self, stage: str, **summary: Any) -> None:
         manifest = read_json(self.manifest) if self.manifest.exists() else {}

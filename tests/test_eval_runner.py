@@ -12,6 +12,7 @@ import torch
 from curatune.config import validate_config
 from curatune.errors import ConfigError
 from curatune.evaluate.runner import SCORE_COLUMNS, PartStore, Target, evaluate_hook, run_evaluate
+from curatune.evaluate.report import ensure_analysis
 from curatune.evaluate.suites import Suite
 from curatune.records import Record, records_to_frame
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
@@ -446,3 +447,16 @@ def test_merge_only_rebuilds_scores_from_finished_units_and_scores_nothing(run_a
     scores = pd.read_parquet(run.scores)
     assert set(scores.suite) == {"task", "mc"} and len(scores.groupby(["cell", "stage", "suite"])) == 5
     assert "finished" not in read_json(run.manifest)["stages"]["evaluate"]
+
+
+def test_report_keeps_analysis_settings_changed_after_the_run(run_and_config):
+    # evaluate.analysis edited after curation and training: `curatune evaluate --merge-only`
+    # re-analyses with it, and the report and the app (ensure_analysis) must not undo that
+    run, config = run_and_config
+    run_evaluate(config, run, progress=False)
+    assert ensure_analysis(run)["suites"]["primary_metrics"]["mc"] == "acc_norm"
+    changed = config.model_copy(deep=True)
+    changed.evaluate.analysis.primary_metrics = {"mc": "acc"}
+    run_evaluate(changed, run, progress=False, score=False)
+    assert read_json(run.analysis)["suites"]["primary_metrics"]["mc"] == "acc"
+    assert ensure_analysis(run)["suites"]["primary_metrics"]["mc"] == "acc"

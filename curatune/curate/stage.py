@@ -13,12 +13,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from curatune.curate.base import CurateContext, Progress, RichProgress
 from curatune.errors import ConfigError
 from curatune.records import records_to_frame
-from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, atomic_write_text, read_json
+from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
 
 
 def eval_items_loader(config) -> Callable[[], list[tuple[str, str]]]:
@@ -92,7 +90,6 @@ def run_curate(
     from curatune.data.loaders import load_sources
 
     run_dir.write_manifest(config.resolved(), "curate")
-    atomic_write_text(run_dir.config, yaml.safe_dump(config.resolved(), sort_keys=False, allow_unicode=True))
     if not config.data.sources:
         raise ConfigError("data.sources is empty: nothing to curate (add at least one {path: ...})")
     labels = labels or config.data.labels

@@ -30,7 +30,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from curatune.records import LEDGER_COLUMNS, Record, records_to_frame
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, atomic_write_text, read_json
@@ -136,7 +135,6 @@ def build_fixture_run(
 
     resolved = _resolved_config(ExperimentConfig, name, run.root, methods, sizes, seeds, n_bootstrap)
     run.write_manifest(resolved, "curate")
-    atomic_write_text(run.config, yaml.safe_dump(resolved, sort_keys=False))
 
     kept_ids, heldout = _write_curate(run, gen, max(sizes), n_items)
     run.stamp_stage_finished("curate", kept=len(kept_ids) + n_items)
