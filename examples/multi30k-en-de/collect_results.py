@@ -123,12 +123,12 @@ def _ablation(run: RunDir, raw: RunDir) -> list[str]:
 def main(run_dir: str, out_dir: str, raw_run_dir: str | None = None) -> None:
     run, out = RunDir(run_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()  # the report first: it re-analyses a run whose analysis.json is stale
+    render_report(build_report(run.root), Console(file=buffer, width=200, color_system=None, force_terminal=False))
+    atomic_write_text(out / "report.txt", buffer.getvalue())
     for name in ("scores.parquet", "analysis.json"):
         if (run.eval / name).exists():
             shutil.copyfile(run.eval / name, out / name)
-    buffer = io.StringIO()
-    render_report(build_report(run.root), Console(file=buffer, width=200, color_system=None, force_terminal=False))
-    atomic_write_text(out / "report.txt", buffer.getvalue())
 
     scores = pd.read_parquet(run.scores)
     cells = _cells(run)
