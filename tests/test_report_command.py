@@ -100,6 +100,22 @@ def test_report_shows_every_section(fixture_run):
     assert "Traceback" not in out
 
 
+def test_report_splits_wide_tables_for_a_narrow_terminal(fixture_run):
+    # A column cut to "…" hides the number; the wide tables are printed in parts instead,
+    # each repeating method, size and seeds
+    wide = invoke(fixture_run.root).output
+    result = runner.invoke(app, ["report", str(fixture_run.root)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    narrow = result.output
+    scores = narrow[narrow.index("Scores"):narrow.index("Saturation")]
+    assert "…" not in scores
+    assert "Scores (final checkpoint; mean ± sd over seeds) (1/" in scores
+    assert scores.count("method") >= 2 and "(1/" not in wide
+    for name in ("arc_easy", "kl_divergence", "Pareto", "★"):
+        assert name in scores
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+
+
 def test_report_json(fixture_run):
     result = invoke(fixture_run.root, "--json")
     assert result.exit_code == 0, result.output

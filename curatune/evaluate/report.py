@@ -317,15 +317,13 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
 
 def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, console: Console) -> None:
     directions = (analysis or {}).get("suites", {}).get("directions", {})
-    table = Table(title="Scores (final checkpoint; mean ± sd over seeds)", title_justify="left")
-    table.add_column("method")
-    table.add_column("size", justify="right")
-    table.add_column("seeds", justify="right")
+    headers = []
     for column in report["columns"]:
         suite, metric = column.split("/", 1)
         arrow = {"higher": " ↑", "lower": " ↓"}.get(directions.get(metric, ""), "")
-        table.add_column(Text(f"{suite}\n{metric}{arrow}"), justify="right")
+        headers.append(f"{suite}\n{metric}{arrow}")
     base_row = next((r for r in report["scores"] if r["method"] == BASE), None)
+    rows = []
     for row in report["scores"]:
         cells = []
         for column in report["columns"]:
@@ -342,11 +340,43 @@ def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, cons
                 style = "green" if sign * (score["mean"] - base["mean"]) > 0 else "red"
             cells.append(Text(text, style=style))
         is_base = row["method"] == BASE
-        table.add_row(Text(row["method"]), "" if is_base else str(row["size"]), "" if is_base else str(row["n_seeds"]),
-                      *cells, style="bold" if is_base else None)
-    console.print()
-    console.print(table)
+        keys = [Text(row["method"]), "" if is_base else str(row["size"]), "" if is_base else str(row["n_seeds"])]
+        rows.append((keys, cells, "bold" if is_base else None))
+    _print_split_table(console, "Scores (final checkpoint; mean ± sd over seeds)",
+                       [("method", "left"), ("size", "right"), ("seeds", "right")],
+                       [(h, "right") for h in headers], rows)
     console.print("[dim]green: better than the base model, red: worse[/dim]")
+
+
+def _print_split_table(console: Console, title: str, key_columns: list[tuple[str, str]],
+                       value_columns: list[tuple[str, str]], rows: list[tuple[list, list, str | None]]) -> None:
+    """Print a table whose value columns may not fit the terminal: as several tables that each
+    repeat the key columns, rather than one whose every column is cut to "…"."""
+    def width(header: str, cells: list) -> int:
+        texts = [header, *(c.plain if isinstance(c, Text) else str(c) for c in cells)]
+        return max(len(line) for t in texts for line in t.split("\n")) + 3  # padding and border
+
+    key_width = sum(width(h, [r[0][i] for r in rows]) for i, (h, _) in enumerate(key_columns)) + 1
+    parts, current, used = [], [], key_width
+    for i, (header, _) in enumerate(value_columns):
+        w = width(header, [r[1][i] for r in rows])
+        if current and used + w > console.width:
+            parts.append(current)
+            current, used = [], key_width
+        current.append(i)
+        used += w
+    parts.append(current)
+    for n, part in enumerate(parts, 1):
+        suffix = f" ({n}/{len(parts)})" if len(parts) > 1 else ""
+        table = Table(title=title + suffix, title_justify="left")
+        for header, justify in key_columns:
+            table.add_column(header, justify=justify)
+        for i in part:
+            table.add_column(Text(value_columns[i][0]), justify=value_columns[i][1])
+        for keys, values, style in rows:
+            table.add_row(*keys, *(values[i] for i in part), style=style)
+        console.print()
+        console.print(table)
 
 
 def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> None:
@@ -356,31 +386,25 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
         return
     roles = analysis["suites"]
     task = ", ".join(f"{s}/{roles['primary_metrics'][s]}" for s in roles["task"])
-    table = Table(
-        title=f"Learning vs forgetting (final, mean over seeds; gain on {task}, drops from base)",
-        title_justify="left",
-    )
-    for name, justify in (("method", "left"), ("size", "right"), ("seeds", "right"),
-                          ("task gain (pts)", "right"), ("general drop (pts)", "right")):
-        table.add_column(name, justify=justify)
-    for suite in roles["general"]:
-        table.add_column(Text(f"{suite}\n{roles['primary_metrics'][suite]} drop"), justify="right")
-    table.add_column("Pareto", justify="center")
+    keys = [("method", "left"), ("size", "right"), ("seeds", "right")]
+    values = [("task gain\n(pts)", "right"), ("general\ndrop (pts)", "right"), ("Pareto", "center"),
+              *[(f"{suite}\n{roles['primary_metrics'][suite]} drop", "right") for suite in roles["general"]]]
+    rows = []
     for point in pareto:
         is_base = point["method"] == BASE
         gain = point["task_gain"]
-        table.add_row(
+        rows.append(([
             Text(point["method"]),
             "" if is_base else str(point["size"]),
             "" if is_base else str(point["n_seeds"]),
+        ], [
             Text(_signed(gain), style="" if gain is None or is_base else ("green" if gain > 0 else "red")),
             _signed(point["general_drop"]),
-            *[_signed(point["forgetting"].get(s), 3) for s in roles["general"]],
             "★" if point["on_frontier"] else "",
-            style="bold" if point["on_frontier"] else None,
-        )
-    console.print()
-    console.print(table)
+            *[_signed(point["forgetting"].get(s), 3) for s in roles["general"]],
+        ], "bold" if point["on_frontier"] else None))
+    _print_split_table(console, f"Learning vs forgetting (final, mean over seeds; gain on {task}, drops from base)",
+                       keys, values, rows)
     axis = pareto[0].get("frontier_axis", "general_drop")
     forgetting = "the general drop" if axis == "general_drop" else f"the {axis} drop (no suite has a points scale)"
     console.print(
