@@ -11,8 +11,8 @@ import torch
 
 from curatune.config import validate_config
 from curatune.errors import ConfigError
-from curatune.evaluate.runner import SCORE_COLUMNS, PartStore, Target, evaluate_hook, run_evaluate
 from curatune.evaluate.report import ensure_analysis
+from curatune.evaluate.runner import SCORE_COLUMNS, PartStore, Target, evaluate_hook, run_evaluate
 from curatune.evaluate.suites import Suite
 from curatune.records import Record, records_to_frame
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json

@@ -47,6 +47,12 @@ def _fmt(value, digits: int = 2, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+def _value(frame: pd.DataFrame, cell: str, suite: str, metric: str):
+    """The one score of ``cell`` on suite/metric in ``frame`` (already narrowed to a stage), or None."""
+    hit = frame[(frame.cell == cell) & (frame.suite == suite) & (frame.metric == metric)]
+    return hit.value.iloc[0] if len(hit) else None
+
+
 def _table(frame: pd.DataFrame, stage: str, columns: list[tuple[str, str, str, int]]) -> str:
     rows = frame[frame.stage.isin([stage, "base"])]
     keys = rows[["cell", "method", "size"]].drop_duplicates().sort_values(["size", "method"])
@@ -55,8 +61,7 @@ def _table(frame: pd.DataFrame, stage: str, columns: list[tuple[str, str, str, i
     for _, key in keys.iterrows():
         cells = []
         for suite, metric, _, digits in columns:
-            hit = rows[(rows.cell == key.cell) & (rows.suite == suite) & (rows.metric == metric)]
-            cells.append(_fmt(hit.value.iloc[0] if len(hit) else None, digits))
+            cells.append(_fmt(_value(rows, key.cell, suite, metric), digits))
         name = "base model" if key.cell == "base" else key.method
         lines.append(f"| {name} | {key['size'] or ''} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -71,14 +76,11 @@ def _summary(scores: pd.DataFrame, analysis: dict) -> str:
     rows = scores[scores.stage.isin(["final", "base"])]
     keys = rows[["cell", "method", "size"]].drop_duplicates().sort_values(["size", "method"])
     for key in keys.itertuples():
-        def value(suite, metric):
-            hit = rows[(rows.cell == key.cell) & (rows.suite == suite) & (rows.metric == metric)]
-            return hit.value.iloc[0] if len(hit) else None
-        task = [_fmt(value("task", m), 1 if m != "comet_like" else 3) for m, _ in TASK_METRICS]
+        task = [_fmt(_value(rows, key.cell, "task", m), 1 if m != "comet_like" else 3) for m, _ in TASK_METRICS]
         drop = drops.get(("base", 0) if key.cell == "base" else (key.method, key.size))
         name = "base model" if key.cell == "base" else ("LoRA" if key.method == "lora" else key.method)
         lines.append(f"| {name} | {key.size or ''} | " + " | ".join(task)
-                     + f" | {_fmt(drop)} | {_fmt(value('retention', 'kl_divergence'), 3)} |")
+                     + f" | {_fmt(drop)} | {_fmt(_value(rows, key.cell, 'retention', 'kl_divergence'), 3)} |")
     return "\n".join(lines)
 
 
@@ -93,7 +95,7 @@ def _unit_seconds(run: RunDir) -> pd.DataFrame:
 
 def _ablation(run: RunDir, raw: RunDir) -> list[str]:
     """Curated cell vs the raw cell of the same method and size, on what both runs scored."""
-    curated, uncurated = pd.read_parquet(run.scores), pd.read_parquet(raw.scores)
+    curated, uncurated = (pd.read_parquet(r.scores).query("stage == 'final'") for r in (run, raw))
     subsets, raw_subsets = pd.read_parquet(run.subsets), pd.read_parquet(raw.subsets)
     removed = set(pd.read_parquet(run.removed).id)
     columns = [("task", m, label, 1 if m != "comet_like" else 3) for m, label in TASK_METRICS]
@@ -102,15 +104,11 @@ def _ablation(run: RunDir, raw: RunDir) -> list[str]:
              f"Raw run: `{raw.root.name}`. Each cell shows curated / raw (raw − curated).", "",
              "| model | size | " + " | ".join(c[2] for c in columns)
              + " | pairs in both subsets | raw pairs curation removes |", "|" + "---|" * (len(columns) + 4)]
-    finals = uncurated[uncurated.stage == "final"][["cell", "method", "size", "seed"]].drop_duplicates()
+    finals = uncurated[["cell", "method", "size", "seed"]].drop_duplicates()
     for key in finals.sort_values(["size", "method"]).itertuples():
         values = []
         for suite, metric, _, digits in columns:
-            def one(frame):
-                hit = frame[(frame.cell == key.cell) & (frame.stage == "final")
-                            & (frame.suite == suite) & (frame.metric == metric)]
-                return hit.value.iloc[0] if len(hit) else None
-            a, b = one(curated), one(uncurated)
+            a, b = (_value(frame, key.cell, suite, metric) for frame in (curated, uncurated))
             delta = f" ({_fmt(b - a, digits, sign=True)})" if a is not None and b is not None else ""
             values.append(f"{_fmt(a, digits)} / {_fmt(b, digits)}{delta}")
         ids = set(subsets[(subsets["size"] == key.size) & (subsets.seed == key.seed)].id)
