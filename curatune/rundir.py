@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+import yaml
 
 MANIFEST = "manifest.json"
 
@@ -181,8 +182,6 @@ class RunDir:
 
         Every stage rewrites config.yaml, so settings changed after curation (evaluate.analysis
         above all, which `curatune report` and the app read from it) are what the run shows."""
-        import yaml
-
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest = read_json(self.manifest) if self.manifest.exists() else {"created": now}
         manifest.update(
