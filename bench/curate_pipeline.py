@@ -46,7 +46,7 @@ def main() -> None:
     from curatune.curate.base import CurateContext, RichProgress
     from curatune.curate.config import SemanticDedupConfig
     from curatune.curate.dedup import SemanticDedup
-    from curatune.curate.pipeline import run_curate
+    from curatune.curate.stage import run_curate
     from curatune.records import frame_to_records
     from curatune.rundir import RunDir
 

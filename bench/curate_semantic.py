@@ -68,7 +68,7 @@ class DemoCase:
 
         from curatune.config import validate_config
         from curatune.curate.detection import read_labels
-        from curatune.curate.pipeline import run_curate
+        from curatune.curate.stage import run_curate
         from curatune.data.demo import generate_demo_dataset
         from curatune.records import frame_to_records
         from curatune.rundir import RunDir
@@ -131,7 +131,7 @@ class DemoCase:
 
 def run_demo(tmp: Path) -> dict:
     from curatune.config import validate_config
-    from curatune.curate.pipeline import run_curate
+    from curatune.curate.stage import run_curate
     from curatune.rundir import RunDir
 
     cache = tmp / "cache"
@@ -192,7 +192,7 @@ def run_speed(tmp: Path, repeats: int = 2) -> dict:
     import pandas as pd
 
     from curatune.config import validate_config
-    from curatune.curate.pipeline import run_curate
+    from curatune.curate.stage import run_curate
     from curatune.records import frame_to_records
     from curatune.rundir import RunDir
 

@@ -31,7 +31,7 @@ def main() -> None:
 
     from curatune.config import validate_config
     from curatune.data.demo import generate_demo_dataset
-    from curatune.train.cells import list_cells
+    from curatune.rundir import list_cells
     from curatune.train.sweep import run_sweep
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="curatune-demo-sweep-"))

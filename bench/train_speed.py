@@ -89,7 +89,8 @@ def worker_harness(args) -> dict:
 
 def export_subset(run_root: Path, method: str, examples: int, out: Path) -> None:
     """The records the harness cell trains on, in its draw order, for the plain script."""
-    from curatune.train.cell import CellSpec, subset_records
+    from curatune.rundir import CellSpec
+    from curatune.train.cell import subset_records
     from curatune.rundir import RunDir
 
     records = subset_records(RunDir(run_root), CellSpec(method, examples, 0))

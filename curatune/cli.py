@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
 from rich.console import Console
 
+from curatune import __version__
+from curatune.config import defaults_yaml, load_config
 from curatune.errors import CuratuneError
+from curatune.rundir import atomic_write_text
 
 app = typer.Typer(
     name="curatune",
@@ -33,7 +37,7 @@ _COMMAND_MODULES = (
     "curatune.curate.command",
     "curatune.train.command",
     "curatune.evaluate.command",
-    "curatune.pipeline",
+    "curatune.run",
     "curatune.evaluate.report_command",
     "curatune.app.command",
     "curatune.data.demo_command",
@@ -48,8 +52,6 @@ def config_defaults(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="With --defaults: write to this file instead of stdout."),
 ) -> None:
     """Show every config key with its default (--defaults), or check a config file (check)."""
-    from curatune.config import defaults_yaml
-
     if ctx.invoked_subcommand is not None:
         return
     if not defaults:
@@ -58,8 +60,6 @@ def config_defaults(
 
     text = defaults_yaml()
     if output:
-        from curatune.rundir import atomic_write_text
-
         atomic_write_text(output, text + "\n")
         err_console.print(f"wrote {output}")
     else:
@@ -73,9 +73,6 @@ def config_check(
     show: bool = typer.Option(False, "--show", help="Print the resolved config."),
 ) -> None:
     """Validate a config file and report every problem with its key."""
-    import yaml
-
-    from curatune.config import load_config
 
     cfg = load_config(config, set_)
     if show:
@@ -88,8 +85,6 @@ def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     if version:
-        from curatune import __version__
-
         typer.echo(__version__)
         raise typer.Exit()
 

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import os
 import string
+import textwrap
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from curatune.curate.config import CurateConfig
 from curatune.errors import ConfigError
@@ -359,6 +367,4 @@ def _allowed_values(annotation: Any) -> list[str]:
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
-
     return textwrap.wrap(text, width=max(width, 40)) or [""]

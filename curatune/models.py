@@ -38,7 +38,13 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 from curatune.errors import ModelError
+from curatune.rundir import CellInfo
 
 DEFAULT = "default"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -369,9 +375,7 @@ def _set_chat_special_tokens(tokenizer: Any, model: Any, config: Any) -> None:
 def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; the atomic rename still protects readers
+        if fcntl is None:  # Windows: no advisory locks; the atomic rename still protects readers
             yield
             return
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -497,6 +501,61 @@ def ensure_pad_token(tokenizer: Any, model: Any = None) -> None:
         generation = getattr(model, "generation_config", None)
         if generation is not None and generation.pad_token_id is None:
             generation.pad_token_id = tokenizer.pad_token_id
+
+
+# ----------------------------------------------------------------------------- trained weights
+
+
+def load_cell_model(cell: CellInfo, stage: str = "final", base_model_name: str | None = None,
+                    dtype: Any = "auto", device: str = "auto"):
+    """(model, tokenizer) of a done cell at ``stage``, in eval mode, LoRA merged into the base.
+
+    A LoRA/QLoRA cell loads its base model (``base_model_name``, else the local path
+    recorded in done.json, else the recorded name) unquantized and merges the adapter.
+    The tokenizer comes from the cell folder: it carries the chat template used in training.
+    """
+    if cell.status != "done":
+        raise ModelError(f"cell {cell.key} is {cell.status}, not done: no weights to load")
+    weights = cell.weights_dir(stage)
+    if weights is None or not weights.is_dir():
+        raise ModelError(
+            f"cell {cell.key} kept no {stage} weights (train.keep_weights = none); it was evaluated "
+            "during the sweep"
+        )
+    base = _adapter_base(cell, base_model_name) if cell.is_adapter else None
+    return load_weights_dir(weights, base, dtype=dtype, device=device)
+
+
+def load_weights_dir(weights: Path, adapter_base: str | None, dtype: Any = "auto", device: str = "auto"):
+    """(model, tokenizer) from an early/ or final/ folder; ``adapter_base`` for a LoRA adapter."""
+    # transformers and peft are imported here, not at the top: they take seconds to import and
+    # most commands (curate, report, the app) never load a model.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(weights)
+    if adapter_base is not None:
+        model = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch_dtype, use_safetensors=True)
+        model = PeftModel.from_pretrained(model, weights).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype, use_safetensors=True)
+    model.config.use_cache = True
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def _adapter_base(cell: CellInfo, base_model_name: str | None) -> str:
+    if base_model_name:
+        return str(resolve_model_path(base_model_name))
+    recorded = cell.base_model_path
+    if recorded and Path(recorded).is_dir():
+        return recorded
+    if cell.base_model:
+        return str(resolve_model_path(cell.base_model))
+    raise ModelError(f"cell {cell.key}: no base model recorded; pass base_model_name")
 
 
 # ----------------------------------------------------------------------------- embedder

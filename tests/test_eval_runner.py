@@ -12,10 +12,12 @@ import torch
 from curatune.config import validate_config
 from curatune.errors import ConfigError
 from curatune.evaluate.report import ensure_analysis
-from curatune.evaluate.runner import SCORE_COLUMNS, PartStore, Target, evaluate_hook, run_evaluate
+from curatune.evaluate import runner as runner_module
+from curatune.evaluate.runner import PartStore, Target, evaluate_hook, run_evaluate
+from curatune.models import load_cell_model
 from curatune.evaluate.suites import Suite
 from curatune.records import Record, records_to_frame
-from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
+from curatune.rundir import SCORE_COLUMNS, CellInfo, RunDir, atomic_write_json, atomic_write_parquet, read_json
 
 MC_ITEMS = [
     {"query": "Question: Which object is a magnet attracted to? Answer:", "choices": ["iron nail", "glass", "wood"], "gold": 0},
@@ -172,9 +174,7 @@ def test_second_run_recomputes_nothing(run_and_config, monkeypatch):
     monkeypatch.setattr(Suite, "score", refuse)
     for cls in Suite.__subclasses__():
         monkeypatch.setattr(cls, "score", refuse)
-    import curatune.train.cells as cells
-
-    monkeypatch.setattr(cells, "load_cell_model", refuse)
+    monkeypatch.setattr(runner_module, "load_cell_model", refuse)
     summary = run_evaluate(config, run, progress=False)
     assert summary["scored"] == 0 and summary["reused"] == 6
     assert {p: p.stat().st_mtime_ns for p in parts} == stamps
@@ -230,8 +230,6 @@ def test_cells_all_requires_done_cells_done_skips(tmp_path, tiny_model_dir):
 
 
 def test_sweep_hook_scores_are_reused_and_missing_weights_reported(tmp_path, tiny_model_dir):
-    from curatune.train.cells import CellInfo, load_cell_model
-
     run = make_run(tmp_path / "run", tiny_model_dir, cells=(("full", 4, 0, "done"), ("full", 8, 0, "done")))
     config = make_config(run, tiny_model_dir, tmp_path, stages=["final"])
     info = CellInfo.from_dir(run, "full", 8, 0)

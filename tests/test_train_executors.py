@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from curatune.rundir import read_json
-from curatune.train.cells import list_cells
+from curatune.rundir import list_cells
 from curatune.train.sweep import launch_command, run_sweep, uses_launcher
 from train_helpers import curated_run_dir, make_records, tiny_config
 
@@ -42,7 +42,7 @@ def test_launcher_command_is_accelerate_launch_of_the_cell_entry_point(tmp_path,
     config.train.launch.accelerate_config = str(cfg_file)
     config.train.launch.num_processes = 2
     assert uses_launcher(config)
-    from curatune.train.cell import CellSpec
+    from curatune.rundir import CellSpec
 
     cmd = launch_command(config, run_dir, CellSpec("lora", 4, 0))
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]

@@ -1,10 +1,10 @@
-"""Loss masking and chat formatting (curatune.train.chat_format) with the tiny tokenizer."""
+"""Loss masking and chat formatting (curatune.chat_format) with the tiny tokenizer."""
 from __future__ import annotations
 
 import pytest
 
 from curatune.records import Record
-from curatune.train.chat_format import (
+from curatune.chat_format import (
     IGNORE_INDEX,
     PLAIN_TEMPLATE,
     PaddingCollator,

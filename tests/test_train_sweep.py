@@ -11,8 +11,10 @@ import torch
 from curatune.errors import ConfigError, ModelError
 from curatune.rundir import read_json
 from curatune.train import cell as cell_module
-from curatune.train.cell import CellSpec, run_cell
-from curatune.train.cells import list_cells, load_cell_model
+from curatune.rundir import CellSpec
+from curatune.train.cell import run_cell
+from curatune.models import load_cell_model
+from curatune.rundir import list_cells, read_jsonl
 from curatune.train.plan import plan_sweep
 from curatune.train.sweep import run_sweep
 from train_helpers import curated_run_dir, make_records, tiny_config
@@ -118,7 +120,7 @@ def test_killed_cell_restarts_cleanly(tmp_path, tiny_model_dir):
     outcome = run_cell(config, run_dir, spec)
     assert outcome.status == "done"
     assert not (cell_dir / ".final.tmp").exists()
-    log = [line["step"] for line in cell_module.read_log(cell_dir / "train_log.jsonl")]
+    log = [line["step"] for line in read_jsonl(cell_dir / "train_log.jsonl")]
     assert log == [1, 2, 3, 4]  # the new attempt's log only
     assert read_json(cell_dir / "done.json")["resumed_from"] is None
 
@@ -146,11 +148,11 @@ def test_killed_cell_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir):
     assert outcome.status == "done"
     done = read_json(cell_dir / "done.json")
     assert done["resumed_from"] == "checkpoint-3"
-    log = cell_module.read_log(cell_dir / "train_log.jsonl")
+    log = read_jsonl(cell_dir / "train_log.jsonl")
     assert [line["step"] for line in log] == list(range(1, 9))
     # seeded adapter init + restored optimizer, scheduler, RNG and data order: the same losses as
     # one uninterrupted run of the same cell
-    expected = [line["loss"] for line in cell_module.read_log(spec.path(reference_dir) / "train_log.jsonl")]
+    expected = [line["loss"] for line in read_jsonl(spec.path(reference_dir) / "train_log.jsonl")]
     assert [line["loss"] for line in log] == pytest.approx(expected, rel=1e-4)
     assert not (cell_dir / "checkpoints").exists()
 
@@ -227,7 +229,7 @@ def test_fixed_steps_give_every_size_the_same_steps(tmp_path, tiny_model_dir):
         done = read_json(run_dir.cell("lora", size, 0) / "done.json")
         assert done["steps"] == 3 and done["early_step"] == 2
         assert done["epochs"] == pytest.approx(3 * 2 * 2 / size)
-        log = cell_module.read_log(run_dir.cell("lora", size, 0) / "train_log.jsonl")
+        log = read_jsonl(run_dir.cell("lora", size, 0) / "train_log.jsonl")
         assert log[-1]["learning_rate"] < log[1]["learning_rate"]  # linear decay after warmup
 
 

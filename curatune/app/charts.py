@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from curatune.app.style import RUN_STYLES, method_color, with_alpha
+from curatune.rundir import cell_key
 
 TEMPLATE = "plotly_white"
 BASE_COLOR = "#6b7280"
@@ -90,7 +91,7 @@ def status_grid_figure(cells: pd.DataFrame) -> go.Figure:
             row = index.get((method, size, int(seed)))
             status = row["status"] if row else None
             z_row.append(STATUS_CODES.get(status, np.nan) if status else np.nan)
-            t_row.append(f"{method}-n{size}-s{seed}: {status}" if status else "not planned")
+            t_row.append(f"{cell_key(method, size, seed)}: {status}" if status else "not planned")
         z.append(z_row)
         text.append(t_row)
     n = len(STATUS_COLORS)

@@ -18,6 +18,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from curatune.app.discovery import RUNS_ENV, discover_runs, looks_like_run
 from curatune.errors import CuratuneError
 
 MAIN_SCRIPT = Path(__file__).resolve().parent / "main.py"
@@ -71,8 +72,6 @@ def register(app: typer.Typer) -> None:
         port: Optional[int] = typer.Option(None, "--port", help="Port (default: first free from 8501)."),
     ) -> None:
         """Browse runs in a local web app: curation, saturation, learning vs forgetting, samples."""
-        from curatune.app.discovery import RUNS_ENV, discover_runs, looks_like_run
-
         missing = [str(p) for p in run_dirs if not p.exists()]
         if missing:
             raise CuratuneError(f"no such folder: {', '.join(missing)}")

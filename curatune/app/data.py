@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,13 +19,26 @@ from typing import Any, Iterable
 import pandas as pd
 import streamlit as st
 
-from curatune.app.discovery import RUNS_ENV, RunRef, expand_run_paths, looks_like_run, paths_from_env  # noqa: F401
+from curatune.app.diffview import conversation_text
+from curatune.app.discovery import (  # noqa: F401
+    RUNS_ENV,
+    RunRef,
+    expand_run_paths,
+    looks_like_run,
+    paths_from_env,
+)
 from curatune.app.discovery import discover_runs as _discover_runs
 from curatune.errors import CuratuneError
-from curatune.rundir import RunDir
-
-CELL_KEY = re.compile(r"^(?P<method>.+)-n(?P<size>\d+)-s(?P<seed>\d+)$")
-CELL_STATUSES = ("done", "running", "failed", "pending")
+from curatune.rundir import (  # noqa: F401  (CELL_STATUSES is re-exported for the views)
+    CELL_STATUSES,
+    DONE,
+    FAILED,
+    LOG,
+    RunDir,
+    cell_key,
+    cell_status,
+    parse_cell_key,
+)
 
 
 class RunFileError(CuratuneError):
@@ -72,8 +84,6 @@ def _read_text_cached(path: str, stamp: tuple[int, int]) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _ledger_with_text(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
-    from curatune.app.diffview import conversation_text
-
     frame = _read_parquet_cached(path, stamp).reset_index(drop=True)
     _require_columns(frame, ("id", "messages", "reason", "step"), Path(path))
     for column in ("detail", "duplicate_of", "category", "source"):
@@ -104,13 +114,6 @@ def read_text(path: Path) -> str | None:
 
 
 # ----------------------------------------------------------------------------- cells
-
-
-def parse_cell_key(key: str) -> tuple[str, int, int] | None:
-    match = CELL_KEY.match(key)
-    if not match:
-        return None
-    return match["method"], int(match["size"]), int(match["seed"])
 
 
 def _last_json_line(path: Path) -> dict | None:
@@ -144,28 +147,29 @@ def _marker(path: Path, stamp: tuple[int, int]) -> dict:
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cell_rows(cells: tuple[tuple[str, int, int, str], ...], stamps: tuple) -> list[dict]:
     rows = []
-    for (method, size, seed, path), (done, failed, log, exists) in zip(cells, stamps):
+    for (method, size, seed, path), (done, failed, log, _started) in zip(cells, stamps):
         folder = Path(path)
+        status = cell_status(folder)
         row: dict[str, Any] = {
-            "cell": f"{method}-n{size}-s{seed}", "method": method, "size": size, "seed": seed,
+            "cell": cell_key(method, size, seed), "method": method, "size": size, "seed": seed,
             "status": "pending", "wall_seconds": None, "steps": None, "final_loss": None,
             "train_examples": None, "tokens_per_second": None, "error": "", "traceback": "",
             "last_activity": None, "path": path,
         }
-        if done is not None:
-            info = _marker(folder / "done.json", done)
+        if status == "done":
+            info = _marker(folder / DONE, done)
             row["status"] = "done"
             for key in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second"):
                 row[key] = info.get(key)
             row["error"] = info.get("_unreadable", "")
-        elif failed is not None:
-            info = _marker(folder / "failed.json", failed)
+        elif status == "failed":
+            info = _marker(folder / FAILED, failed)
             row["status"] = "failed"
             row["error"] = str(info.get("error") or "failed (no error message recorded)")
             row["traceback"] = str(info.get("traceback") or "")
-        elif exists:
+        elif status == "running":
             row["status"] = "running"
-            last = _last_json_line(folder / "train_log.jsonl") if log else None
+            last = _last_json_line(folder / LOG) if log else None
             if last and "step" in last:
                 row["steps"] = last.get("step")
         newest = max((s[0] for s in (done, failed, log) if s), default=None)
@@ -258,17 +262,12 @@ class RunData:
                 raise RunFileError(f"{self.dir.plan}: a cell lacks method/size/seed ({cell!r})") from exc
             path = Path(cell["path"]) if cell.get("path") else self.dir.cell(*key)
             planned[key] = path if path.is_absolute() else self.root / path
-        if self.dir.train.is_dir():  # cells on disk but not (yet) in a plan
-            for folder in self.dir.train.glob("*/n*/s*"):
-                try:
-                    key = (folder.parts[-3], int(folder.parts[-2][1:]), int(folder.parts[-1][1:]))
-                except ValueError:
-                    continue
-                planned.setdefault(key, folder)
+        for key, folder in self.dir.cell_folders():  # cells on disk but not (yet) in a plan
+            planned.setdefault(key, folder)
         cells = tuple((m, n, s, str(p)) for (m, n, s), p in sorted(planned.items()))
+        # The cache key of each cell's row: the stamps of every file its status is read from.
         stamps = tuple(
-            (file_stamp(Path(p) / "done.json"), file_stamp(Path(p) / "failed.json"),
-             file_stamp(Path(p) / "train_log.jsonl"), Path(p).is_dir())
+            (file_stamp(Path(p) / DONE), file_stamp(Path(p) / FAILED), file_stamp(Path(p) / LOG), Path(p).is_dir())
             for *_, p in cells
         )
         frame = pd.DataFrame(_cell_rows(cells, stamps), columns=[
@@ -281,14 +280,11 @@ class RunData:
     def sample_files(self) -> pd.DataFrame:
         """Index of eval/samples/<suite>/<cell>__<stage>.parquet files."""
         rows = []
-        if self.dir.samples.is_dir():
-            for suite_dir in sorted(p for p in self.dir.samples.iterdir() if p.is_dir()):
-                for file in sorted(suite_dir.glob("*__*.parquet")):
-                    cell, _, stage = file.stem.rpartition("__")
-                    parsed = parse_cell_key(cell)
-                    method, size, seed = parsed if parsed else (("base", 0, 0) if cell == "base" else (cell, 0, 0))
-                    rows.append({"suite": suite_dir.name, "cell": cell, "stage": stage, "method": method,
-                                 "size": size, "seed": seed, "path": str(file)})
+        for suite, cell, stage, file in self.dir.sample_files():
+            parsed = parse_cell_key(cell)
+            method, size, seed = parsed if parsed else (cell, 0, 0)  # the base model: ("base", 0, 0)
+            rows.append({"suite": suite, "cell": cell, "stage": stage, "method": method,
+                         "size": size, "seed": seed, "path": str(file)})
         return pd.DataFrame(rows, columns=["suite", "cell", "stage", "method", "size", "seed", "path"])
 
     def samples(self, path: str | Path) -> pd.DataFrame | None:
@@ -342,7 +338,7 @@ def learning_forgetting_frame(analysis: dict | None) -> pd.DataFrame:
             values = parsed.map(lambda p, i=i: p[i] if p else None)
             frame[name] = frame[name].fillna(values) if name in frame.columns else values
     elif {"method", "size", "seed"} <= set(frame.columns):
-        frame["cell"] = [f"{m}-n{int(n)}-s{int(s)}" for m, n, s in zip(frame["method"], frame["size"], frame["seed"])]
+        frame["cell"] = [cell_key(m, n, s) for m, n, s in zip(frame["method"], frame["size"], frame["seed"])]
     else:
         return pd.DataFrame()
     frame["method"] = frame["method"].astype(str)

@@ -7,6 +7,7 @@ import numpy as np
 
 from curatune.curate.base import CurateContext, Removal, Step, StepResult, text_of
 from curatune.curate.config import BalanceConfig
+from curatune.curate.embeddings import embed_texts, kmeans_labels
 from curatune.errors import ConfigError
 from curatune.records import Record
 
@@ -47,7 +48,6 @@ def allocate(sizes: np.ndarray, weights: np.ndarray, target: int) -> np.ndarray:
 
 
 class Balance(Step):
-    name = "balance"
     config_class = BalanceConfig
     reasons = ("balance_cap", "balance_sample")
 
@@ -63,7 +63,6 @@ class Balance(Step):
             lookup = {n: i for i, n in enumerate(names)}
             labels = np.array([lookup[r.category if r.category is not None else "(none)"] for r in records])
             return labels, names, "category"
-        from curatune.curate.embeddings import embed_texts, kmeans_labels
 
         vectors = embed_texts([text_of(r, "text") for r in records], context)
         k = min(cfg.clusters, len(records))

@@ -13,6 +13,14 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 from pydantic import BaseModel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as _RP
 
 from curatune.records import Record
 
@@ -60,10 +68,6 @@ class RichProgress(Progress):
     """Progress bars on stderr via rich; one bar per long loop of a step."""
 
     def __init__(self, console=None):
-        from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress as _RP, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-        )
-
         self._progress = _RP(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
@@ -121,12 +125,19 @@ def default_cache_dir() -> Path:
 
 
 class Step:
-    """Base class: subclasses set ``name`` and ``config_class`` and implement ``run``."""
+    """Base class: subclasses set ``config_class`` and implement ``run``.
+
+    A step's name is its config's ``name`` (the key users write in ``curate.steps``), so it
+    is spelled once, in curatune/curate/config.py."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[BaseModel]]
     #: Reasons this step may write to the ledger (documentation and label matching).
     reasons: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.config_class.model_fields["name"].default
 
     def __init__(self, config: BaseModel):
         self.config = config

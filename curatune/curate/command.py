@@ -8,6 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from curatune.config import apply_override, load_config, validate_config
+from curatune.curate.stage import run_curate
+from curatune.errors import ConfigError
+from curatune.rundir import RunDir
+
 
 def _summary(report: dict[str, Any], console: Console, run_dir: Path) -> None:
     table = Table(title="curation", show_lines=False)
@@ -51,11 +56,6 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--no-progress", "--quiet", "-q", help="No progress bars (for logs), as in sweep and evaluate."),
     ) -> None:
         """Deduplicate, filter, decontaminate and balance the training data (RUN_DIR/curate)."""
-        from curatune.config import apply_override, load_config, validate_config
-        from curatune.curate.stage import run_curate
-        from curatune.errors import ConfigError
-        from curatune.rundir import RunDir
-
         if config is None and not input_:
             raise ConfigError("give a config file or at least one --input PATH (see curatune curate --help)")
         overrides = list(set_)

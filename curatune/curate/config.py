@@ -244,21 +244,24 @@ class BalanceConfig(_StepConfig):
     seed: int = Field(default=0, description="Sampling seed.")
 
 
-StepConfig = Annotated[
-    Union[
-        ExactDedupConfig,
-        NearDupConfig,
-        SemanticDedupConfig,
-        QualityConfig,
-        LanguageConfig,
-        ModelScoreConfig,
-        DecontaminateConfig,
-        BalanceConfig,
-    ],
-    Field(discriminator="name"),
-]
+#: Every curation step's config, in the order the docs list them. A step's name (its
+#: ``name`` field) is the one spelling used by configs, step classes and the ledger.
+STEP_CONFIGS = (
+    ExactDedupConfig,
+    NearDupConfig,
+    SemanticDedupConfig,
+    QualityConfig,
+    LanguageConfig,
+    ModelScoreConfig,
+    DecontaminateConfig,
+    BalanceConfig,
+)
+STEP_NAMES = tuple(c.model_fields["name"].default for c in STEP_CONFIGS)
+StepConfig = Annotated[Union[STEP_CONFIGS], Field(discriminator="name")]
 
-STEP_NAMES = ("exact", "near_dup", "semantic", "quality", "language", "model_score", "decontaminate", "balance")
+
+#: The default pipeline, in order.
+DEFAULT_STEPS = (ExactDedupConfig, QualityConfig, LanguageConfig, NearDupConfig, DecontaminateConfig)
 
 
 def default_steps() -> list:
@@ -268,13 +271,7 @@ def default_steps() -> list:
     model scoring and balancing change what the data *is* (not just remove junk), so they
     are opt-in.
     """
-    return [
-        ExactDedupConfig(),
-        QualityConfig(),
-        LanguageConfig(),
-        NearDupConfig(),
-        DecontaminateConfig(),
-    ]
+    return [config() for config in DEFAULT_STEPS]
 
 
 class CurateConfig(BaseModel):
@@ -282,9 +279,9 @@ class CurateConfig(BaseModel):
 
     steps: list[StepConfig] = Field(
         default_factory=list,
-        description="Ordered curation steps; each an object with a 'name' (exact, near_dup, semantic, quality, "
-        "language, model_score, decontaminate, balance) and its settings. Empty: the default pipeline "
-        "exact, quality, language, near_dup, decontaminate (see docs/curate.md).",
+        description=f"Ordered curation steps; each an object with a 'name' ({', '.join(STEP_NAMES)}) and its "
+        "settings. Empty: the default pipeline "
+        f"{', '.join(c.model_fields['name'].default for c in DEFAULT_STEPS)} (see docs/curate.md).",
     )
     workers: int = Field(default=2, ge=1, description="Processes for steps that map over records (MinHash, n-grams).")
     cache_dir: str | None = Field(

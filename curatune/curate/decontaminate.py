@@ -24,8 +24,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import pandas as pd
 
-from curatune.curate.base import CurateContext, Removal, Step, StepResult, chunked, text_of
+from curatune.curate.base import (
+    CurateContext,
+    Removal,
+    Step,
+    StepResult,
+    chunked,
+    text_of,
+)
 from curatune.curate.config import DecontaminateConfig
 from curatune.curate.parallel import parallel_map
 from curatune.curate.text import WordHasher, ngram_hashes, words
@@ -83,15 +91,11 @@ def read_eval_texts(path: str) -> list[tuple[str, str]]:
     for file in _expand(path):
         suffix = _base_suffix(file)
         if suffix == ".parquet":
-            import pandas as pd
-
             frame = pd.read_parquet(file)
             for i, row in enumerate(frame.to_dict("records")):
                 out += [(f"{file.name}:{i + 1}:{k}", v) for k, v in _strings(_plain(row), "")]
             continue
         if suffix in (".csv", ".tsv"):
-            import pandas as pd
-
             frame = pd.read_csv(file, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
             for i, row in enumerate(frame.to_dict("records")):
                 out += [(f"{file.name}:{i + 2}:{k}", v) for k, v in _strings(row, "")]
@@ -237,7 +241,6 @@ def _in_sorted(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 class Decontaminate(Step):
-    name = "decontaminate"
     config_class = DecontaminateConfig
     reasons = ("contaminated",)
 

@@ -8,13 +8,28 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from curatune.curate.base import CurateContext, Removal, Step, StepResult, chunked, text_of
+from curatune.curate.base import (
+    CurateContext,
+    Removal,
+    Step,
+    StepResult,
+    chunked,
+    text_of,
+)
 from curatune.curate.config import ExactDedupConfig, NearDupConfig, SemanticDedupConfig
+from curatune.curate.embeddings import embed_texts, kmeans_labels, resolve_dtype
 from curatune.curate.minhash import (
-    _sign_chunk, connected_clusters, estimated_jaccard, lsh_params, verified_pairs,
+    _sign_chunk,
+    connected_clusters,
+    estimated_jaccard,
+    lsh_params,
+    verified_pairs,
 )
 from curatune.curate.parallel import effective_workers, parallel_map
+from curatune.curate.quality import heuristic_quality
+from curatune.curate.template_text import TemplateStripper, numbers
 from curatune.curate.text import normalize
+from curatune.models import pick_device
 from curatune.records import Record
 
 
@@ -31,8 +46,6 @@ def keep_order(records: Sequence[Record], policy: str) -> np.ndarray:
     elif policy == "longest":
         primary = -np.array([len(r.response.strip()) for r in records], dtype=np.float64)
     elif policy == "quality":
-        from curatune.curate.quality import heuristic_quality
-
         primary = -np.array([_quality_score(r, heuristic_quality) for r in records], dtype=np.float64)
     else:  # pragma: no cover - the config validates the policy
         raise ValueError(policy)
@@ -83,7 +96,6 @@ def resolve_clusters(
 class ExactDedup(Step):
     """Removes records whose normalized text (case, whitespace, punctuation) is identical."""
 
-    name = "exact"
     config_class = ExactDedupConfig
     reasons = ("exact_duplicate",)
 
@@ -107,7 +119,6 @@ class ExactDedup(Step):
 class NearDupDedup(Step):
     """MinHash + LSH over word n-gram shingles; candidate pairs verified by estimated Jaccard."""
 
-    name = "near_dup"
     config_class = NearDupConfig
     reasons = ("near_duplicate",)
 
@@ -186,8 +197,6 @@ class SemanticViews:
 
 
 def semantic_views(records: Sequence[Record], cfg: SemanticDedupConfig) -> SemanticViews:
-    from curatune.curate.template_text import TemplateStripper, numbers
-
     number_ids: dict[frozenset, int] = {}
 
     def distinguishing(texts: list[str], label: str, counts: dict[str, int]) -> tuple[list[str], list[str]]:
@@ -227,14 +236,10 @@ class SemanticDedup(Step):
     already kept, so every removed record is a direct duplicate of its ``duplicate_of``.
     """
 
-    name = "semantic"
     config_class = SemanticDedupConfig
     reasons = ("semantic_duplicate",)
 
     def run(self, records: list[Record], context: CurateContext) -> StepResult:
-        from curatune.curate.embeddings import embed_texts, kmeans_labels, resolve_dtype
-        from curatune.models import pick_device
-
         cfg = self.config
         if len(records) < 2:
             return StepResult(list(records), [], {"kmeans_clusters": 0, "pairs": 0})

@@ -18,12 +18,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator, Literal
 
 import numpy as np
 
 from curatune.curate.base import CurateContext, chunked
+from curatune.curate.parallel import effective_workers
+from curatune.models import load_embedder as models_load_embedder
+from curatune.models import pick_device, resolve_embedder_path
 from curatune.rundir import atomic_write_bytes
 
 EmbedDtype = Literal["auto", "float32", "bfloat16"]
@@ -38,14 +43,10 @@ _converted: dict[tuple, object] = {}
 
 def load_embedder(name: str = "default", device: str = "auto"):
     """The SentenceTransformer for ``name`` (shared per process by curatune.models)."""
-    from curatune.models import load_embedder as models_load_embedder
-
     return models_load_embedder(name, device=device)
 
 
 def embedder_path(name: str = "default") -> str:
-    from curatune.models import resolve_embedder_path
-
     return str(resolve_embedder_path(name))
 
 
@@ -163,9 +164,6 @@ def embed_texts(
     description: str = "embedding",
 ) -> np.ndarray:
     """L2-normalized float32 embeddings of ``texts``, computing only what the cache lacks."""
-    from curatune.curate.parallel import effective_workers
-    from curatune.models import pick_device
-
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     device = pick_device(context.device)
@@ -207,9 +205,6 @@ def _encode_chunks(chunks: list[list[str]], workers: int, settings: tuple) -> It
         for chunk in chunks:
             yield _encode_chunk(chunk)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     # fork: workers inherit the loaded model (and start in milliseconds); they run torch
     # with one thread, so the parent's thread pool state does not matter.
     methods = multiprocessing.get_all_start_methods()

@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import re
 
-from curatune.curate.base import CurateContext, Removal, Step, StepResult, chunked, text_of
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+from curatune.curate.base import (
+    CurateContext,
+    Removal,
+    Step,
+    StepResult,
+    chunked,
+    text_of,
+)
 from curatune.curate.config import LanguageConfig
 from curatune.curate.parallel import parallel_map
 from curatune.records import Record
@@ -19,8 +28,6 @@ _IDENTIFIER = None
 def _identifier():
     global _IDENTIFIER
     if _IDENTIFIER is None:
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
         _IDENTIFIER = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
     return _IDENTIFIER
 
@@ -54,7 +61,6 @@ def _identify_chunk(args: tuple[list[str], int, frozenset[str], float]) -> list[
 
 
 class LanguageFilter(Step):
-    name = "language"
     config_class = LanguageConfig
     reasons = ("wrong_language",)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from datasketch import MinHash
 
 from curatune.curate.text import WordHasher, fmix32, fmix64, ngram_hashes, words
 
@@ -27,8 +28,6 @@ _BLOCK_CELLS = 4_000_000
 @lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The (a, b) of datasketch's affine32 permutations for ``num_perm`` and ``seed``."""
-    from datasketch import MinHash
-
     a, b = MinHash(num_perm=num_perm, seed=seed).permutations
     return np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from curatune.curate.base import CurateContext, Removal, Step, StepResult, chunked
 from curatune.curate.config import ModelScoreConfig
+from curatune.models import load_model_and_tokenizer
 from curatune.records import Record
 
 
@@ -50,13 +51,10 @@ def response_losses(model, tokenizer, contexts: list[list[int]], responses: list
 
 
 class ModelScore(Step):
-    name = "model_score"
     config_class = ModelScoreConfig
     reasons = ("low_model_score",)
 
     def run(self, records: list[Record], context: CurateContext) -> StepResult:
-        from curatune.models import load_model_and_tokenizer
-
         cfg = self.config
         if not records:
             return StepResult([], [])

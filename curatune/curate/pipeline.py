@@ -1,4 +1,4 @@
-"""The curation pipeline runner, and ``run_curate`` (load -> steps -> run-directory files).
+"""The curation pipeline runner: steps in order, with all the bookkeeping done once here.
 
 The runner does the bookkeeping once for every step: it times the step, checks that the
 step neither lost nor invented records, appends its removals to the ledger, and finally
@@ -15,7 +15,14 @@ from typing import Any
 import pandas as pd
 
 from curatune.curate.balance import Balance
-from curatune.curate.base import CurateContext, Removal, Step, StepResult, category_counts
+from curatune.curate.base import (
+    CurateContext,
+    Removal,
+    Step,
+    StepResult,
+    category_counts,
+)
+from curatune.curate.config import STEP_NAMES
 from curatune.curate.decontaminate import Decontaminate
 from curatune.curate.dedup import ExactDedup, NearDupDedup, SemanticDedup
 from curatune.curate.language import LanguageFilter
@@ -27,6 +34,8 @@ STEP_CLASSES: dict[str, type[Step]] = {
     cls.name: cls
     for cls in (ExactDedup, NearDupDedup, SemanticDedup, QualityFilter, LanguageFilter, ModelScore, Decontaminate, Balance)
 }
+# Every configurable step has its class: a new step is added to both lists or fails here.
+assert set(STEP_CLASSES) == set(STEP_NAMES), sorted(set(STEP_CLASSES) ^ set(STEP_NAMES))
 
 
 def build_step(config) -> Step:
@@ -134,9 +143,3 @@ def _reason_counts(frame: pd.DataFrame) -> dict[str, int]:
         return {}
     return {str(k): int(v) for k, v in frame["reason"].value_counts().items()}
 
-
-def run_curate(config, run_dir, labels: str | None = None, **kwargs) -> dict[str, Any]:
-    """Load, curate and write ``run_dir/curate`` (see :mod:`curatune.curate.stage`)."""
-    from curatune.curate.stage import run_curate as _run_curate
-
-    return _run_curate(config, run_dir, labels, **kwargs)

@@ -280,7 +280,6 @@ def heuristic_quality(record: Record) -> float:
 
 
 class QualityFilter(Step):
-    name = "quality"
     config_class = QualityConfig
     reasons = (
         "empty_response", "too_short", "too_long", "refusal", "boilerplate", "echo_prompt",

@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from curatune.curate.base import CurateContext, Progress, RichProgress
+from curatune.curate.decontaminate import read_eval_texts
+from curatune.curate.detection import detection_report, read_labels
+from curatune.curate.pipeline import CurationPipeline
+from curatune.data.loaders import expand_path, load_sources
 from curatune.errors import ConfigError
 from curatune.records import records_to_frame
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
@@ -23,12 +27,8 @@ def eval_items_loader(config) -> Callable[[], list[tuple[str, str]]]:
     """Texts of every evaluation item the experiment will score (for decontamination)."""
 
     def load() -> list[tuple[str, str]]:
-        from curatune.curate.decontaminate import read_eval_texts
-
         items: list[tuple[str, str]] = []
         if config.data.eval_sources:
-            from curatune.data.loaders import load_sources
-
             for record in load_sources(config.data.eval_sources).records:
                 items.append((f"{record.source}:{record.id}:prompt", record.prompt))
                 items.append((f"{record.source}:{record.id}:response", record.response))
@@ -58,8 +58,6 @@ def build_context(config, progress: Progress | None = None) -> CurateContext:
 
 def fingerprint(config, labels: str | None) -> str:
     """Hash of everything curation depends on: its config sections and the input files' stats."""
-    from curatune.data.loaders import expand_path
-
     resolved = config.resolved()
     parts: dict[str, Any] = {
         "data": resolved["data"], "curate": resolved["curate"], "model": resolved["model"],
@@ -86,9 +84,6 @@ def run_curate(
     console=None,
 ) -> dict[str, Any]:
     """Curate ``config.data.sources`` into ``run_dir/curate``; return the report."""
-    from curatune.curate.pipeline import CurationPipeline
-    from curatune.data.loaders import load_sources
-
     run_dir.write_manifest(config.resolved(), "curate")
     if not config.data.sources:
         raise ConfigError("data.sources is empty: nothing to curate (add at least one {path: ...})")
@@ -118,8 +113,6 @@ def run_curate(
     report = result.report
     report["load_warnings"] = list(loaded.warnings)[:50]
     if labels:
-        from curatune.curate.detection import detection_report, read_labels
-
         inputs = [(r.source, r.id) for r in loaded.records]
         inputs += [(str(s), str(i)) for s, i in zip(loaded.rejected.get("source", []), loaded.rejected.get("id", []))]
         report["detection"] = detection_report(read_labels(labels), inputs, result.removed)

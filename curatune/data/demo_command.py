@@ -1,9 +1,12 @@
 """`curatune demo-data OUT_DIR`: write the generated demo dataset with its flaw labels."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
+
+from curatune.data.demo import generate_demo_dataset
 
 
 def demo_data(
@@ -13,9 +16,6 @@ def demo_data(
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
 ) -> None:
     """Generate the demo product-attribute extraction dataset (alpaca JSONL) with planted flaws."""
-    import json
-
-    from curatune.data.demo import generate_demo_dataset
 
     paths = generate_demo_dataset(out_dir, n_train=n_train, n_heldout=n_heldout, seed=seed)
     summary = json.loads(paths.summary.read_text(encoding="utf-8"))

@@ -10,6 +10,7 @@ Nothing here reads files; :mod:`curatune.data.loaders` does that and keeps the l
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -386,8 +387,6 @@ def _content_text(value: Any, where: str) -> str:
 
 
 def _parse_json_text(text: str, field: str) -> Any:
-    import json
-
     try:
         return json.loads(text)
     except ValueError:

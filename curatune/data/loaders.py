@@ -42,7 +42,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import ValidationError
+from tqdm.auto import tqdm
 
 from curatune.config import SourceConfig, format_validation_error
 from curatune.data.formats import (
@@ -623,9 +626,6 @@ def parse_csv(text: str, where: str, delimiter: str) -> list[RawRow]:
 
 
 def read_parquet(source: str | io.BytesIO, where: str) -> list[RawRow]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         table = pq.read_table(source)
     except (pa.ArrowException, OSError) as exc:
@@ -967,7 +967,6 @@ def parallel_stem(path: str) -> str:
 def _progress(files: list[str], label: str) -> Iterable[str]:
     if len(files) < PROGRESS_MIN_FILES:
         return files
-    from tqdm.auto import tqdm
 
     # disable=None: the bar shows on a terminal and stays out of logs and captured output.
     return tqdm(files, desc=f"loading {Path(label).name or label}", unit="file", disable=None)

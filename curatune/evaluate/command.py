@@ -5,6 +5,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+
+from curatune.config import load_config
+from curatune.evaluate.runner import run_evaluate
 
 
 def register(app: typer.Typer) -> None:
@@ -32,10 +36,6 @@ def register(app: typer.Typer) -> None:
 
         Re-running resumes: finished (model, stage, suite) units are reused; only missing or changed ones are scored.
         """
-        from rich.console import Console
-
-        from curatune.config import load_config
-        from curatune.evaluate.runner import run_evaluate
 
         overrides = list(set_) + ([f"run_dir={run_dir}"] if run_dir else [])
         cfg = load_config(config, overrides)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from curatune.evaluate.analysis_config import AnalysisConfig
+from curatune.evaluate.analysis.config import AnalysisConfig
 
 GENERATION_METRICS = ("bleu", "chrf", "ter", "comet_like", "exact_match", "field_f1")
 Stage = Literal["base", "early", "final"]

@@ -16,6 +16,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from curatune.chat_format import PLAIN_TEMPLATE
+
+
 @dataclass
 class GenerationSettings:
     max_new_tokens: int = 256
@@ -39,14 +42,12 @@ def prompt_messages(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def format_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
-    """The text the model continues, rendered as in training (curatune.train.chat_format).
+    """The text the model continues, rendered as in training (curatune.chat_format).
 
     A tokenizer without a chat template gets training's documented plain template (a
     fine-tuned cell's tokenizer carries it already; the base model's does not), passed
     per call so a shared, cached tokenizer is never modified.
     """
-    from curatune.train.chat_format import PLAIN_TEMPLATE
-
     template = None if getattr(tokenizer, "chat_template", None) else PLAIN_TEMPLATE
     return tokenizer.apply_chat_template(
         prompt_messages(messages), tokenize=False, add_generation_prompt=True, chat_template=template

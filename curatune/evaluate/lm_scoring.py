@@ -27,13 +27,27 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's HFLM._DEFAULT_MAX_LENGTH
 _SEQLEN_CONFIG_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
 _TOKENIZER_INFINITY = 1000000000000000019884624838656
+
+
+
+@dataclass
+class ItemScores:
+    """What every log-likelihood scorer returns: corpus metrics and one row per scored item."""
+
+    metrics: dict[str, float]
+    per_item: list[dict[str, Any]]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.per_item)
 
 
 @dataclass(frozen=True)
@@ -395,7 +409,6 @@ class _NoBar:
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="req", leave=False)
 

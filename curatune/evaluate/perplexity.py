@@ -23,10 +23,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from curatune.errors import DataError
-from curatune.evaluate.lm_scoring import LoglikelihoodScorer, Request
+from curatune.evaluate.lm_scoring import ItemScores, LoglikelihoodScorer, Request
 from curatune.evaluate.multiple_choice import _read_rows, _stem, _subset
 
 
@@ -41,19 +41,6 @@ class LambadaItem:
     example_id: str
     context: str
     continuation: str
-
-
-@dataclass
-class PerplexityResult:
-    metrics: dict[str, float]
-    per_item: list[dict[str, Any]]
-
-    @property
-    def n_items(self) -> int:
-        return len(self.per_item)
-
-
-LambadaResult = PerplexityResult
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -150,7 +137,7 @@ def rolling_windows(tokens: Sequence[int], prefix_token: int, max_length: int) -
 
 
 def rolling_perplexity(model, tokenizer, texts: Iterable[str | TextItem], max_length: int | None = None,
-                       batch_size: int = 8, *, progress: bool = True) -> PerplexityResult:
+                       batch_size: int = 8, *, progress: bool = True) -> ItemScores:
     """Corpus perplexity of ``texts`` (strings or :class:`TextItem`), lm-eval wikitext-style."""
     items = [t if isinstance(t, TextItem) else TextItem(f"text-{i}", t) for i, t in enumerate(texts)]
     if not items:
@@ -186,7 +173,7 @@ def rolling_perplexity(model, tokenizer, texts: Iterable[str | TextItem], max_le
         })
     totals = {key: sum(r[key] for r in per_item) for key in ("loglik", "n_words", "n_bytes", "n_tokens")}
     metrics = _ppl_metrics(totals["loglik"], totals["n_words"], totals["n_bytes"], totals["n_tokens"])
-    return PerplexityResult(metrics, per_item)
+    return ItemScores(metrics, per_item)
 
 
 def _ppl_metrics(loglik: float, n_words: int, n_bytes: int, n_tokens: int) -> dict[str, float]:
@@ -207,7 +194,7 @@ def _safe_exp(x: float) -> float:
 
 # ---- LAMBADA ---------------------------------------------------------------------------------
 def score_lambada(model, tokenizer, items: Sequence[LambadaItem], batch_size: int = 16, *,
-                  max_length: int | None = None, progress: bool = True) -> PerplexityResult:
+                  max_length: int | None = None, progress: bool = True) -> ItemScores:
     """lm-eval ``lambada_openai``: ``acc`` (last word fully greedy) and ``perplexity``.
 
     Per item, ``output`` is the model's argmax tokens at the target positions (teacher-forced),
@@ -231,4 +218,4 @@ def score_lambada(model, tokenizer, items: Sequence[LambadaItem], batch_size: in
         })
     mean_ll = sum(r["loglik"] for r in per_item) / len(per_item)
     metrics = {"acc": sum(r["acc"] for r in per_item) / len(per_item), "perplexity": _safe_exp(-mean_ll)}
-    return PerplexityResult(metrics, per_item)
+    return ItemScores(metrics, per_item)

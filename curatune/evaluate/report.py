@@ -16,15 +16,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from curatune.config import format_validation_error
 from curatune.errors import ConfigError, CuratuneError
-from curatune.evaluate.analysis import BASE, analyze_run, load_scores
-from curatune.evaluate.analysis_config import AnalysisConfig
-from curatune.rundir import RunDir, read_json
+from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
+from curatune.rundir import BASE, FAILED, RunDir, cell_key, cell_status, read_json
 
 # ----------------------------------------------------------------------------- gathering
 
@@ -57,11 +59,6 @@ def analysis_config_of(run: RunDir) -> AnalysisConfig:
     """``evaluate.analysis`` from the run's config.yaml; the defaults when absent."""
     if not run.config.exists():
         return AnalysisConfig()
-    import yaml
-    from pydantic import ValidationError
-
-    from curatune.config import format_validation_error
-
     try:
         raw = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -99,25 +96,24 @@ def run_summary(run: RunDir) -> dict[str, Any]:
 
 
 def sweep_status(run: RunDir) -> dict[str, Any] | None:
-    """Planned cells (train/plan.json) against done.json / failed.json on disk."""
+    """Planned cells (train/plan.json) against the cell folders on disk."""
     if not run.train.exists():
         return None
     done, failed = [], []
-    for marker in sorted(run.train.glob("*/n*/s*/done.json")):
-        done.append(_cell_key(marker.parent))
-    for marker in sorted(run.train.glob("*/n*/s*/failed.json")):
-        key = _cell_key(marker.parent)
-        if key in done:  # a retried cell that succeeded later
-            continue
-        try:
-            error = str(read_json(marker).get("error", "")).strip().splitlines()
-        except (OSError, json.JSONDecodeError):
-            error = ["failed.json unreadable"]
-        failed.append({"cell": key, "error": error[0] if error else ""})
+    for (method, size, seed), folder in run.cell_folders():
+        status = cell_status(folder)
+        if status == "done":
+            done.append(cell_key(method, size, seed))
+        elif status == "failed":
+            try:
+                error = str(read_json(folder / FAILED).get("error", "")).strip().splitlines()
+            except (OSError, ValueError, AttributeError):
+                error = ["failed.json unreadable"]
+            failed.append({"cell": cell_key(method, size, seed), "error": error[0] if error else ""})
     planned = None
     if run.plan.exists():
         plan = _read_json_file(run.plan)
-        planned = [f"{c['method']}-n{c['size']}-s{c['seed']}" for c in plan.get("cells", [])]
+        planned = [cell_key(c["method"], c["size"], c["seed"]) for c in plan.get("cells", [])]
     finished = set(done) | {f["cell"] for f in failed}
     return {
         "planned": len(planned) if planned is not None else None,
@@ -125,11 +121,6 @@ def sweep_status(run: RunDir) -> dict[str, Any] | None:
         "failed": failed,
         "pending": [c for c in planned if c not in finished] if planned is not None else [],
     }
-
-
-def _cell_key(folder: Path) -> str:
-    seed, size, method = folder.name, folder.parent.name, folder.parent.parent.name
-    return f"{method}-{size}-{seed}"
 
 
 def ensure_analysis(run: RunDir, progress: bool = False) -> dict[str, Any]:

@@ -5,6 +5,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+
+from curatune.evaluate.report import build_report, render_report, report_json
 
 
 def register(app: typer.Typer) -> None:
@@ -23,9 +26,6 @@ def report(
     Reads the run directory only; when eval/analysis.json is missing or older than
     eval/scores.parquet the analysis is (re)computed and saved first.
     """
-    from rich.console import Console
-
-    from curatune.evaluate.report import build_report, render_report, report_json
 
     result = build_report(run_dir, suite=suite, metric=metric, progress=not as_json)
     if as_json:

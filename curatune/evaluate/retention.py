@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from curatune.errors import DataError, ModelError
+from curatune.evaluate.lm_scoring import ItemScores, _accepts_logits_to_keep
 from curatune.rundir import atomic_path
 
 PROMPTS_FILE = Path(__file__).with_name("retention_prompts.jsonl")
@@ -171,18 +173,8 @@ class RetentionReference:
         return ref
 
 
-@dataclass
-class RetentionResult:
-    metrics: dict[str, float]
-    per_item: list[dict[str, Any]]
-
-    @property
-    def n_items(self) -> int:
-        return len(self.per_item)
-
-
 def retention_scores(model, tokenizer, reference: RetentionReference, *, batch_size: int = 16,
-                     generate: bool = True, progress: bool = True) -> RetentionResult:
+                     generate: bool = True, progress: bool = True) -> ItemScores:
     """Score ``model`` against the base model's reference (see module docstring)."""
     _check_tokenizer(tokenizer, reference, model)
     offsets = reference.offsets
@@ -222,7 +214,7 @@ def retention_scores(model, tokenizer, reference: RetentionReference, *, batch_s
     }
     if generate:
         metrics["answer_agreement"] = sum(agree) / len(agree)
-    return RetentionResult(metrics, per_item)
+    return ItemScores(metrics, per_item)
 
 
 # ---- the pieces ------------------------------------------------------------------------------
@@ -270,8 +262,6 @@ def greedy_answers(model, tokenizer, prompt_ids: Sequence[Sequence[int]], max_ne
     answers: list[list[int]] = [[] for _ in prompt_ids]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(prompt_ids), desc="retention answers", leave=False)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
@@ -315,8 +305,6 @@ def answer_logprobs(model, tokenizer, prompt_ids: Sequence[Sequence[int]], answe
                     batch_size: int = 16):
     """Yield, prompt by prompt in order, the (answer_len, vocab) float32 log-probabilities the
     model assigns at the positions that predict each answer token (teacher-forced)."""
-    from curatune.evaluate.lm_scoring import _accepts_logits_to_keep
-
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     masked_logits = _accepts_logits_to_keep(model)

@@ -30,11 +30,25 @@ from rich.console import Console
 from tqdm.auto import tqdm
 
 from curatune.errors import ConfigError, CuratuneError
-from curatune.evaluate.suites import EvalContext, Suite, SuiteScore, build_suites, fingerprint_digest
-from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
+from curatune.evaluate.analysis import analyze_run
+from curatune.evaluate.suites import (
+    EvalContext,
+    Suite,
+    SuiteScore,
+    build_suites,
+    fingerprint_digest,
+)
+from curatune.models import load_cell_model
+from curatune.rundir import (
+    BASE,
+    SCORE_COLUMNS,
+    RunDir,
+    atomic_write_json,
+    atomic_write_parquet,
+    list_cells,
+    read_json,
+)
 
-SCORE_COLUMNS = ["cell", "method", "size", "seed", "stage", "suite", "metric", "value", "n_items"]
-BASE = "base"
 STAGE_ORDER = {"base": 0, "early": 1, "final": 2}
 
 console = Console(stderr=True, soft_wrap=True)
@@ -66,10 +80,6 @@ class Target:
     def label(self) -> str:
         return BASE if self.stage == "base" else f"{self.cell}/{self.stage}"
 
-    @property
-    def file_stem(self) -> str:
-        return f"{self.cell}__{self.stage}"
-
     def identity(self, config: Any) -> dict[str, Any]:
         """What the model's weights depend on, for the resume fingerprint."""
         if self.info is None:
@@ -94,7 +104,7 @@ def plan_targets(config: Any, run_dir: RunDir) -> Plan:
     cell_stages = [s for s in ("early", "final") if s in stages]
     if not cell_stages:
         return plan
-    cells = _list_cells(run_dir)
+    cells = list_cells(run_dir)
     not_done = {c.key: c.status for c in cells if c.status != "done"}
     if not_done and config.evaluate.cells == "all":
         listed = ", ".join(f"{k} ({v})" for k, v in sorted(not_done.items()))
@@ -109,16 +119,6 @@ def plan_targets(config: Any, run_dir: RunDir) -> Plan:
         for stage in cell_stages:
             plan.targets.append(Target.of_cell(info, stage))
     return plan
-
-
-def _list_cells(run_dir: RunDir) -> list[Any]:
-    try:
-        from curatune.train.cells import list_cells
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("curatune.train"):
-            raise ConfigError("scoring trained cells needs curatune.train.cells, which this installation lacks") from None
-        raise
-    return list_cells(run_dir)
 
 
 def _weights_available(target: Target) -> bool:
@@ -136,14 +136,13 @@ class PartStore:
 
     def __init__(self, run_dir: RunDir):
         self.run_dir = run_dir
-        self.root = run_dir.eval / "parts"
         self._cache: dict[Path, dict[str, Any] | None] = {}  # parts read or written by this process
 
     def path(self, suite: str, target: Target) -> Path:
-        return self.root / suite / f"{target.file_stem}.json"
+        return self.run_dir.part_file(suite, target.cell, target.stage)
 
     def sample_path(self, suite: str, target: Target) -> Path:
-        return self.run_dir.samples / suite / f"{target.file_stem}.parquet"
+        return self.run_dir.sample_file(suite, target.cell, target.stage)
 
     def load(self, suite: str, target: Target) -> dict[str, Any] | None:
         path = self.path(suite, target)
@@ -199,12 +198,8 @@ class PartStore:
         frame = frame.sort_values(["suite", "metric", "method", "size", "seed", "_stage"], kind="stable")
         frame = frame.drop(columns="_stage").reset_index(drop=True)
         atomic_write_parquet(self.run_dir.scores, frame)
-        atomic_write_json(self.signatures_path, signatures)
+        atomic_write_json(self.run_dir.signatures, signatures)
         return frame
-
-    @property
-    def signatures_path(self) -> Path:
-        return self.run_dir.eval / "signatures.json"
 
 
 def _float(value: Any) -> float:
@@ -253,8 +248,6 @@ class Evaluator:
         m = self.config.model
         if target.info is None:
             return self.ctx.base_model()
-        from curatune.train.cells import load_cell_model
-
         return load_cell_model(target.info, target.stage, m.base, dtype=m.dtype, device=m.device)
 
 
@@ -362,13 +355,6 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
 
 def _analyze(run_dir: RunDir, config: Any) -> str:
     """Run the analysis step; evaluation results stand even when it cannot run."""
-    try:
-        from curatune.evaluate.analysis import analyze_run
-    except ModuleNotFoundError as exc:
-        if exc.name == "curatune.evaluate.analysis":
-            console.print("[yellow]analysis skipped: curatune.evaluate.analysis is not installed[/yellow]")
-            return "skipped: curatune.evaluate.analysis is not installed"
-        raise
     if not run_dir.scores.exists() or pd.read_parquet(run_dir.scores).empty:
         return "skipped: no scores"
     try:

@@ -14,7 +14,6 @@ resumed run rescoring nothing is safe), and scores one loaded model at a time in
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,17 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from curatune.errors import ConfigError, DataError
+from curatune.data.loaders import load_path
+from curatune.errors import DataError
+from curatune.evaluate import multiple_choice, perplexity, retention
 from curatune.evaluate.generation import GenerationSettings, format_prompt, generate
-from curatune.evaluate.metrics import auto_metrics, score_generations
+from curatune.evaluate.lm_scoring import ItemScores
+from curatune.evaluate.metrics import (
+    auto_metrics,
+    load_default_embedder,
+    score_generations,
+)
+from curatune.models import load_model_and_tokenizer
 from curatune.records import RECORD_COLUMNS, Record, frame_to_records
 from curatune.rundir import RunDir
 
@@ -56,15 +63,11 @@ class EvalContext:
 
     def base_model(self) -> tuple[Any, Any]:
         """The base model, shared and cached per process by curatune.models."""
-        from curatune.models import load_model_and_tokenizer
-
         m = self.config.model
         return load_model_and_tokenizer(m.base, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
 
     def embedder(self) -> Any:
         if self._embedder is None:
-            from curatune.evaluate.metrics import load_default_embedder
-
             self._embedder = load_default_embedder(self.config.model.embedder)
         return self._embedder
 
@@ -93,17 +96,6 @@ def data_digest(path: str) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def _import_scorer(module: str, kind: str) -> Any:
-    try:
-        return importlib.import_module(f"curatune.evaluate.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"curatune.evaluate.{module}":
-            raise ConfigError(
-                f"suites of kind {kind!r} need curatune/evaluate/{module}.py, which this installation lacks"
-            ) from None
-        raise
 
 
 def samples_frame(per_item: list[dict[str, Any]]) -> pd.DataFrame:
@@ -205,7 +197,6 @@ class GenerationTask(Suite):
             frame = pd.read_parquet(path)
             if set(RECORD_COLUMNS) <= set(frame.columns):
                 return frame_to_records(frame)
-        from curatune.data.loaders import load_path
 
         result = load_path(path)
         return list(getattr(result, "records", result))
@@ -259,23 +250,17 @@ class GenerationTask(Suite):
 # ----------------------------------------------------------------------------- log-likelihood suites
 
 
-def _from_result(result: Any, signature: str) -> SuiteScore:
-    per_item = list(getattr(result, "per_item", []) or [])
-    metrics = {k: float(v) for k, v in dict(result.metrics).items() if isinstance(v, (int, float, np.number))}
-    n_items = getattr(result, "n_items", None)
-    if not isinstance(n_items, dict):
-        count = int(n_items) if isinstance(n_items, (int, np.integer)) else len(per_item)
-        n_items = {k: count for k in metrics}
-    frame = samples_frame(per_item)
-    return SuiteScore(metrics, {k: int(v) for k, v in n_items.items()}, frame, {k: signature for k in metrics})
+def _from_result(result: ItemScores, signature: str) -> SuiteScore:
+    metrics = {k: float(v) for k, v in result.metrics.items()}
+    frame = samples_frame(result.per_item)
+    return SuiteScore(metrics, {k: result.n_items for k in metrics}, frame, {k: signature for k in metrics})
 
 
 class MultipleChoiceTask(Suite):
     kind = "multiple_choice"
 
     def _load(self) -> list[Any]:
-        module = _import_scorer("multiple_choice", self.kind)
-        items = module.load_mc_items(self.spec.path, limit=self.spec.limit, seed=self.ctx.evaluate.seed)
+        items = multiple_choice.load_mc_items(self.spec.path, limit=self.spec.limit, seed=self.ctx.evaluate.seed)
         if not items:
             raise DataError(f"suite {self.name}: {self.spec.path} has no multiple-choice items")
         return items
@@ -284,8 +269,7 @@ class MultipleChoiceTask(Suite):
         return {**super().fingerprint(), "data": data_digest(self.spec.path)}
 
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
-        module = _import_scorer("multiple_choice", self.kind)
-        result = module.score_multiple_choice(
+        result = multiple_choice.score_multiple_choice(
             model, tokenizer, self.items, batch_size=self.spec.batch_size, progress=self.ctx.progress
         )
         return _from_result(result, f"multiple_choice|loglik|n:{len(self.items)}|seed:{self.ctx.evaluate.seed}")
@@ -295,15 +279,13 @@ class PerplexityTask(Suite):
     kind = "perplexity"
 
     def _load(self) -> list[Any]:
-        module = _import_scorer("perplexity", self.kind)
-        return module.load_text_items(self.spec.path, limit=self.spec.limit, seed=self.ctx.evaluate.seed)
+        return perplexity.load_text_items(self.spec.path, limit=self.spec.limit, seed=self.ctx.evaluate.seed)
 
     def fingerprint(self) -> dict[str, Any]:
         return {**super().fingerprint(), "data": data_digest(self.spec.path)}
 
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
-        module = _import_scorer("perplexity", self.kind)
-        result = module.rolling_perplexity(
+        result = perplexity.rolling_perplexity(
             model, tokenizer, self.items, max_length=self.spec.max_length, batch_size=self.spec.batch_size,
             progress=self.ctx.progress,
         )
@@ -314,15 +296,13 @@ class LambadaTask(Suite):
     kind = "lambada"
 
     def _load(self) -> list[Any]:
-        module = _import_scorer("perplexity", self.kind)
-        return module.load_lambada_items(self.spec.path, limit=self.spec.limit, seed=self.ctx.evaluate.seed)
+        return perplexity.load_lambada_items(self.spec.path, limit=self.spec.limit, seed=self.ctx.evaluate.seed)
 
     def fingerprint(self) -> dict[str, Any]:
         return {**super().fingerprint(), "data": data_digest(self.spec.path)}
 
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
-        module = _import_scorer("perplexity", self.kind)
-        result = module.score_lambada(
+        result = perplexity.score_lambada(
             model, tokenizer, self.items, batch_size=self.spec.batch_size, progress=self.ctx.progress
         )
         return _from_result(result, "lambada|last_word_greedy+perplexity")
@@ -344,14 +324,13 @@ class RetentionProbe(Suite):
         return self.ctx.run_dir.eval / "retention" / f"{self.name}-{fingerprint_digest(self.fingerprint())}.safetensors"
 
     def _load(self) -> Any:
-        module = _import_scorer("retention", self.kind)
         path = self.reference_path
         if path.exists():
-            return module.RetentionReference.load(path)
-        prompts = module.load_retention_prompts(self.spec.path)
+            return retention.RetentionReference.load(path)
+        prompts = retention.load_retention_prompts(self.spec.path)
         prompts = [prompts[i] for i in select_subset(len(prompts), self.spec.limit, self.ctx.evaluate.seed)]
         base_model, base_tokenizer = self.ctx.base_model()
-        reference = module.RetentionReference.build(
+        reference = retention.RetentionReference.build(
             base_model, base_tokenizer, prompts, max_new_tokens=self.spec.max_new_tokens,
             batch_size=self.spec.batch_size, progress=self.ctx.progress,
         )
@@ -364,8 +343,7 @@ class RetentionProbe(Suite):
         return {**super().fingerprint(), "base": m.base, "dtype": m.dtype, "prompts": data}
 
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
-        module = _import_scorer("retention", self.kind)
-        result = module.retention_scores(
+        result = retention.retention_scores(
             model, tokenizer, self.items, batch_size=self.spec.batch_size,
             generate=self.spec.answer_agreement, progress=self.ctx.progress,
         )

@@ -24,6 +24,7 @@ than for ``lora`` (LoRA forgets less); early checkpoints rank cells like the fin
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -31,8 +32,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from curatune.config import ExperimentConfig
+from curatune.evaluate.analysis import analyze_run
+from curatune.evaluate.report import analysis_config_of
 from curatune.records import LEDGER_COLUMNS, Record, records_to_frame
-from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, atomic_write_text, read_json
+from curatune.rundir import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_parquet,
+    atomic_write_text,
+    read_json,
+)
 
 AUTO = "auto"
 
@@ -85,8 +95,6 @@ class _Generator:
         self.kl_weight = rng.gamma(4.0, 0.25, n_items)
 
     def rng(self, *parts: object) -> np.random.Generator:
-        import zlib
-
         return np.random.default_rng([self.seed] + [zlib.crc32(str(p).encode()) for p in parts])
 
     def quality(self, gain: float, key: tuple) -> np.ndarray:
@@ -122,8 +130,6 @@ def build_fixture_run(
     the last method's largest size with the last seed, ``None`` = every cell done.
     ``n_bootstrap`` is kept small by default so the fixture builds in a few seconds.
     """
-    from curatune.config import ExperimentConfig
-
     run = RunDir(root)
     run.root.mkdir(parents=True, exist_ok=True)
     unknown = [m for m in methods if m not in CURVES]
@@ -149,9 +155,6 @@ def build_fixture_run(
     manifest["note"] = "synthetic test fixture written by curatune.testing.fixture_run; no model was trained"
     atomic_write_json(run.manifest, manifest)
     if analyze:
-        from curatune.evaluate.analysis import analyze_run
-        from curatune.evaluate.report import analysis_config_of
-
         # The settings config.yaml records, so `curatune report` finds the analysis current.
         analyze_run(run, analysis_config_of(run))
     return run

@@ -5,9 +5,8 @@ Modules, in the order data flows through them:
 - :mod:`curatune.train.config`   ``TrainConfig``, the ``train:`` section of the experiment config
 - :mod:`curatune.train.subsets`  held-out carve and nested, stratified subsets
 - :mod:`curatune.train.plan`     writes train/heldout.parquet, pool.parquet, subsets.parquet, plan.json
-- :mod:`curatune.train.chat_format`  chat template rendering and the assistant-only loss mask
+- :mod:`curatune.chat_format`  chat template rendering and the assistant-only loss mask
 - :mod:`curatune.train.cell`     one cell with the transformers Trainer: skip, restart, resume, done.json
 - :mod:`curatune.train.sweep`    ``run_sweep``: local, accelerate-launched or Ray execution, progress
-- :mod:`curatune.train.cells`    reading cells back: ``list_cells``, ``load_cell_model``
 - :mod:`curatune.train.command`  ``curatune sweep``
 """

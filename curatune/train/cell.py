@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -31,24 +33,26 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from curatune.chat_format import PaddingCollator, encode, ensure_chat_template
 from curatune.errors import ModelError
+from curatune.models import ensure_pad_token, load_weights_dir, resolve_model_path
 from curatune.records import Record, frame_to_records
-from curatune.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
-from curatune.train.chat_format import (
-    PaddingCollator,
-    encode,
-    ensure_chat_template,
-    ensure_pad_token,
+from curatune.rundir import (
+    CELL,
+    CHECKPOINTS,
+    DONE,
+    EARLY,
+    FAILED,
+    FINAL,
+    LOG,
+    CellInfo,
+    CellSpec,
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
 )
-
-DONE = "done.json"
-FAILED = "failed.json"
-CELL = "cell.json"
-LOG = "train_log.jsonl"
-EARLY = "early"
-FINAL = "final"
-CHECKPOINTS = "checkpoints"
-POOL = "pool.parquet"  # train/pool.parquet: the records subsets are drawn from
 
 #: Settings that change what a cell learns; a finished cell trained with other values is stale.
 _FINGERPRINT_TRAIN_KEYS = (
@@ -56,20 +60,6 @@ _FINGERPRINT_TRAIN_KEYS = (
     "gradient_accumulation_steps", "lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm",
     "max_seq_length", "early_fraction",
 )
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    method: str
-    size: int
-    seed: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.method}-n{self.size}-s{self.seed}"
-
-    def path(self, run_dir: RunDir) -> Path:
-        return run_dir.cell(self.method, self.size, self.seed)
 
 
 def now_iso() -> str:
@@ -134,7 +124,7 @@ def early_step(config, total_steps: int) -> int:
 
 
 def load_pool(run_dir: RunDir) -> list[Record]:
-    return frame_to_records(pd.read_parquet(run_dir.train / POOL))
+    return frame_to_records(pd.read_parquet(run_dir.pool))
 
 
 def subset_records(run_dir: RunDir, spec: CellSpec, pool: list[Record] | None = None) -> list[Record]:
@@ -184,13 +174,6 @@ class EncodedDataset:
 # ----------------------------------------------------------------------------- models
 
 
-def resolve_base_path(name: str, trust_remote_code: bool = False) -> Path:
-    """A local directory for the base model ('default', a hub id or a directory)."""
-    from curatune.models import resolve_model_path
-
-    return Path(resolve_model_path(name, trust_remote_code=trust_remote_code))
-
-
 def load_base_for_training(config, method: str, model_path: Path):
     """A fresh (tokenizer, model) for training: every cell starts from the unchanged base."""
     import torch
@@ -220,7 +203,6 @@ def qlora_problem() -> str | None:
     if not torch.cuda.is_available():
         return ("qlora needs a CUDA GPU (bitsandbytes 4-bit kernels) and none is visible; "
                 "use method lora on this machine, or run the sweep on a GPU")
-    import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:
         return "qlora needs bitsandbytes: pip install 'curatune[gpu]'"
@@ -399,19 +381,6 @@ def last_complete_checkpoint(cell_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def read_log(path: Path) -> list[dict]:
-    """train_log.jsonl lines; a partial last line of a killed writer is ignored."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
 def _reset_cell(cell_dir: Path, keep_checkpoint: Path | None) -> float:
     """Prepare a cell folder for a new attempt; returns the elapsed seconds carried over.
 
@@ -433,7 +402,7 @@ def _reset_cell(cell_dir: Path, keep_checkpoint: Path | None) -> float:
     for name in (FINAL, f".{FINAL}.tmp", f".{EARLY}.tmp", FAILED):
         p = cell_dir / name
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    kept = [line for line in read_log(cell_dir / LOG) if line.get("step", 0) <= step]
+    kept = [line for line in read_jsonl(cell_dir / LOG) if line.get("step", 0) <= step]
     atomic_write_text(cell_dir / LOG, "".join(json.dumps(line) + "\n" for line in kept))
     return float(kept[-1]["elapsed"]) if kept else 0.0
 
@@ -441,7 +410,6 @@ def _reset_cell(cell_dir: Path, keep_checkpoint: Path | None) -> float:
 def _import_hook(spec: str | None) -> Callable | None:
     if not spec:
         return None
-    import importlib
 
     module, _, name = spec.partition(":")
     try:
@@ -534,7 +502,7 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
     from transformers.trainer_callback import ProgressCallback
 
     records = subset_records(run_dir, spec, pool)
-    base_path = resolve_base_path(config.model.base, config.model.trust_remote_code)
+    base_path = resolve_model_path(config.model.base, trust_remote_code=config.model.trust_remote_code)
     subset_ids = [r.id for r in records]
     settings = fingerprint(config, spec, subset_ids)
 
@@ -620,7 +588,7 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
     if full_without_weights and is_main_process():
         shutil.rmtree(cell_dir / EARLY, ignore_errors=True)
 
-    log = read_log(cell_dir / LOG)
+    log = read_jsonl(cell_dir / LOG)
     done = {
         "method": spec.method,
         "size": spec.size,
@@ -662,8 +630,6 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
 
 def _run_hook(hook: Callable, config, run_dir: RunDir, spec: CellSpec, trained, tokenizer, base_path: Path) -> None:
     """Call the evaluate hook with the final model (in memory) and the early one (from early/)."""
-    from curatune.train.cells import CellInfo, load_weights_dir  # local: cells imports this module
-
     info = CellInfo.from_dir(run_dir, spec.method, spec.size, spec.seed)
     trained.eval()
     hook(info, "final", trained, tokenizer, config, run_dir)

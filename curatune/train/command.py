@@ -8,6 +8,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from curatune.config import load_config
+from curatune.errors import ConfigError
+from curatune.rundir import RunDir, list_cells
+from curatune.train.plan import plan_sweep
+from curatune.train.sweep import run_sweep
+
 console = Console(stderr=True)
 
 
@@ -30,10 +36,6 @@ def register(app: typer.Typer) -> None:
 
         Each cell goes to RUN_DIR/train/<method>/n<size>/s<seed>/ with train_log.jsonl, an early checkpoint (early/), the final weights (final/) and done.json, written last. Re-running skips finished cells and restarts (or, with train.checkpoint_steps, resumes) interrupted ones; a cell that fails is recorded in failed.json and the sweep goes on. Exit status: 0 all cells done, 1 some cells failed, 2 bad input.
         """
-        from curatune.config import load_config
-        from curatune.errors import ConfigError
-        from curatune.rundir import RunDir
-
         overrides = list(set_)
         if run_dir is not None:
             overrides.append(f"run_dir={run_dir}")
@@ -44,8 +46,6 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config, overrides)
         rd = RunDir(cfg.run_dir)
         if plan_only:
-            from curatune.train.plan import plan_sweep
-
             plan = plan_sweep(cfg, rd)
             for note in plan.notes:
                 console.print(f"[yellow]note:[/] {note}")
@@ -53,7 +53,6 @@ def register(app: typer.Typer) -> None:
                           f"held-out {plan.heldout_size}; plan written to {rd.plan}")
             _print_cells(rd)
             return
-        from curatune.train.sweep import run_sweep
 
         summary = run_sweep(cfg, rd, only=only or None, progress=not no_progress)
         for note in summary["notes"]:
@@ -72,8 +71,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_cells(run_dir) -> None:
-    from curatune.train.cells import list_cells
-
     table = Table("cell", "status", "examples", "steps", "final loss", "tokens/s", "wall s")
     for cell in list_cells(run_dir):
         d = cell.done or {}

@@ -11,10 +11,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from curatune.config import validate_config
+from curatune.data.loaders import load_sources
 from curatune.errors import ConfigError, DataError
 from curatune.records import Record, frame_to_records, records_to_frame
-from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
-from curatune.train.cell import CELL, DONE, POOL, CellSpec, fingerprint, fingerprint_diff
+from curatune.rundir import (
+    CELL,
+    DONE,
+    CellSpec,
+    RunDir,
+    atomic_write_json,
+    atomic_write_parquet,
+    read_json,
+)
+from curatune.train.cell import fingerprint, fingerprint_diff
 from curatune.train.subsets import (
     SubsetPlan,
     category_counts,
@@ -22,8 +32,6 @@ from curatune.train.subsets import (
     read_heldout,
     write_heldout,
 )
-
-SWEEP_CONFIG = "sweep_config.json"  # train/sweep_config.json: the config cells are trained with
 
 
 @dataclass
@@ -43,8 +51,6 @@ def load_training_records(config, run_dir: RunDir) -> list[Record]:
     if config.train.data == "raw":
         if not config.data.sources:
             raise ConfigError("train.data = raw but data.sources is empty: list the training files")
-        from curatune.data.loaders import load_sources
-
         return list(load_sources(config.data.sources).records)
     if not run_dir.kept.exists():
         raise DataError(
@@ -57,8 +63,6 @@ def load_training_records(config, run_dir: RunDir) -> list[Record]:
 def load_eval_records(config) -> list[Record] | None:
     if not config.data.eval_sources:
         return None
-    from curatune.data.loaders import load_sources
-
     records = list(load_sources(config.data.eval_sources).records)
     if not records:
         raise DataError("data.eval_sources hold no usable record")
@@ -100,9 +104,9 @@ def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
     specs = [CellSpec(m, n, s) for n in subsets.sizes for s in config.train.seeds for m in config.train.methods]
     plan = SweepPlan(specs, subsets, len(split.pool), len(split.heldout), subsets.oversized, notes)
 
-    atomic_write_parquet(run_dir.train / POOL, records_to_frame(subsets.pool))
+    atomic_write_parquet(run_dir.pool, records_to_frame(subsets.pool))
     atomic_write_parquet(run_dir.subsets, subsets.frame())
-    atomic_write_json(run_dir.train / SWEEP_CONFIG, config.resolved())
+    atomic_write_json(run_dir.sweep_config, config.resolved())
     atomic_write_json(run_dir.plan, {
         "cells": [
             {"method": s.method, "size": s.size, "seed": s.seed, "key": s.key,
@@ -141,7 +145,5 @@ def stale_cells(config, run_dir: RunDir, plan: SweepPlan) -> list[str]:
 
 
 def read_sweep_config(run_dir: RunDir | Path):
-    from curatune.config import validate_config
-
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    return validate_config(read_json(run_dir.train / SWEEP_CONFIG), str(run_dir.train / SWEEP_CONFIG))
+    return validate_config(read_json(run_dir.sweep_config), str(run_dir.sweep_config))

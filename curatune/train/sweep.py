@@ -15,21 +15,20 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tqdm.auto import tqdm
+
+from curatune.config import validate_config
 from curatune.errors import ConfigError, ModelError
-from curatune.rundir import RunDir, read_json
+from curatune.rundir import DONE, FAILED, LOG, CellSpec, RunDir, read_json, read_jsonl
 from curatune.train.cell import (
-    DONE,
-    FAILED,
-    LOG,
     CellOutcome,
-    CellSpec,
+    load_pool,
     planned_steps,
     qlora_problem,
-    read_log,
     record_failure,
     run_cell,
 )
@@ -51,8 +50,6 @@ class SweepProgress:
         self.cell_bar = None
         self._seen: dict[str, int] = {}
         if enabled:
-            from tqdm.auto import tqdm
-
             self._tqdm = tqdm
             self.overall = tqdm(total=sum(self.estimates.values()), unit="step", position=0,
                                 desc=self._desc(), dynamic_ncols=True)
@@ -140,7 +137,7 @@ def run_cell_launched(config, run_dir: RunDir, spec: CellSpec,
     while proc.poll() is None:
         time.sleep(1.0)
         if on_step is not None:
-            log = read_log(cell_dir / LOG)
+            log = read_jsonl(cell_dir / LOG)
             if log:
                 on_step(int(log[-1]["step"]), {"loss": log[-1].get("loss")})
     return outcome_from_dir(run_dir, spec, time.perf_counter() - started,
@@ -170,8 +167,6 @@ class LocalExecutor:
 
     def run(self, config, run_dir: RunDir, specs: list[CellSpec], progress: SweepProgress,
             hook=None) -> list[CellOutcome]:
-        from curatune.train.cell import load_pool
-
         pool = load_pool(run_dir)
         outcomes = []
         for spec in specs:
@@ -187,9 +182,6 @@ class LocalExecutor:
 
 def _ray_cell(config_dict: dict, run_root: str, spec: tuple, hook) -> dict:
     """Body of the Ray task: validate the config and run the cell on the worker."""
-    from dataclasses import asdict
-
-    from curatune.config import validate_config
 
     config = validate_config(config_dict, "sweep config")
     outcome = execute_cell(config, RunDir(run_root), CellSpec(*spec), hook=hook)
@@ -238,7 +230,7 @@ class RayExecutor:
                 progress.cell_finished(spec.key, outcome)
                 outcomes.append(outcome)
             for spec in pending.values():  # follow running cells through their logs
-                log = read_log(spec.path(run_dir) / LOG)
+                log = read_jsonl(spec.path(run_dir) / LOG)
                 if log:
                     progress.cell_step(spec.key, int(log[-1]["step"]), {})
         return outcomes

@@ -6,7 +6,11 @@ import streamlit as st
 
 from curatune.app import charts, ui
 from curatune.app.data import (
-    RunData, frontier_x_column, learning_forgetting_frame, pareto_points, prefixed_columns,
+    RunData,
+    frontier_x_column,
+    learning_forgetting_frame,
+    pareto_points,
+    prefixed_columns,
 )
 
 TASK_GAIN, GENERAL_DROP = "task_gain", "general_drop"

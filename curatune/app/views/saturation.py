@@ -7,7 +7,10 @@ import streamlit as st
 
 from curatune.app import charts, ui
 from curatune.app.data import (
-    RunData, analysis_suites, early_vs_final_frame, saturation_frame,
+    RunData,
+    analysis_suites,
+    early_vs_final_frame,
+    saturation_frame,
 )
 
 

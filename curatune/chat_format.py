@@ -47,12 +47,6 @@ def ensure_chat_template(tokenizer) -> bool:
     return True
 
 
-def ensure_pad_token(tokenizer) -> None:
-    """Padding is masked out of the loss and attention, so any existing token will do."""
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-
-
 @dataclass
 class Encoded:
     input_ids: list[int]

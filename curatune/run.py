@@ -13,8 +13,18 @@ import typer
 import yaml
 from rich.console import Console
 
-from curatune.config import ExperimentConfig, load_config, validate_config
+from curatune.config import (
+    ExperimentConfig,
+    apply_override,
+    load_config,
+    validate_config,
+)
+from curatune.curate.stage import run_curate
+from curatune.data.demo import generate_demo_dataset
+from curatune.evaluate.report import build_report, render_report
+from curatune.evaluate.runner import run_evaluate
 from curatune.rundir import RunDir, atomic_write_text
+from curatune.train.sweep import run_sweep
 
 console = Console(stderr=True)
 
@@ -23,11 +33,6 @@ STAGES = ("curate", "sweep", "evaluate", "report")
 
 def run_all(config: ExperimentConfig, *, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
     """Run the requested stages in order; return wall seconds per stage."""
-    from curatune.curate.pipeline import run_curate
-    from curatune.evaluate.report import build_report, render_report
-    from curatune.evaluate.runner import run_evaluate
-    from curatune.train.sweep import run_sweep
-
     run_dir = RunDir(config.run_dir)
     timings: dict[str, float] = {}
     actions = {
@@ -115,9 +120,6 @@ def register(app: typer.Typer) -> None:
         no network needed beyond the package index on first use. The run directory can be
         browsed afterwards with `curatune app OUT`.
         """
-        from curatune.config import apply_override
-        from curatune.data.demo import generate_demo_dataset
-
         out = out.resolve()
         raw = demo_config(out, quick=quick)
         for override in set_:

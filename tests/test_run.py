@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from curatune.config import validate_config
-from curatune.pipeline import demo_config, run_all
+from curatune.run import demo_config, run_all
 from curatune.testing.fixture_run import build_fixture_run
 
 

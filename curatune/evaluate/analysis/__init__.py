@@ -1,0 +1,127 @@
+"""Learning vs forgetting, saturation curves and early-vs-final agreement from eval scores.
+
+Input is the evaluation stage's output only (``eval/scores.parquet`` and, when present,
+``eval/samples/<suite>/<cell>__<stage>.parquet``); output is ``eval/analysis.json`` and
+``eval/saturation_curves.parquet``. The analysis is a pure function of those files and the
+:class:`AnalysisConfig` (the bootstrap is seeded), so re-running it gives the same numbers.
+
+Vocabulary:
+
+* *task suites* (``config.task_suites``) measure what fine-tuning is meant to teach;
+  every other suite is a *general* suite where a drop from the base model is forgetting.
+* *gain* of a score = how much better it is than the base model, sign-adjusted with the
+  metric's direction (so a lower TER is a positive gain); *drop* = -gain (Biderman et al.
+  2024 measure forgetting as base minus fine-tuned accuracy).
+* *points*: a gain or drop on a 0-100 scale, so suites with different metrics can be
+  averaged: x100 for 0-1 metrics, x1 for 0-100 metrics, percent of the base value for
+  unbounded metrics (perplexity, bits per byte). KL divergence to the base model is 0 for
+  the base model by definition, so it has no points and stays out of the averages.
+
+Modules, in the order the analysis runs:
+
+- :mod:`.config`      the ``evaluate.analysis`` config section
+- :mod:`.inputs`      scores.parquet checked, sample values, suite roles, score lookup
+- :mod:`.learning`    learning vs forgetting rows and the Pareto frontier
+- :mod:`.saturation`  curve fits, saturation points, bootstrap bands
+- :mod:`.ranking`     early-vs-final rank agreement
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+
+from curatune.evaluate.analysis.config import AnalysisConfig
+from curatune.evaluate.analysis.inputs import (
+    SampleStore,
+    ScoreIndex,
+    SuiteRoles,
+    load_scores,
+)
+from curatune.evaluate.analysis.learning import (
+    learning_forgetting_rows,
+    pareto_frontier,
+    pareto_table,
+)
+from curatune.evaluate.analysis.ranking import early_vs_final, rank_agreement, spearman
+from curatune.evaluate.analysis.saturation import (
+    CURVE_COLUMNS,
+    SaturationAnalysis,
+    fit_curve,
+)
+from curatune.evaluate.metrics import MetricTable
+from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet
+
+__all__ = [
+    "CURVE_COLUMNS", "AnalysisConfig", "MetricTable", "analyze_run", "fit_curve", "load_scores",
+    "pareto_frontier", "pareto_table", "rank_agreement", "spearman",
+]
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become null, numpy scalars Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def analyze_run(
+    run_dir: RunDir,
+    config: AnalysisConfig | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Analyse a run's evaluation scores; write eval/analysis.json and
+    eval/saturation_curves.parquet (atomically, unless ``write`` is False) and return the
+    analysis.
+
+    ``progress``, when given, is called with a short label before each fitted series.
+    """
+    config = config or AnalysisConfig()
+    scores = load_scores(run_dir.scores)
+    table = MetricTable(config.metric_directions)
+    roles = SuiteRoles.resolve(scores, config, table)
+    index = ScoreIndex(scores)
+    notes = list(roles.warnings)
+    has_base = bool((scores["stage"] == "base").any())
+    if not has_base:
+        notes.append("no base-model scores (stage 'base'): learning and forgetting cannot be measured")
+    samples = SampleStore(run_dir)
+    rows = learning_forgetting_rows(index, roles, table)
+    saturation, curves = SaturationAnalysis(index, roles, table, config, samples).run(progress)
+    analysis = {
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": config.model_dump(mode="json"),
+        "suites": {
+            "task": roles.task,
+            "general": roles.general,
+            "primary_metrics": roles.primary,
+            "metrics": roles.metrics,
+            "directions": {
+                m: ("higher" if table.direction(m) > 0 else "lower")
+                for ms in roles.metrics.values() for m in ms
+            },
+        },
+        "learning_forgetting": rows,
+        "pareto": pareto_table(rows, roles, with_base=has_base),
+        "saturation": saturation,
+        "early_vs_final": early_vs_final(index, roles, table, config.top_k),
+        "inputs": {"score_rows": int(len(scores)), "sample_files_read": samples.files_read},
+        "warnings": notes,
+    }
+    analysis = _clean(analysis)
+    if write:
+        # Curves first: a reader that finds a fresh analysis.json finds its curves too.
+        atomic_write_parquet(run_dir.saturation_curves, curves[CURVE_COLUMNS].reset_index(drop=True))
+        atomic_write_json(run_dir.analysis, analysis)
+    return analysis
