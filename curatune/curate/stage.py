@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from curatune.config import ExperimentConfig
 from curatune.curate.base import CurateContext, Progress, RichProgress
 from curatune.curate.decontaminate import read_eval_texts
 from curatune.curate.detection import detection_report, read_labels
@@ -23,7 +24,7 @@ from curatune.records import records_to_frame
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
 
 
-def eval_items_loader(config) -> Callable[[], list[tuple[str, str]]]:
+def eval_items_loader(config: ExperimentConfig) -> Callable[[], list[tuple[str, str]]]:
     """Texts of every evaluation item the experiment will score (for decontamination)."""
 
     def load() -> list[tuple[str, str]]:
@@ -41,7 +42,7 @@ def eval_items_loader(config) -> Callable[[], list[tuple[str, str]]]:
     return load
 
 
-def build_context(config, progress: Progress | None = None) -> CurateContext:
+def build_context(config: ExperimentConfig, progress: Progress | None = None) -> CurateContext:
     cur = config.curate
     return CurateContext(
         workers=cur.workers,
@@ -56,7 +57,7 @@ def build_context(config, progress: Progress | None = None) -> CurateContext:
     )
 
 
-def fingerprint(config, labels: str | None) -> str:
+def fingerprint(config: ExperimentConfig, labels: str | None) -> str:
     """Hash of everything curation depends on: its config sections and the input files' stats."""
     resolved = config.resolved()
     parts: dict[str, Any] = {

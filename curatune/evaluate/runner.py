@@ -29,6 +29,7 @@ import pandas as pd
 from rich.console import Console
 from tqdm.auto import tqdm
 
+from curatune.config import ExperimentConfig
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import analyze_run
 from curatune.evaluate.suites import (
@@ -80,7 +81,7 @@ class Target:
     def label(self) -> str:
         return BASE if self.stage == "base" else f"{self.cell}/{self.stage}"
 
-    def identity(self, config: Any) -> dict[str, Any]:
+    def identity(self, config: ExperimentConfig) -> dict[str, Any]:
         """What the model's weights depend on, for the resume fingerprint."""
         if self.info is None:
             return {"base": config.model.base, "dtype": config.model.dtype}
@@ -97,7 +98,7 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)  # cell or cell/stage -> why
 
 
-def plan_targets(config: Any, run_dir: RunDir) -> Plan:
+def plan_targets(config: ExperimentConfig, run_dir: RunDir) -> Plan:
     """The base model and the cells/stages to score, per ``evaluate.stages`` and ``evaluate.cells``."""
     stages = config.evaluate.stages
     plan = Plan([Target.base()] if "base" in stages else [])
@@ -215,7 +216,7 @@ def _float(value: Any) -> float:
 class Evaluator:
     """Scores targets on suites, skipping finished units; one instance per run."""
 
-    def __init__(self, config: Any, run_dir: RunDir, *, progress: bool = True):
+    def __init__(self, config: ExperimentConfig, run_dir: RunDir, *, progress: bool = True):
         self.config = config
         self.run_dir = run_dir
         self.progress = progress
@@ -251,7 +252,7 @@ class Evaluator:
         return load_cell_model(target.info, target.stage, m.base, dtype=m.dtype, device=m.device)
 
 
-def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, progress: bool = True,
+def run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None = None, *, progress: bool = True,
                  score: bool = True) -> dict[str, Any]:
     """Score every pending unit, rebuild eval/scores.parquet, run the analysis; return a summary.
 
@@ -353,7 +354,7 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
     return summary
 
 
-def _analyze(run_dir: RunDir, config: Any) -> str:
+def _analyze(run_dir: RunDir, config: ExperimentConfig) -> str:
     """Run the analysis step; evaluation results stand even when it cannot run."""
     if not run_dir.scores.exists() or pd.read_parquet(run_dir.scores).empty:
         return "skipped: no scores"
@@ -398,7 +399,7 @@ def _free_memory() -> None:
 _HOOK_EVALUATORS: dict[str, Evaluator] = {}
 
 
-def evaluate_hook(cell: Any, stage: str, model: Any, tokenizer: Any, config: Any, run_dir: RunDir | str) -> None:
+def evaluate_hook(cell: Any, stage: str, model: Any, tokenizer: Any, config: ExperimentConfig, run_dir: RunDir | str) -> None:
     """Score one cell while the sweep still has its model in memory (``train.evaluate_hook``).
 
     Writes the same part and sample files as ``curatune evaluate``, which then reuses them;

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from curatune.config import ExperimentConfig
 from curatune.data.loaders import load_path
 from curatune.errors import DataError
 from curatune.evaluate import multiple_choice, perplexity, retention
@@ -51,7 +52,7 @@ class SuiteScore:
 class EvalContext:
     """What every suite may need besides the model under test: config, run dir, shared models."""
 
-    def __init__(self, config: Any, run_dir: RunDir, *, progress: bool = True):
+    def __init__(self, config: ExperimentConfig, run_dir: RunDir, *, progress: bool = True):
         self.config = config
         self.run_dir = run_dir
         self.progress = progress

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from curatune.chat_format import PaddingCollator, encode, ensure_chat_template
+from curatune.config import ExperimentConfig
 from curatune.errors import ModelError
 from curatune.models import ensure_pad_token, load_weights_dir, resolve_model_path
 from curatune.records import Record, frame_to_records
@@ -74,7 +75,7 @@ def is_main_process() -> bool:
 # ----------------------------------------------------------------------------- settings
 
 
-def fingerprint(config, spec: CellSpec, subset_ids: list[str]) -> dict[str, Any]:
+def fingerprint(config: ExperimentConfig, spec: CellSpec, subset_ids: list[str]) -> dict[str, Any]:
     """Everything that decides what this cell learns, as plain JSON."""
     train = config.train
     settings = {k: getattr(train, k) for k in _FINGERPRINT_TRAIN_KEYS}
@@ -106,7 +107,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def planned_steps(config, n_examples: int, world_size: int = 1) -> int:
+def planned_steps(config: ExperimentConfig, n_examples: int, world_size: int = 1) -> int:
     """Optimizer steps of a cell: explicit, so the early step and progress are exact."""
     train = config.train
     if train.length == "steps":
@@ -116,7 +117,7 @@ def planned_steps(config, n_examples: int, world_size: int = 1) -> int:
     return max(1, math.ceil(train.epochs * steps_per_epoch))
 
 
-def early_step(config, total_steps: int) -> int:
+def early_step(config: ExperimentConfig, total_steps: int) -> int:
     return min(total_steps, max(1, round(total_steps * config.train.early_fraction)))
 
 
@@ -174,7 +175,7 @@ class EncodedDataset:
 # ----------------------------------------------------------------------------- models
 
 
-def load_base_for_training(config, method: str, model_path: Path):
+def load_base_for_training(config: ExperimentConfig, method: str, model_path: Path):
     """A fresh (tokenizer, model) for training: every cell starts from the unchanged base."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -209,7 +210,7 @@ def qlora_problem() -> str | None:
     return None
 
 
-def _qlora_load_kwargs(config) -> dict[str, Any]:
+def _qlora_load_kwargs(config: ExperimentConfig) -> dict[str, Any]:
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -227,7 +228,7 @@ def _qlora_load_kwargs(config) -> dict[str, Any]:
     return {"quantization_config": quant, "device_map": {"": local_rank}, "dtype": compute}
 
 
-def _wrap_lora(config, model, quantized: bool):
+def _wrap_lora(config: ExperimentConfig, model, quantized: bool):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     settings = config.train.lora
@@ -418,7 +419,7 @@ def _import_hook(spec: str | None) -> Callable | None:
         raise ModelError(f"train.evaluate_hook = {spec!r}: cannot import it ({exc})") from None
 
 
-def set_cpu_threads(config) -> None:
+def set_cpu_threads(config: ExperimentConfig) -> None:
     import torch
 
     if config.train.cpu_threads:
@@ -461,7 +462,7 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def training_arguments(config, spec: CellSpec, cell_dir: Path, total_steps: int, on_cuda: bool, use_bf16: bool):
+def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path, total_steps: int, on_cuda: bool, use_bf16: bool):
     """The Trainer's settings for a cell: everything explicit, nothing left to defaults that matter."""
     from transformers import TrainingArguments
 
@@ -495,7 +496,7 @@ def training_arguments(config, spec: CellSpec, cell_dir: Path, total_steps: int,
     )
 
 
-def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started: float, *, pool,
+def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started: float, *, pool,
                 on_step, on_start, hook) -> CellOutcome:
     import torch
     from transformers import Trainer, set_seed
@@ -628,7 +629,7 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
     return CellOutcome(spec.key, "done", done["wall_seconds"], done=done)
 
 
-def _run_hook(hook: Callable, config, run_dir: RunDir, spec: CellSpec, trained, tokenizer, base_path: Path) -> None:
+def _run_hook(hook: Callable, config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, trained, tokenizer, base_path: Path) -> None:
     """Call the evaluate hook with the final model (in memory) and the early one (from early/)."""
     info = CellInfo.from_dir(run_dir, spec.method, spec.size, spec.seed)
     trained.eval()
@@ -646,7 +647,7 @@ def trainer_steps(result, planned: int) -> int:
     return int(step) if step is not None else planned
 
 
-def _resumable_checkpoint(config, cell_dir: Path, settings: dict, at_early: int) -> Path | None:
+def _resumable_checkpoint(config: ExperimentConfig, cell_dir: Path, settings: dict, at_early: int) -> Path | None:
     """The checkpoint to resume from: complete, same settings, and early/ present if passed."""
     if not config.train.checkpoint_steps:
         return None
@@ -665,7 +666,7 @@ def _stored_fingerprint(cell_dir: Path) -> dict | None:
         return None
 
 
-def run_cell(config, run_dir: RunDir, spec: CellSpec, **kwargs) -> CellOutcome:
+def run_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, **kwargs) -> CellOutcome:
     """train_cell, with a failure (out of memory, bad data, ...) recorded in failed.json
     instead of raised, so the sweep can go on to the next cell. Ctrl-C still stops."""
     started = time.perf_counter()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from curatune.config import validate_config
+from curatune.config import ExperimentConfig, validate_config
 from curatune.data.loaders import load_sources
 from curatune.errors import ConfigError, DataError
 from curatune.records import Record, frame_to_records, records_to_frame
@@ -47,7 +47,7 @@ class SweepPlan:
         return [r.id for r in self.subsets.subset(spec.seed, spec.size)]
 
 
-def load_training_records(config, run_dir: RunDir) -> list[Record]:
+def load_training_records(config: ExperimentConfig, run_dir: RunDir) -> list[Record]:
     if config.train.data == "raw":
         if not config.data.sources:
             raise ConfigError("train.data = raw but data.sources is empty: list the training files")
@@ -60,7 +60,7 @@ def load_training_records(config, run_dir: RunDir) -> list[Record]:
     return frame_to_records(pd.read_parquet(run_dir.kept))
 
 
-def load_eval_records(config) -> list[Record] | None:
+def load_eval_records(config: ExperimentConfig) -> list[Record] | None:
     if not config.data.eval_sources:
         return None
     records = list(load_sources(config.data.eval_sources).records)
@@ -69,7 +69,7 @@ def load_eval_records(config) -> list[Record] | None:
     return records
 
 
-def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
+def plan_sweep(config: ExperimentConfig, run_dir: RunDir) -> SweepPlan:
     """Fix the split and subsets, write heldout/pool/subsets/plan; return the plan."""
     records = load_training_records(config, run_dir)
     if not records:
@@ -127,7 +127,7 @@ def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
     return plan
 
 
-def stale_cells(config, run_dir: RunDir, plan: SweepPlan) -> list[str]:
+def stale_cells(config: ExperimentConfig, run_dir: RunDir, plan: SweepPlan) -> list[str]:
     """Done cells whose recorded settings differ from the current config (one line each)."""
     problems = []
     for spec in plan.specs:

@@ -21,7 +21,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from curatune.config import validate_config
+from curatune.config import ExperimentConfig, validate_config
 from curatune.errors import ConfigError, ModelError
 from curatune.rundir import DONE, FAILED, LOG, CellSpec, RunDir, read_json, read_jsonl
 from curatune.train.cell import (
@@ -108,12 +108,12 @@ class SweepProgress:
 # ----------------------------------------------------------------------------- executors
 
 
-def uses_launcher(config) -> bool:
+def uses_launcher(config: ExperimentConfig) -> bool:
     launch = config.train.launch
     return launch.num_processes > 1 or bool(launch.accelerate_config)
 
 
-def launch_command(config, run_dir: RunDir, spec: CellSpec) -> list[str]:
+def launch_command(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec) -> list[str]:
     """``accelerate launch`` of one cell (DDP / FSDP / DeepSpeed come from the accelerate config)."""
     launch = config.train.launch
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -128,7 +128,7 @@ def launch_command(config, run_dir: RunDir, spec: CellSpec) -> list[str]:
     return cmd
 
 
-def run_cell_launched(config, run_dir: RunDir, spec: CellSpec,
+def run_cell_launched(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec,
                       on_step: Callable[[int, dict], None] | None = None) -> CellOutcome:
     """Run a cell as an accelerate-launched subprocess, following its log for progress."""
     cell_dir = spec.path(run_dir)
@@ -154,7 +154,7 @@ def outcome_from_dir(run_dir: RunDir, spec: CellSpec, wall: float, fallback_erro
     return CellOutcome(spec.key, "failed", wall, error=fallback_error)
 
 
-def execute_cell(config, run_dir: RunDir, spec: CellSpec, *, hook=None, pool=None,
+def execute_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, *, hook=None, pool=None,
                  on_step=None, on_start=None) -> CellOutcome:
     """Run one cell here or through accelerate; failures end in failed.json, not exceptions."""
     if uses_launcher(config):
@@ -165,7 +165,7 @@ def execute_cell(config, run_dir: RunDir, spec: CellSpec, *, hook=None, pool=Non
 class LocalExecutor:
     """Cells one after another, in this process (or one accelerate launch at a time)."""
 
-    def run(self, config, run_dir: RunDir, specs: list[CellSpec], progress: SweepProgress,
+    def run(self, config: ExperimentConfig, run_dir: RunDir, specs: list[CellSpec], progress: SweepProgress,
             hook=None) -> list[CellOutcome]:
         pool = load_pool(run_dir)
         outcomes = []
@@ -195,7 +195,7 @@ class RayExecutor:
     each task writes its own cell folder, the driver only follows logs and results.
     """
 
-    def run(self, config, run_dir: RunDir, specs: list[CellSpec], progress: SweepProgress,
+    def run(self, config: ExperimentConfig, run_dir: RunDir, specs: list[CellSpec], progress: SweepProgress,
             hook=None) -> list[CellOutcome]:
         try:
             import ray
@@ -269,7 +269,7 @@ class SweepSummary:
         }
 
 
-def run_sweep(config, run_dir: RunDir | str | os.PathLike | None = None, *, only: list[str] | None = None,
+def run_sweep(config: ExperimentConfig, run_dir: RunDir | str | os.PathLike | None = None, *, only: list[str] | None = None,
               executor: str | None = None, hook: Callable | None = None, progress: bool = True) -> dict:
     """Plan and train every cell not done yet; returns a summary dict.
 

@@ -56,7 +56,7 @@ def _fmt(value) -> str:
 def sweep(run: RunData) -> None:
     st.subheader("Sweep cells")
     st.caption("One cell = one fine-tune: a method trained on a nested subset of a given size with a given seed. "
-               "A cell is *running* while its folder has a training log but no done.json or failed.json yet.")
+               "A cell is *running* while its folder exists without done.json or failed.json (training, or killed).")
     cells = run.cells()
     if cells.empty:
         ui.missing_note(run, run.dir.plan, "Sweep plan", "the sweep stage",
