@@ -383,7 +383,8 @@ class CellInfo:
 
     @property
     def is_adapter(self) -> bool:
-        return self.method in ("lora", "qlora")
+        """Every method but a full fine-tune saves a peft adapter (train.config.ADAPTER_METHODS)."""
+        return self.method != "full"
 
     @property
     def log_path(self) -> Path:

@@ -153,13 +153,15 @@ def _cell_rows(cells: tuple[tuple[str, int, int, str], ...], stamps: tuple) -> l
         row: dict[str, Any] = {
             "cell": cell_key(method, size, seed), "method": method, "size": size, "seed": seed,
             "status": "pending", "wall_seconds": None, "steps": None, "final_loss": None,
-            "train_examples": None, "tokens_per_second": None, "error": "", "traceback": "",
+            "train_examples": None, "tokens_per_second": None, "trainable_parameters": None,
+            "weights_bytes": None, "error": "", "traceback": "",
             "last_activity": None, "path": path,
         }
         if status == "done":
             info = _marker(folder / DONE, done)
             row["status"] = "done"
-            for key in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second"):
+            for key in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second",
+                        "trainable_parameters", "weights_bytes"):
                 row[key] = info.get(key)
             row["error"] = info.get("_unreadable", "")
         elif status == "failed":
@@ -272,8 +274,10 @@ class RunData:
         )
         frame = pd.DataFrame(_cell_rows(cells, stamps), columns=[
             "cell", "method", "size", "seed", "status", "wall_seconds", "steps", "final_loss",
-            "train_examples", "tokens_per_second", "error", "traceback", "last_activity", "path"])
-        for column in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second"):
+            "train_examples", "tokens_per_second", "trainable_parameters", "weights_bytes", "error", "traceback",
+            "last_activity", "path"])
+        for column in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second",
+                       "trainable_parameters", "weights_bytes"):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
         return frame
 

@@ -54,6 +54,7 @@ from curatune.rundir import (
     read_json,
     read_jsonl,
 )
+from curatune.train.config import ADAPTER_METHODS
 
 #: Settings that change what a cell learns; a finished cell trained with other values is stale.
 _FINGERPRINT_TRAIN_KEYS = (
@@ -85,6 +86,8 @@ def fingerprint(config: ExperimentConfig, spec: CellSpec, subset_ids: list[str])
         settings["full"] = train.full.model_dump(mode="json")
     if spec.method == "qlora":
         settings["qlora"] = train.qlora.model_dump(mode="json")
+    if spec.method not in ("full", "lora", "qlora"):
+        settings[spec.method] = train.method_settings(spec.method).model_dump(mode="json")
     settings["base_model"] = config.model.base
     settings["subset_sha1"] = hashlib.sha1("\n".join(subset_ids).encode()).hexdigest()
     return json.loads(json.dumps(settings, default=str))
@@ -178,6 +181,7 @@ class EncodedDataset:
 def load_base_for_training(config: ExperimentConfig, method: str, model_path: Path):
     """A fresh (tokenizer, model) for training: every cell starts from the unchanged base."""
     import torch
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     trust = config.model.trust_remote_code
@@ -194,6 +198,8 @@ def load_base_for_training(config: ExperimentConfig, method: str, model_path: Pa
     model.config.use_cache = False  # the KV cache is useless (and wasteful) during training
     if method in ("lora", "qlora"):
         model = _wrap_lora(config, model, quantized=method == "qlora")
+    elif method in ADAPTER_METHODS:
+        model = get_peft_model(model, peft_config(config, method))
     return tokenizer, model
 
 
@@ -246,6 +252,24 @@ def _wrap_lora(config: ExperimentConfig, model, quantized: bool):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def peft_config(config: ExperimentConfig, method: str):
+    """peft's config for the adapter methods beyond LoRA (dora, ia3, loha, lokr)."""
+    from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig
+
+    s = config.train.method_settings(method)
+    if method == "dora":
+        return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
+                          use_dora=True, bias="none", task_type="CAUSAL_LM")
+    if method == "ia3":
+        return IA3Config(target_modules=s.target_modules, feedforward_modules=s.feedforward_modules,
+                         task_type="CAUSAL_LM")
+    if method in ("loha", "lokr"):
+        factory = LoHaConfig if method == "loha" else LoKrConfig
+        return factory(r=s.r, alpha=s.alpha, module_dropout=s.dropout, target_modules=s.target_modules,
+                       task_type="CAUSAL_LM")
+    raise ValueError(f"no peft config for method {method!r}")
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -509,6 +533,7 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
 
     set_seed(spec.seed)  # before the adapter is created: its random init is part of the cell
     tokenizer, model = load_base_for_training(config, spec.method, base_path)
+    trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dataset = EncodedDataset(tokenizer, records, config.train.max_seq_length)
     if len(dataset) == 0:
         raise ModelError(
@@ -617,6 +642,8 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         "base_model": config.model.base,
         "base_model_path": str(base_path),
         "learning_rate": config.train.learning_rate(spec.method),
+        "trainable_parameters": trainable_parameters,
+        "weights_bytes": _folder_bytes(cell_dir / FINAL),
         "bf16": use_bf16,
         "device": "cuda" if on_cuda else "cpu",
         "world_size": world_size,
@@ -627,6 +654,13 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         atomic_write_json(cell_dir / DONE, done)  # the marker: written last
         shutil.rmtree(cell_dir / CHECKPOINTS, ignore_errors=True)
     return CellOutcome(spec.key, "done", done["wall_seconds"], done=done)
+
+
+def _folder_bytes(folder: Path) -> int | None:
+    """Size of the saved weights (an adapter or a full model), for comparing methods."""
+    if not folder.is_dir():
+        return None
+    return sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
 
 
 def _run_hook(hook: Callable, config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, trained, tokenizer, base_path: Path) -> None:

@@ -81,15 +81,18 @@ def sweep(run: RunData) -> None:
     table = cells[cells["status"].isin(shown) & cells["method"].isin(chosen)].copy()
     table["wall time"] = table["wall_seconds"].map(format_seconds)
     table["last activity"] = table["last_activity"].map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S UTC") if pd.notna(t) else "")
+    table["weights MB"] = table["weights_bytes"] / 1e6
     columns = ["cell", "status", "method", "size", "seed", "wall time", "steps", "final loss", "tokens/s",
-               "examples", "last activity", "error"]
+               "examples", "trainable params", "weights MB", "last activity", "error"]
     table = table.rename(columns={"final_loss": "final loss", "tokens_per_second": "tokens/s",
-                                  "train_examples": "examples"})
+                                  "train_examples": "examples", "trainable_parameters": "trainable params"})
     styled = table[columns].style.map(_status_style, subset=["status"])
     st.dataframe(styled, hide_index=True, key="cells_table", placeholder="—", column_config={
         "steps": st.column_config.NumberColumn(format="%d"),
         "final loss": st.column_config.NumberColumn(format="%.4f"),
         "tokens/s": st.column_config.NumberColumn(format="%.0f"),
+        "trainable params": st.column_config.NumberColumn(format="%d"),
+        "weights MB": st.column_config.NumberColumn(format="%.2f"),
         "examples": st.column_config.NumberColumn(format="%d"),
         "error": st.column_config.TextColumn("error", width="large"),
     })
