@@ -83,6 +83,13 @@ def _ledger_with_text(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
     return frame
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _audit_ledger(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
+    from curatune.curate.audit import normalize_ledger
+
+    return normalize_ledger(_read_parquet_cached(path, stamp), Path(path))
+
+
 def read_json(path: Path) -> Any | None:
     stamp = file_stamp(path)
     return None if stamp is None else _read_json_cached(str(path), stamp)
@@ -216,6 +223,11 @@ class RunData:
         """The removal ledger plus a ``text`` column (the conversation as plain text), cached."""
         stamp = file_stamp(self.dir.removed)
         return None if stamp is None else _ledger_with_text(str(self.dir.removed), stamp)
+
+    def audit_ledger(self) -> pd.DataFrame | None:
+        """The removal ledger with the audit's optional columns (action, turn, span, kept_as) filled in."""
+        stamp = file_stamp(self.dir.removed)
+        return None if stamp is None else _audit_ledger(str(self.dir.removed), stamp)
 
     def plan(self) -> dict | None:
         return _as_dict(read_json(self.dir.plan), self.dir.plan)

@@ -384,6 +384,17 @@ class RuleAudit:
         return out
 
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RuleAudit":
+        """Back from :meth:`to_dict` (report.json consumers redraw the table from it)."""
+        audit = cls(**{k: d.get(k) for k in ("reason", "dropped", "trimmed", "labelled", "right", "precision",
+                                              "ci_low", "ci_high")})
+        if audit.precision is not None:
+            audit.lost = Projection(audit.dropped, d.get("lost"), d.get("lost_low"), d.get("lost_high"))
+            audit.cut = Projection(audit.trimmed, d.get("cut"), d.get("cut_low"), d.get("cut_high"))
+        return audit
+
+
 def _audit_rows(reason: str, rows: pd.DataFrame, labels: dict[tuple[str, str], Label]) -> RuleAudit:
     """Numbers for one rule from its ledger rows (columns id, action) and the labels."""
     verdicts = rows["id"].map(lambda i: labels[(i, reason)].verdict if (i, reason) in labels else None)
@@ -422,6 +433,13 @@ class AuditSummary:
         if reason == KEPT:
             return self.kept
         return next((r for r in self.rules if r.reason == reason), None)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AuditSummary":
+        return cls([RuleAudit.from_dict(r) for r in d.get("rules") or []],
+                   RuleAudit.from_dict(d["kept"]) if d.get("kept") else None, int(d.get("labels") or 0),
+                   int(d.get("stale_labels") or 0), str(d.get("labels_path") or ""),
+                   float(d.get("confidence") or CONFIDENCE))
 
     def to_dict(self) -> dict[str, Any]:
         return {
