@@ -83,7 +83,7 @@ def record_header(item: AuditItem, position: int, total: int, label: Label | Non
 
 
 def render_item(console: Console, item: AuditItem, position: int, total: int, *, label: Label | None = None,
-                limit: int | None = 3000, twin: list[dict] | None = None) -> None:
+                limit: int | None = 2000, twin: list[dict] | None = None) -> None:
     console.rule(style="blue")
     console.print(record_header(item, position, total, label))
     marked = span_message(item)
@@ -242,7 +242,7 @@ def register(app: typer.Typer) -> None:
         items = flatten(sample)
         console.print(f"auditing {run.root}: " + ", ".join(f"{r} {len(v)}" for r, v in sample.items())
                       + f" sampled (seed {seed}); labels go to {store.path}", style="dim")
-        counts = walk(console, run, items, store, redo=redo, limit=None if full else 3000, twins=kept_frame)
+        counts = walk(console, run, items, store, redo=redo, limit=None if full else 2000, twins=kept_frame)
         console.print(f"this session: {counts['right']} right, {counts['wrong']} wrong, {counts['skip']} skipped")
         kept_ids = kept_frame["id"] if kept_frame is not None else None
         print_summary(console, summarize(removed, kept_ids, store.load(), str(store.path)))

@@ -13,6 +13,7 @@ import streamlit as st
 from curatune.app import ui
 from curatune.app.auditview import messages_html, meta_html
 from curatune.app.data import RunData
+from curatune.app.diffview import conversation_text, similarity, word_diff_html
 from curatune.curate.audit import KEPT, AuditItem, LabelStore, build_sample, rule_order, summarize, table_rows
 
 
@@ -114,7 +115,28 @@ def render() -> None:
                     args=(*args, "wrong", key, position))
         b[2].button("Skip", key="audit_skip", on_click=answer, args=(*args, None, key, position))
         st.html(messages_html(item))
+        if item.duplicate_of:
+            twin(item, removed, kept)
     precision_table(removed, kept, labels, store)
+
+
+def twin(item: AuditItem, removed: pd.DataFrame, kept: pd.DataFrame | None) -> None:
+    """The record a duplicate was removed in favour of, with the word-level differences."""
+    where, hit = "kept", kept[kept["id"] == item.duplicate_of] if kept is not None else pd.DataFrame()
+    if hit.empty:
+        where, hit = "itself removed", removed[removed["id"] == item.duplicate_of]
+    with st.expander(f"Its twin {item.duplicate_of} ({where if len(hit) else 'not found'})", expanded=True):
+        if hit.empty:
+            st.caption("The twin is in neither kept.parquet nor removed.parquet.")
+            return
+        mine, theirs = conversation_text(item.messages), conversation_text(hit.iloc[0]["messages"])
+        left_html, right_html = word_diff_html(mine, theirs)
+        st.caption(f"Word overlap {similarity(mine, theirs):.0%}. Struck out: only in this record; green: only in the twin.")
+        left, right = st.columns(2)
+        with left:
+            ui.text_box(mine, html_body=left_html)
+        with right:
+            ui.text_box(theirs, html_body=right_html)
 
 
 ui.guarded(render)
