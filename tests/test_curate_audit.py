@@ -280,6 +280,8 @@ def test_html_rendering_escapes_data_and_marks_the_span():
     body = messages_html(item)
     assert "<script>" not in body and "<mark>&lt;script&gt;</mark>" in body and "&lt;b&gt;hi&lt;/b&gt;" in body
     assert "⚑ flagged" in body and "**bold**" in body
+    blank = build_sample(normalize_ledger(ledger([(Record.make(chat("q", " \n ")), "empty", {})])), None)["empty"][0]
+    assert "(empty: 3 whitespace characters)" in messages_html(blank)
     meta = meta_html(item, Label(item.id, item.reason, "wrong", "<img src=x>"))
     assert "<i>" not in meta and "&lt;img src=x&gt;" in meta and "labelled wrong" in meta
 

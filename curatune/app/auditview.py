@@ -14,9 +14,10 @@ LONG_MESSAGE = 2500
 
 
 def message_body(content: str, span: str) -> str:
+    if not content.strip():
+        what = f"(empty: {len(content)} whitespace characters)" if content else "(empty)"
+        return f'<span class="ct-muted">{what}</span>'
     parts = excerpt(content, span)
-    if not parts:
-        return '<span class="ct-muted">(empty)</span>'
     return "".join(f"<mark>{html.escape(piece)}</mark>" if kind == "span" else html.escape(piece)
                    for piece, kind in parts)
 

@@ -16,6 +16,9 @@ from curatune.app.data import RunData
 from curatune.app.diffview import conversation_text, similarity, word_diff_html
 from curatune.curate.audit import KEPT, AuditItem, LabelStore, build_sample, rule_order, summarize, table_rows
 
+#: Twins shorter than this together are compared at once; longer ones on request (see twin()).
+SHORT_PAIR = 6000
+
 
 def position_key(run: RunData, rule: str, n: int, seed: int) -> str:
     return f"audit_pos:{run.label}:{rule}:{n}:{seed}"
@@ -51,7 +54,8 @@ def precision_table(removed: pd.DataFrame, kept: pd.DataFrame | None, labels: di
                "(1 − precision) × the rule's count, exact on the labelled records, interval carried through. "
                "For kept: the share of sampled kept records that are clean, and the flawed records projected among all "
                "kept ones.")
-    st.dataframe(pd.DataFrame(table_rows(summary)), hide_index=True, key="audit_table")
+    rows = table_rows(summary)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="audit_table", height=ui.table_height(len(rows)))
     note = f"{summary.labels} labels in `{store.path}`."
     if summary.stale:
         note += f" {summary.stale} of them match no record this run removed (or kept) for that reason."
@@ -125,18 +129,24 @@ def twin(item: AuditItem, removed: pd.DataFrame, kept: pd.DataFrame | None) -> N
     where, hit = "kept", kept[kept["id"] == item.duplicate_of] if kept is not None else pd.DataFrame()
     if hit.empty:
         where, hit = "itself removed", removed[removed["id"] == item.duplicate_of]
-    with st.expander(f"Its twin {item.duplicate_of} ({where if len(hit) else 'not found'})", expanded=True):
-        if hit.empty:
-            st.caption("The twin is in neither kept.parquet nor removed.parquet.")
-            return
-        mine, theirs = conversation_text(item.messages), conversation_text(hit.iloc[0]["messages"])
-        left_html, right_html = word_diff_html(mine, theirs)
-        st.caption(f"Word overlap {similarity(mine, theirs):.0%}. Struck out: only in this record; green: only in the twin.")
-        left, right = st.columns(2)
-        with left:
-            ui.text_box(mine, html_body=left_html)
-        with right:
-            ui.text_box(theirs, html_body=right_html)
+    st.markdown(f"**Its twin** `{item.duplicate_of}` ({where if len(hit) else 'not found'})")
+    if hit.empty:
+        st.caption("The twin is in neither kept.parquet nor removed.parquet.")
+        return
+    mine, theirs = conversation_text(item.messages), conversation_text(hit.iloc[0]["messages"])
+    if mine == theirs:
+        st.caption("Same text as this record.")
+        return
+    # The word diff is quadratic: seconds for two 10,000-character chats, so long pairs wait for a click.
+    if not st.toggle("Compare word by word", value=len(mine) + len(theirs) < SHORT_PAIR, key="audit_twin_diff"):
+        return
+    left_html, right_html = word_diff_html(mine, theirs)
+    st.caption(f"Word overlap {similarity(mine, theirs):.0%}. Struck out: only in this record; green: only in the twin.")
+    left, right = st.columns(2)
+    with left:
+        ui.text_box(mine, html_body=left_html)
+    with right:
+        ui.text_box(theirs, html_body=right_html)
 
 
 ui.guarded(render)

@@ -64,7 +64,8 @@ def rule_precision(run: RunData) -> None:
         return
     st.caption("From the labels of the Audit page: precision = right / labelled with a Wilson 95% interval; good records "
                "dropped = (1 − precision) × the rule's count, interval carried through. Rules without labels: not audited.")
-    st.dataframe(pd.DataFrame(table_rows(summary)), hide_index=True, key="precision_table")
+    rows = table_rows(summary)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="precision_table", height=ui.table_height(len(rows)))
 
 
 def categories(report: dict) -> None:
