@@ -196,7 +196,7 @@ def test_audit_page_labels_records_and_shows_precision(monkeypatch, audit_run_di
     at = app(monkeypatch, run, page="audit")
     assert at.title[0].value == "Audit"
     rules = at.selectbox(key="audit_rule").options
-    assert rules[-1].startswith("kept") and any(r.startswith("truncated ·") for r in rules)
+    assert rules[-1].startswith("kept") and "truncated · 0 dropped, 1 trimmed · 0 labelled" in rules
     assert set(frame(at, "rule", "precision [95% CI]")["precision [95% CI]"]) == {"not audited"}
     assert at.selectbox(key="audit_rule").value == "exact_duplicate"  # the rule that removed most
     assert "**Its twin**" in texts(at.markdown) and "(kept)" in texts(at.markdown)

@@ -40,11 +40,14 @@ def move(key: str, position: int) -> None:
     st.session_state[key] = position
 
 
-def rule_label(rule: str, counts: pd.Series, kept_count: int, labels: dict) -> str:
+def rule_label(rule: str, removed: pd.DataFrame, kept_count: int, labels: dict) -> str:
     done = sum(1 for (_, reason) in labels if reason == rule)
     if rule == KEPT:
         return f"{KEPT} · {kept_count:,} records · {done} labelled"
-    return f"{rule} · {int(counts.get(rule, 0)):,} removed · {done} labelled"
+    actions = removed.loc[removed["reason"] == rule, "action"]
+    trimmed = int((actions == "trim").sum())
+    counts = f"{len(actions) - trimmed:,} dropped" + (f", {trimmed:,} trimmed" if trimmed else "")
+    return f"{rule} · {counts} · {done} labelled"
 
 
 def precision_table(removed: pd.DataFrame, kept: pd.DataFrame | None, labels: dict, store: LabelStore) -> None:
@@ -74,7 +77,6 @@ def render() -> None:
     kept = run.kept()
     store = LabelStore.of(run.dir)
     labels = store.load()
-    counts = removed["reason"].value_counts()
     rules = rule_order(removed) + ([KEPT] if kept is not None and len(kept) else [])
     if not rules:
         st.success("Nothing was removed and nothing was kept: there is nothing to audit.")
@@ -82,7 +84,7 @@ def render() -> None:
 
     c1, c2, c3 = st.columns([4, 1, 1])
     rule = c1.selectbox("Rule", rules, key="audit_rule",
-                        format_func=lambda r: rule_label(r, counts, len(kept) if kept is not None else 0, labels))
+                        format_func=lambda r: rule_label(r, removed, len(kept) if kept is not None else 0, labels))
     n = int(c2.number_input("Sample size", min_value=1, max_value=1000, value=60 if rule == KEPT else 25,
                             key=f"audit_n:{rule == KEPT}"))
     seed = int(c3.number_input("Seed", min_value=0, value=0, key="audit_seed"))
