@@ -395,23 +395,32 @@ class RuleAudit:
         return audit
 
 
-def _audit_rows(reason: str, rows: pd.DataFrame, labels: dict[tuple[str, str], Label]) -> RuleAudit:
-    """Numbers for one rule from its ledger rows (columns id, action) and the labels."""
-    verdicts = rows["id"].map(lambda i: labels[(i, reason)].verdict if (i, reason) in labels else None)
-    by_id = pd.DataFrame({"id": rows["id"], "verdict": verdicts}).dropna().drop_duplicates("id")
-    labelled, right = len(by_id), int((by_id["verdict"] == "right").sum())
-    audit = RuleAudit(reason, int((rows["action"] != "trim").sum()), int((rows["action"] == "trim").sum()),
-                      labelled, right)
-    interval = wilson(right, labelled)
+def _audit_rows(reason: str, rows: Iterable[tuple[str, str]], labels: dict[tuple[str, str], Label]) -> RuleAudit:
+    """Numbers for one rule from its ledger rows, (id, action) pairs, and the labels.
+
+    Plain loops: a few thousand rows per rule, and the app recomputes this on every click.
+    """
+    count = {"drop": 0, "trim": 0}
+    labelled_rows = {"drop": 0, "trim": 0}
+    wrong_rows = {"drop": 0, "trim": 0}
+    verdicts: dict[str, str] = {}  # by distinct id: exact duplicates share one label
+    for record_id, action in rows:
+        kind = "trim" if action == "trim" else "drop"
+        count[kind] += 1
+        label = labels.get((record_id, reason))
+        if label is not None:
+            labelled_rows[kind] += 1
+            wrong_rows[kind] += label.verdict == "wrong"
+            verdicts[record_id] = label.verdict
+    right = sum(1 for v in verdicts.values() if v == "right")
+    audit = RuleAudit(reason, count["drop"], count["trim"], len(verdicts), right)
+    interval = wilson(right, len(verdicts))
     if interval is None:
         return audit
-    audit.precision = right / labelled
+    audit.precision = right / len(verdicts)
     audit.ci_low, audit.ci_high = interval
-    for name, mask in (("lost", rows["action"] != "trim"), ("cut", rows["action"] == "trim")):
-        part = verdicts[mask]
-        projection = project(int(mask.sum()), int(part.notna().sum()), int((part == "wrong").sum()),
-                             audit.precision, interval)
-        setattr(audit, name, projection)
+    audit.lost = project(count["drop"], labelled_rows["drop"], wrong_rows["drop"], audit.precision, interval)
+    audit.cut = project(count["trim"], labelled_rows["trim"], wrong_rows["trim"], audit.precision, interval)
     return audit
 
 
@@ -452,14 +461,16 @@ class AuditSummary:
 def summarize(removed: pd.DataFrame, kept_ids: pd.Series | None, labels: dict[tuple[str, str], Label],
               labels_path: str = "") -> AuditSummary:
     """Precision per rule and the kept sample's clean share, from a normalized ledger and labels."""
-    rules = [_audit_rows(reason, removed.loc[removed["reason"] == reason, ["id", "action"]], labels)
-             for reason in rule_order(removed)]
-    current = set(zip(removed["id"], removed["reason"]))
+    by_reason: dict[str, list[tuple[str, str]]] = {}
+    for record_id, reason, action in zip(removed["id"], removed["reason"], removed["action"]):
+        by_reason.setdefault(reason, []).append((record_id, action))
+    rules = [_audit_rows(reason, by_reason[reason], labels) for reason in rule_order(removed)]
+    current = {(i, reason) for reason, rows in by_reason.items() for i, _ in rows}
     kept = None
     if kept_ids is not None:
-        kept_rows = pd.DataFrame({"id": kept_ids.astype(str).values, "action": "keep"})
-        kept = _audit_rows(KEPT, kept_rows, labels)
-        current |= {(i, KEPT) for i in kept_rows["id"]}
+        ids = [str(i) for i in kept_ids]
+        kept = _audit_rows(KEPT, ((i, "keep") for i in ids), labels)
+        current |= {(i, KEPT) for i in ids}
     stale = sum(1 for key in labels if key not in current)
     return AuditSummary(rules, kept, len(labels), stale, labels_path)
 

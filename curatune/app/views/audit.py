@@ -74,7 +74,7 @@ def render() -> None:
     if removed is None:
         ui.missing_note(run, run.dir.removed, "The removal ledger", "the curate stage")
         return
-    kept = run.kept()
+    kept = run.audit_kept()
     store = LabelStore.of(run.dir)
     labels = store.load()
     rules = rule_order(removed) + ([KEPT] if kept is not None and len(kept) else [])

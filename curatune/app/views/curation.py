@@ -53,9 +53,8 @@ def rule_precision(run: RunData) -> None:
     removed = run.audit_ledger()
     if removed is None or removed.empty:
         return
-    kept = run.kept()
     labels = LabelStore.of(run.dir).load()
-    summary = summarize(removed, kept["id"] if kept is not None else None, labels, str(run.dir.audit_labels))
+    summary = summarize(removed, run.kept_ids(), labels, str(run.dir.audit_labels))
     st.subheader("Rule precision (audit)")
     if not summary.audited:
         st.caption("Not audited: no rule's removals have been labelled yet. Label a sample on the **Audit** page "
