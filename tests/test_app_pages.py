@@ -249,6 +249,16 @@ def test_audit_page_labels_records_and_shows_precision(monkeypatch, audit_run_di
     assert table.loc["exact_duplicate", "precision [95% CI]"] == "not audited"
 
 
+def test_audit_page_says_when_an_answer_cannot_be_saved(monkeypatch, audit_run_dir):
+    run, _ = audit_run_dir
+    (run / "audit").write_text("a file where the labels folder should be")
+    at = app(monkeypatch, run, page="audit")
+    at.button(key="audit_right").click().run()
+    assert not at.exception
+    assert "The answer was not saved" in texts(at.error) and "labels.jsonl" in texts(at.error)
+    assert "record 1 of 9" in texts(at.markdown).lower()  # still on the same record
+
+
 def test_curation_page_says_not_audited(monkeypatch, runs_root):
     at = app(monkeypatch, runs_root / "curated", page="curation")
     assert "Not audited" in texts(at.caption)

@@ -344,6 +344,13 @@ def test_cli_import_export_and_errors(run, tmp_path):
     assert "labels file not found" in str(result.exception)
 
 
+def test_unwritable_labels_are_one_clear_error(run):
+    (run.root / "audit").write_text("a file where the labels folder should be")
+    result = invoke(run.root, "--rule", "truncated", "--n", "1", input="r\n")
+    assert result.exit_code != 0 and "cannot write the labels" in str(result.exception)
+    assert "labels.jsonl" in str(result.exception)
+
+
 def test_report_shows_audited_precision(run):
     result = runner.invoke(app, ["report", str(run.root)], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from statsmodels.stats.proportion import proportion_confint
 
-from curatune.errors import DataError
+from curatune.errors import CuratuneError, DataError
 from curatune.rundir import RunDir, atomic_write_text
 
 #: The pseudo-reason of the kept sample: "right" = rightly kept (clean), "wrong" = should have gone.
@@ -106,7 +106,10 @@ def read_labels(path: str | Path) -> dict[tuple[str, str], Label]:
 
 
 def write_labels(path: str | Path, labels: Iterable[Label]) -> None:
-    atomic_write_text(path, "".join(label.to_json() + "\n" for label in labels))
+    try:
+        atomic_write_text(path, "".join(label.to_json() + "\n" for label in labels))
+    except OSError as exc:  # a read-only run directory, a full disk
+        raise CuratuneError(f"{path}: cannot write the labels: {exc.strerror or exc}") from exc
 
 
 class LabelStore:

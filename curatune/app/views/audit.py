@@ -15,7 +15,9 @@ from curatune.app.auditview import messages_html, meta_html
 from curatune.app.data import RunData
 from curatune.app.diffview import conversation_text, similarity, word_diff_html
 from curatune.curate.audit import KEPT, AuditItem, LabelStore, build_sample, rule_order, summarize, table_rows
+from curatune.errors import CuratuneError
 
+WRITE_ERROR = "audit_write_error"
 #: Twins shorter than this together are compared at once; longer ones on request (see twin()).
 SHORT_PAIR = 6000
 
@@ -31,7 +33,11 @@ def first_unlabelled(items: list[AuditItem], labels: dict) -> int:
 def answer(store_path: str, item_id: str, reason: str, verdict: str | None, key: str, position: int) -> None:
     """Button callback: store the label (unless skipped), clear the note, move to the next record."""
     if verdict is not None:
-        LabelStore(store_path).put(item_id, reason, verdict, st.session_state.get("audit_note", ""))
+        try:
+            LabelStore(store_path).put(item_id, reason, verdict, st.session_state.get("audit_note", ""))
+        except CuratuneError as exc:  # shown by render(); the record stays on screen
+            st.session_state[WRITE_ERROR] = str(exc)
+            return
     st.session_state["audit_note"] = ""
     st.session_state[key] = position + 1
 
@@ -70,6 +76,8 @@ def render() -> None:
                             "removed or trimmed, mark each right or wrong, and see the rule's precision and how many "
                             "good records it is likely to have cost. Same labels as `curatune audit RUN_DIR`.")
     run = ui.require_run()
+    if WRITE_ERROR in st.session_state:
+        st.error(f"The answer was not saved: {st.session_state.pop(WRITE_ERROR)}")
     removed = run.audit_ledger()
     if removed is None:
         ui.missing_note(run, run.dir.removed, "The removal ledger", "the curate stage")
