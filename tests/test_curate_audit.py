@@ -16,7 +16,7 @@ from curatune.app.auditview import messages_html, meta_html
 from curatune.cli import app
 from curatune.curate.audit import (
     KEPT, Label, LabelStore, audit_run, build_sample, excerpt, normalize_ledger, project, read_labels, sample_rank,
-    summarize, wilson, write_labels,
+    wilson, write_labels,
 )
 from curatune.curate.audit_command import render_item
 from curatune.errors import DataError
