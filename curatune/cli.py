@@ -35,6 +35,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 # Modules that add subcommands, in the order they appear in --help.
 _COMMAND_MODULES = (
     "curatune.curate.command",
+    "curatune.curate.audit_command",
     "curatune.train.command",
     "curatune.evaluate.command",
     "curatune.run",

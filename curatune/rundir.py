@@ -9,6 +9,7 @@ Layout (documented in the README, keep both in step)::
         kept.parquet                records that survived curation (RECORD_COLUMNS)
         removed.parquet             every removed record + step, reason, detail, duplicate_of, cluster_id
         report.json                 counts, per-step stats, category distributions
+      audit/labels.jsonl            right/wrong labels of audited records, keyed by (id, reason); outlives re-curation
       train/
         plan.json                   every cell of the sweep grid
         heldout.parquet             the held-out evaluation split, carved before subsetting
@@ -166,6 +167,11 @@ class RunDir:
     @property
     def curate_report(self) -> Path:
         return self.curate / "report.json"
+
+    @property
+    def audit_labels(self) -> Path:
+        """Audit labels (`curatune audit`); outside curate/ so deleting curate/ to redo keeps them."""
+        return self.root / "audit" / "labels.jsonl"
 
     # train/
     @property

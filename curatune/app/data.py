@@ -28,6 +28,7 @@ from curatune.app.discovery import (  # noqa: F401
     paths_from_env,
 )
 from curatune.app.discovery import discover_runs as _discover_runs
+from curatune.curate.audit import normalize_ledger
 from curatune.errors import CuratuneError
 from curatune.rundir import (  # noqa: F401  (CELL_STATUSES is re-exported for the views)
     CELL_STATUSES,
@@ -91,6 +92,36 @@ def _ledger_with_text(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
             frame[column] = None
     frame["text"] = frame["messages"].map(conversation_text) if "messages" in frame.columns else ""
     return frame
+
+
+# The audit reads the ledger and the kept records on every click. st.cache_data hands out a
+# copy (unpickling ~50 MB, 1-2 s, for 7,000 chat records), so these two are shared as is
+# (st.cache_resource): callers must not modify them.
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _audit_ledger(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        raise RunFileError(f"could not read {path}: {type(exc).__name__}: {exc}") from exc
+    return normalize_ledger(frame, Path(path))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _kept_shared(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:
+        raise RunFileError(f"could not read {path}: {type(exc).__name__}: {exc}") from exc
+    _require_columns(frame, ("id",), Path(path))
+    return frame
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _kept_ids(path: str, stamp: tuple[int, int]) -> pd.Series:
+    try:
+        return pd.read_parquet(path, columns=["id"])["id"].astype(str)
+    except Exception as exc:
+        raise RunFileError(f"could not read the ids of {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def read_json(path: Path) -> Any | None:
@@ -222,6 +253,22 @@ class RunData:
         """The removal ledger plus a ``text`` column (the conversation as plain text), cached."""
         stamp = file_stamp(self.dir.removed)
         return None if stamp is None else _ledger_with_text(str(self.dir.removed), stamp)
+
+    def audit_ledger(self) -> pd.DataFrame | None:
+        """The removal ledger with the audit's optional columns (action, turn, span, kept_as) filled in.
+
+        Shared between reruns, not copied: do not modify it."""
+        stamp = file_stamp(self.dir.removed)
+        return None if stamp is None else _audit_ledger(str(self.dir.removed), stamp)
+
+    def audit_kept(self) -> pd.DataFrame | None:
+        """kept.parquet for the audit, shared between reruns, not copied: do not modify it."""
+        stamp = file_stamp(self.dir.kept)
+        return None if stamp is None else _kept_shared(str(self.dir.kept), stamp)
+
+    def kept_ids(self) -> pd.Series | None:
+        stamp = file_stamp(self.dir.kept)
+        return None if stamp is None else _kept_ids(str(self.dir.kept), stamp)
 
     def plan(self) -> dict | None:
         return _as_dict(read_json(self.dir.plan), self.dir.plan)

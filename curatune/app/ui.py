@@ -155,3 +155,8 @@ def text_box(text: str, *, html_body: str | None = None) -> None:
 def preview(text: str, limit: int = 90) -> str:
     text = " ".join(str(text or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def table_height(rows: int, limit: int = 900) -> int:
+    """Pixel height that shows every row of a st.dataframe (35 px a row plus the header), up to ``limit``."""
+    return min(limit, 35 * (rows + 1) + 3)
