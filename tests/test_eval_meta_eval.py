@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.dummy import DummyRegressor
+from sklearn.linear_model import LinearRegression
 
 from curatune.evaluate import meta_eval
 
@@ -56,7 +57,7 @@ def _frame() -> pd.DataFrame:
 
 def test_cross_fitted_predictions_never_train_on_the_scored_system():
     frame = _frame()
-    predicted = meta_eval.cross_fitted_predictions(frame, ["x"], "y", DummyRegressor)
+    predicted = meta_eval.cross_fitted_predictions(frame, ["x"], "y", DummyRegressor, common_origin=False)
     # a mean predictor fitted without system A predicts the mean of B and C: (10..13, 20..23) -> 16.5
     expected = {"A": np.mean(range(10, 14)) / 2 + np.mean(range(20, 24)) / 2, "B": 11.5, "C": 6.5}
     for system, value in expected.items():
@@ -65,11 +66,27 @@ def test_cross_fitted_predictions_never_train_on_the_scored_system():
 
 def test_cross_fitted_predictions_hold_out_talks_too():
     frame = _frame()
-    predicted = meta_eval.cross_fitted_predictions(frame, ["x"], "y", DummyRegressor, segment_group="doc")
+    predicted = meta_eval.cross_fitted_predictions(frame, ["x"], "y", DummyRegressor, segment_group="doc",
+                                                   common_origin=False)
     # (A, t1) is predicted from B and C in t2 only: segments 2, 3 -> mean(12, 13, 22, 23) = 17.5
     cell = (frame.system == "A") & (frame.doc == "t1")
     assert predicted[cell] == pytest.approx(17.5)
     assert not np.isnan(predicted).any()
+
+
+def test_common_origin_removes_the_fold_intercepts():
+    frame = _frame()
+    # Without it, a constant model fitted without the best system scores that system lowest:
+    # its intercept is the mean of the worse systems (the leave-one-out artifact).
+    biased = meta_eval.cross_fitted_predictions(frame, ["x"], "y", DummyRegressor, common_origin=False)
+    frame["biased"] = biased
+    assert meta_eval.pairwise_accuracy(meta_eval.system_means(frame, "biased"), meta_eval.system_means(frame, "y")) == 0.0
+    # With it, a constant model says nothing (all zero), and a linear one gives w * (x - mean x).
+    flat = meta_eval.cross_fitted_predictions(frame, ["x"], "y", DummyRegressor)
+    assert flat == pytest.approx(np.zeros(len(frame)))
+    frame["y3"] = 3 * frame["x"] + 7
+    linear = meta_eval.cross_fitted_predictions(frame, ["x"], "y3", LinearRegression, segment_group="doc")
+    assert linear == pytest.approx(3 * (frame["x"] - frame["x"].mean()).to_numpy())
 
 
 def test_system_means():

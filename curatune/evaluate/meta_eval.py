@@ -70,6 +70,7 @@ def cross_fitted_predictions(
     make_model: Callable[[], Regressor],
     system: str = "system",
     segment_group: str | None = None,
+    common_origin: bool = True,
 ) -> np.ndarray:
     """One out-of-fold prediction per row.
 
@@ -77,11 +78,20 @@ def cross_fitted_predictions(
     other systems. With ``segment_group`` (e.g. a document fold), a cell (system s, group g)
     is predicted by a model fitted on rows of other systems AND other groups, so the model
     saw neither the system nor the source sentences it scores.
+
+    ``common_origin``: each fold's prediction is reported relative to that fold's prediction
+    at one fixed point (the mean feature vector of the whole frame; features only, no labels).
+    Why: a model fitted without system s learns an intercept from the OTHER systems' mean
+    score, which is lower the better s is; with weak features that fold-to-fold offset, not the
+    features, would decide the system ranking, and rank systems backwards. A fitted metric is
+    one model for all systems, so only differences within a model mean anything; for a linear
+    model this makes every fold's prediction exactly ``w · (x - anchor)``.
     """
     predictions = np.full(len(frame), np.nan)
     X, y = frame[list(features)].to_numpy(float), frame[target].to_numpy(float)
     systems = frame[system].to_numpy()
     groups = frame[segment_group].to_numpy() if segment_group else np.zeros(len(frame))
+    anchor = X.mean(axis=0, keepdims=True)
     for held_system in pd.unique(systems):
         for held_group in pd.unique(groups):
             scored = (systems == held_system) & (groups == held_group)
@@ -90,7 +100,8 @@ def cross_fitted_predictions(
             train = (systems != held_system) & ((groups != held_group) if segment_group else True)
             if not train.any():
                 raise ValueError(f"no training rows left when holding out {held_system!r}/{held_group!r}")
-            predictions[scored] = make_model().fit(X[train], y[train]).predict(X[scored])
+            model = make_model().fit(X[train], y[train])
+            predictions[scored] = model.predict(X[scored]) - (model.predict(anchor)[0] if common_origin else 0.0)
     return predictions
 
 
