@@ -87,11 +87,14 @@ def run_curate(
 ) -> dict[str, Any]:
     """Curate ``config.data.sources`` into ``run_dir/curate``; return the report."""
     from curatune.curate.pipeline import CurationPipeline
-    from curatune.data.loaders import load_sources
+    from curatune.data.loaders import expand_path, load_sources
 
-    run_dir.write_manifest(config.resolved(), "curate")
     if not config.data.sources:
         raise ConfigError("data.sources is empty: nothing to curate (add at least one {path: ...})")
+    for source in config.data.sources:  # a missing source fails before anything is written
+        if source.format != "parallel":
+            expand_path(source.path)
+    run_dir.write_manifest(config.resolved(), "curate")
     labels = labels or config.data.labels
     key = fingerprint(config, labels)
     if not force and run_dir.curate_report.exists() and run_dir.kept.exists() and run_dir.removed.exists():
