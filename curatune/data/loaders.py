@@ -262,7 +262,10 @@ class FolderWalk:
             is_dir, is_file = entry.is_dir(), entry.is_file()  # both follow links
             info = entry.stat() if (is_dir or is_file) else None
         except OSError as exc:
-            self.unreadable.append((entry.path, exc.strerror or str(exc)))
+            if entry.is_symlink():
+                self._broken_link(entry)
+            else:
+                self.unreadable.append((entry.path, exc.strerror or str(exc)))
             return
         if is_dir:
             if is_curatune_run_dir(entry.path):
@@ -281,8 +284,16 @@ class FolderWalk:
                 return
             self._seen_files.add(identity)
             self.files.append(entry.path)
-        elif entry.is_symlink() and container_of(entry.name) is not None:
-            self.unreadable.append((entry.path, f"a symbolic link that cannot be followed: {_link_problem(entry.path)}"))
+        elif entry.is_symlink():
+            self._broken_link(entry)
+
+    def _broken_link(self, entry: os.DirEntry) -> None:
+        """A link that loops or leads nowhere: an error when its name says data, else a note."""
+        problem = f"a symbolic link that cannot be followed: {_link_problem(entry.path)}"
+        if container_of(entry.name) is not None:
+            self.unreadable.append((entry.path, problem))
+        else:
+            self.notes.append(f"{entry.path}: {problem}; not a data file name, skipped")
 
     def raise_if_unreadable(self, label: str) -> None:
         if not self.unreadable:
@@ -837,13 +848,11 @@ def read_jsonl_streaming(path: str, encoding: str | None) -> FileRead | None:
         if not _newline_is_one_byte(head, encoding):
             return None
         try:
-            for number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                if not lines and line.lstrip(b" \t\r\n").removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"["):
+            for number, line in non_blank_lines(stream):
+                if not lines and line.lstrip().removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"["):
                     return None  # one JSON array in a .jsonl file
                 numbers.append(number)
-                lines.append(line.rstrip(b"\r\n"))
+                lines.append(line.rstrip(b"\r"))
         except _DECOMPRESSION_ERRORS as exc:
             raise DataError(f"{path}: cannot decompress the {Path(path).suffix} file ({exc})") from None
         except OSError as exc:
@@ -863,6 +872,40 @@ def read_jsonl_streaming(path: str, encoding: str | None) -> FileRead | None:
         texts[0] = texts[0].lstrip("\ufeff")
     rows = parse_jsonl_lines(zip(numbers, texts), path)
     return FileRead(rows, "jsonl", decoded.encoding, list(decoded.warnings))
+
+
+#: A line holding something other than ASCII whitespace (the newline itself not included).
+_NON_BLANK_LINE = re.compile(rb"[^\n]*[^ \t\r\n\x0b\x0c][^\n]*")
+_CHUNK = 1 << 20
+
+
+def non_blank_lines(stream: io.BufferedIOBase) -> Iterable[tuple[int, bytes]]:
+    """(line number from 1, line without its newline) for every line that is not blank.
+
+    Reads 1 MB chunks and finds non-blank lines with one regular expression, so runs of
+    blank lines cost C-speed scanning, not a Python object each; a line longer than a chunk
+    is gathered piece by piece and joined once."""
+    pieces: list[bytes] = []  # the unfinished last line, in pieces
+    first_line = 1  # number of the first line that starts in the pending text
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        end = chunk.rfind(b"\n") + 1
+        if end == 0:
+            pieces.append(chunk)
+            continue
+        text = b"".join(pieces) + chunk[:end] if pieces else chunk[:end]
+        pieces = [chunk[end:]] if end < len(chunk) else []
+        number, scanned = first_line, 0
+        for match in _NON_BLANK_LINE.finditer(text):
+            number += text.count(b"\n", scanned, match.start())
+            scanned = match.start()
+            yield number, match.group()
+        first_line += text.count(b"\n")
+    rest = b"".join(pieces)
+    if rest.strip():
+        yield first_line, rest
 
 
 def _newline_is_one_byte(head: bytes, encoding: str | None) -> bool:
