@@ -42,6 +42,8 @@ from typing import Any, Iterator
 import pandas as pd
 import yaml
 
+from curatune.errors import environment_error
+
 MANIFEST = "manifest.json"
 
 
@@ -49,15 +51,20 @@ MANIFEST = "manifest.json"
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it into place only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:  # read-only or full disk, a file where the folder belongs: name the real path
+        raise environment_error(exc, path) from exc
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise environment_error(exc, path) from exc
         raise
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from curatune.errors import ModelError
+from curatune.errors import ModelError, WriteError, environment_error, is_disk_error
 from curatune.records import Record, frame_to_records
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 from curatune.train.chat_format import (
@@ -708,8 +708,13 @@ def run_cell(config, run_dir: RunDir, spec: CellSpec, **kwargs) -> CellOutcome:
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one cell is recorded, not fatal
+        if is_disk_error(exc):  # a full or read-only disk fails every later cell too: stop, say why
+            raise (exc if isinstance(exc, WriteError) else environment_error(exc)) from None
         error = f"{type(exc).__name__}: {exc}"
-        record_failure(run_dir, spec, error, traceback.format_exc())
+        try:
+            record_failure(run_dir, spec, error, traceback.format_exc())
+        except (OSError, WriteError) as record_exc:  # keep the cause visible when failed.json cannot be written
+            raise WriteError(f"cell {spec.key} failed ({error}), and recording that failed too: {record_exc}") from None
         return CellOutcome(spec.key, "failed", time.perf_counter() - started, error=error)
     finally:
         gc.collect()
