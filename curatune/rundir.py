@@ -43,6 +43,7 @@ import pandas as pd
 import yaml
 
 from curatune.errors import environment_error
+from curatune.runlock import default_file_mode, temp_prefix
 
 MANIFEST = "manifest.json"
 
@@ -53,7 +54,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # named after this process so a later run can remove it if we are killed (curatune.runlock)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, default_file_mode())  # mkstemp makes 0600; a plain open() obeys the umask
         os.close(fd)
     except OSError as exc:  # read-only or full disk, a file where the folder belongs: name the real path
         raise environment_error(exc, path) from exc

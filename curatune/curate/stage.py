@@ -17,6 +17,7 @@ from curatune.curate.base import CurateContext, Progress, RichProgress
 from curatune.errors import ConfigError
 from curatune.records import records_to_frame
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
+from curatune.runlock import holds_stage_lock
 
 
 def eval_items_loader(config) -> Callable[[], list[tuple[str, str]]]:
@@ -81,6 +82,7 @@ def fingerprint(config, labels: str | None) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+@holds_stage_lock("curate")  # one process per stage on a run directory
 def run_curate(
     config, run_dir: RunDir, labels: str | None = None, *, force: bool = False, progress: bool | None = None,
     console=None,

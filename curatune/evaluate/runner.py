@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.suites import EvalContext, Suite, SuiteScore, build_suites, fingerprint_digest
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
+from curatune.runlock import holds_stage_lock
 
 SCORE_COLUMNS = ["cell", "method", "size", "seed", "stage", "suite", "metric", "value", "n_items"]
 BASE = "base"
@@ -258,6 +259,7 @@ class Evaluator:
         return load_cell_model(target.info, target.stage, m.base, dtype=m.dtype, device=m.device)
 
 
+@holds_stage_lock("eval")  # one process per stage on a run directory
 def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, progress: bool = True,
                  score: bool = True) -> dict[str, Any]:
     """Score every pending unit, rebuild eval/scores.parquet, run the analysis; return a summary.

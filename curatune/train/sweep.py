@@ -21,6 +21,7 @@ from typing import Callable
 
 from curatune.errors import ConfigError, ModelError
 from curatune.rundir import RunDir, read_json
+from curatune.runlock import holds_stage_lock
 from curatune.train.cell import (
     DONE,
     FAILED,
@@ -277,6 +278,7 @@ class SweepSummary:
         }
 
 
+@holds_stage_lock("train")  # one process per stage on a run directory
 def run_sweep(config, run_dir: RunDir | str | os.PathLike | None = None, *, only: list[str] | None = None,
               executor: str | None = None, hook: Callable | None = None, progress: bool = True) -> dict:
     """Plan and train every cell not done yet; returns a summary dict.
