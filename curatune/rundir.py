@@ -43,6 +43,7 @@ import pandas as pd
 import yaml
 
 from curatune.errors import environment_error
+from curatune.runcheck import read_run_json
 from curatune.runlock import default_file_mode, temp_prefix
 
 MANIFEST = "manifest.json"
@@ -193,7 +194,7 @@ class RunDir:
         Every stage rewrites config.yaml, so settings changed after curation (evaluate.analysis
         above all, which `curatune report` and the app read from it) are what the run shows."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        manifest = read_json(self.manifest) if self.manifest.exists() else {"created": now}
+        manifest = read_run_json(self.manifest) if self.manifest.exists() else {"created": now}
         manifest.update(
             {
                 "config": resolved_config,
@@ -209,7 +210,7 @@ class RunDir:
         atomic_write_text(self.config, yaml.safe_dump(resolved_config, sort_keys=False, allow_unicode=True))
 
     def stamp_stage_finished(self, stage: str, **summary: Any) -> None:
-        manifest = read_json(self.manifest) if self.manifest.exists() else {}
+        manifest = read_run_json(self.manifest) if self.manifest.exists() else {}
         entry = manifest.setdefault("stages", {}).setdefault(stage, {})
         entry["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         entry.update(summary)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.suites import EvalContext, Suite, SuiteScore, build_suites, fingerprint_digest
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
+from curatune.runcheck import cell_repair_hint
 from curatune.runlock import holds_stage_lock
 
 SCORE_COLUMNS = ["cell", "method", "size", "seed", "stage", "suite", "metric", "value", "n_items"]
@@ -120,6 +121,17 @@ def _list_cells(run_dir: RunDir) -> list[Any]:
             raise ConfigError("scoring trained cells needs curatune.train.cells, which this installation lacks") from None
         raise
     return list_cells(run_dir)
+
+
+def _missing_weights(target: Target) -> str | None:
+    """Why weights that done.json lists are not on disk (deleted by hand, a copy cut short), or None."""
+    if target.info is None:
+        return None
+    weights = target.info.weights_dir(target.stage)
+    if weights is None or Path(weights).is_dir():
+        return None
+    return (f"done.json lists {target.stage} weights at {weights}, but that folder is missing; "
+            f"{cell_repair_hint(target.info.path)}")
 
 
 def _weights_available(target: Target) -> bool:
@@ -278,6 +290,8 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
 
     work: list[tuple[Target, list[Suite]]] = []
     unavailable: dict[str, list[str]] = {}
+    failed_early: dict[str, str] = {}
+    missing_units = 0
     units: list[tuple[str, Target]] = []
     for target in plan.targets:
         pending = evaluator.pending(target)
@@ -285,7 +299,13 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
         if not pending:
             continue
         if not _weights_available(target):
-            unavailable[target.label] = [s.name for s in pending]
+            missing = _missing_weights(target)
+            if missing:  # listed in done.json but gone: damage, not keep_weights = none
+                failed_early[target.label] = missing
+                missing_units += len(pending)
+                console.print(f"[red]{target.label}: {missing}[/red]")
+            else:
+                unavailable[target.label] = [s.name for s in pending]
             continue
         work.append((target, pending))
     for label, suites in unavailable.items():
@@ -294,7 +314,7 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
         )
 
     total = sum(len(p) for _, p in work)
-    reused = len(units) - total - sum(len(v) for v in unavailable.values())
+    reused = len(units) - total - sum(len(v) for v in unavailable.values()) - missing_units
     not_scored = 0 if score else total
     if not score:
         work, total = [], 0
@@ -304,7 +324,7 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
     )
     bar = tqdm(total=total, desc="evaluate", unit="unit", disable=not progress)
     scored = 0
-    failed: dict[str, str] = {}
+    failed: dict[str, str] = dict(failed_early)
     threads = _CpuThreads(config.evaluate.cpu_threads)
     try:
         for target, pending in work:
@@ -313,7 +333,7 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
             except Exception as exc:  # noqa: BLE001 - one unreadable cell must not block the others
                 if target.info is None:
                     raise
-                failed[target.label] = f"{type(exc).__name__}: {exc}"
+                failed[target.label] = f"{type(exc).__name__}: {exc}; {cell_repair_hint(target.info.path)}"
                 console.print(f"[red]{target.label}: cannot load the model, skipped: {exc}[/red]")
                 bar.update(len(pending))
                 continue

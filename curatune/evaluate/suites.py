@@ -27,6 +27,7 @@ from curatune.errors import ConfigError, DataError
 from curatune.evaluate.generation import GenerationSettings, format_prompt, generate
 from curatune.evaluate.metrics import auto_metrics, score_generations
 from curatune.records import RECORD_COLUMNS, Record, frame_to_records
+from curatune.runcheck import read_run_parquet
 from curatune.rundir import RunDir
 
 SAMPLE_TEXT_COLUMNS = ["example_id", "prompt", "reference", "output"]
@@ -199,7 +200,7 @@ class GenerationTask(Suite):
                     f"{path}: the held-out split is missing; run `curatune train` (it carves the split) "
                     f"or give suite {self.name!r} a path"
                 )
-            return frame_to_records(pd.read_parquet(path))
+            return frame_to_records(read_run_parquet(path))
         path = self.spec.path
         if path.endswith(".parquet") and Path(path).is_file():
             frame = pd.read_parquet(path)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from curatune.errors import ModelError, WriteError, environment_error, is_disk_error
 from curatune.records import Record, frame_to_records
+from curatune.runcheck import damaged_done_marker
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 from curatune.train.chat_format import (
     PaddingCollator,
@@ -469,6 +470,8 @@ def train_cell(
 ) -> CellOutcome:
     """Train one cell to done.json; skips a done cell. Exceptions propagate (see run_cell)."""
     cell_dir = spec.path(run_dir)
+    if damaged_done_marker(cell_dir):  # unreadable: not done; remove it so nothing counts it meanwhile
+        (cell_dir / DONE).unlink()
     if (cell_dir / DONE).exists():
         return CellOutcome(spec.key, "skipped", done=read_json(cell_dir / DONE))
     started = time.perf_counter()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from curatune.errors import ModelError
+from curatune.runcheck import cell_repair_hint, damaged_done_marker
 from curatune.rundir import RunDir, read_json
 from curatune.train.cell import CELL, DONE, FAILED, LOG, read_log
 
@@ -75,6 +76,9 @@ class CellInfo:
         path = run_dir.cell(method, size, seed)
         done = _read(path / DONE)
         failed = _read(path / FAILED) if done is None else None
+        damage = damaged_done_marker(path)
+        if damage:  # a done.json that does not parse is not done: show it as failed, with the repair
+            done, failed = None, {"error": f"{damage}; {cell_repair_hint(path)}"}
         cell = _read(path / CELL)
         if done is not None:
             status = "done"
@@ -90,7 +94,7 @@ class CellInfo:
 def _read(path: Path) -> dict | None:
     try:
         return read_json(path)
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
 
@@ -114,7 +118,12 @@ def load_cell_model(cell: CellInfo, stage: str = "final", base_model_name: str |
     if cell.status != "done":
         raise ModelError(f"cell {cell.key} is {cell.status}, not done: no weights to load")
     weights = cell.weights_dir(stage)
-    if weights is None or not weights.is_dir():
+    if weights is not None and not weights.is_dir():
+        raise ModelError(
+            f"cell {cell.key}: done.json lists {stage} weights at {weights}, but that folder is missing; "
+            f"{cell_repair_hint(cell.path)}"
+        )
+    if weights is None:
         raise ModelError(
             f"cell {cell.key} kept no {stage} weights (train.keep_weights = none); it was evaluated "
             "during the sweep"

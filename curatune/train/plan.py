@@ -13,6 +13,7 @@ import pandas as pd
 
 from curatune.errors import ConfigError, DataError
 from curatune.records import Record, frame_to_records, records_to_frame
+from curatune.runcheck import read_run_parquet
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
 from curatune.train.cell import CELL, DONE, POOL, CellSpec, fingerprint, fingerprint_diff
 from curatune.train.subsets import (
@@ -51,7 +52,7 @@ def load_training_records(config, run_dir: RunDir) -> list[Record]:
             f"{run_dir.kept} not found: run `curatune curate CONFIG` first, or set train.data = raw "
             "to train on the raw sources"
         )
-    return frame_to_records(pd.read_parquet(run_dir.kept))
+    return frame_to_records(read_run_parquet(run_dir.kept))
 
 
 def load_eval_records(config) -> list[Record] | None:
@@ -90,6 +91,11 @@ def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
         raise DataError("nothing left to train on after removing the held-out records")
 
     subsets = SubsetPlan.build(split.pool, config.train.seeds, config.train.sizes, config.train.stratify)
+    if not subsets.sizes:  # nothing would train: an error, not a sweep of "0/0 cells" that exits 0
+        raise ConfigError(
+            f"train.sizes {subsets.oversized}: every size exceeds the training pool of {len(split.pool)} "
+            f"records (curated records minus the held-out split); use sizes of at most {len(split.pool)}"
+        )
     if subsets.oversized:
         notes.append(
             f"sizes {subsets.oversized} exceed the training pool of {len(split.pool)} records and are "

@@ -21,6 +21,7 @@ from typing import Callable
 
 from curatune.errors import ConfigError, ModelError
 from curatune.rundir import RunDir, read_json
+from curatune.runcheck import damaged_done_marker
 from curatune.runlock import holds_stage_lock
 from curatune.train.cell import (
     DONE,
@@ -320,7 +321,11 @@ def run_sweep(config, run_dir: RunDir | str | os.PathLike | None = None, *, only
             "results are never overwritten; use a new run_dir, or restore the settings:\n  " + "\n  ".join(stale)
         )
     grid = [s for s in plan.specs if s.method in methods]
-    done = [s for s in grid if (s.path(run_dir) / DONE).exists()]
+    done = [s for s in grid if (s.path(run_dir) / DONE).exists() and damaged_done_marker(s.path(run_dir)) is None]
+    for spec in grid:  # a done.json that does not parse never counts: the cell is trained again
+        damage = damaged_done_marker(spec.path(run_dir))
+        if damage:
+            plan.notes.append(f"{damage}; training cell {spec.key} again")
     todo = [s for s in grid if s not in done]
     summary = SweepSummary(len(grid), already_done=[s.key for s in done], oversized=plan.oversized,
                            pool_size=plan.pool_size, heldout_size=plan.heldout_size, notes=plan.notes)
