@@ -59,7 +59,7 @@ from curatune.data.formats import (
     resolve_field_map,
 )
 from curatune.errors import DataError
-from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS, Record
+from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS, Record, standard_json
 
 logger = logging.getLogger(__name__)
 
@@ -1232,8 +1232,8 @@ def _undecodable_field(row: Any) -> str | None:
 
 def _dumps(value: Any) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
+        return standard_json(value)
+    except (TypeError, ValueError, RecursionError):
         return repr(value)
 
 
