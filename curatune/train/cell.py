@@ -204,7 +204,8 @@ def load_base_for_training(config, method: str, model_path: Path):
     # Master weights in float32 unless asked otherwise; bf16 training is autocast on top.
     dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
              "float16": torch.float16}[config.model.dtype]
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
+    # safetensors only: pickled .bin weights can run code when loaded
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust, "use_safetensors": True}
     if method == "qlora":
         kwargs.update(_qlora_load_kwargs(config))
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)

@@ -139,13 +139,16 @@ def load_weights_dir(weights: Path, adapter_base: str | None, dtype: str = "auto
     device = _pick_device(device)
     torch_dtype = _pick_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(weights)
+    # safetensors only, for base, adapter and full weights: pickled .bin weights can run code when loaded
     if adapter_base is not None:
         from peft import PeftModel
 
-        model = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch_dtype)
+        if not (Path(weights) / "adapter_model.safetensors").is_file():
+            raise ModelError(f"{weights}: no adapter_model.safetensors (curatune loads safetensors weights only)")
+        model = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch_dtype, use_safetensors=True)
         model = PeftModel.from_pretrained(model, weights).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype, use_safetensors=True)
     model.config.use_cache = True
     model.to(device)
     model.eval()

@@ -33,6 +33,7 @@ from curatune.train.cell import (
     qlora_problem,
     read_log,
     record_failure,
+    resolve_base_path,
     run_cell,
 )
 from curatune.train.plan import plan_sweep, stale_cells
@@ -327,6 +328,8 @@ def run_sweep(config, run_dir: RunDir | str | os.PathLike | None = None, *, only
         if damage:
             plan.notes.append(f"{damage}; training cell {spec.key} again")
     todo = [s for s in grid if s not in done]
+    if todo and executor == "local":  # a missing model is one error (exit 2), not a failure of every cell
+        resolve_base_path(config.model.base, config.model.trust_remote_code)
     summary = SweepSummary(len(grid), already_done=[s.key for s in done], oversized=plan.oversized,
                            pool_size=plan.pool_size, heldout_size=plan.heldout_size, notes=plan.notes)
 
