@@ -35,9 +35,10 @@ import pandas as pd
 
 from curatune.chat_format import PaddingCollator, encode, ensure_chat_template
 from curatune.config import ExperimentConfig
-from curatune.errors import ModelError
+from curatune.errors import ModelError, WriteError, environment_error, is_disk_error
 from curatune.models import ensure_pad_token, load_weights_dir, resolve_model_path
 from curatune.records import Record, frame_to_records
+from curatune.runcheck import damaged_done_marker
 from curatune.rundir import (
     CELL,
     CHECKPOINTS,
@@ -191,7 +192,8 @@ def load_base_for_training(config: ExperimentConfig, method: str, model_path: Pa
     # Master weights in float32 unless asked otherwise; bf16 training is autocast on top.
     dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
              "float16": torch.float16}[config.model.dtype]
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
+    # safetensors only: pickled .bin weights can run code when loaded
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust, "use_safetensors": True}
     if method == "qlora":
         kwargs.update(_qlora_load_kwargs(config))
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
@@ -462,6 +464,8 @@ def train_cell(
 ) -> CellOutcome:
     """Train one cell to done.json; skips a done cell. Exceptions propagate (see run_cell)."""
     cell_dir = spec.path(run_dir)
+    if damaged_done_marker(cell_dir):  # unreadable: not done; remove it so nothing counts it meanwhile
+        (cell_dir / DONE).unlink()
     if (cell_dir / DONE).exists():
         return CellOutcome(spec.key, "skipped", done=read_json(cell_dir / DONE))
     started = time.perf_counter()
@@ -709,8 +713,13 @@ def run_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, **kwargs
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one cell is recorded, not fatal
+        if is_disk_error(exc):  # a full or read-only disk fails every later cell too: stop, say why
+            raise (exc if isinstance(exc, WriteError) else environment_error(exc)) from None
         error = f"{type(exc).__name__}: {exc}"
-        record_failure(run_dir, spec, error, traceback.format_exc())
+        try:
+            record_failure(run_dir, spec, error, traceback.format_exc())
+        except (OSError, WriteError) as record_exc:  # keep the cause visible when failed.json cannot be written
+            raise WriteError(f"cell {spec.key} failed ({error}), and recording that failed too: {record_exc}") from None
         return CellOutcome(spec.key, "failed", time.perf_counter() - started, error=error)
     finally:
         gc.collect()

@@ -154,18 +154,20 @@ def browser(run: RunData) -> None:
 
 
 def show_record(run: RunData, removed: pd.DataFrame, row: pd.Series) -> None:
-    meta = f"**{row['reason']}** (step `{row['step']}`)"
+    # reason, step, detail, category and source are data: escaped, never rendered as Markdown
+    meta = f"**{ui.md(row['reason'])}** (step {ui.code(row['step'])})"
     if isinstance(row.get("detail"), str) and row["detail"]:
-        meta += f": {row['detail']}"
+        meta += f": {ui.md(row['detail'])}"
     st.markdown(meta)
-    st.caption(f"id `{row['id']}` · category {row.get('category') or '—'} · source {row.get('source') or '—'}")
+    st.caption(f"id {ui.code(row['id'])} · category {ui.md(row.get('category') or '—')} · "
+               f"source {ui.md(row.get('source') or '—')}")
     twin_id = row.get("duplicate_of")
     if not isinstance(twin_id, str) or not twin_id:
         ui.text_box(row["text"])
         return
     twin, where = find_twin(run, removed, twin_id)
     if twin is None:
-        st.warning(f"Its twin `{twin_id}` is in neither kept.parquet nor removed.parquet.")
+        st.warning(f"Its twin {ui.code(twin_id)} is in neither kept.parquet nor removed.parquet.")
         ui.text_box(row["text"])
         return
     twin_text = conversation_text(twin["messages"])
@@ -176,7 +178,7 @@ def show_record(run: RunData, removed: pd.DataFrame, row: pd.Series) -> None:
         st.markdown("**Removed record**")
         ui.text_box(row["text"], html_body=left_html)
     with right:
-        st.markdown(f"**Twin `{twin_id}`** ({where})")
+        st.markdown(f"**Twin {ui.code(twin_id)}** ({where})")
         ui.text_box(twin_text, html_body=right_html)
 
 

@@ -100,7 +100,7 @@ def sweep(run: RunData) -> None:
     if len(failed) and "failed" in shown:
         st.markdown(f"**Failed cells ({len(failed)})**: re-running the sweep retries them.")
         for row in failed.head(30).itertuples():
-            with st.expander(f"{row.cell}: {ui.preview(row.error, 120)}"):
+            with st.expander(ui.md(f"{row.cell}: {ui.preview(row.error, 120)}")):
                 st.code(row.traceback or row.error, language="text")
 
 
@@ -143,12 +143,12 @@ def render() -> None:
         st.subheader("Loaded runs")
         overview(refs)
     run = ui.require_run()
-    st.header(run.label)
-    st.caption(f"`{run.root}`")
+    st.header(ui.md(run.label))
+    st.caption(ui.code(run.root))
     missing = [m for m in run.missing()]
     if missing:
         st.info("This run is partial; still missing: " + "; ".join(
-            f"{m.what} (`{m.path.relative_to(run.root)}`, from {m.produced_by})" for m in missing))
+            f"{m.what} ({ui.code(m.path.relative_to(run.root))}, from {m.produced_by})" for m in missing))
     data_counts(run)
     sweep(run)
     configuration(run)
