@@ -57,7 +57,7 @@ from curatune.data.formats import (
     resolve_field_map,
 )
 from curatune.errors import DataError
-from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS, Record
+from curatune.records import LEDGER_COLUMNS, LEDGER_DEFAULTS, RECORD_COLUMNS, Record
 
 logger = logging.getLogger(__name__)
 
@@ -788,6 +788,7 @@ class FileLoader:
             "detail": f"{self.path}:{raw.position}: {message}",
             "duplicate_of": None,
             "cluster_id": None,
+            **LEDGER_DEFAULTS,
         }
 
 
@@ -929,6 +930,7 @@ class ParallelLoader:
             "detail": f"{position}: {_safe(exc.message)}",
             "duplicate_of": None,
             "cluster_id": None,
+            **LEDGER_DEFAULTS,
         }
 
 
