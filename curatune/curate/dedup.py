@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from curatune.curate.base import CurateContext, Removal, Step, StepResult, chunked, text_of
+from curatune.curate.base import DROP, CurateContext, Removal, Rule, Step, StepResult, chunked, text_of
 from curatune.curate.config import ExactDedupConfig, NearDupConfig, SemanticDedupConfig
 from curatune.curate.minhash import (
     _sign_chunk, connected_clusters, estimated_jaccard, lsh_params, verified_pairs,
@@ -21,11 +21,23 @@ from curatune.records import Record
 def keep_order(records: Sequence[Record], policy: str) -> np.ndarray:
     """A preference rank per record (lower is kept first) for a keep policy.
 
-    first: input order. longest: longest response, then input order. quality:
-    ``meta.quality_score`` when numeric, else the heuristic score of the quality step.
+    best: most turns, then a last answer that is not cut off, then the longest
+    conversation, then input order. first: input order. longest: longest response, then
+    input order. quality: ``meta.quality_score`` when numeric, else the heuristic score
+    of the quality step.
     """
     n = len(records)
     position = np.arange(n, dtype=np.float64)
+    if policy == "best":
+        from curatune.curate.quality import truncation_reason
+
+        turns = np.array([len(r.messages) for r in records], dtype=np.float64)
+        cut_off = np.array([truncation_reason(r.response) is not None for r in records], dtype=np.float64)
+        length = np.array([sum(len(m["content"]) for m in r.messages) for r in records], dtype=np.float64)
+        order = np.lexsort((position, -length, cut_off, -turns))
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        return rank
     if policy == "first":
         primary = np.zeros(n)
     elif policy == "longest":
@@ -80,28 +92,79 @@ def resolve_clusters(
     return StepResult(kept, removed, {"clusters": int(clusters)})
 
 
+def _conversation_keys(record: Record) -> list[bytes]:
+    """Hash of the normalized text of the conversation up to each assistant turn, in order.
+
+    The last key is the key of the whole conversation: the same bytes as hashing
+    ``normalize(record.text)`` (normalizing each message and joining with a space is the
+    same as normalizing the messages joined by newlines), so prefixes and wholes compare.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    keys: list[bytes] = []
+    started = False
+    for i, message in enumerate(record.messages):
+        part = normalize(message["content"])
+        if part:
+            digest.update(((" " if started else "") + part).encode("utf-8"))
+            started = True
+        if message["role"] == "assistant" or i == len(record.messages) - 1:
+            keys.append(digest.copy().digest())
+    return keys
+
+
 class ExactDedup(Step):
-    """Removes records whose normalized text (case, whitespace, punctuation) is identical."""
+    """Removes records whose normalized text (case, whitespace, punctuation) is identical, and
+    (field text, ``turn_prefix``) conversations that are the first turns of a longer one."""
 
     name = "exact"
     config_class = ExactDedupConfig
     reasons = ("exact_duplicate",)
+    rules = {"exact_duplicate": Rule("exact_duplicate", "record", DROP,
+                                     "the same normalized text as another record, or its first turns")}
 
     def run(self, records: list[Record], context: CurateContext) -> StepResult:
         cfg = self.config
-        labels_by_key: dict[str, int] = {}
+        prefixes = cfg.turn_prefix and cfg.field == "text"
+        labels_by_key: dict[bytes, int] = {}
         labels = np.empty(len(records), dtype=np.int64)
+        prefix_keys: list[tuple[int, list[bytes]]] = []
         with context.progress.task("exact dedup", len(records)) as task:
             for i, record in enumerate(records):
-                key = hashlib.blake2b(normalize(text_of(record, cfg.field)).encode("utf-8"), digest_size=16).digest()
+                if prefixes:
+                    keys = _conversation_keys(record)
+                    key = keys[-1]
+                    if len(keys) > 1:
+                        prefix_keys.append((i, keys[:-1]))
+                else:
+                    key = hashlib.blake2b(normalize(text_of(record, cfg.field)).encode("utf-8"), digest_size=16).digest()
                 labels[i] = labels_by_key.setdefault(key, len(labels_by_key))
                 if i % 5000 == 4999:
                     task.advance(5000)
             task.close()
-        return resolve_clusters(
-            records, labels, cfg.keep, "exact_duplicate", "exact",
-            lambda i, k: f"same normalized {cfg.field} as {records[k].id}",
-        )
+        if prefix_keys:
+            # A record whose whole conversation is a proper prefix of another joins the longer one's group.
+            representative = labels_first(labels)
+            first_with_label = {int(labels[j]): int(representative[j]) for j in range(len(records))}
+            left = [i for i, keys in prefix_keys for key in keys if key in labels_by_key]
+            right = [first_with_label[labels_by_key[key]] for _, keys in prefix_keys for key in keys if key in labels_by_key]
+            if left:
+                everyone = np.arange(len(records))
+                labels = connected_clusters(len(records), np.concatenate([np.array(left, dtype=np.int64), everyone]),
+                                            np.concatenate([np.array(right, dtype=np.int64), representative]))
+
+        def describe(i: int, k: int) -> str:
+            if len(records[i].messages) < len(records[k].messages):
+                return f"its {len(records[i].messages)} turns are the first turns of {records[k].id} ({len(records[k].messages)} turns)"
+            return f"same normalized {cfg.field} as {records[k].id}"
+
+        return resolve_clusters(records, labels, cfg.keep, "exact_duplicate", "exact", describe)
+
+
+def labels_first(labels: np.ndarray) -> np.ndarray:
+    """For each record, the first record with its label (links equal records into one component)."""
+    first = np.full(int(labels.max()) + 1 if len(labels) else 0, -1, dtype=np.int64)
+    first[labels[::-1]] = np.arange(len(labels))[::-1]
+    return first[labels]
 
 
 class NearDupDedup(Step):

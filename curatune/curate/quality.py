@@ -1,9 +1,17 @@
 """Heuristic quality filters for instruction data (one step, one reason per failed check).
 
-Checks look at the response (what fine-tuning teaches) and, for echoes, at the prompt.
-Thresholds of the repetition filter follow Gopher (Rae et al. 2021) as implemented in
-datatrove's GopherRepetitionFilter. The truncation check is deliberately conservative:
-valid JSON, code, lists and short answers are legitimate endings.
+Every check judges one assistant turn (with its user turn and the context before it), on
+every assistant turn of a conversation, in order. The first failing turn decides: by
+default the conversation is *trimmed* before that exchange and the clean prefix is kept
+(a single-turn record has no prefix, so it is dropped); ``actions`` sets a rule to
+``drop`` instead.
+
+Repetition looks for degenerate output (loops, blocks repeated back to back, the same
+line again and again outside code and tables; see :mod:`curatune.curate.repetition`);
+Gopher's web-document thresholds (Rae et al. 2021, as in datatrove's
+GopherRepetitionFilter) remain available as ``repetition_method: gopher``. The truncation
+check is deliberately conservative: valid JSON, code, lists, short answers and a closing
+horizontal rule are legitimate endings.
 """
 from __future__ import annotations
 
@@ -11,12 +19,14 @@ import json
 import math
 import re
 from collections import Counter
-from typing import Iterable
+from typing import NamedTuple
 
-from curatune.curate.base import CurateContext, Removal, Step, StepResult, chunked
-from curatune.curate.config import QualityConfig
+from curatune.curate.base import DROP, TRIM, CurateContext, Removal, Rule, Step, StepResult, chunked
+from curatune.curate.config import QUALITY_DEFAULT_ACTIONS, QualityConfig
 from curatune.curate.parallel import parallel_map
+from curatune.curate.repetition import RepetitionLimits, character_loop, find_degenerate_repetition
 from curatune.curate.text import normalize, words
+from curatune.curate.turns import assistant_turns, prefix_record
 from curatune.records import Record
 
 _URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.IGNORECASE)
@@ -112,10 +122,16 @@ def looks_like_code(text: str) -> bool:
     return sum(bool(_CODE_LINE.search(ln)) for ln in lines) >= 0.5 * len(lines)
 
 
+#: A closing horizontal rule (markdown ---, ***, ___): the answer ended on purpose.
+_HORIZONTAL_RULE = re.compile(r"(?:^|\n)[ \t]*(?:-[ \t]*){3,}$|(?:^|\n)[ \t]*(?:\*[ \t]*){3,}$|(?:^|\n)[ \t]*(?:_[ \t]*){3,}$")
+
+
 def truncation_reason(response: str, min_words: int = 12) -> str | None:
     """Why a response looks cut off, or None. Conservative on purpose (see module doc)."""
     text = response.strip()
     if not text:
+        return None
+    if _HORIZONTAL_RULE.search(text):
         return None
     if text.count("```") % 2 == 1:
         return "code block opened with ``` and never closed"
@@ -154,20 +170,53 @@ def truncation_reason(response: str, min_words: int = 12) -> str | None:
     return None
 
 
+#: The user asked for links: URLs in the answer are what was asked for.
+_ASKS_FOR_LINKS = re.compile(
+    r"\b(?:links?|urls?|sources?|references?|citations?|cite|citing|websites?|web ?sites?|resources?|"
+    r"bibliography|articles?|papers?|where (?:can|could|do|should) i (?:find|read|learn|get|buy|download))\b|"
+    r"web search results",
+    re.IGNORECASE,
+)
+#: A URL that is a citation: a markdown link, a numbered reference, or a line of a source list.
+_CITED_URL = re.compile(
+    r"\]\(\s*(?:https?://|www\.)|^\s*(?:[-*•]|\d+[.)]|\[\d+\])\s.*(?:https?://|www\.)|"
+    r"(?:source|sources|reference|references|see|via|from|at|available at|read more)\s*:?\s*<?(?:https?://|www\.)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+class Finding(NamedTuple):
+    """One failed check: the ledger reason, a description, and the flagged text (or "")."""
+
+    reason: str
+    detail: str
+    span: str = ""
+
+
 class QualityChecker:
-    """Runs the configured checks on one record; returns (reason, detail) or None."""
+    """Runs the configured checks on one assistant turn; returns the failures found."""
 
     def __init__(self, cfg: QualityConfig):
         self.cfg = cfg
         self.boilerplate = [re.compile(p, re.IGNORECASE) for p in BOILERPLATE_PATTERNS + cfg.extra_boilerplate_patterns]
         self.refusal = [re.compile(p, re.IGNORECASE) for p in REFUSAL_PATTERNS]
+        self.limits = RepetitionLimits(
+            min_loop_repeats=cfg.min_loop_repeats, min_loop_words=cfg.min_loop_words,
+            min_block_words=cfg.min_block_words, min_line_repeats=cfg.min_line_repeats,
+            max_repeated_line_share=cfg.max_repeated_line_share,
+        )
 
-    def failures(self, prompt: str, user: str, response: str, first_only: bool = True) -> list[tuple[str, str]]:
+    def failures(self, prompt: str, user: str, response: str, first_only: bool = True) -> list[Finding]:
+        """Checks of one turn given its whole prompt (the context before it) and its user turn."""
+        return self.check(len(prompt), lambda: prompt, user, response, first_only)
+
+    def check(self, prompt_chars: int, prompt_of, user: str, response: str, first_only: bool = True) -> list[Finding]:
+        """``prompt_of()`` builds the prompt only when a check needs it (long chats would pay O(n^2))."""
         cfg = self.cfg
-        out: list[tuple[str, str]] = []
+        out: list[Finding] = []
 
-        def fail(reason: str, detail: str) -> bool:
-            out.append((reason, detail))
+        def fail(reason: str, detail: str, span: str = "") -> bool:
+            out.append(Finding(reason, detail, span if span and span in response else ""))
             return first_only
 
         stripped = response.strip()
@@ -177,37 +226,39 @@ class QualityChecker:
         tokens = words(stripped)
         n_chars = len(stripped)
         if n_chars < cfg.min_response_chars or len(stripped.split()) < cfg.min_response_words:
-            if fail("too_short", f"{n_chars} chars, {len(stripped.split())} words"):
+            if fail("too_short", f"{n_chars} chars, {len(stripped.split())} words", stripped):
                 return out
         if n_chars > cfg.max_response_chars:
             if fail("too_long", f"response has {n_chars} chars > {cfg.max_response_chars}"):
                 return out
-        if len(prompt) > cfg.max_prompt_chars:
-            if fail("too_long", f"prompt has {len(prompt)} chars > {cfg.max_prompt_chars}"):
+        if prompt_chars > cfg.max_prompt_chars:
+            if fail("too_long", f"prompt has {prompt_chars} chars > {cfg.max_prompt_chars}"):
                 return out
         is_code = looks_like_code(stripped)
         if cfg.boilerplate:
             head = stripped[:300]
             for pattern in self.refusal:
-                if pattern.search(head):
-                    if fail("refusal", f"matches {pattern.pattern!r}"):
+                match = pattern.search(head)
+                if match:
+                    if fail("refusal", f"matches {pattern.pattern!r}", match.group(0)):
                         return out
                     break
             for pattern in self.boilerplate if not is_code else ():  # code may quote such strings
                 match = pattern.search(stripped)
                 if match:
-                    if fail("boilerplate", f"contains {match.group(0)!r}"):
+                    if fail("boilerplate", f"contains {match.group(0)!r}", match.group(0)):
                         return out
                     break
         if cfg.echo_prompt and n_chars >= cfg.echo_min_chars:
-            r, u, p = normalize(stripped), normalize(user), normalize(prompt)
+            r, u = normalize(stripped), normalize(user)
+            # The whole prompt can only be echoed when it is about as long as the answer.
+            p = normalize(prompt_of()) if prompt_chars <= 2 * n_chars + 100 else ""
             if r and (r == u or r == p or (len(u) >= cfg.echo_min_chars and u in r and len(r) - len(u) <= max(10, 0.1 * len(u)))):
-                if fail("echo_prompt", "response repeats the prompt"):
+                if fail("echo_prompt", "response repeats the prompt", stripped[:200]):
                     return out
         if cfg.repetition and len(tokens) >= cfg.repetition_min_words:
-            # Code repeats identifiers by nature: only its duplicate-line share is checked.
-            reason = self._repetition(stripped, tokens, lines_only=is_code)
-            if reason and fail("repetition", reason):
+            found = self._repetition(stripped, tokens, is_code)
+            if found and fail("repetition", *found):
                 return out
         if n_chars >= cfg.symbol_min_chars and not is_code:
             symbols = sum(1 for ch in stripped if not (ch.isalnum() or ch.isspace()))
@@ -216,19 +267,40 @@ class QualityChecker:
             if ratio > cfg.max_symbol_ratio and len(stripped.split()) >= 5:
                 if fail("symbol_ratio", f"{ratio:.2f} of characters are symbols > {cfg.max_symbol_ratio}"):
                     return out
-            urls = [m.group(0) for m in _URL.finditer(stripped)]
-            url_chars = sum(len(u) for u in urls)
-            # Link spam is many links; one URL in a tool call or an answer is content.
-            if len(set(urls)) >= 3 and url_chars / n_chars > cfg.max_url_ratio:
-                if fail("url_ratio", f"{url_chars / n_chars:.2f} of characters are URLs > {cfg.max_url_ratio}"):
-                    return out
+            found = self._url_spam(stripped, user)
+            if found and fail("url_ratio", *found):
+                return out
         if cfg.truncation:
             why = truncation_reason(stripped, cfg.truncation_min_words)
-            if why and fail("truncated", why):
+            if why and fail("truncated", why, stripped[-80:]):
                 return out
         return out
 
-    def _repetition(self, text: str, tokens: list[str], lines_only: bool = False) -> str | None:
+    def _url_spam(self, text: str, user: str) -> tuple[str, str] | None:
+        """Link spam: many links nobody asked for that are not citations (one URL is content)."""
+        cfg = self.cfg
+        urls = [m.group(0) for m in _URL.finditer(text)]
+        if len(set(urls)) < 3:
+            return None
+        ratio = sum(len(u) for u in urls) / len(text)
+        if ratio <= cfg.max_url_ratio:
+            return None
+        if cfg.url_allow_requested and _ASKS_FOR_LINKS.search(user):
+            return None
+        if cfg.url_allow_citations and len(_CITED_URL.findall(text)) >= 0.5 * len(urls):
+            return None
+        return f"{ratio:.2f} of characters are URLs > {cfg.max_url_ratio}", urls[0]
+
+    def _repetition(self, text: str, tokens: list[str], is_code: bool) -> tuple[str, str] | None:
+        cfg = self.cfg
+        if cfg.repetition_method == "degenerate":
+            # Code repeats lines and identifiers by nature: only a character loop counts there.
+            found = character_loop(text) if is_code else find_degenerate_repetition(text, self.limits)
+            return (found.detail, found.span) if found else None
+        reason = self._gopher_repetition(text, tokens, lines_only=is_code)
+        return (reason, "") if reason else None
+
+    def _gopher_repetition(self, text: str, tokens: list[str], lines_only: bool = False) -> str | None:
         cfg = self.cfg
         frac = _dup_line_fraction(text)
         if frac > cfg.max_dup_line_fraction:
@@ -251,27 +323,39 @@ class QualityChecker:
         return None
 
 
+class TurnVerdict(NamedTuple):
+    """The first failing assistant turn of a record."""
+
+    index: int  # the assistant message
+    exchange_start: int  # where a trim cuts
+    finding: Finding
+
+
+def first_failure(checker: QualityChecker, messages: list[dict[str, str]]) -> TurnVerdict | None:
+    for turn in assistant_turns(messages):
+        found = checker.check(turn.context_chars, lambda t=turn: t.context, turn.user, turn.response)
+        if found:
+            return TurnVerdict(turn.index, turn.exchange_start, found[0])
+    return None
+
+
+def _check_chunk(args: tuple[dict, list[list[dict[str, str]]]]) -> list[TurnVerdict | None]:
+    cfg_dict, conversations = args
+    checker = QualityChecker(QualityConfig.model_validate(cfg_dict))
+    return [first_failure(checker, messages) for messages in conversations]
+
+
 def _views(record: Record) -> tuple[str, str, str]:
     idx = record.last_assistant_index
     users = [m["content"] for m in record.messages[:idx] if m["role"] == "user"]
     return record.prompt, users[-1] if users else "", record.response
 
 
-def _check_chunk(args: tuple[dict, list[tuple[str, str, str]]]) -> list[tuple[str, str] | None]:
-    cfg_dict, views = args
-    checker = QualityChecker(QualityConfig.model_validate(cfg_dict))
-    results = []
-    for prompt, user, response in views:
-        failures = checker.failures(prompt, user, response)
-        results.append(failures[0] if failures else None)
-    return results
-
-
 _DEFAULT_CHECKER: QualityChecker | None = None
 
 
 def heuristic_quality(record: Record) -> float:
-    """A score for keep='quality': fewer failed checks first, then a longer response."""
+    """A score for keep='quality': fewer failed checks of the last turn first, then a longer response."""
     global _DEFAULT_CHECKER
     if _DEFAULT_CHECKER is None:
         _DEFAULT_CHECKER = QualityChecker(QualityConfig())
@@ -279,24 +363,49 @@ def heuristic_quality(record: Record) -> float:
     return -len(failures) + 0.01 * math.log1p(len(record.response.strip()))
 
 
+_RULE_TEXT = {
+    "empty_response": "the assistant turn is empty or whitespace",
+    "too_short": "the assistant turn has fewer than min_response_chars / min_response_words",
+    "too_long": "the assistant turn is longer than max_response_chars, or the context before it than max_prompt_chars",
+    "refusal": "the assistant turn opens with a refusal",
+    "boilerplate": "the assistant turn contains AI boilerplate ('As an AI language model')",
+    "echo_prompt": "the assistant turn repeats its user turn",
+    "repetition": "degenerate repetition in the assistant turn (loop, block repeated back to back, repeated lines)",
+    "symbol_ratio": "the assistant turn is mostly symbols",
+    "url_ratio": "the assistant turn is mostly links nobody asked for that are not citations",
+    "truncated": "the assistant turn is cut off mid-sentence, in an open code block or JSON value",
+}
+
+
 class QualityFilter(Step):
     name = "quality"
     config_class = QualityConfig
-    reasons = (
-        "empty_response", "too_short", "too_long", "refusal", "boilerplate", "echo_prompt",
-        "repetition", "symbol_ratio", "url_ratio", "truncated",
-    )
+    reasons = tuple(_RULE_TEXT)
+    rules = {reason: Rule(reason, "turn", QUALITY_DEFAULT_ACTIONS[reason], text) for reason, text in _RULE_TEXT.items()}
 
     def run(self, records: list[Record], context: CurateContext) -> StepResult:
-        cfg_dict = self.config.model_dump()
-        chunks = [(cfg_dict, [_views(r) for r in c]) for c in chunked(records, 2000)]
+        cfg = self.config
+        cfg_dict = cfg.model_dump()
+        actions = {**QUALITY_DEFAULT_ACTIONS, **cfg.actions}
+        chunks = [(cfg_dict, [r.messages for r in c]) for c in chunked(records, 1000)]
         with context.progress.task("quality filters", len(records)) as task:
             parts = parallel_map(_check_chunk, chunks, context.workers, task, [len(c[1]) for c in chunks])
-        verdicts: Iterable = (v for part in parts for v in part)
+        verdicts = (v for part in parts for v in part)
         kept, removed = [], []
         for record, verdict in zip(records, verdicts):
             if verdict is None:
                 kept.append(record)
+                continue
+            finding = verdict.finding
+            detail = f"turn {verdict.index}: {finding.detail}"
+            shorter = prefix_record(record, verdict.exchange_start) if actions[finding.reason] == TRIM else None
+            if shorter is not None:
+                kept.append(shorter)
+                removed.append(Removal(record, finding.reason, detail, action=TRIM, turn=verdict.exchange_start,
+                                       span=finding.span, replacement=shorter))
             else:
-                removed.append(Removal(record, verdict[0], verdict[1]))
+                if actions[finding.reason] == TRIM:
+                    detail += " (no complete exchange before it: dropped)"
+                removed.append(Removal(record, finding.reason, detail, action=DROP, turn=verdict.index,
+                                       span=finding.span))
         return StepResult(kept, removed)
