@@ -200,6 +200,11 @@ class QualityConfig(_StepConfig):
     url_allow_requested: bool = Field(default=True, description="url_ratio: never flag an answer whose user turn asks for links, sources, references, resources or websites.")
     url_allow_citations: bool = Field(default=True, description="url_ratio: never flag an answer whose URLs are mostly citations (markdown links, numbered references, source lists).")
     boilerplate: bool = Field(default=True, description="Flag refusals and AI boilerplate ('As an AI language model...').")
+    refusal_help_words: int = Field(
+        default=80, ge=0,
+        description="A turn that opens with a refusal but then turns to helping ('However, here is ...') with at least "
+        "this many more words is a hedge before an answer, not a refusal (0: every opening refusal counts).",
+    )
     extra_boilerplate_patterns: list[str] = Field(default_factory=list, description="More regular expressions treated as boilerplate (case-insensitive).")
     truncation: bool = Field(
         default=True,

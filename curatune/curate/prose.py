@@ -18,6 +18,9 @@ _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
 _BLOB = re.compile(r"(?<![\w+/=-])[\w+/=-]{24,}+")
 #: Numbers and runs of numbers with separators: "1, 2, 3", "[0.5, 0.25]", "2023-01-01", "12:30".
 _NUMBERS = re.compile(r"[-+]?\d[\d.,:;/\s\[\](){}+*=-]*")
+#: LaTeX math ($$...$$, $...$, \[...\], \(...\)) and commands (\frac, \alpha_{f}).
+_LATEX_MATH = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\\\(.*?\\\)|\$[^$\n]{1,300}\$", re.DOTALL)
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 _HTML_TAG = re.compile(r"</?[A-Za-z][^<>\n]{0,200}>")
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$|^\s*[-:| ]{3,}\s*$")
 
@@ -55,6 +58,8 @@ def prose(text: str) -> str:
         text = _EMAIL.sub(" ", text)
     if "<" in text:
         text = _HTML_TAG.sub(" ", text)
+    if "\\" in text or "$" in text:
+        text = _LATEX_COMMAND.sub(" ", _LATEX_MATH.sub(" ", text))
     text = _BLOB.sub(_blob_or_word, text)
     text = _NUMBERS.sub(" ", text)
     return re.sub(r"[ \t]+", " ", text)

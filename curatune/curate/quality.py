@@ -126,14 +126,52 @@ def looks_like_code(text: str) -> bool:
 _HORIZONTAL_RULE = re.compile(r"(?:^|\n)[ \t]*(?:-[ \t]*){3,}$|(?:^|\n)[ \t]*(?:\*[ \t]*){3,}$|(?:^|\n)[ \t]*(?:_[ \t]*){3,}$")
 
 
-def truncation_reason(response: str, min_words: int = 12) -> str | None:
-    """Why a response looks cut off, or None. Conservative on purpose (see module doc)."""
+#: The next user turn asks the assistant to go on: evidence that the answer stopped early.
+_ASKS_TO_CONTINUE = re.compile(
+    r"^\W*(?:please\s+)?(?:continue|go on|keep going|finish|carry on|more|next|resume|proceed|"
+    r"continue (?:from|writing|please)|pokra|continua|contin[uú]e|weiter|계속|继续|繼續|続け)",
+    re.IGNORECASE,
+)
+#: A prose answer without a final full stop is only suspect when it is this long (ChatGPT cut
+#: answers at a length limit; a short one missing its full stop is usually just that).
+_LONG_ANSWER_CHARS = 1200
+
+
+def _ends_outside_code(text: str) -> bool:
+    """After an odd number of fences: does the text end on a prose sentence (so no block is left open)?
+
+    Continuation turns ("continue" after a cut-off answer) often start inside the previous
+    turn's code block, so their first fence closes a block and their fences are odd.
+    """
+    last_line = text.rstrip().rsplit("\n", 1)[-1].strip()
+    return bool(re.search(r"[A-Za-z][^`]*[.!?]$", last_line)) and len(last_line.split()) >= 5 \
+        and not looks_like_code(last_line + "\n" + last_line)
+
+
+def _verse(text: str) -> bool:
+    """The last stanza is verse: several short lines, most without end punctuation (songs, poems)."""
+    stanza = [ln.strip() for ln in text.rstrip().split("\n\n")[-1].split("\n") if ln.strip()]
+    if len(stanza) < 3:
+        return False
+    short = [ln for ln in stanza if len(ln) <= 70]
+    open_ended = [ln for ln in stanza if ln[-1] not in ".!?"]
+    return len(short) >= 0.75 * len(stanza) and len(open_ended) >= 0.5 * len(stanza)
+
+
+def truncation_reason(response: str, min_words: int = 12, next_user: str | None = None) -> str | None:
+    """Why a response looks cut off, or None. Conservative on purpose (see module doc).
+
+    ``next_user``: the user turn that follows (when there is one); a request to continue
+    supports the weakest signal (a long answer whose last sentence has no ending).
+    """
     text = response.strip()
     if not text:
         return None
     if _HORIZONTAL_RULE.search(text):
         return None
     if text.count("```") % 2 == 1:
+        if _ends_outside_code(text):
+            return None
         return "code block opened with ``` and never closed"
     if text[0] in "{[":
         try:
@@ -156,6 +194,8 @@ def truncation_reason(response: str, min_words: int = 12) -> str | None:
     end = text[-1]
     if end in _TERMINAL or end.isdigit() or _URL.search(last_line.split()[-1]):
         return None
+    if _verse(text):
+        return None  # a song or poem ends on a line, not a sentence
     if end in ",:-–(":
         return f"ends with {end!r} mid-sentence"
     last_word = re.sub(r"\W+", "", tokens[-1].lower())
@@ -164,10 +204,21 @@ def truncation_reason(response: str, min_words: int = 12) -> str | None:
     # Several finished sentences, then an unfinished one of several words.
     finished = re.findall(r"[.!?](?:\s|$)", text)
     tail = re.split(r"[.!?]\s", text)[-1]
-    # A capitalized last word is usually a name or a title ("Yours sincerely, Jane Austen").
-    if len(finished) >= 2 and len(tail.split()) >= 4 and "\n" not in tail and last_word.isalpha() and tokens[-1][0].islower():
-        return "last sentence has no ending punctuation"
+    asked_to_continue = bool(next_user and _ASKS_TO_CONTINUE.search(next_user.strip()))
+    # A capitalized last word is usually a name or a title ("Yours sincerely, Jane Austen"); a
+    # short answer that only lacks its full stop is usually complete.
+    if (len(finished) >= 2 and len(tail.split()) >= 4 and "\n" not in tail and last_word.isalpha()
+            and tokens[-1][0].islower() and (len(text) >= _LONG_ANSWER_CHARS or asked_to_continue)):
+        return "last sentence has no ending punctuation" + (" (the user then asks to continue)" if asked_to_continue else "")
     return None
+
+
+#: After "I cannot ...": the answer turns to helping ("However, here is ...").
+_PIVOT_TO_HELP = re.compile(
+    r"\b(?:however|but i can|but here|here is|here's|here are|instead|that said|in general|below is|"
+    r"as an alternative|i can (?:provide|give|offer|help|show|suggest))\b",
+    re.IGNORECASE,
+)
 
 
 #: The user asked for links: URLs in the answer are what was asked for.
@@ -210,7 +261,8 @@ class QualityChecker:
         """Checks of one turn given its whole prompt (the context before it) and its user turn."""
         return self.check(len(prompt), lambda: prompt, user, response, first_only)
 
-    def check(self, prompt_chars: int, prompt_of, user: str, response: str, first_only: bool = True) -> list[Finding]:
+    def check(self, prompt_chars: int, prompt_of, user: str, response: str, first_only: bool = True,
+              next_user: str | None = None) -> list[Finding]:
         """``prompt_of()`` builds the prompt only when a check needs it (long chats would pay O(n^2))."""
         cfg = self.cfg
         out: list[Finding] = []
@@ -240,8 +292,9 @@ class QualityChecker:
             for pattern in self.refusal:
                 match = pattern.search(head)
                 if match:
-                    if fail("refusal", f"matches {pattern.pattern!r}", match.group(0)):
-                        return out
+                    if not self._hedge_then_help(stripped[match.end():]):
+                        if fail("refusal", f"matches {pattern.pattern!r}", match.group(0)):
+                            return out
                     break
             for pattern in self.boilerplate if not is_code else ():  # code may quote such strings
                 match = pattern.search(stripped)
@@ -271,10 +324,15 @@ class QualityChecker:
             if found and fail("url_ratio", *found):
                 return out
         if cfg.truncation:
-            why = truncation_reason(stripped, cfg.truncation_min_words)
+            why = truncation_reason(stripped, cfg.truncation_min_words, next_user)
             if why and fail("truncated", why, stripped[-80:]):
                 return out
         return out
+
+    def _hedge_then_help(self, rest: str) -> bool:
+        """'I cannot X directly, but here is Y' followed by a real answer is a hedge, not a refusal."""
+        help_words = self.cfg.refusal_help_words
+        return help_words > 0 and len(rest.split()) >= help_words and bool(_PIVOT_TO_HELP.search(rest[:800]))
 
     def _url_spam(self, text: str, user: str) -> tuple[str, str] | None:
         """Link spam: many links nobody asked for that are not citations (one URL is content)."""
@@ -333,7 +391,8 @@ class TurnVerdict(NamedTuple):
 
 def first_failure(checker: QualityChecker, messages: list[dict[str, str]]) -> TurnVerdict | None:
     for turn in assistant_turns(messages):
-        found = checker.check(turn.context_chars, lambda t=turn: t.context, turn.user, turn.response)
+        found = checker.check(turn.context_chars, lambda t=turn: t.context, turn.user, turn.response,
+                              next_user=turn.next_user)
         if found:
             return TurnVerdict(turn.index, turn.exchange_start, found[0])
     return None

@@ -31,6 +31,12 @@ class AssistantTurn:
         return self.messages[self.index]["content"]
 
     @property
+    def next_user(self) -> str | None:
+        """The user turn right after this one (None at the end of the conversation)."""
+        following = self.messages[self.index + 1] if self.index + 1 < len(self.messages) else None
+        return following["content"] if following and following["role"] == "user" else None
+
+    @property
     def context(self) -> str:
         """Every message before this turn, joined (built on demand: long chats would cost O(n^2))."""
         return "\n".join(m["content"] for m in self.messages[: self.index])
