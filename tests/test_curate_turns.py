@@ -273,6 +273,14 @@ def test_duplicates_keep_the_best_copy():
     assert ExactDedup(ExactDedupConfig(turn_prefix=False)).run([short, longer], CTX).removed == []
 
 
+def test_chats_that_share_an_opening_and_diverge_both_stay():
+    opening = chat("Hi", "Hello! How can I help you today?")
+    cooking = chat("Hi", "Hello! How can I help you today?", "How long do I boil an egg?", "About nine minutes.")
+    travel = chat("hi", "Hello! How can I help you today?", "Best time to visit Rome?", "Spring or autumn.")
+    result = ExactDedup(ExactDedupConfig()).run([opening, cooking, travel], CTX)
+    assert result.kept == [cooking, travel] and [r.record for r in result.removed] == [opening]
+
+
 def test_near_duplicates_keep_the_copy_with_more_turns():
     base = ("Write a short story about a lighthouse keeper who finds a message in a bottle on a stormy night "
             "and decides to answer it by sending his own bottle into the sea.")

@@ -60,6 +60,12 @@ class NearDupConfig(_StepConfig):
         description="Jaccard similarity above which two records are duplicates. LSH bands are "
         "tuned for it and every candidate pair is verified by its estimated Jaccard.",
     )
+    response_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="With field 'text': a pair is only a duplicate when the assistant turns also agree (exact Jaccard "
+        "of their shingles at least this). A long pasted document or passage otherwise makes two different "
+        "requests about it, or a regenerated different answer, look like copies. 0 turns the check off.",
+    )
     keep: KeepPolicy = Field(default="best", description=_KEEP_HELP)
     seed: int = Field(default=1, description="Seed of the MinHash permutations.")
     max_bucket_compare: int = Field(

@@ -14,7 +14,7 @@ from curatune.curate.minhash import (
     _sign_chunk, connected_clusters, estimated_jaccard, lsh_params, verified_pairs,
 )
 from curatune.curate.parallel import effective_workers, parallel_map
-from curatune.curate.text import normalize
+from curatune.curate.text import jaccard, normalize, shingle_set
 from curatune.records import Record
 
 
@@ -127,44 +127,56 @@ class ExactDedup(Step):
         prefixes = cfg.turn_prefix and cfg.field == "text"
         labels_by_key: dict[bytes, int] = {}
         labels = np.empty(len(records), dtype=np.int64)
-        prefix_keys: list[tuple[int, list[bytes]]] = []
+        keys_of: list[list[bytes]] = []
         with context.progress.task("exact dedup", len(records)) as task:
             for i, record in enumerate(records):
                 if prefixes:
                     keys = _conversation_keys(record)
+                    keys_of.append(keys)
                     key = keys[-1]
-                    if len(keys) > 1:
-                        prefix_keys.append((i, keys[:-1]))
                 else:
                     key = hashlib.blake2b(normalize(text_of(record, cfg.field)).encode("utf-8"), digest_size=16).digest()
                 labels[i] = labels_by_key.setdefault(key, len(labels_by_key))
                 if i % 5000 == 4999:
                     task.advance(5000)
             task.close()
-        if prefix_keys:
-            # A record whose whole conversation is a proper prefix of another joins the longer one's group.
-            representative = labels_first(labels)
-            first_with_label = {int(labels[j]): int(representative[j]) for j in range(len(records))}
-            left = [i for i, keys in prefix_keys for key in keys if key in labels_by_key]
-            right = [first_with_label[labels_by_key[key]] for _, keys in prefix_keys for key in keys if key in labels_by_key]
-            if left:
-                everyone = np.arange(len(records))
-                labels = connected_clusters(len(records), np.concatenate([np.array(left, dtype=np.int64), everyone]),
-                                            np.concatenate([np.array(right, dtype=np.int64), representative]))
+        result = resolve_clusters(
+            records, labels, cfg.keep, "exact_duplicate", "exact",
+            lambda i, k: f"same normalized {cfg.field} as {records[k].id}",
+        )
+        if prefixes:
+            result = self._remove_turn_prefixes(records, keys_of, result)
+        return result
 
-        def describe(i: int, k: int) -> str:
-            if len(records[i].messages) < len(records[k].messages):
-                return f"its {len(records[i].messages)} turns are the first turns of {records[k].id} ({len(records[k].messages)} turns)"
-            return f"same normalized {cfg.field} as {records[k].id}"
+    @staticmethod
+    def _remove_turn_prefixes(records: list[Record], keys_of: list[list[bytes]], result: StepResult) -> StepResult:
+        """A surviving conversation that is the first turns of a longer survivor goes, as its duplicate.
 
-        return resolve_clusters(records, labels, cfg.keep, "exact_duplicate", "exact", describe)
-
-
-def labels_first(labels: np.ndarray) -> np.ndarray:
-    """For each record, the first record with its label (links equal records into one component)."""
-    first = np.full(int(labels.max()) + 1 if len(labels) else 0, -1, dtype=np.int64)
-    first[labels[::-1]] = np.arange(len(labels))[::-1]
-    return first[labels]
+        Not a union of groups: two chats that share an opening and then diverge both stay;
+        only the one that *is* the opening goes (to the longest chat that starts with it).
+        """
+        index_of = {id(r): i for i, r in enumerate(records)}
+        survivors = [index_of[id(r)] for r in result.kept]
+        longest_with_prefix: dict[bytes, int] = {}
+        for i in survivors:
+            for key in keys_of[i][:-1]:
+                best = longest_with_prefix.get(key)
+                if best is None or len(records[i].messages) > len(records[best].messages):
+                    longest_with_prefix[key] = i
+        kept, removed = [], list(result.removed)
+        for i in survivors:
+            longer = longest_with_prefix.get(keys_of[i][-1])
+            if longer is None or longer == i:
+                kept.append(records[i])
+                continue
+            removed.append(Removal(
+                records[i], "exact_duplicate",
+                f"its {len(records[i].messages)} turns are the first turns of {records[longer].id} "
+                f"({len(records[longer].messages)} turns)",
+                duplicate_of=records[longer].id, cluster_id=f"exact-{records[longer].id}",
+            ))
+        result.counters["turn_prefixes"] = len(removed) - len(result.removed)
+        return StepResult(kept, removed, result.counters)
 
 
 class NearDupDedup(Step):
@@ -196,7 +208,13 @@ class NearDupDedup(Step):
         usable = (sig != np.uint32(0xFFFFFFFF)).any(axis=1)
         bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
         pairs = verified_pairs(sig, usable, bands, rows, cfg.threshold, cfg.max_bucket_compare)
-        labels = connected_clusters(len(records), pairs.left, pairs.right)
+        left, right = pairs.left, pairs.right
+        answers_differ = 0
+        if cfg.field == "text" and cfg.response_threshold > 0 and len(left):
+            agree = self._answers_agree(records, left, right)
+            answers_differ = int((~agree).sum())
+            left, right = left[agree], right[agree]
+        labels = connected_clusters(len(records), left, right)
 
         def describe(i: int, k: int) -> str:
             sim = estimated_jaccard(sig, np.array([i]), np.array([k]))[0]
@@ -204,9 +222,29 @@ class NearDupDedup(Step):
 
         result = resolve_clusters(records, labels, cfg.keep, "near_duplicate", "near", describe)
         result.counters.update(
-            {"bands": bands, "rows": rows, "candidates": int(pairs.candidates), "verified_pairs": int(len(pairs.left))}
+            {"bands": bands, "rows": rows, "candidates": int(pairs.candidates), "verified_pairs": int(len(pairs.left)),
+             "pairs_with_different_answers": answers_differ}
         )
         return result
+
+    def _answers_agree(self, records: list[Record], left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Exact Jaccard of the assistant turns' shingles >= response_threshold, per candidate pair.
+
+        A long pasted document (or a T0 passage) dominates a conversation's shingles: two
+        chats that ask different things about it, or regenerate a different answer, reach
+        the text threshold without being the same conversation.
+        """
+        cfg = self.config
+        shingles: dict[int, set[int]] = {}
+
+        def of(i: int) -> set[int]:
+            if i not in shingles:
+                answers = "\n".join(m["content"] for m in records[i].messages if m["role"] == "assistant")
+                shingles[i] = shingle_set(answers, cfg.ngram)
+            return shingles[i]
+
+        return np.array([jaccard(of(a), of(b)) >= cfg.response_threshold for a, b in zip(left.tolist(), right.tolist())],
+                        dtype=bool)
 
 
 #: Rows per block of the pair search (a block is rows x cluster members floats).
