@@ -197,6 +197,13 @@ TEMPLATED = [
     # A survey with repeated options.
     "Rate each statement:\n" + "".join(f"{i}. Statement number {i} about your week\n* Never\n* Rarely\n* Sometimes\n"
                                        f"* Often\n" for i in range(1, 8)),
+    # A weekly plan repeating the same line in every day's section.
+    "".join(f"Day {d}:\n* Warm-up: 10 minutes of dynamic stretching and mobility work\n* Main set: {d * 2} km run\n"
+            f"* Cool-down: light walking and static stretching\n\n" for d in range(1, 7)),
+    # Pairs listed with the same sentence frame.
+    "The output means that country A is colored with color W, country B is colored with color G, country C is "
+    "colored with color Y, country D is colored with color R, country E is colored with color W, and country F "
+    "is colored with color G.",
     # A markdown table with repeated cells.
     "| Day | Task | Status |\n|---|---|---|\n" + "".join(f"| Day {i} | Review the weekly report | Done |\n" for i in range(10)),
 ]
@@ -306,6 +313,15 @@ def test_url_ratio_spares_requested_links_and_citations():
              "[intro](https://www.w3schools.com/js/js_intro.asp), [steps](https://javascript.info/first-steps-intro)")
     assert checker.failures("Q", "How do I start with JavaScript?", cited) == []
     assert checker.failures("Q", "How do I start with JavaScript?", LINKS)[0].reason == "url_ratio"
+
+
+def test_symbol_ratio_spares_requested_art_and_code_blocks():
+    tab = "Here it is:\ne|-----0-----0-----|\nB|---1-----1-------|\nG|-2-----2---------|\nD|-----------------|\n" * 3
+    checker = QualityChecker(QualityConfig())
+    assert checker.failures("Q", "Write the guitar tabs for this riff", tab) == []
+    assert checker.failures("Q", "Describe the riff", tab)[0].reason == "symbol_ratio"
+    art = "Here is the set:\n```\n" + ("....****....\n" * 20) + "```\nStars are inside the set."
+    assert checker.failures("Q", "Describe the Mandelbrot set", art) == []
 
 
 def test_a_closing_horizontal_rule_is_a_complete_ending():

@@ -172,15 +172,14 @@ class QualityConfig(_StepConfig):
     repetition_method: Literal["degenerate", "gopher"] = Field(
         default="degenerate",
         description="'degenerate': only output that loops (a unit said min_loop_repeats+ times back to back, a block "
-        "of min_block_words+ words said twice in a row, a character loop, or the same line again and again outside "
-        "code and tables); lists, guides, code and lyrics pass. 'gopher': Gopher's web-document thresholds "
+        "of min_block_words+ words said twice in a row, a character loop, or the same line again and again back to "
+        "back outside code and tables); lists, guides, plans, code and lyrics pass. 'gopher': Gopher's web-document thresholds "
         "(max_dup_line_fraction, max_top_ngram_fraction, max_dup_ngram_fraction), which flag templated chat answers.",
     )
     min_loop_repeats: int = Field(default=4, ge=2, description="degenerate: a unit of words repeated back to back this many times is a loop...")
-    min_loop_words: int = Field(default=24, ge=2, description="...when the repeats cover at least this many words.")
+    min_loop_words: int = Field(default=30, ge=2, description="...when the repeats cover at least this many words.")
     min_block_words: int = Field(default=40, ge=2, description="degenerate: a run of at least this many words said twice in a row is a repeated block.")
-    min_line_repeats: int = Field(default=5, ge=2, description="degenerate: a line of 4+ words (outside code and tables) occurring this often...")
-    max_repeated_line_share: float = Field(default=0.75, ge=0, le=1, description="...while repeated lines are more than this share of such lines is degenerate.")
+    min_line_repeats: int = Field(default=5, ge=2, description="degenerate: a line of 2+ words (outside code and tables) repeated this many times back to back.")
     max_dup_line_fraction: float = Field(default=0.30, ge=0, le=1, description="gopher: max fraction of lines that are duplicates.")
     max_top_ngram_fraction: dict[int, float] = Field(
         default={2: 0.20, 3: 0.18, 4: 0.16},

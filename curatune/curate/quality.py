@@ -24,6 +24,7 @@ from typing import NamedTuple
 from curatune.curate.base import DROP, TRIM, CurateContext, Removal, Rule, Step, StepResult, chunked
 from curatune.curate.config import QUALITY_DEFAULT_ACTIONS, QualityConfig
 from curatune.curate.parallel import parallel_map
+from curatune.curate.prose import prose_lines
 from curatune.curate.repetition import RepetitionLimits, character_loop, find_degenerate_repetition
 from curatune.curate.text import normalize, words
 from curatune.curate.turns import assistant_turns, prefix_record
@@ -213,6 +214,12 @@ def truncation_reason(response: str, min_words: int = 12, next_user: str | None 
     return None
 
 
+#: The user asked for something drawn in symbols: art, tabs, diagrams, tables, maps.
+_ASKS_FOR_SYMBOLS = re.compile(
+    r"\b(?:ascii|art|tabs?|tablature|diagrams?|drawings?|draw|charts?|tables?|visuali[sz]e|visual|maps?|"
+    r"grid|emojis?|symbols?|regex|regular expression|figlet|banner)\b",
+    re.IGNORECASE,
+)
 #: After "I cannot ...": the answer turns to helping ("However, here is ...").
 _PIVOT_TO_HELP = re.compile(
     r"\b(?:however|but i can|but here|here is|here's|here are|instead|that said|in general|below is|"
@@ -254,7 +261,6 @@ class QualityChecker:
         self.limits = RepetitionLimits(
             min_loop_repeats=cfg.min_loop_repeats, min_loop_words=cfg.min_loop_words,
             min_block_words=cfg.min_block_words, min_line_repeats=cfg.min_line_repeats,
-            max_repeated_line_share=cfg.max_repeated_line_share,
         )
 
     def failures(self, prompt: str, user: str, response: str, first_only: bool = True) -> list[Finding]:
@@ -314,10 +320,13 @@ class QualityChecker:
             if found and fail("repetition", *found):
                 return out
         if n_chars >= cfg.symbol_min_chars and not is_code:
-            symbols = sum(1 for ch in stripped if not (ch.isalnum() or ch.isspace()))
-            ratio = symbols / n_chars
+            # Symbols inside code blocks and tables are content, and so is art or tabs the user asked for.
+            writing = "\n".join(prose_lines(stripped))
+            symbols = sum(1 for ch in writing if not (ch.isalnum() or ch.isspace()))
+            ratio = symbols / max(len(writing), 1)
             # A single token (a regex, a formula, a path) is an answer, not symbol soup.
-            if ratio > cfg.max_symbol_ratio and len(stripped.split()) >= 5:
+            if (ratio > cfg.max_symbol_ratio and len(writing) >= cfg.symbol_min_chars and len(writing.split()) >= 5
+                    and not _ASKS_FOR_SYMBOLS.search(user)):
                 if fail("symbol_ratio", f"{ratio:.2f} of characters are symbols > {cfg.max_symbol_ratio}"):
                     return out
             found = self._url_spam(stripped, user)

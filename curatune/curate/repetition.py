@@ -9,10 +9,10 @@ lines and identifiers by nature):
 * a **loop**: a short unit of words said again and again back to back
   ("buy now buy now buy now ...", "I love you. I love you. I love you. ...");
 * a **repeated block**: a long run of words (a paragraph, a list) said twice in a row;
-* **repeated lines**: the same line again and again, making up most of the answer.
+* **repeated lines**: the same line (outside code and tables) again and again, back to back.
 
-A numbered list or a step-by-step guide repeats words, but never back to back and never
-the same whole line most of the time, so none of the three fires on it.
+A numbered list, a step-by-step guide or a weekly plan repeats words and even whole lines,
+but not back to back, so none of the three fires on it.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ import numpy as np
 
 from curatune.curate.prose import prose_lines
 
-#: Numbers and words of two or more letters: blanks ("\\_\\_\\_"), note names and tab marks
-#: repeat in forms and music without being degenerate; numbers tell templated lines apart.
-_WORD = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]{2,}(?:'[^\W\d_]+)?")
+#: Numbers and words (underscores are not words: blanks "\\_\\_\\_" in forms repeat by design);
+#: numbers and single letters tell templated lines apart ("country A ... country B ...").
+_WORD = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?")
 #: A piece of up to this many characters repeated back to back...
 _CHAR_LOOP_UNIT = 8
 #: ...this many times is a character loop ("\\_" 20,000 times, "Ha" 600 times).
@@ -44,12 +44,11 @@ class RepetitionFinding:
 @dataclass(frozen=True)
 class RepetitionLimits:
     min_loop_repeats: int = 4
-    min_loop_words: int = 24
+    min_loop_words: int = 30
     max_loop_unit: int = 60
     min_block_words: int = 40
     min_line_repeats: int = 5
-    max_repeated_line_share: float = 0.75
-    min_line_words: int = 4
+    min_line_words: int = 2
 
 
 def back_to_back_runs(ids: np.ndarray) -> list[tuple[int, int, int]]:
@@ -127,6 +126,8 @@ def find_degenerate_repetition(text: str, limits: RepetitionLimits = RepetitionL
         for k, start, covered in back_to_back_runs(ids):
             if k > limits.max_loop_unit and k < limits.min_block_words:
                 continue
+            if all(len(m.group(0)) == 1 for m in matches[start : start + k]):
+                continue  # a unit of single characters: note names, tab marks, grid letters
             repeats = covered / k
             is_loop = repeats >= limits.min_loop_repeats and covered >= limits.min_loop_words
             is_block = k >= limits.min_block_words and repeats >= 2
@@ -141,15 +142,14 @@ def find_degenerate_repetition(text: str, limits: RepetitionLimits = RepetitionL
                 f"{kind}: a {k}-word unit repeated {repeats:.1f} times in a row ({covered} words): {unit[:60]!r}",
                 span if span in text else unit if unit in text else "",
             )
-    counted = [ln for ln in lines if len(_WORD.findall(ln)) >= limits.min_line_words]
-    if len(counted) >= limits.min_line_repeats:
-        counts = Counter(counted)
-        line, top = counts.most_common(1)[0]
-        repeated = sum(c for c in counts.values() if c > 1)
-        share = repeated / len(counted)
-        if top >= limits.min_line_repeats and share > limits.max_repeated_line_share:
-            return RepetitionFinding(
-                f"the line {line[:60]!r} occurs {top} times; repeated lines are {share:.2f} of the lines",
-                line,
-            )
+    # The same line again and again, back to back (a templated plan repeats a line per section:
+    # that is not degenerate, so only consecutive repeats count).
+    run_line, run = None, 0
+    for line in lines:
+        if line == run_line:
+            run += 1
+        else:
+            run_line, run = line, 1
+        if run >= limits.min_line_repeats and len(_WORD.findall(line)) >= limits.min_line_words:
+            return RepetitionFinding(f"the line {line[:60]!r} repeated {run}+ times in a row", line)
     return None
