@@ -7,7 +7,9 @@
 1. Runs the default pipeline (``run_curate`` with no steps configured) on the source and
    times it (the machine is shared: the load average is recorded beside the time).
 2. Draws a seeded random sample of up to 25 ledger rows per rule (removed or trimmed; load
-   rejections are format errors, not rules, and are left out) and 60 kept records.
+   rejections are format errors, not rules, and are left out) and 60 kept records: the rows
+   whose sha256(seed:id) is smallest, so a record keeps its place in the sample when the
+   rules change around it and its label carries over.
 3. ``--dump FILE`` prints the sample for reading: each conversation with the flagged turn
    marked and the flagged span between >>> <<<.
 4. With the labels file ``bench/labels/<source>.jsonl`` (one row per sampled record:
@@ -21,6 +23,7 @@ Labels hold ids and verdicts only, never data text.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -65,19 +68,22 @@ def run_pipeline(source: str, run_dir: Path) -> dict:
     }
 
 
+def _draw(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """The n rows whose (seed, id) hash is smallest: a seeded random sample that stays the same
+    for the records that stay the same when the rules change (so labels carry over)."""
+    keys = frame["id"].map(lambda rid: hashlib.sha256(f"{seed}:{rid}".encode()).hexdigest())
+    return frame.assign(_key=keys.values).sort_values("_key").head(n).drop(columns="_key").reset_index(drop=True)
+
+
 def draw_sample(run_dir: Path, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     from curatune.records import with_ledger_defaults
 
     removed = with_ledger_defaults(pd.read_parquet(run_dir / "curate" / "removed.parquet"))
     removed = removed[removed["step"] != "load"]
-    parts = []
-    for reason, rows in sorted(removed.groupby("reason"), key=lambda kv: kv[0]):
-        rows = rows.drop_duplicates("id")
-        parts.append(rows.sample(n=min(PER_RULE, len(rows)), random_state=seed))
+    parts = [_draw(rows.drop_duplicates("id"), PER_RULE, seed) for _, rows in sorted(removed.groupby("reason"))]
     sample = pd.concat(parts, ignore_index=True) if parts else removed.head(0)
     kept = pd.read_parquet(run_dir / "curate" / "kept.parquet")
-    kept_sample = kept.sample(n=min(KEPT, len(kept)), random_state=seed).reset_index(drop=True)
-    return sample, kept_sample
+    return sample, _draw(kept, KEPT, seed)
 
 
 def _clip(text: str, head: int, tail: int) -> str:

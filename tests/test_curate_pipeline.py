@@ -69,7 +69,7 @@ def test_pipeline_on_empty_input():
 def test_config_discriminated_union_and_errors():
     cfg = CurateConfig.model_validate({"steps": [{"name": "near_dup", "threshold": 0.8}, {"name": "exact", "enabled": False}]})
     assert isinstance(cfg.steps[0], NearDupConfig) and cfg.steps[0].threshold == 0.8
-    assert [s.name for s in CurateConfig().effective_steps()] == ["exact", "quality", "language", "near_dup", "decontaminate"]
+    assert [s.name for s in CurateConfig().effective_steps()] == ["quality", "language", "exact", "near_dup", "decontaminate"]
     with pytest.raises(ConfigError, match="unknown step"):
         validate_config({"curate": {"steps": [{"name": "dedupe"}]}})
     with pytest.raises(ConfigError, match="curate.steps.0.near_dup.ngrams"):

@@ -7,6 +7,7 @@ nature and carry no language, so both rules look at :func:`prose` (or at
 """
 from __future__ import annotations
 
+import json
 import re
 
 #: A fenced code block (``` or ~~~), closed or running to the end of the text.
@@ -46,7 +47,18 @@ def prose_lines(text: str) -> list[str]:
 
 
 def prose(text: str) -> str:
-    """The writing of a message: no code, URLs, e-mail addresses, blobs, numbers or markup."""
+    """The writing of a message: no code, URLs, e-mail addresses, blobs, numbers or markup.
+
+    A message that is a JSON value is data, not writing: it has no prose (its keys are often
+    English whatever the language of the conversation).
+    """
+    stripped = text.strip()
+    if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
+        try:
+            json.loads(stripped)
+            return ""
+        except ValueError:
+            pass
     text = without_code_blocks(text)
     # Each pattern runs only when its cheap marker is present (most chat text has no URL or blob).
     if "`" in text:
