@@ -264,6 +264,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         console.print(f"\n[bold red]analysis unavailable:[/bold red] {escape(report['analysis_error'])}", highlight=False)
         return
     _render_learning_forgetting(analysis, console)
+    _render_significance(analysis, console)
     _render_saturation(analysis, console)
     _render_early_vs_final(analysis, console)
     for note in analysis.get("warnings", []):
@@ -391,7 +392,7 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
         ], [
             Text(_signed(gain), style="" if gain is None or is_base else ("green" if gain > 0 else "red")),
             _signed(point["general_drop"]),
-            "★" if point["on_frontier"] else "",
+            ("★" if point["on_frontier"] else "") + ("≈" if point.get("ordering_significant") is False else ""),
             *[_signed(point["forgetting"].get(s), 3) for s in roles["general"]],
         ], "bold" if point["on_frontier"] else None))
     _print_split_table(console, f"Learning vs forgetting (final, mean over seeds; gain on {task}, drops from base)",
@@ -400,7 +401,45 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
     forgetting = "the general drop" if axis == "general_drop" else f"the {axis} drop (no suite has a points scale)"
     console.print(
         "[dim]points: 0-100 scale (accuracy points, chrF points; % of base for perplexity-like metrics). "
-        f"★ = Pareto frontier of task gain vs {forgetting}: no other row learns more while forgetting less.[/dim]"
+        f"★ = Pareto frontier of task gain vs {forgetting}: no other row learns more while forgetting less; "
+        "≈ = its task gain over the next frontier point below is not significant (paired test).[/dim]"
+    )
+
+
+#: Markers of the significance labels in the report's table.
+SIGNIFICANCE_MARKS = {"significant gain": ("▲", "green"), "significant loss": ("▼", "red"),
+                      "no detectable change": ("·", ""), "cannot tell": ("?", "yellow"), "not tested": ("–", "dim")}
+
+
+def significance_cell(entry: dict[str, Any] | None) -> Text:
+    """'+1.23 [+0.4, +2.1] ▲' for one (cell, suite): the difference from the base model in the
+    metric's units, its interval and the label's marker."""
+    if not entry:
+        return Text("")
+    mark, style = SIGNIFICANCE_MARKS.get(entry.get("label"), ("?", "yellow"))
+    if entry.get("difference") is None:
+        return Text(mark, style=style)
+    return Text(f"{entry['difference']:+.3g} [{entry['ci_low']:+.2g}, {entry['ci_high']:+.2g}] {mark}", style=style)
+
+
+def _render_significance(analysis: dict[str, Any], console: Console) -> None:
+    rows_in = [r for r in analysis["learning_forgetting"] if r["stage"] == "final" and r.get("significance")]
+    if not rows_in:
+        return
+    roles = analysis["suites"]
+    suites = [s for s in roles["task"] + roles["general"] if any(s in r["significance"] for r in rows_in)]
+    keys = [("cell", "left")]
+    values = [(f"{s}\n{roles['primary_metrics'][s]} {'(task)' if s in roles['task'] else ''}".rstrip(), "right")
+              for s in suites]
+    rows = [([Text(r["cell"])], [significance_cell(r["significance"].get(s)) for s in suites], None) for r in rows_in]
+    summary = analysis.get("significance") or {}
+    _print_split_table(console, "Paired tests against the base model (final; difference in the metric's units [95% CI])",
+                       keys, values, rows)
+    console.print(
+        f"[dim]▲ significant gain, ▼ significant loss, · no detectable change, ? cannot tell (items differ or "
+        f"samples missing), – not tested; p-values adjusted over {summary.get('family_size', '?')} tests "
+        f"({summary.get('fdr', '?')}), significant = adjusted p < {summary.get('alpha', 0.05):g}. "
+        "Details per cell: `curatune compare RUN_DIR base CELL`.[/dim]"
     )
 
 
