@@ -82,6 +82,7 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         "stages": manifest.get("stages") or {},
         "curate": None,
         "sweep": sweep_status(run),
+        "paired_draw": paired_draw_summary(run),
     }
     if run.curate_report.exists():
         report = _read_json_file(run.curate_report)
@@ -93,6 +94,15 @@ def run_summary(run: RunDir) -> dict[str, Any]:
             "removed_by_reason": removed,
         }
     return summary
+
+
+def paired_draw_summary(run: RunDir) -> dict[str, Any] | None:
+    """train/plan.json's paired draw (train.draw = paired): per seed and size, how many records
+    of the curated subset differ from the raw subset of the same size."""
+    if not run.plan.exists():
+        return None
+    plan = _read_json_file(run.plan)
+    return plan.get("paired_draw") if isinstance(plan, dict) else None
 
 
 def sweep_status(run: RunDir) -> dict[str, Any] | None:
@@ -304,6 +314,12 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
             grid.add_row("", f"... and {len(sweep['failed']) - 5} more failed cells")
     else:
         grid.add_row("sweep", "[dim]not run[/dim]")
+    paired = summary.get("paired_draw")
+    if paired:
+        for seed, sizes in paired["differing_records"].items():
+            counts = ", ".join(f"n{size}: {n}" for size, n in sizes.items())
+            grid.add_row("paired draw" if seed == next(iter(paired["differing_records"])) else "",
+                         f"seed {seed}: records differing from the raw subset of the same size: {counts}")
     console.print(grid)
 
 

@@ -60,6 +60,16 @@ def load_training_records(config, run_dir: RunDir) -> list[Record]:
     return frame_to_records(pd.read_parquet(run_dir.kept))
 
 
+def paired_raw_pool(config, heldout: list[Record]) -> list[Record]:
+    """The raw pool a ``train.data = raw`` run with the same held-out split draws from: the raw
+    sources' records minus the held-out ones (by id)."""
+    if not config.data.sources:
+        raise ConfigError("train.draw = paired orders the curated records like the raw sources, but "
+                          "data.sources is empty: list the raw training files")
+    held = {r.id for r in heldout}
+    return [r for r in load_sources(config.data.sources).records if r.id not in held]
+
+
 def load_eval_records(config) -> list[Record] | None:
     if not config.data.eval_sources:
         return None
@@ -93,7 +103,15 @@ def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
     if not split.pool:
         raise DataError("nothing left to train on after removing the held-out records")
 
-    subsets = SubsetPlan.build(split.pool, config.train.seeds, config.train.sizes, config.train.stratify)
+    raw_pool = None
+    if config.train.draw == "paired" and config.train.data == "curated":
+        raw_pool = paired_raw_pool(config, split.heldout)
+    subsets = SubsetPlan.build(split.pool, config.train.seeds, config.train.sizes, config.train.stratify, raw_pool)
+    if subsets.paired is not None and subsets.paired.not_in_raw:
+        notes.append(
+            f"paired draw: {subsets.paired.not_in_raw} curated records match no raw record by id (curation "
+            "changed their text); they come after the raw order, so they count as differing records"
+        )
     if subsets.oversized:
         notes.append(
             f"sizes {subsets.oversized} exceed the training pool of {len(split.pool)} records and are "
@@ -120,6 +138,8 @@ def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
         "heldout_size": len(split.heldout),
         "oversized": subsets.oversized,
         "data": config.train.data,
+        "draw": config.train.draw if config.train.data == "curated" else "raw order",
+        "paired_draw": subsets.paired.summary(subsets.sizes) if subsets.paired is not None else None,
         "categories_pool": category_counts(split.pool),
         "categories_heldout": category_counts(split.heldout),
         "notes": notes,
