@@ -35,3 +35,19 @@ def test_learning_page_shows_verdicts_and_compares_two_cells(monkeypatch, tmp_pa
     table = next(d.value for d in at.dataframe if "verdict for B" in d.value.columns)
     retention = table[table["suite"] == "retention"].iloc[0]
     assert retention["test"] == "paired_bootstrap" and retention["verdict for B"] == "significant gain"
+
+
+def test_runs_page_shows_the_paired_draw(monkeypatch, tmp_path):
+    from curatune.rundir import RunDir, atomic_write_json, read_json
+
+    build_run(tmp_path / "paired", name="paired")
+    run = RunDir(tmp_path / "paired")
+    plan = read_json(run.plan)
+    plan["paired_draw"] = {"raw_pool_size": 500, "not_in_raw": 0,
+                           "differing_records": {"0": {"50": 9, "100": 17}}}
+    atomic_write_json(run.plan, plan)
+    monkeypatch.setenv(RUNS_ENV, json.dumps([str(run.root)]))
+    at = AppTest.from_file(MAIN, default_timeout=120).run()
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "records differing from the raw subset" in d.value.columns)
+    assert table["records differing from the raw subset"].tolist() == ["9", "17"]

@@ -228,3 +228,18 @@ def test_paired_draw_needs_raw_sources(tmp_path):
                               "data": {"heldout_size": 5}, "train": {"sizes": [10], "draw": "paired"}})
     with pytest.raises(ConfigError, match="data.sources is empty"):
         plan_sweep(config, run_dir)
+
+
+def test_report_shows_the_paired_draw(tmp_path):
+    from rich.console import Console
+
+    from curatune.evaluate.report import build_report, render_report
+
+    plans, _ = _paired_runs(tmp_path)
+    curated, curated_dir = plans["curated"]
+    curated_dir.write_manifest({"name": "paired"}, "train")
+    console = Console(record=True, width=200)
+    render_report(build_report(curated_dir.root), console)
+    text = console.export_text()
+    differing = read_json(curated_dir.plan)["paired_draw"]["differing_records"]["0"]
+    assert f"seed 0: records differing from the raw subset of the same size: n20: {differing['20']}" in text
