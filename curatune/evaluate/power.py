@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize
+from scipy.special import ndtri  # the normal quantile, without importing scipy.stats (seconds)
 
 from curatune.errors import CuratuneError
 from curatune.evaluate import perplexity
@@ -49,7 +50,7 @@ ACCURACY_METRICS = ("acc_norm", "acc", "exact_match")
 
 
 def _z(alpha: float, power: float) -> tuple[float, float]:
-    return float(stats.norm.ppf(1 - alpha / 2)), float(stats.norm.ppf(power))
+    return float(ndtri(1 - alpha / 2)), float(ndtri(power))
 
 
 def mcnemar_items_needed(delta: float, discordance: float, alpha: float = 0.05, power: float = 0.8) -> int | None:

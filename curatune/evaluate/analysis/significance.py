@@ -44,8 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
+from scipy.special import bdtr, ndtri  # scipy.stats costs seconds to import; `curatune report` imports this
 
 #: sacrebleu's defaults for ``--paired-bs``: 1000 resamples, numpy seed 12345.
 SACREBLEU_RESAMPLES = 1000
@@ -111,7 +110,8 @@ def mcnemar_exact(a: Sequence[float], b: Sequence[float], ci_level: float = 0.95
     only_a = int(np.sum(right_a & ~right_b))
     only_b = int(np.sum(~right_a & right_b))
     discordant = only_a + only_b
-    p = 1.0 if discordant == 0 else min(1.0, 2.0 * float(stats.binom.cdf(min(only_a, only_b), discordant, 0.5)))
+    # bdtr(k, n, p) is the binomial CDF P(X <= k), what scipy.stats.binom.cdf computes.
+    p = 1.0 if discordant == 0 else min(1.0, 2.0 * float(bdtr(min(only_a, only_b), discordant, 0.5)))
     low, high = agresti_min_interval(only_a, only_b, n, ci_level)
     return PairedResult(
         test="mcnemar_exact",
@@ -131,7 +131,7 @@ def mcnemar_exact(a: Sequence[float], b: Sequence[float], ci_level: float = 0.95
 def agresti_min_interval(only_a: int, only_b: int, n: int, ci_level: float = 0.95) -> tuple[float, float]:
     """Agresti & Min (2005) interval for p_b - p_a of matched pairs: the Wald interval after
     adding 1/2 to each cell of the 2x2 table (n + 2 pairs), clipped to [-1, 1]."""
-    z = float(stats.norm.ppf(0.5 + ci_level / 2))
+    z = float(ndtri(0.5 + ci_level / 2))
     n_adj = n + 2.0
     x, y = only_b + 0.5, only_a + 0.5
     diff = (x - y) / n_adj
@@ -319,6 +319,9 @@ def adjust_p_values(p_values: Sequence[float], method: FdrMethod = "fdr_bh", alp
     (Benjamini & Yekutieli 2001), as tests of nested cells on the same items are. ``holm``
     bounds the chance of any false label at all (family-wise), at the price of missing more
     real changes when a run has hundreds of tests."""
+    # statsmodels takes seconds to import: only when there is something to adjust.
+    from statsmodels.stats.multitest import multipletests
+
     values = np.asarray(list(p_values), dtype=float)
     if values.size == 0:
         return []
