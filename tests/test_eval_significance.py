@@ -342,3 +342,29 @@ def test_plan_command(tmp_path):
     assert data["sweep"]["cells"] == 8
     table = runner.invoke(app, ["plan", str(config), "--drop", "0.05"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "8 cells" in table.output and "0.0624" in table.output
+
+
+# ----------------------------------------------------------------------------- probes vs benchmark drops
+
+
+def test_probe_correlations_against_scipy():
+    from curatune.evaluate.analysis.inputs import SuiteRoles
+    from curatune.evaluate.analysis.probes import probe_correlations
+
+    rng = np.random.default_rng(0)
+    kl = rng.gamma(2, 0.05, 10)
+    drop = 0.3 * kl + rng.normal(0, 0.01, 10)
+    rows = [{"stage": "final", "forgetting": {"retention": float(k), "task_kl": float(2 * k + 0.01 * i), "arc": float(d)},
+             "general_drop": float(100 * d)} for i, (k, d) in enumerate(zip(kl, drop))]
+    rows.append({"stage": "early", "forgetting": {"retention": 9.0, "arc": -9.0}, "general_drop": -900.0})
+    roles = SuiteRoles(task=["task"], general=["arc", "retention", "task_kl"],
+                       primary={"task": "chrf", "arc": "acc", "retention": "kl_divergence", "task_kl": "kl_divergence"},
+                       metrics={})
+    out = {(e["probe"], e["target"]): e for e in probe_correlations(rows, roles)}
+    assert set(out) == {("retention", "arc"), ("retention", "general_drop"), ("task_kl", "arc"), ("task_kl", "general_drop")}
+    expected = stats.spearmanr(kl, drop)
+    assert out[("retention", "arc")]["spearman"] == pytest.approx(expected.statistic)
+    assert out[("retention", "arc")]["p_value"] == pytest.approx(expected.pvalue)
+    assert out[("retention", "arc")]["n_cells"] == 10  # the early row is not a final cell
+    few = probe_correlations(rows[:2], roles)
+    assert all(e["spearman"] is None and "fewer than 3" in e["reason"] for e in few)

@@ -277,6 +277,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     _render_significance(analysis, console)
     _render_saturation(analysis, console)
     _render_early_vs_final(analysis, console)
+    _render_probe_correlations(analysis, console)
     for note in analysis.get("warnings", []):
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     console.print(f"[dim]analysis from eval/analysis.json, generated {analysis.get('generated')}[/dim]")
@@ -510,6 +511,23 @@ def _render_early_vs_final(analysis: dict[str, Any], console: Console) -> None:
         )
     console.print()
     console.print(table)
+
+
+def _render_probe_correlations(analysis: dict[str, Any], console: Console) -> None:
+    entries = analysis.get("probe_correlations") or []
+    if not entries:
+        return
+    table = Table(title="Do the KL probes predict the benchmark drops? (final cells)", title_justify="left")
+    for name in ("probe", "drop on", "cells", "Spearman ρ", "p", "note"):
+        table.add_column(name, justify="right" if name in ("cells", "Spearman ρ", "p") else "left")
+    for e in entries:
+        target = "mean drop (points)" if e["target"] == "general_drop" else f"{e['target']}/{e['target_metric']}"
+        table.add_row(Text(e["probe"]), Text(target), str(e["n_cells"]), _num(e["spearman"]), _num(e["p_value"]),
+                      Text(e["reason"] or ""))
+    console.print()
+    console.print(table)
+    console.print("[dim]ρ > 0: cells whose next-token distributions drift further from the base model's also "
+                  "lose more on the benchmark.[/dim]")
 
 
 def report_json(report: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ Modules, in the order the analysis runs:
 - :mod:`.comparisons` which test per metric, items lined up from eval/samples, labels vs base
 - :mod:`.saturation`  curve fits, saturation points, bootstrap bands
 - :mod:`.ranking`     early-vs-final rank agreement
+- :mod:`.probes`      how well each KL probe predicts the benchmark drops over the cells
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ from curatune.evaluate.analysis.learning import (
     pareto_frontier,
     pareto_table,
 )
+from curatune.evaluate.analysis.probes import probe_correlations
 from curatune.evaluate.analysis.ranking import early_vs_final, rank_agreement, spearman
 from curatune.evaluate.analysis.saturation import (
     CURVE_COLUMNS,
@@ -129,6 +131,7 @@ def analyze_run(
         "significance": significance,
         "saturation": saturation,
         "early_vs_final": early_vs_final(index, roles, table, config.top_k),
+        "probe_correlations": probe_correlations(rows, roles),
         "inputs": {"score_rows": int(len(scores)), "sample_files_read": samples.files_read},
         "warnings": notes,
     }
