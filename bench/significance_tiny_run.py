@@ -1,7 +1,7 @@
 """The paired tests on a real (small) run: a tiny Llama (curatune.testing.tiny_model, ~100k
 parameters, random weights) fine-tuned with LoRA and full fine-tuning on Multi30k en-de pairs,
 evaluated on 100 test pairs (BLEU, chrF++, TER from real generations), 200 ARC-Easy and 200
-PIQA items, and the retention probe. Everything is real: the training, the generations, the
+PIQA items, the retention probe and the same probe on the task's held-out prompts (task_kl). Everything is real: the training, the generations, the
 per-item samples, sacrebleu's statistics; only the model is tiny, so its outputs are poor.
 
 What it shows: the labels in analysis.json (which cells changed significantly, on which suite),
@@ -56,6 +56,7 @@ def config_for(run_dir: Path, model_dir: Path):
                 {"name": "arc_easy", "kind": "multiple_choice", "path": str(SHARED / "bench/mc/arc_easy.jsonl"), "limit": 200},
                 {"name": "piqa", "kind": "multiple_choice", "path": str(SHARED / "bench/mc/piqa.jsonl"), "limit": 200},
                 {"name": "retention", "kind": "retention", "limit": 40, "max_new_tokens": 16},
+                {"name": "task_kl", "kind": "retention", "prompts": "heldout", "limit": 40, "max_new_tokens": 16},
             ],
             "analysis": {"n_bootstrap": 0},
         },
@@ -88,7 +89,7 @@ def main() -> None:
         power = [r.to_dict() for r in power_table(config, run, drop=0.05)]
     seconds = time.perf_counter() - started
     result = {"seconds": round(seconds, 1), "load_average": os.getloadavg(), "platform": platform.platform(),
-              "summary": analysis["significance"], "labels": labels, "compare_lora_vs_full_n256": comparison["suites"],
+              "summary": analysis["significance"], "labels": labels, "probe_correlations": analysis["probe_correlations"], "compare_lora_vs_full_n256": comparison["suites"],
               "power": power}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "significance_tiny_run.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -116,6 +117,11 @@ def main() -> None:
         ci = "" if e["ci_low"] is None else f" [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}]"
         md.append(f"| {e['suite']} | {e['metric']} | {num(e['value_a'], '{:.4g}')} | {num(e['value_b'], '{:.4g}')} | "
                   f"{num(e['difference'])}{ci} | {e['test'] or ''} | {num(e['p_adjusted'], '{:.3g}')} | {e['label']} |")
+    md += ["", "## KL probes vs benchmark drops (final cells)", "",
+           "| probe | drop on | cells | Spearman ρ | p | note |", "|---|---|---:|---:|---:|---|"]
+    for e in analysis["probe_correlations"]:
+        md.append(f"| {e['probe']} | {e['target']} | {e['n_cells']} | {num(e['spearman'], '{:.2f}')} | "
+                  f"{num(e['p_value'], '{:.2g}')} | {e['reason'] or ''} |")
     md += ["", "## `curatune plan` with this run (drop 0.05)", "",
            "| suite | metric | items | test | discordance / sd | MDE | items for 0.05 |", "|---|---|---:|---|---:|---:|---:|"]
     for p in power:

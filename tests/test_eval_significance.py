@@ -368,3 +368,21 @@ def test_probe_correlations_against_scipy():
     assert out[("retention", "arc")]["n_cells"] == 10  # the early row is not a final cell
     few = probe_correlations(rows[:2], roles)
     assert all(e["spearman"] is None and "fewer than 3" in e["reason"] for e in few)
+
+
+def test_identical_corpus_scores_are_p_one_not_sacrebleus_floor():
+    a, _, refs = _systems(30, 0, 0.6, 0.6)
+    result = sacrebleu_paired_bootstrap("chrf", a, list(a), refs)
+    assert result.difference == 0 and result.p_value == 1.0
+    assert result.detail["sacrebleu_p_value"] == pytest.approx(1 / 1001)  # what sacrebleu itself prints
+
+
+def test_a_continuous_metric_with_only_zeros_is_not_mcnemar(tmp_path):
+    from curatune.evaluate.analysis.comparisons import SampleItems
+
+    run = RunDir(tmp_path)
+    frame = pd.DataFrame({"example_id": ["a", "b", "c"], "field_f1": [0.0, 0.0, 1.0], "acc": [0.0, 1.0, 1.0]})
+    atomic_write_parquet(run.sample_file("s", "base", "base"), frame)
+    items = SampleItems(run)
+    assert items.stats("s", "base", "base", "field_f1").kind == "mean"
+    assert items.stats("s", "base", "base", "acc").kind == "binary"

@@ -220,12 +220,15 @@ def power_table(config: Any, run: RunDir | None = None, *, drop: float = 0.02, a
         if metric in ACCURACY_METRICS or (observed and observed[0] == "discordance"):
             psi, psi_source = (observed[1], "this run") if observed else (
                 (discordance, "given") if discordance is not None else (DEFAULT_DISCORDANCE, "default"))
-            rows.append(PowerRow(
-                spec.name, spec.kind, metric, n, "mcnemar", psi, psi_source,
-                mcnemar_mde(n, psi, alpha, power) if n else None, drop,
-                mcnemar_items_needed(drop, psi, alpha, power),
-                "" if n else f"item count {source}",
-            ))
+            mde = mcnemar_mde(n, psi, alpha, power) if n else None
+            needed = mcnemar_items_needed(drop, psi, alpha, power)
+            notes = [] if n else [f"item count {source}"]
+            if n and mde is None:
+                notes.append(f"with {psi:.3g} of items discordant, even all of them one way is too few to detect")
+            if needed is None:
+                notes.append(f"a change of {drop:g} needs at least that share of discordant items (here {psi:.3g})")
+            rows.append(PowerRow(spec.name, spec.kind, metric, n, "mcnemar", psi, psi_source, mde, drop, needed,
+                                 "; ".join(notes)))
             continue
         if observed and observed[0] == "sd":
             sd = observed[1]

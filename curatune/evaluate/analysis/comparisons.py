@@ -29,6 +29,7 @@ import pandas as pd
 from curatune.evaluate.analysis.config import SignificanceConfig
 from curatune.evaluate.analysis.inputs import ScoreIndex, SuiteRoles
 from curatune.evaluate.analysis.significance import (
+    BINARY_METRICS,
     CANNOT_TELL,
     NOT_TESTED,
     SACREBLEU_METRICS,
@@ -145,7 +146,9 @@ class SampleItems:
         if not len(values):
             raise Unavailable(f"{where}: column {metric!r} has no values")
         stats = np.column_stack([values, np.ones(len(values))])
-        return ItemStats(kept, stats, lambda s: float(s[0] / s[1]), "binary" if is_binary(values) else "mean")
+        # McNemar only for correct/incorrect metrics: a sentence chrF that happens to be 0 everywhere is not one.
+        kind = "binary" if metric in BINARY_METRICS and is_binary(values) else "mean"
+        return ItemStats(kept, stats, lambda s: float(s[0] / s[1]), kind)
 
     def references(self, suite: str, cell: str, stage: str) -> pd.Series | None:
         frame = self.frame(suite, cell, stage)

@@ -89,6 +89,10 @@ def _binary(values: Sequence[float], name: str) -> np.ndarray:
     return array.astype(bool)
 
 
+#: Metrics whose per-item values are correct (1) or not (0): McNemar's test applies.
+BINARY_METRICS = ("acc", "acc_norm", "exact_match", "json_valid", "answer_agreement")
+
+
 def is_binary(values: Sequence[float]) -> bool:
     array = np.asarray(values, dtype=float)
     return array.size > 0 and bool(np.isin(array, (0.0, 1.0)).all())
@@ -201,9 +205,15 @@ def paired_bootstrap(
     value_a, value_b = float(statistic(stats_a.sum(0))), float(statistic(stats_b.sum(0)))
     observed = value_b - value_a
     diffs = scores_b - scores_a
+    sacrebleu_p = None
     if p_value == "sacrebleu":
         absolute = np.abs(diffs)
         exceed = int(np.sum(absolute - absolute.mean() > abs(observed)))
+        if observed == 0:
+            # Identical scores: sacrebleu's strict ">" counts no resample and reports its smallest
+            # p-value, 1 / (B + 1). No difference is no evidence of one: report 1 (and keep sacrebleu's).
+            sacrebleu_p = (exceed + 1) / (n_resamples + 1)
+            exceed = n_resamples
     elif p_value == "shift":
         exceed = int(np.sum(np.abs(diffs - diffs.mean()) >= abs(observed)))
     else:
@@ -226,6 +236,7 @@ def paired_bootstrap(
             "n_resamples": n_resamples, "seed": seed, "p_value_definition": p_value,
             # Each system's resampled mean and 95% half width as sacrebleu prints them ("mu ± ci").
             "mean_a": mean_a, "ci_a": ci_a, "mean_b": mean_b, "ci_b": ci_b,
+            **({"sacrebleu_p_value": sacrebleu_p} if sacrebleu_p is not None else {}),
         },
     )
 
