@@ -99,8 +99,8 @@ def main() -> None:
 
     md = ["# Paired tests on a real tiny run", "",
           "Tiny random Llama (~100k parameters) fine-tuned on Multi30k en-de (32 and 256 pairs, LoRA lr 5e-3, "
-          "full lr 2e-3, 1 epoch), evaluated on 100 test pairs, 200 ARC-Easy, 200 PIQA items and 40 retention "
-          f"prompts. Wall {seconds / 60:.1f} min, load average {os.getloadavg()[0]:.1f} on the shared 2-core machine.",
+          "full lr 2e-3, 1 epoch), evaluated on 100 test pairs, 200 ARC-Easy, 200 PIQA items, 40 retention "
+          f"prompts and 40 held-out task prompts (task_kl). Wall {seconds / 60:.1f} min, load average {os.getloadavg()[0]:.1f} on the shared 2-core machine.",
           "", f"Family: {analysis['significance']['family_size']} tests, {analysis['significance']['fdr']}, "
           f"alpha {analysis['significance']['alpha']}; labels: {analysis['significance']['labels']}", "",
           "| cell | suite | metric | test | base | cell | difference [95% CI] | p | p adj. | label |",
@@ -123,11 +123,12 @@ def main() -> None:
         md.append(f"| {e['probe']} | {e['target']} | {e['n_cells']} | {num(e['spearman'], '{:.2f}')} | "
                   f"{num(e['p_value'], '{:.2g}')} | {e['reason'] or ''} |")
     md += ["", "## `curatune plan` with this run (drop 0.05)", "",
-           "| suite | metric | items | test | discordance / sd | MDE | items for 0.05 |", "|---|---|---:|---|---:|---:|---:|"]
+           "| suite | metric | items | test | discordance / sd | MDE | items for 0.05 | note |",
+           "|---|---|---:|---|---:|---:|---:|---|"]
     for p in power:
         md.append(f"| {p['suite']} | {p['metric']} | {p['n_items']} | {p['test']} | "
                   f"{num(p['spread'], '{:.3g}')} ({p['spread_source'] or '—'}) | {num(p['mde'], '{:.3g}')} | "
-                  f"{p['items_for_drop'] or '—'} |")
+                  f"{p['items_for_drop'] or '—'} | {p['note']} |")
     (RESULTS / "significance_tiny_run.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

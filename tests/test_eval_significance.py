@@ -340,6 +340,7 @@ def test_plan_command(tmp_path):
     assert arc["mde"] == pytest.approx(mcnemar_mde(300, 0.15))
     assert arc["items_for_drop"] == mcnemar_items_needed(0.02, 0.15)
     assert data["sweep"]["cells"] == 8
+    assert data["sweep"]["evaluation_units"] == 2 * (1 + 8 * 2)  # base once, early and final per cell
     table = runner.invoke(app, ["plan", str(config), "--drop", "0.05"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "8 cells" in table.output and "0.0624" in table.output
 

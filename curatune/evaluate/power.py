@@ -243,9 +243,12 @@ def power_table(config: Any, run: RunDir | None = None, *, drop: float = 0.02, a
 
 
 def sweep_size(config: Any) -> dict[str, int]:
-    """Cells of the grid and evaluation units (models x stages x suites) it asks for."""
+    """Cells of the grid and evaluation units (model x stage x suite) it asks for; a suite's own
+    ``stages`` (e.g. benchmarks at [base, final] only) count as configured."""
     cells = len(config.train.methods) * len(config.train.sizes) * len(config.train.seeds)
-    stages = [s for s in config.evaluate.stages if s != "base"]
-    suites = len(config.evaluate.effective_suites())
-    models = cells * len(stages) + (1 if "base" in config.evaluate.stages else 0)
-    return {"cells": cells, "stages_per_cell": len(stages), "suites": suites, "evaluation_units": models * suites}
+    suites = config.evaluate.effective_suites()
+    units = 0
+    for spec in suites:
+        stages = spec.stages or config.evaluate.stages
+        units += (1 if "base" in stages else 0) + cells * sum(1 for s in stages if s != "base")
+    return {"cells": cells, "suites": len(suites), "evaluation_units": units}

@@ -79,7 +79,7 @@ def plan(
     console.print(table)
     console.print(f"sweep: {size['cells']} cells ({len(cfg.train.methods)} methods x {len(cfg.train.sizes)} sizes x "
                   f"{len(cfg.train.seeds)} seeds), {size['evaluation_units']} evaluation units "
-                  f"(models x stages x {size['suites']} suites)")
+                  f"(model x stage x suite, over {size['suites']} suites)")
     console.print("[dim]MDE: the smallest difference from the base model (metric units; 0.04 = 4 accuracy points) "
                   "a single paired test detects with the given power. With the false-discovery adjustment over "
                   "all cells x suites the detectable change is somewhat larger.[/dim]")
