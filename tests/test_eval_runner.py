@@ -64,7 +64,7 @@ def _save_cell_weights(model_dir: Path, out: Path, noise_seed: int | None) -> No
 
 
 def make_run(root: Path, model_dir: Path, cells=(("full", 4, 0, "done"),), n_heldout: int = 5) -> RunDir:
-    """A run dir as the sweep leaves it (contract in CONTRIBUTING-agents.md), without training."""
+    """A run dir as the sweep leaves it (contract in curatune/rundir.py), without training."""
     run = RunDir(root)
     atomic_write_parquet(run.heldout, records_to_frame(heldout_records(n_heldout)))
     plan = {"cells": [], "sizes": sorted({c[1] for c in cells}), "seeds": sorted({c[2] for c in cells}),

@@ -1,6 +1,7 @@
 """`curatune curate`: curate data into RUN_DIR/curate and print a summary table."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +44,12 @@ def _summary(report: dict[str, Any], console: Console, run_dir: Path) -> None:
     console.print(f"wrote {run_dir / 'curate'}/kept.parquet, removed.parquet, report.json")
 
 
+def _absolute(path: str) -> str:
+    """An --input as an absolute path; abspath, not resolve(): a link that loops must reach the
+    loader (which names the problem) instead of failing inside pathlib."""
+    return path if path.startswith("hf:") else os.path.abspath(os.path.expanduser(path))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("curate")
     def curate(
@@ -67,7 +74,7 @@ def register(app: typer.Typer) -> None:
             for override in overrides:
                 apply_override(raw, override)
         if input_:
-            raw.setdefault("data", {})["sources"] = [{"path": str(Path(p).expanduser().resolve()) if not p.startswith("hf:") else p} for p in input_]
+            raw.setdefault("data", {})["sources"] = [{"path": _absolute(p)} for p in input_]
         target = out or run_dir
         if target is not None:
             raw["run_dir"] = str(target)

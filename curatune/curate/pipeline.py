@@ -22,7 +22,7 @@ from curatune.curate.base import (
     StepResult,
     category_counts,
 )
-from curatune.curate.config import STEP_NAMES
+from curatune.curate.config import STEP_NAMES, StepConfig
 from curatune.curate.decontaminate import Decontaminate
 from curatune.curate.dedup import ExactDedup, NearDupDedup, SemanticDedup
 from curatune.curate.language import LanguageFilter
@@ -38,7 +38,7 @@ STEP_CLASSES: dict[str, type[Step]] = {
 assert set(STEP_CLASSES) == set(STEP_NAMES), sorted(set(STEP_CLASSES) ^ set(STEP_NAMES))
 
 
-def build_step(config) -> Step:
+def build_step(config: StepConfig) -> Step:
     return STEP_CLASSES[config.name](config)
 
 

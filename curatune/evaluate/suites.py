@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from curatune.config import ExperimentConfig
 from curatune.data.loaders import load_path
 from curatune.errors import DataError
 from curatune.evaluate import multiple_choice, perplexity, retention
@@ -34,6 +35,7 @@ from curatune.evaluate.metrics import (
 )
 from curatune.models import load_model_and_tokenizer
 from curatune.records import RECORD_COLUMNS, Record, frame_to_records
+from curatune.runcheck import read_run_parquet
 from curatune.rundir import RunDir
 
 SAMPLE_TEXT_COLUMNS = ["example_id", "prompt", "reference", "output"]
@@ -51,7 +53,7 @@ class SuiteScore:
 class EvalContext:
     """What every suite may need besides the model under test: config, run dir, shared models."""
 
-    def __init__(self, config: Any, run_dir: RunDir, *, progress: bool = True):
+    def __init__(self, config: ExperimentConfig, run_dir: RunDir, *, progress: bool = True):
         self.config = config
         self.run_dir = run_dir
         self.progress = progress
@@ -191,7 +193,7 @@ class GenerationTask(Suite):
                     f"{path}: the held-out split is missing; run `curatune train` (it carves the split) "
                     f"or give suite {self.name!r} a path"
                 )
-            return frame_to_records(pd.read_parquet(path))
+            return frame_to_records(read_run_parquet(path))
         path = self.spec.path
         if path.endswith(".parquet") and Path(path).is_file():
             frame = pd.read_parquet(path)

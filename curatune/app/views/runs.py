@@ -66,7 +66,7 @@ def _fmt(value) -> str:
 def sweep(run: RunData) -> None:
     st.subheader("Sweep cells")
     st.caption("One cell = one fine-tune: a method trained on a nested subset of a given size with a given seed. "
-               "A cell is *running* while its folder has a training log but no done.json or failed.json yet.")
+               "A cell is *running* while its folder exists without done.json or failed.json (training, or killed).")
     cells = run.cells()
     if cells.empty:
         ui.missing_note(run, run.dir.plan, "Sweep plan", "the sweep stage",
@@ -91,15 +91,18 @@ def sweep(run: RunData) -> None:
     table = cells[cells["status"].isin(shown) & cells["method"].isin(chosen)].copy()
     table["wall time"] = table["wall_seconds"].map(format_seconds)
     table["last activity"] = table["last_activity"].map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S UTC") if pd.notna(t) else "")
+    table["weights MB"] = table["weights_bytes"] / 1e6
     columns = ["cell", "status", "method", "size", "seed", "wall time", "steps", "final loss", "tokens/s",
-               "examples", "last activity", "error"]
+               "examples", "trainable params", "weights MB", "last activity", "error"]
     table = table.rename(columns={"final_loss": "final loss", "tokens_per_second": "tokens/s",
-                                  "train_examples": "examples"})
+                                  "train_examples": "examples", "trainable_parameters": "trainable params"})
     styled = table[columns].style.map(_status_style, subset=["status"])
     st.dataframe(styled, hide_index=True, key="cells_table", placeholder="—", column_config={
         "steps": st.column_config.NumberColumn(format="%d"),
         "final loss": st.column_config.NumberColumn(format="%.4f"),
         "tokens/s": st.column_config.NumberColumn(format="%.0f"),
+        "trainable params": st.column_config.NumberColumn(format="%d"),
+        "weights MB": st.column_config.NumberColumn(format="%.2f"),
         "examples": st.column_config.NumberColumn(format="%d"),
         "error": st.column_config.TextColumn("error", width="large"),
     })
@@ -107,7 +110,7 @@ def sweep(run: RunData) -> None:
     if len(failed) and "failed" in shown:
         st.markdown(f"**Failed cells ({len(failed)})**: re-running the sweep retries them.")
         for row in failed.head(30).itertuples():
-            with st.expander(f"{row.cell}: {ui.preview(row.error, 120)}"):
+            with st.expander(ui.md(f"{row.cell}: {ui.preview(row.error, 120)}")):
                 st.code(row.traceback or row.error, language="text")
 
 
@@ -150,12 +153,12 @@ def render() -> None:
         st.subheader("Loaded runs")
         overview(refs)
     run = ui.require_run()
-    st.header(run.label)
-    st.caption(f"`{run.root}`")
+    st.header(ui.md(run.label))
+    st.caption(ui.code(run.root))
     missing = [m for m in run.missing()]
     if missing:
         st.info("This run is partial; still missing: " + "; ".join(
-            f"{m.what} (`{m.path.relative_to(run.root)}`, from {m.produced_by})" for m in missing))
+            f"{m.what} ({ui.code(m.path.relative_to(run.root))}, from {m.produced_by})" for m in missing))
     data_counts(run)
     sweep(run)
     configuration(run)
