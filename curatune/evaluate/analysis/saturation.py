@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import f as f_distribution
 
 from curatune.evaluate.analysis.config import AnalysisConfig
 from curatune.evaluate.analysis.curves import CURVE_MODELS, CurveFit, fit_curve, fit_replicates
@@ -169,6 +170,12 @@ class Bootstrap:
         dof = len(sizes) - fit.model.n_params
         scatter = float(np.mean(residuals**2)) * len(sizes) / dof
         noise = float(np.mean(np.var(replicates, axis=0))) if len(replicates) else 0.0
+        # Lack of fit only when the scatter is larger than noise would make it 19 times in
+        # 20 (an F test against the seeds' spread, or the items' when there is one seed):
+        # adding it to every well-fitting curve would widen intervals past their level.
+        noise_dof = int(series.counts().sum()) - len(sizes) if "seeds" in resampled else 1000
+        if noise > 0 and scatter <= noise * f_distribution.ppf(0.95, dof, max(noise_dof, 1)):
+            return replicates, resampled
         excess = scatter - noise
         if excess <= 1e-12 * max(scatter, 1e-300):
             return replicates, resampled
