@@ -64,7 +64,7 @@ def decide(point: float | None, lo: float | None, hi: float | None, *, smallest:
     Without an interval (one seed and no samples, or n_bootstrap 0) the point is shown to
     one significant figure and called a range of unknown width, never "saturated".
     """
-    limit = fmt(round_size(search_limit, 2))
+    limit = fmt(int(round(search_limit)))
     hi_open = hi is None or not math.isfinite(hi)
     lo_open = lo is None or not math.isfinite(lo)
     if not has_interval:
