@@ -421,8 +421,9 @@ def _render_saturation(analysis: dict[str, Any], console: Console) -> None:
         )
     console.print()
     console.print(table)
-    epsilons = sorted({(r["metric"], r["epsilon_text"]) for r in rows if r.get("epsilon_text")})
-    threshold = ("; ".join(text for _, text in epsilons) if epsilons
+    # One line per metric: kl_divergence's epsilon differs by series (its scale is the largest value seen).
+    epsilons = {r["metric"]: r["epsilon_text"] for r in reversed(rows) if r.get("epsilon_text")}
+    threshold = ("; ".join(epsilons[m] for m in sorted(epsilons)) if epsilons
                  else f"{analysis['config']['saturation_epsilon']:g} of the metric's scale")
     console.print(
         "[dim]saturation point: smallest size from which doubling the data gains less than epsilon "

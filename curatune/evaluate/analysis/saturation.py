@@ -351,8 +351,6 @@ class SaturationAnalysis:
             saturation_verdict=verdict.verdict,
             saturation_text=verdict.text,
         )
-        if point is None and row["note"] is None:
-            row["note"] = f"not saturated within {cfg.saturation_search_factor:g}x the largest size"
         curve = pd.DataFrame(
             {
                 "method": series.method,

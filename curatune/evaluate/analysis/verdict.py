@@ -31,7 +31,7 @@ def round_size(value: float, significant: int, direction: str = "nearest") -> in
 
 def figures(point: float | None, lo: float | None, hi: float | None) -> int:
     """Significant figures the interval supports: two, one when it is wider than the point
-    itself or open-ended."""
+    itself or open-ended (an open-ended interval's lower end keeps two)."""
     if point is None or lo is None or hi is None or not math.isfinite(hi):
         return 1
     return 1 if hi - lo > point else 2
@@ -80,6 +80,8 @@ def decide(point: float | None, lo: float | None, hi: float | None, *, smallest:
     lo_r = max(round_size(lo, sig, "down"), int(smallest)) if lo > smallest else int(smallest)
     p_r = None if point is None else int(smallest) if point <= smallest else max(round_size(point, sig), int(smallest))
     if hi_open:
+        # The lower end is all there is to read: two figures, so it stays past the largest size.
+        lo_r = max(round_size(lo, 2, "down"), int(smallest)) if lo > smallest else int(smallest)
         if lo > largest_trained:
             return Verdict(BEYOND, f"beyond the largest size: not before {fmt(lo_r)}; the data cannot tell "
                            f"where past {fmt(int(largest_trained))}", p_r, lo_r, None)
