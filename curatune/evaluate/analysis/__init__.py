@@ -22,7 +22,8 @@ Modules, in the order the analysis runs:
 - :mod:`.config`      the ``evaluate.analysis`` config section
 - :mod:`.inputs`      scores.parquet checked, sample values, suite roles, score lookup
 - :mod:`.learning`    learning vs forgetting rows and the Pareto frontier
-- :mod:`.saturation`  curve fits, saturation points, bootstrap bands
+- :mod:`.saturation`  saturation points, bootstrap bands (:mod:`.curves`: the curve families
+  and their fits; :mod:`.verdict`: what an interval allows one to conclude, rounded)
 - :mod:`.ranking`     early-vs-final rank agreement
 """
 from __future__ import annotations

@@ -20,7 +20,7 @@ from curatune.evaluate.metrics import MetricTable
 __all__ = ["CURVE_COLUMNS", "CURVE_MODELS", "CurveFit", "SaturationAnalysis", "fit_curve", "saturation_points"]
 
 CURVE_COLUMNS = ["method", "suite", "metric", "size", "fit", "lo", "hi", "model", "observed"]
-#: Size grid of the saturation search: steps of 0.14 % between 25 and 8 x 3,200.
+#: Points of the log-spaced saturation search grid: steps of 0.14 % from 100 to 8 x 3,200.
 FINE_GRID = 4000
 
 
