@@ -272,6 +272,26 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def combine(out: Path, parts: list[Path]) -> None:
+    """Merge results measured in several processes (each a subset of the families) into one
+    file: settings of runs with the same label are joined, seconds and loads kept per part."""
+    results = json.loads(out.read_text()) if out.exists() else {"runs": {}}
+    for part in parts:
+        data = json.loads(part.read_text())
+        results.update({k: v for k, v in data.items() if k != "runs"})
+        for label, run in data["runs"].items():
+            if label in results["runs"] and results["runs"][label]["code"] == run["code"]:
+                merged = results["runs"][label]
+                merged["settings"].update(run["settings"])
+                merged["seconds"] += run["seconds"]
+                merged["load_after"] = run["load_after"]
+            else:
+                results["runs"][label] = run
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render(results) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--label", required=True, help="name of this measurement, e.g. before / after")
@@ -281,7 +301,12 @@ def main() -> None:
     parser.add_argument("--noises", nargs="*", type=float, default=list(NOISES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "saturation_synthetic.json")
+    parser.add_argument("--combine", nargs="*", type=Path, default=[],
+                        help="instead of measuring: add the settings of these result files' runs to --out")
     args = parser.parse_args()
+    if args.combine:
+        combine(args.out, args.combine)
+        return
     config = AnalysisConfig(n_bootstrap=args.n_bootstrap)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
