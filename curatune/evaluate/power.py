@@ -31,14 +31,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import optimize
-from scipy.special import ndtri  # the normal quantile, without importing scipy.stats (seconds)
+from scipy.special import (
+    ndtri,  # the normal quantile, without importing scipy.stats (seconds)
+)
 
 from curatune.errors import CuratuneError
 from curatune.evaluate import perplexity
 from curatune.evaluate.analysis.comparisons import SampleItems, Unavailable
 from curatune.evaluate.analysis.inputs import load_scores
-from curatune.evaluate.multiple_choice import load_mc_items
 from curatune.evaluate.metrics import PRIMARY_PREFERENCE
+from curatune.evaluate.multiple_choice import load_mc_items
 from curatune.evaluate.retention import load_retention_prompts
 from curatune.rundir import BASE, RunDir
 

@@ -499,32 +499,46 @@ def _render_saturation(analysis: dict[str, Any], console: Console) -> None:
     if not rows:
         return
     table = Table(title="Saturation (fit over sizes, final checkpoint)", title_justify="left")
-    for name in ("method", "suite/metric", "model", "R²", "saturates at", "95% CI", "worse than base at", "note"):
-        table.add_column(name, justify="right" if name in ("R²", "saturates at") else "left")
+    for name in ("method", "suite/metric", "model", "R²", "saturation point (95% interval)", "worse than base at", "note"):
+        table.add_column(name, justify="right" if name == "R²" else "left")
     for row in rows:
-        point = row["saturation_point"]
-        if row["status"] == "insufficient sizes":
-            at = Text("insufficient sizes", style="yellow")
-        elif point is None:
-            at = Text("not reached" if row["model"] else "—", style="dim")
-        else:
-            at = Text(f"n≈{point}" + (" (extrap.)" if row["saturation_extrapolated"] else ""))
-        lo, hi = row["saturation_point_lo"], row["saturation_point_hi"]
-        ci = "" if row["bootstrap"] == "none" or (lo is None and hi is None) else f"{lo or '—'}–{hi or '>range'}"
         worse = row["worse_than_base_sizes"]
         confident = set(row["worse_than_base_confident"])
         worse_text = Text(", ".join(f"{n}{'*' if n in confident else ''}" for n in worse), style="red") if worse else Text("—", style="dim")
         table.add_row(
             Text(row["method"]), Text(f"{row['suite']}/{row['metric']}"), row["model"] or "—", _num(row["r2"]),
-            at, ci, worse_text, Text(row["note"] or ""),
+            saturation_cell(row), worse_text, Text(row["note"] or ""),
         )
     console.print()
     console.print(table)
+    # One line per metric: kl_divergence's epsilon differs by series (its scale is the largest value seen).
+    epsilons = {r["metric"]: r["epsilon_text"] for r in reversed(rows) if r.get("epsilon_text")}
+    threshold = ("; ".join(epsilons[m] for m in sorted(epsilons)) if epsilons
+                 else f"{analysis['config']['saturation_epsilon']:g} of the metric's scale")
     console.print(
-        "[dim]saturates at: smallest size from which doubling the data gains less than "
-        f"{analysis['config']['saturation_epsilon']:g} of the metric's scale; "
+        "[dim]saturation point: smallest size from which doubling the data gains less than epsilon "
+        f"({threshold}); numbers rounded to what the interval supports; "
         "* = worse than base with bootstrap confidence.[/dim]"
     )
+
+
+#: How each verdict is coloured in the terminal.
+VERDICT_STYLES = {"saturated": "green", "range": "", "beyond largest size": "yellow", "not reached": "dim",
+                  "not determined": "yellow"}
+
+
+def saturation_cell(row: dict[str, Any]) -> Text:
+    """The verdict in words; analysis.json from before verdicts existed shows point and interval."""
+    if row["status"] == "insufficient sizes":
+        return Text("insufficient sizes", style="yellow")
+    if row.get("saturation_text"):
+        return Text(row["saturation_text"], style=VERDICT_STYLES.get(row.get("saturation_verdict") or "", ""))
+    point = row["saturation_point"]
+    if point is None:
+        return Text("not reached" if row["model"] else "—", style="dim")
+    lo, hi = row["saturation_point_lo"], row["saturation_point_hi"]
+    ci = "" if row["bootstrap"] == "none" or (lo is None and hi is None) else f" ({lo or '—'}–{hi or '>range'})"
+    return Text(f"n≈{point}{ci}" + (" (extrap.)" if row["saturation_extrapolated"] else ""))
 
 
 def _render_early_vs_final(analysis: dict[str, Any], console: Console) -> None:

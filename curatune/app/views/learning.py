@@ -5,8 +5,6 @@ import pandas as pd
 import streamlit as st
 
 from curatune.app import charts, ui
-from curatune.errors import CuratuneError
-from curatune.evaluate.compare import compare_run_cells, interval_text
 from curatune.app.data import (
     RunData,
     frontier_x_column,
@@ -14,6 +12,8 @@ from curatune.app.data import (
     pareto_points,
     prefixed_columns,
 )
+from curatune.errors import CuratuneError
+from curatune.evaluate.compare import compare_run_cells, interval_text
 
 TASK_GAIN, GENERAL_DROP = "task_gain", "general_drop"
 OVERALL_Y = "task gain (points)"

@@ -24,7 +24,8 @@ Modules, in the order the analysis runs:
 - :mod:`.learning`    learning vs forgetting rows and the Pareto frontier
 - :mod:`.significance` paired tests (McNemar, paired bootstrap, sacrebleu's paired-bs), FDR
 - :mod:`.comparisons` which test per metric, items lined up from eval/samples, labels vs base
-- :mod:`.saturation`  curve fits, saturation points, bootstrap bands
+- :mod:`.saturation`  saturation points, bootstrap bands (:mod:`.curves`: the curve families
+  and their fits; :mod:`.verdict`: what an interval allows one to conclude, rounded)
 - :mod:`.ranking`     early-vs-final rank agreement
 - :mod:`.probes`      how well each KL probe predicts the benchmark drops over the cells
 """

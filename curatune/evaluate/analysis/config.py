@@ -59,7 +59,14 @@ class AnalysisConfig(BaseModel):
         description="Saturation point: smallest size from which the fitted curve gains less than this from "
         "doubling the data, as a fraction of the metric's scale (1 for 0-1 metrics such as acc, 100 for "
         "0-100 metrics such as chrf and bleu, the base model's value for perplexity-like metrics, the largest "
-        "observed value for kl_divergence). 0.01 = one accuracy point or one chrF point per doubling.",
+        "observed value for kl_divergence). 0.01 = one accuracy point, or one chrF/BLEU/TER point, per doubling; "
+        "for comet_like (0-1 cosine) it is 0.01 cosine, which is no chrF point (see saturation_epsilons).",
+    )
+    saturation_epsilons: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-metric saturation epsilon in the metric's own units, overriding saturation_epsilon, "
+        "e.g. {chrf: 0.5, comet_like: 0.005, acc: 0.02}. The analysis writes the epsilon it used, in words, "
+        "as epsilon_text.",
     )
     saturation_search_factor: float = Field(
         default=8.0,

@@ -44,7 +44,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
-from scipy.special import bdtr, ndtri  # scipy.stats costs seconds to import; `curatune report` imports this
+from scipy.special import (  # scipy.stats costs seconds to import; `curatune report` imports this
+    bdtr,
+    ndtri,
+)
 
 #: sacrebleu's defaults for ``--paired-bs``: 1000 resamples, numpy seed 12345.
 SACREBLEU_RESAMPLES = 1000
