@@ -260,6 +260,8 @@ class RunDir:
     def write_manifest(self, resolved_config: dict[str, Any], stage: str) -> None:
         """Create or update the manifest and config.yaml; each stage stamps when it started.
 
+        config.yaml holds ``run_dir: .``; the manifest keeps the absolute run_dir of the stage.
+
         Every stage rewrites config.yaml, so settings changed after curation (evaluate.analysis
         above all, which `curatune report` and the app read from it) are what the run shows."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -276,7 +278,10 @@ class RunDir:
         )
         manifest.setdefault("stages", {})[stage] = {"started": now}
         atomic_write_json(self.manifest, manifest)
-        atomic_write_text(self.config, yaml.safe_dump(resolved_config, sort_keys=False, allow_unicode=True))
+        # run_dir is written as "." (this folder): config.yaml sits in the run directory and relative
+        # paths resolve against the config's own folder, so it re-runs as is, wherever the run is moved.
+        rerunnable = {**resolved_config, "run_dir": "."} if "run_dir" in resolved_config else resolved_config
+        atomic_write_text(self.config, yaml.safe_dump(rerunnable, sort_keys=False, allow_unicode=True))
 
     def stamp_stage_finished(self, stage: str, **summary: Any) -> None:
         manifest = read_json(self.manifest) if self.manifest.exists() else {}

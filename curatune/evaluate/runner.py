@@ -49,6 +49,7 @@ from curatune.rundir import (
     list_cells,
     read_json,
 )
+from curatune.terminal import bars_enabled, quiet_library_warnings
 
 STAGE_ORDER = {"base": 0, "early": 1, "final": 2}
 
@@ -258,7 +259,14 @@ def run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None =
 
     ``score=False`` scores nothing: it rebuilds scores.parquet and the analysis from the units
     already scored (``curatune evaluate --merge-only``)."""
+    with quiet_library_warnings():
+        return _run_evaluate(config, run_dir, progress=progress, score=score)
+
+
+def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None, *, progress: bool,
+                  score: bool) -> dict[str, Any]:
     started = time.perf_counter()
+    progress = bars_enabled(progress)  # bars on a terminal only: in a log they are escape-code noise
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir or config.run_dir)
     run_dir.root.mkdir(parents=True, exist_ok=True)
     run_dir.write_manifest(config.resolved(), "evaluate")

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from curatune.config import ExperimentConfig, validate_config
 from curatune.errors import ConfigError, ModelError
 from curatune.rundir import DONE, FAILED, LOG, CellSpec, RunDir, read_json, read_jsonl
+from curatune.terminal import bars_enabled, log_line, quiet_library_warnings
 from curatune.train.cell import (
     CellOutcome,
     load_pool,
@@ -42,14 +43,16 @@ class SweepProgress:
     and one bar for the steps of the cell in progress."""
 
     def __init__(self, enabled: bool, total_cells: int, estimated_steps: dict[str, int]):
-        self.enabled = enabled
+        # Live bars on a terminal only; a log (stderr not a terminal) gets one plain line per cell.
+        self.enabled = bars_enabled(enabled)
+        self.plain = bool(enabled) and not self.enabled
         self.total_cells = total_cells
         self.finished = 0
         self.estimates = dict(estimated_steps)
         self.overall = None
         self.cell_bar = None
         self._seen: dict[str, int] = {}
-        if enabled:
+        if self.enabled:
             self._tqdm = tqdm
             self.overall = tqdm(total=sum(self.estimates.values()), unit="step", position=0,
                                 desc=self._desc(), dynamic_ncols=True)
@@ -84,6 +87,9 @@ class SweepProgress:
 
     def cell_finished(self, key: str, outcome: CellOutcome) -> None:
         self.finished += 1
+        if self.plain:
+            what = outcome.status if outcome.status != "failed" else f"failed: {outcome.error}"
+            log_line(f"{self._desc()}: {key} {what} ({outcome.wall_seconds:.1f} s)")
         if not self.enabled:
             return
         # A failed or resumed cell never walks all its steps here: settle the overall bar.
@@ -317,12 +323,17 @@ def run_sweep(config: ExperimentConfig, run_dir: RunDir | str | os.PathLike | No
 
     bars = SweepProgress(progress, len(grid), {s.key: planned_steps(config, s.size) for s in todo})
     bars.finished = len(done)
-    if progress:
+    if bars.enabled:
         for note in plan.notes:
             bars.overall.write(f"note: {note}")
         bars.overall.set_description(bars._desc())
+    elif bars.plain:
+        for note in plan.notes:
+            log_line(f"note: {note}")
+        log_line(f"{bars._desc()}: {len(todo)} to train")
     try:
-        outcomes = EXECUTORS[executor]().run(config, run_dir, todo, bars, hook=hook)
+        with quiet_library_warnings():
+            outcomes = EXECUTORS[executor]().run(config, run_dir, todo, bars, hook=hook)
     finally:
         bars.close()
     for outcome in outcomes:
