@@ -107,7 +107,7 @@ def _number(value: Any) -> str:
         return "-"
     if isinstance(value, (int,)) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
         return f"{int(value):,}"
-    return f"{float(value):.4g}"
+    return f"{float(value) + 0.0:.4g}"  # + 0.0: no "-0" for a zero difference
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
