@@ -26,8 +26,8 @@ from curatune.errors import CuratuneError, ModelError
 from curatune.model_card import ADAPTER_CONFIG, RunFacts, base_model_id, dataset_card, describe_weights_folder
 from curatune.models import load_cell_model
 from curatune.records import frame_to_records
-from curatune.terminal import quiet_library_warnings
 from curatune.rundir import EARLY, FINAL, CellInfo, RunDir, atomic_write_text, parse_cell_key
+from curatune.terminal import quiet_model_loading
 
 #: What a weights folder may carry into an export: weights, configs, tokenizer, chat template.
 #: The trainer's pickled arguments and optimizer state never leave the run.
@@ -118,7 +118,7 @@ def export_cell(run_dir: RunDir | str | Path, key: str, out: str | Path, *, stag
 
 def _write_merged(cell: CellInfo, stage: str, folder: Path) -> None:
     try:
-        with quiet_library_warnings():
+        with quiet_model_loading():
             model, tokenizer = load_cell_model(cell, stage, device="cpu")
     except (OSError, ValueError) as exc:
         raise ModelError(f"cell {cell.key}: cannot load its {stage} weights to merge: {exc}") from None

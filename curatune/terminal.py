@@ -37,6 +37,22 @@ def quiet_library_warnings() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def quiet_model_loading() -> Iterator[None]:
+    """No deprecation notices and no per-file "Loading weights" bars from transformers for the block:
+    the stage shows its own progress, and those bars are redraw noise in a log."""
+    from transformers.utils import logging as hf_logging  # heavy; only stages that load models get here
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with quiet_library_warnings():
+            yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def log_line(message: str) -> None:
     """One plain progress line for logs (used where a terminal would show a bar)."""
     print(message, file=sys.stderr, flush=True)

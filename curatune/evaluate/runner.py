@@ -49,7 +49,7 @@ from curatune.rundir import (
     list_cells,
     read_json,
 )
-from curatune.terminal import bars_enabled, quiet_library_warnings
+from curatune.terminal import bars_enabled, quiet_model_loading
 
 STAGE_ORDER = {"base": 0, "early": 1, "final": 2}
 
@@ -259,7 +259,7 @@ def run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None =
 
     ``score=False`` scores nothing: it rebuilds scores.parquet and the analysis from the units
     already scored (``curatune evaluate --merge-only``)."""
-    with quiet_library_warnings():
+    with quiet_model_loading():
         return _run_evaluate(config, run_dir, progress=progress, score=score)
 
 
