@@ -239,3 +239,34 @@ def test_base_model_id_is_the_hub_id_or_the_given_path():
     assert base_model_id(snapshot, snapshot) == "Qwen/Qwen2.5-0.5B-Instruct"
     assert base_model_id("/models/mine", "/models/mine") == "/models/mine"
     assert base_model_id(None) is None
+
+
+@pytest.mark.slow
+def test_app_runs_page_exports_the_selected_cell_and_the_data(finished_run, tmp_path, monkeypatch):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from curatune.app.data import RUNS_ENV
+
+    run_dir, _ = finished_run
+    monkeypatch.setenv(RUNS_ENV, json.dumps([str(run_dir.root)]))
+    main = str(Path(__file__).resolve().parents[1] / "curatune" / "app" / "main.py")
+    at = AppTest.from_file(main, default_timeout=120).run()
+    at.switch_page("views/runs.py").run()
+    assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+    cell_box = next(s for s in at.selectbox if s.label == "Cell")
+    assert cell_box.options == ["full-n4-s0", "lora-n4-s0"]
+    cell_box.set_value("lora-n4-s0").run()
+    card_preview = [t.value for t in at.text if "LoRA r / alpha / dropout" in t.value]
+    assert card_preview and "library_name: peft" in card_preview[0]
+    at.text_input(key="export_model_out").set_value(str(tmp_path / "from-app")).run()
+    at.button(key="export_model_go").click().run()
+    assert not at.exception and not at.error
+    assert [s.value for s in at.success] == ["Wrote adapter weights of lora-n4-s0 to the folder below."]
+    assert (tmp_path / "from-app" / "adapter_model.safetensors").exists()
+    # a second click on the same folder is refused, plainly
+    at.button(key="export_model_go").click().run()
+    assert any("not empty" in w.value for w in at.warning)
+    at.text_input(key="export_data_out").set_value(str(tmp_path / "data-from-app")).run()
+    at.button(key="export_data_go").click().run()
+    assert (tmp_path / "data-from-app" / "train.jsonl").exists()
