@@ -155,13 +155,13 @@ def export_data(run_dir: RunDir | str | Path, out: str | Path, *, fmt: Literal["
             with open(tmp / "train.jsonl", "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            files = ["train.jsonl"]
+            files = "`train.jsonl` (one record per line)"
         else:
             # datasets is imported here: it takes seconds to import and only this export needs it.
             import datasets
 
             datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
-            files = ["a `datasets` folder (`datasets.load_from_disk`)"]
+            files = "a `datasets` folder (load it with `datasets.load_from_disk`)"
         atomic_write_text(tmp / "README.md", dataset_card(facts, len(rows), files))
     return ExportResult(Path(out), "dataset", records=len(rows))
 

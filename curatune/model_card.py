@@ -248,7 +248,7 @@ def model_card(facts: RunFacts, cell: CellInfo, stage: str, *, base_model: str |
     lines = _metadata(meta)
     lines += [
         f"# {facts.name}: {cell.key} ({stage} weights)", "",
-        f"Fine-tuned from `{base_model}` with [curatune](https://pypi.org/project/curatune/): {what}, "
+        f"Fine-tuned from `{base_model}` with curatune: {what}, "
         f"method {cell.method}, {cell.size} training records, seed {cell.seed}"
         + (", the early checkpoint" if stage == "early" else "") + ".", "",
     ]
@@ -278,7 +278,7 @@ def model_card(facts: RunFacts, cell: CellInfo, stage: str, *, base_model: str |
     return "\n".join(lines)
 
 
-def dataset_card(facts: RunFacts, n_records: int, files: list[str]) -> str:
+def dataset_card(facts: RunFacts, n_records: int, files: str) -> str:
     """README.md of an exported curated set: metadata, sources, the curation report."""
     size = ("n<1K" if n_records < 1_000 else "1K<n<10K" if n_records < 10_000 else
             "10K<n<100K" if n_records < 100_000 else "100K<n<1M" if n_records < 1_000_000 else "n>1M")
@@ -286,8 +286,7 @@ def dataset_card(facts: RunFacts, n_records: int, files: list[str]) -> str:
             "source_datasets": facts.hub_datasets()}
     lines = _metadata(meta)
     lines += [f"# {facts.name}: curated training data", "",
-              f"{n_records:,} records kept by [curatune](https://pypi.org/project/curatune/) curation, in "
-              f"{', '.join(f'`{f}`' for f in files)}. Each record has `id` (content hash), `messages` (a list of "
+              f"{n_records:,} records kept by curatune curation, in {files}. Each record has `id` (content hash), `messages` (a list of "
               "`{role, content}` turns), `category`, `source` (`file:row` of the raw data) and `meta` "
               "(passthrough fields as JSON).", ""]
     lines += data_section(facts)
