@@ -13,6 +13,7 @@ from curatune.data.loaders import expand_path
 from curatune.errors import CuratuneError
 from curatune.models import model_name_problem
 from curatune.rundir import RunDir
+from curatune.tracking import tracker_problems
 
 
 def config_problems(config: ExperimentConfig) -> list[str]:
@@ -36,6 +37,7 @@ def config_problems(config: ExperimentConfig) -> list[str]:
         problem = model_name_problem(getattr(config.model, key), embedder=embedder)
         if problem:
             problems.append(f"model.{key}: {problem}")
+    problems += tracker_problems(config.train.report_to)
     if config.curate.cache_dir and Path(config.curate.cache_dir).is_file():
         problems.append(f"curate.cache_dir = {config.curate.cache_dir}: a file, not a folder")
     return problems

@@ -30,6 +30,8 @@ Layout (documented in the README, keep both in step)::
         signatures.json             metric signatures per suite (sacrebleu-style)
         analysis.json               learning vs forgetting, saturation fits, early-vs-final agreement
         saturation_curves.parquet   fitted curves with confidence bands, for plots
+      tensorboard/<cell>/           event files when train.report_to has tensorboard: training
+                                    logs from the Trainer, evaluation scores from evaluate
 
 The base model's key is "base" (method "base", size 0, seed 0, stage "base").
 
@@ -236,6 +238,15 @@ class RunDir:
     @property
     def retention(self) -> Path:
         return self.eval / "retention"
+
+    # tensorboard/ (train.report_to: tensorboard)
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def tensorboard_dir(self, cell: str) -> Path:
+        """tensorboard/<cell key>/: one event folder per cell ("base" for the base model)."""
+        return self.tensorboard / cell
 
     def sample_file(self, suite: str, cell: str, stage: str) -> Path:
         """eval/samples/<suite>/<cell>__<stage>.parquet"""

@@ -50,6 +50,7 @@ from curatune.rundir import (
     read_json,
 )
 from curatune.terminal import bars_enabled, quiet_model_loading
+from curatune.tracking import cell_steps, log_eval_scores
 
 STAGE_ORDER = {"base": 0, "early": 1, "final": 2}
 
@@ -304,6 +305,7 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
     )
     bar = tqdm(total=total, desc="evaluate", unit="unit", disable=not progress)
     scored = 0
+    scored_units: list[tuple[str, str, str]] = []
     failed: dict[str, str] = {}
     threads = _CpuThreads(config.evaluate.cpu_threads)
     try:
@@ -326,6 +328,7 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
                     else:
                         evaluator.score_unit(suite, target, model, tokenizer)
                         scored += 1
+                        scored_units.append((target.cell, target.stage, suite.name))
                     evaluator.store.merge(units)
                     bar.update(1)
             finally:
@@ -336,6 +339,9 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
         bar.close()
         threads.restore()
     frame = evaluator.store.merge(units)
+    if "tensorboard" in config.train.report_to and scored_units:
+        # the same tensorboard folder as the cell's training logs (train.report_to)
+        log_eval_scores(run_dir, frame, scored_units, cell_steps(t.info for t, _ in work if t.info is not None))
 
     analysis = _analyze(run_dir, config)
     summary = {

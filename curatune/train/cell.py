@@ -39,6 +39,7 @@ from curatune.errors import ModelError
 from curatune.model_card import RunFacts, base_model_id, describe_weights_folder
 from curatune.models import ensure_pad_token, load_weights_dir, resolve_model_path
 from curatune.records import Record, frame_to_records
+from curatune.tracking import tensorboard_callback, trainer_report_to
 from curatune.rundir import (
     CELL,
     CHECKPOINTS,
@@ -501,7 +502,8 @@ def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path,
         save_steps=train.checkpoint_steps or 500,
         save_total_limit=1,
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        report_to=trainer_report_to(train.report_to),
+        run_name=f"{config.name}/{spec.key}",
         disable_tqdm=False,  # keeps the Trainer's log printer off; its bar is replaced below
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -581,6 +583,8 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     early_cb = _Callbacks.early_checkpoint(cell_dir, at_early, early_needed, save_model_for(EARLY))
     trainer.add_callback(log_cb)
     trainer.add_callback(early_cb)
+    if "tensorboard" in config.train.report_to and is_main_process():
+        trainer.add_callback(tensorboard_callback(run_dir, spec.key))
     trainer.add_callback(_Callbacks.progress(on_step))
     if on_start is not None:
         on_start(total_steps)

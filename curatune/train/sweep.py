@@ -25,6 +25,7 @@ from curatune.config import ExperimentConfig, validate_config
 from curatune.errors import ConfigError, ModelError
 from curatune.rundir import DONE, FAILED, LOG, CellSpec, RunDir, read_json, read_jsonl
 from curatune.terminal import bars_enabled, log_line, quiet_library_warnings
+from curatune.tracking import check_trackers
 from curatune.train.cell import (
     CellOutcome,
     load_pool,
@@ -301,6 +302,7 @@ def run_sweep(config: ExperimentConfig, run_dir: RunDir | str | os.PathLike | No
         )
     if hook is not None and uses_launcher(config):
         raise ConfigError("a hook function cannot cross an accelerate launch; set train.evaluate_hook instead")
+    check_trackers(config.train.report_to)
     methods = only or config.train.methods
     if "qlora" in methods and executor == "local":
         problem = qlora_problem()
