@@ -14,10 +14,11 @@ from typing import Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from curatune import __version__
 from curatune.config import defaults_yaml, load_config
-from curatune.errors import ConfigError, CuratuneError
+from curatune.errors import ConfigError, CuratuneError, environment_error, is_environment_error
 from curatune.preflight import config_problems
 from curatune.rundir import atomic_write_text
 
@@ -36,6 +37,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 # Modules that add subcommands, in the order they appear in --help.
 _COMMAND_MODULES = (
     "curatune.curate.command",
+    "curatune.curate.audit_command",
     "curatune.train.command",
     "curatune.evaluate.command",
     "curatune.run",
@@ -109,11 +111,22 @@ def _register_stage_commands() -> None:
 _register_stage_commands()
 
 
+def _print_error(exc: Exception) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+
+
 def main() -> None:
     try:
         app()
     except CuratuneError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        _print_error(exc)
+        sys.exit(2)
+    except OSError as exc:
+        # Reading or writing a path failed (permissions, a full disk, a file in the way): the
+        # environment, not a bug, so one sentence instead of a traceback, wherever it happened.
+        if not is_environment_error(exc):
+            raise
+        _print_error(environment_error(exc, action="read or write"))
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; finished work is saved, re-run the same command to resume")

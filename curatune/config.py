@@ -29,6 +29,7 @@ from pydantic import (
 from curatune.curate.config import CurateConfig
 from curatune.errors import ConfigError
 from curatune.evaluate.config import EvaluateConfig
+from curatune.safe_yaml import YamlSyntaxError, load_user_yaml, read_user_yaml_file
 from curatune.train.config import TrainConfig
 
 FORMATS = ("auto", "alpaca", "dolly", "prompt_completion", "sharegpt", "openai", "gpteacher", "parallel")
@@ -204,11 +205,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not path.exists():
             raise ConfigError(f"{path}: config file not found")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            pos = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{path}:{pos}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+        raw = read_user_yaml_file(str(path), data) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
         _resolve_relative_paths(raw, path.parent)
@@ -289,9 +289,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         raise ConfigError(f"--set {override!r}: expected key.path=value")
     key, _, text = override.partition("=")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
+        value = load_user_yaml(text, f"--set {key.strip()}")
+    except YamlSyntaxError:
+        value = text  # not YAML: the value is the plain text (an alias bomb or a huge number still raises)
     node: Any = raw
     parts = key.strip().split(".")
     for i, part in enumerate(parts):

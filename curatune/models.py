@@ -44,6 +44,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from curatune.errors import ModelError
+from curatune.runcheck import cell_repair_hint
 from curatune.rundir import CellInfo
 
 DEFAULT = "default"
@@ -556,7 +557,12 @@ def load_cell_model(cell: CellInfo, stage: str = "final", base_model_name: str |
     if cell.status != "done":
         raise ModelError(f"cell {cell.key} is {cell.status}, not done: no weights to load")
     weights = cell.weights_dir(stage)
-    if weights is None or not weights.is_dir():
+    if weights is not None and not weights.is_dir():
+        raise ModelError(
+            f"cell {cell.key}: done.json lists {stage} weights at {weights}, but that folder is missing; "
+            f"{cell_repair_hint(cell.path)}"
+        )
+    if weights is None:
         raise ModelError(
             f"cell {cell.key} kept no {stage} weights (train.keep_weights = none); it was evaluated "
             "during the sweep"
@@ -575,7 +581,10 @@ def load_weights_dir(weights: Path, adapter_base: str | None, dtype: Any = "auto
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(weights)
+    # safetensors only, for base, adapter and full weights: pickled .bin weights can run code when loaded
     if adapter_base is not None:
+        if not (Path(weights) / "adapter_model.safetensors").is_file():
+            raise ModelError(f"{weights}: no adapter_model.safetensors (curatune loads safetensors weights only)")
         model = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch_dtype, use_safetensors=True)
         model = PeftModel.from_pretrained(model, weights).merge_and_unload()
     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -80,7 +81,7 @@ class Record:
             "messages": self.messages,
             "category": self.category,
             "source": self.source,
-            "meta": json.dumps(self.meta, ensure_ascii=False, default=str),
+            "meta": standard_json(self.meta),
         }
 
     @classmethod
@@ -97,6 +98,25 @@ class Record:
             source=row.get("source") or "",
             meta=json.loads(meta) if isinstance(meta, str) and meta else {},
         )
+
+
+def standard_json(value: Any) -> str:
+    """``value`` as standard JSON: NaN and infinities (pandas' missing values in a passthrough
+    column, or NaN in the input) become null, which every JSON reader accepts."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:

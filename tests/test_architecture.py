@@ -4,7 +4,7 @@
 * Imports sit at the top of a module. Inside a function only: a heavy third-party library
   (seconds to import, needed by few commands), or a stage entry point a CLI command loads on
   use (listed below with the reason).
-* Layers: the run-directory contract (rundir) imports no other curatune module; the
+* Layers: the run-directory contract (rundir) imports only leaf modules (errors, runcheck, runlock); the
   evaluation stage never imports the training stage (they meet in models and rundir).
 """
 from __future__ import annotations
@@ -142,7 +142,10 @@ def test_imports_inside_functions_are_heavy_or_listed():
 
 def test_layers():
     graph = {m: _imports(m)[0] for m in MODULES}
-    assert graph["curatune.rundir"] == set(), "the run-directory contract imports no other curatune module"
+    # The contract sits at the bottom: it may use only leaf modules (errors, and helpers that
+    # import nothing of curatune but errors), so every stage and the app can import it.
+    for dep in graph["curatune.rundir"]:
+        assert graph[dep] <= {"curatune.errors"}, f"rundir imports {dep}, which imports {graph[dep]}"
     evaluate_to_train = [(m, d) for m, deps in graph.items() if m.startswith("curatune.evaluate")
                          for d in deps if d.startswith("curatune.train")]
     assert not evaluate_to_train, f"evaluation imports training: {evaluate_to_train}"

@@ -134,7 +134,8 @@ class Step:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.name = cls.config_class.model_fields["name"].default
+        if "config_class" in cls.__dict__:  # a configurable step is named by its config
+            cls.name = cls.config_class.model_fields["name"].default
 
     def __init__(self, config: BaseModel):
         self.config = config

@@ -1,6 +1,7 @@
 """`curatune curate`: curate data into RUN_DIR/curate and print a summary table."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +44,12 @@ def _summary(report: dict[str, Any], console: Console, run_dir: Path) -> None:
     console.print(f"wrote {run_dir / 'curate'}/kept.parquet, removed.parquet, report.json")
 
 
+def _absolute(path: str) -> str:
+    """An --input as an absolute path; abspath, not resolve(): a link that loops must reach the
+    loader (which names the problem) instead of failing inside pathlib."""
+    return path if path.startswith("hf:") else os.path.abspath(os.path.expanduser(path))
+
+
 def parse_mapping(text: str | None) -> dict[str, str]:
     """``instruction=question,output=answer`` -> {"instruction": "question", "output": "answer"}."""
     mapping: dict[str, str] = {}
@@ -64,7 +71,7 @@ def input_sources(paths: list[str], format_: str, mapping_text: str | None) -> l
     mapping = parse_mapping(mapping_text)
     sources = []
     for p in paths:
-        source: dict[str, Any] = {"path": p if p.startswith("hf:") else str(Path(p).expanduser().resolve())}
+        source: dict[str, Any] = {"path": _absolute(p)}
         if format_ != "auto":
             source["format"] = format_
         if mapping:
@@ -106,7 +113,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--format and --mapping apply to --input files (set them per source in the config)")
         target = out or run_dir
         if target is not None:
-            raw["run_dir"] = str(Path(target).expanduser().resolve())
+            raw["run_dir"] = os.path.abspath(os.path.expanduser(target))
         elif config is None:
             raise ConfigError("--input needs --out DIR (where to write the run directory)")
         cfg = validate_config(raw, str(config) if config else "command line")

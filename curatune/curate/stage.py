@@ -22,6 +22,7 @@ from curatune.data.loaders import expand_path, load_sources
 from curatune.errors import ConfigError
 from curatune.records import records_to_frame
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
+from curatune.runlock import holds_stage_lock
 
 
 def eval_items_loader(config: ExperimentConfig) -> Callable[[], list[tuple[str, str]]]:
@@ -80,14 +81,18 @@ def fingerprint(config: ExperimentConfig, labels: str | None) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+@holds_stage_lock("curate")  # one process per stage on a run directory
 def run_curate(
     config, run_dir: RunDir, labels: str | None = None, *, force: bool = False, progress: bool | None = None,
     console=None,
 ) -> dict[str, Any]:
     """Curate ``config.data.sources`` into ``run_dir/curate``; return the report."""
-    run_dir.write_manifest(config.resolved(), "curate")
     if not config.data.sources:
         raise ConfigError("data.sources is empty: nothing to curate (add at least one {path: ...})")
+    for source in config.data.sources:  # a missing source fails before anything is written
+        if source.format != "parallel":
+            expand_path(source.path)
+    run_dir.write_manifest(config.resolved(), "curate")
     labels = labels or config.data.labels
     key = fingerprint(config, labels)
     if not force and run_dir.curate_report.exists() and run_dir.kept.exists() and run_dir.removed.exists():

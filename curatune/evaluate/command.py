@@ -53,3 +53,6 @@ def register(app: typer.Typer) -> None:
         )
         if summary["not_scored"]:
             out.print(f"[yellow]{summary['not_scored']} units not scored yet (--merge-only)[/yellow]")
+        if summary["failed_models"]:  # scores are incomplete: a script must not take this for success
+            out.print("some models could not be scored (see above); repair them and re-run the same command")
+            raise typer.Exit(1)

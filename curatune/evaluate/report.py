@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from curatune.config import format_validation_error
+from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
 from curatune.rundir import BASE, FAILED, RunDir, cell_key, cell_status, read_json
@@ -91,8 +92,15 @@ def run_summary(run: RunDir) -> dict[str, Any]:
             "kept": report.get("kept"),
             "removed": int(sum(removed.values())) if removed else 0,
             "removed_by_reason": removed,
+            "audit": _audit(run),
         }
     return summary
+
+
+def _audit(run: RunDir) -> dict[str, Any] | None:
+    """Each rule's audited precision (curatune audit); rules without labels say audited: false."""
+    summary = audit_run(run)
+    return summary.to_dict() if summary is not None else None
 
 
 def sweep_status(run: RunDir) -> dict[str, Any] | None:
@@ -255,6 +263,7 @@ def _signed(value: float | None, digits: int = 2) -> str:
 
 def render_report(report: dict[str, Any], console: Console) -> None:
     _render_summary(report["run"], console)
+    _render_audit((report["run"].get("curate") or {}).get("audit"), console)
     if not report["evaluated"]:
         console.print("\n[yellow]No evaluation yet[/yellow] (eval/scores.parquet missing): run `curatune evaluate CONFIG`.")
         return
@@ -290,6 +299,7 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
             f"{curate['input_records']} records in, {curate['kept']} kept, {curate['removed']} removed"
             + (f" ({detail})" if detail else ""),
         )
+        grid.add_row("audit", _audit_line(curate.get("audit")))
     else:
         grid.add_row("curate", "[dim]not run[/dim]")
     sweep = summary["sweep"]
@@ -304,6 +314,30 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
     else:
         grid.add_row("sweep", "[dim]not run[/dim]")
     console.print(grid)
+
+
+def _audit_line(audit: dict[str, Any] | None) -> str:
+    if not audit or not audit.get("audited"):
+        return "[dim]not audited (label a sample of each rule's removals: curatune audit RUN_DIR)[/dim]"
+    done = [r for r in audit["rules"] if r["audited"]]
+    return (f"{len(done)} of {len(audit['rules'])} rules audited, {audit['labels']} labels "
+            f"({audit['labels_path']}); precision below")
+
+
+def _render_audit(audit: dict[str, Any] | None, console: Console) -> None:
+    """The per-rule precision table, when any rule has labels."""
+    if not audit or not audit.get("audited"):
+        return
+    summary = AuditSummary.from_dict(audit)
+    rows = table_rows(summary)
+    table = Table(title="curation rules: precision (right / labelled, Wilson 95% interval) and good records lost")
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column in ("rule", "labelled") else "right",
+                         no_wrap=column == "rule")
+    for row in rows:
+        table.add_row(*(escape(v) for v in row.values()),
+                      style="dim" if row["precision [95% CI]"] == "not audited" else None)
+    console.print(table)
 
 
 def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, console: Console) -> None:

@@ -40,6 +40,7 @@ from curatune.evaluate.suites import (
     fingerprint_digest,
 )
 from curatune.models import load_cell_model
+from curatune.runcheck import cell_repair_hint
 from curatune.rundir import (
     BASE,
     SCORE_COLUMNS,
@@ -49,6 +50,7 @@ from curatune.rundir import (
     list_cells,
     read_json,
 )
+from curatune.runlock import holds_stage_lock
 from curatune.terminal import bars_enabled, quiet_model_loading
 from curatune.tracking import cell_steps, log_eval_scores
 
@@ -122,6 +124,17 @@ def plan_targets(config: ExperimentConfig, run_dir: RunDir) -> Plan:
         for stage in cell_stages:
             plan.targets.append(Target.of_cell(info, stage))
     return plan
+
+
+def _missing_weights(target: Target) -> str | None:
+    """Why weights that done.json lists are not on disk (deleted by hand, a copy cut short), or None."""
+    if target.info is None:
+        return None
+    weights = target.info.weights_dir(target.stage)
+    if weights is None or Path(weights).is_dir():
+        return None
+    return (f"done.json lists {target.stage} weights at {weights}, but that folder is missing; "
+            f"{cell_repair_hint(target.info.path)}")
 
 
 def _weights_available(target: Target) -> bool:
@@ -254,6 +267,7 @@ class Evaluator:
         return load_cell_model(target.info, target.stage, m.base, dtype=m.dtype, device=m.device)
 
 
+@holds_stage_lock("eval")  # one process per stage on a run directory
 def run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None = None, *, progress: bool = True,
                  score: bool = True) -> dict[str, Any]:
     """Score every pending unit, rebuild eval/scores.parquet, run the analysis; return a summary.
@@ -279,6 +293,8 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
 
     work: list[tuple[Target, list[Suite]]] = []
     unavailable: dict[str, list[str]] = {}
+    failed_early: dict[str, str] = {}
+    missing_units = 0
     units: list[tuple[str, Target]] = []
     for target in plan.targets:
         pending = evaluator.pending(target)
@@ -286,7 +302,13 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
         if not pending:
             continue
         if not _weights_available(target):
-            unavailable[target.label] = [s.name for s in pending]
+            missing = _missing_weights(target)
+            if missing:  # listed in done.json but gone: damage, not keep_weights = none
+                failed_early[target.label] = missing
+                missing_units += len(pending)
+                console.print(f"[red]{target.label}: {missing}[/red]")
+            else:
+                unavailable[target.label] = [s.name for s in pending]
             continue
         work.append((target, pending))
     for label, suites in unavailable.items():
@@ -295,7 +317,7 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
         )
 
     total = sum(len(p) for _, p in work)
-    reused = len(units) - total - sum(len(v) for v in unavailable.values())
+    reused = len(units) - total - sum(len(v) for v in unavailable.values()) - missing_units
     not_scored = 0 if score else total
     if not score:
         work, total = [], 0
@@ -306,7 +328,7 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
     bar = tqdm(total=total, desc="evaluate", unit="unit", disable=not progress)
     scored = 0
     scored_units: list[tuple[str, str, str]] = []
-    failed: dict[str, str] = {}
+    failed: dict[str, str] = dict(failed_early)
     threads = _CpuThreads(config.evaluate.cpu_threads)
     try:
         for target, pending in work:
@@ -315,7 +337,7 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
             except Exception as exc:  # noqa: BLE001 - one unreadable cell must not block the others
                 if target.info is None:
                     raise
-                failed[target.label] = f"{type(exc).__name__}: {exc}"
+                failed[target.label] = f"{type(exc).__name__}: {exc}; {cell_repair_hint(target.info.path)}"
                 console.print(f"[red]{target.label}: cannot load the model, skipped: {exc}[/red]")
                 bar.update(len(pending))
                 continue

@@ -35,6 +35,7 @@ from curatune.evaluate.metrics import (
 )
 from curatune.models import load_model_and_tokenizer
 from curatune.records import RECORD_COLUMNS, Record, frame_to_records
+from curatune.runcheck import read_run_parquet
 from curatune.rundir import RunDir
 
 SAMPLE_TEXT_COLUMNS = ["example_id", "prompt", "reference", "output"]
@@ -192,7 +193,7 @@ class GenerationTask(Suite):
                     f"{path}: the held-out split is missing; run `curatune train` (it carves the split) "
                     f"or give suite {self.name!r} a path"
                 )
-            return frame_to_records(pd.read_parquet(path))
+            return frame_to_records(read_run_parquet(path))
         path = self.spec.path
         if path.endswith(".parquet") and Path(path).is_file():
             frame = pd.read_parquet(path)

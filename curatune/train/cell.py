@@ -35,10 +35,11 @@ import pandas as pd
 
 from curatune.chat_format import PaddingCollator, encode, ensure_chat_template
 from curatune.config import ExperimentConfig
-from curatune.errors import ModelError
+from curatune.errors import ModelError, WriteError, environment_error, is_disk_error
 from curatune.model_card import RunFacts, base_model_id, describe_weights_folder
 from curatune.models import ensure_pad_token, load_weights_dir, resolve_model_path
 from curatune.records import Record, frame_to_records
+from curatune.runcheck import damaged_done_marker
 from curatune.tracking import tensorboard_callback, trainer_report_to
 from curatune.rundir import (
     CELL,
@@ -56,6 +57,7 @@ from curatune.rundir import (
     read_json,
     read_jsonl,
 )
+from curatune.train.config import ADAPTER_METHODS
 
 #: Settings that change what a cell learns; a finished cell trained with other values is stale.
 _FINGERPRINT_TRAIN_KEYS = (
@@ -87,6 +89,8 @@ def fingerprint(config: ExperimentConfig, spec: CellSpec, subset_ids: list[str])
         settings["full"] = train.full.model_dump(mode="json")
     if spec.method == "qlora":
         settings["qlora"] = train.qlora.model_dump(mode="json")
+    if spec.method not in ("full", "lora", "qlora"):
+        settings[spec.method] = train.method_settings(spec.method).model_dump(mode="json")
     settings["base_model"] = config.model.base
     settings["subset_sha1"] = hashlib.sha1("\n".join(subset_ids).encode()).hexdigest()
     return json.loads(json.dumps(settings, default=str))
@@ -180,6 +184,7 @@ class EncodedDataset:
 def load_base_for_training(config: ExperimentConfig, method: str, model_path: Path):
     """A fresh (tokenizer, model) for training: every cell starts from the unchanged base."""
     import torch
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     trust = config.model.trust_remote_code
@@ -189,13 +194,16 @@ def load_base_for_training(config: ExperimentConfig, method: str, model_path: Pa
     # Master weights in float32 unless asked otherwise; bf16 training is autocast on top.
     dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
              "float16": torch.float16}[config.model.dtype]
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
+    # safetensors only: pickled .bin weights can run code when loaded
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust, "use_safetensors": True}
     if method == "qlora":
         kwargs.update(_qlora_load_kwargs(config))
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False  # the KV cache is useless (and wasteful) during training
     if method in ("lora", "qlora"):
         model = _wrap_lora(config, model, quantized=method == "qlora")
+    elif method in ADAPTER_METHODS:
+        model = get_peft_model(model, peft_config(config, method))
     return tokenizer, model
 
 
@@ -248,6 +256,24 @@ def _wrap_lora(config: ExperimentConfig, model, quantized: bool):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def peft_config(config: ExperimentConfig, method: str):
+    """peft's config for the adapter methods beyond LoRA (dora, ia3, loha, lokr)."""
+    from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig
+
+    s = config.train.method_settings(method)
+    if method == "dora":
+        return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
+                          use_dora=True, bias="none", task_type="CAUSAL_LM")
+    if method == "ia3":
+        return IA3Config(target_modules=s.target_modules, feedforward_modules=s.feedforward_modules,
+                         task_type="CAUSAL_LM")
+    if method in ("loha", "lokr"):
+        factory = LoHaConfig if method == "loha" else LoKrConfig
+        return factory(r=s.r, alpha=s.alpha, module_dropout=s.dropout, target_modules=s.target_modules,
+                       task_type="CAUSAL_LM")
+    raise ValueError(f"no peft config for method {method!r}")
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -451,6 +477,8 @@ def train_cell(
 ) -> CellOutcome:
     """Train one cell to done.json; skips a done cell. Exceptions propagate (see run_cell)."""
     cell_dir = spec.path(run_dir)
+    if damaged_done_marker(cell_dir):  # unreadable: not done; remove it so nothing counts it meanwhile
+        (cell_dir / DONE).unlink()
     if (cell_dir / DONE).exists():
         return CellOutcome(spec.key, "skipped", done=read_json(cell_dir / DONE))
     started = time.perf_counter()
@@ -523,6 +551,7 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
 
     set_seed(spec.seed)  # before the adapter is created: its random init is part of the cell
     tokenizer, model = load_base_for_training(config, spec.method, base_path)
+    trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dataset = EncodedDataset(tokenizer, records, config.train.max_seq_length)
     if len(dataset) == 0:
         raise ModelError(
@@ -640,6 +669,8 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         "base_model": config.model.base,
         "base_model_path": str(base_path),
         "learning_rate": config.train.learning_rate(spec.method),
+        "trainable_parameters": trainable_parameters,
+        "weights_bytes": _folder_bytes(cell_dir / FINAL),
         "bf16": use_bf16,
         "device": "cuda" if on_cuda else "cpu",
         "world_size": world_size,
@@ -650,6 +681,13 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         atomic_write_json(cell_dir / DONE, done)  # the marker: written last
         shutil.rmtree(cell_dir / CHECKPOINTS, ignore_errors=True)
     return CellOutcome(spec.key, "done", done["wall_seconds"], done=done)
+
+
+def _folder_bytes(folder: Path) -> int | None:
+    """Size of the saved weights (an adapter or a full model), for comparing methods."""
+    if not folder.is_dir():
+        return None
+    return sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
 
 
 def _run_hook(hook: Callable, config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, trained, tokenizer, base_path: Path) -> None:
@@ -698,8 +736,13 @@ def run_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, **kwargs
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one cell is recorded, not fatal
+        if is_disk_error(exc):  # a full or read-only disk fails every later cell too: stop, say why
+            raise (exc if isinstance(exc, WriteError) else environment_error(exc)) from None
         error = f"{type(exc).__name__}: {exc}"
-        record_failure(run_dir, spec, error, traceback.format_exc())
+        try:
+            record_failure(run_dir, spec, error, traceback.format_exc())
+        except (OSError, WriteError) as record_exc:  # keep the cause visible when failed.json cannot be written
+            raise WriteError(f"cell {spec.key} failed ({error}), and recording that failed too: {record_exc}") from None
         return CellOutcome(spec.key, "failed", time.perf_counter() - started, error=error)
     finally:
         gc.collect()

@@ -9,7 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-METHODS = ("full", "lora", "qlora")
+METHODS = ("full", "lora", "qlora", "dora", "ia3", "loha", "lokr")
+#: Methods whose cells save a peft adapter on top of the unchanged base (every method but full).
+ADAPTER_METHODS = tuple(m for m in METHODS if m != "full")
 
 
 class LoraSettings(BaseModel):
@@ -24,6 +26,40 @@ class LoraSettings(BaseModel):
         "or a list of module names, e.g. [q_proj, v_proj].",
     )
     learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate of LoRA and QLoRA cells.")
+
+
+class DoraSettings(LoraSettings):
+    """DoRA (Liu et al. 2024): LoRA whose update is split into magnitude and direction (peft's use_dora)."""
+
+
+class IA3Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target_modules: list[str] | None = Field(
+        default=None,
+        description="Modules whose activations IA3 rescales; unset = peft's choice for the architecture "
+        "(for Llama-style models: k_proj, v_proj, down_proj).",
+    )
+    feedforward_modules: list[str] | None = Field(
+        default=None, description="Which of target_modules are feed-forward layers; unset = peft's choice."
+    )
+    learning_rate: float = Field(
+        default=3e-3, gt=0, description="Peak learning rate of IA3 cells (Liu et al. 2022 use 3e-3)."
+    )
+
+
+class LycorisSettings(BaseModel):
+    """LoHa (Hadamard product) and LoKr (Kronecker product) low-rank updates, from peft's LyCORIS family."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(default=8, ge=1, description="Rank of the factors.")
+    alpha: int = Field(default=16, ge=1, description="Scaling (the update is scaled by alpha / r).")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Module dropout while training.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear", description="Modules that get the update: 'all-linear' or a list of module names."
+    )
+    learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate of these cells.")
 
 
 class FullSettings(BaseModel):
@@ -88,7 +124,9 @@ class TrainConfig(BaseModel):
     )
     methods: list[Literal[METHODS]] = Field(  # type: ignore[valid-type]
         default=["lora", "full"],
-        description="Fine-tuning methods: full, lora (peft), qlora (4-bit bitsandbytes; needs a CUDA GPU).",
+        description="Fine-tuning methods: full, lora (peft), qlora (4-bit bitsandbytes; needs a CUDA GPU), "
+        "dora (LoRA with weight decomposition), ia3 (learned activation scales), loha, lokr (LyCORIS low-rank "
+        "updates). Each has its own settings section below.",
     )
     stratify: bool = Field(
         default=True,
@@ -134,6 +172,10 @@ class TrainConfig(BaseModel):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     full: FullSettings = Field(default_factory=FullSettings)
     qlora: QLoraSettings = Field(default_factory=QLoraSettings)
+    dora: DoraSettings = Field(default_factory=DoraSettings)
+    ia3: IA3Settings = Field(default_factory=IA3Settings)
+    loha: LycorisSettings = Field(default_factory=LycorisSettings)
+    lokr: LycorisSettings = Field(default_factory=LycorisSettings)
 
     # ---- what each cell keeps
     early_fraction: float = Field(
@@ -221,5 +263,9 @@ class TrainConfig(BaseModel):
 
         return bool(torch.cuda.is_bf16_supported())
 
+    def method_settings(self, method: str) -> BaseModel:
+        """The settings section of a method (qlora trains LoRA adapters: its rank and rate are lora's)."""
+        return self.lora if method == "qlora" else getattr(self, method)
+
     def learning_rate(self, method: str) -> float:
-        return self.full.learning_rate if method == "full" else self.lora.learning_rate
+        return self.method_settings(method).learning_rate

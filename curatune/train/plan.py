@@ -9,12 +9,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from curatune.config import ExperimentConfig, validate_config
 from curatune.data.loaders import load_sources
 from curatune.errors import ConfigError, DataError
 from curatune.records import Record, frame_to_records, records_to_frame
+from curatune.runcheck import read_run_parquet
 from curatune.rundir import (
     CELL,
     DONE,
@@ -57,7 +56,7 @@ def load_training_records(config: ExperimentConfig, run_dir: RunDir) -> list[Rec
             f"{run_dir.kept} not found: run `curatune curate CONFIG` first, or set train.data = raw "
             "to train on the raw sources"
         )
-    return frame_to_records(pd.read_parquet(run_dir.kept))
+    return frame_to_records(read_run_parquet(run_dir.kept))
 
 
 def load_eval_records(config: ExperimentConfig) -> list[Record] | None:
@@ -94,6 +93,11 @@ def plan_sweep(config: ExperimentConfig, run_dir: RunDir) -> SweepPlan:
         raise DataError("nothing left to train on after removing the held-out records")
 
     subsets = SubsetPlan.build(split.pool, config.train.seeds, config.train.sizes, config.train.stratify)
+    if not subsets.sizes:  # nothing would train: an error, not a sweep of "0/0 cells" that exits 0
+        raise ConfigError(
+            f"train.sizes {subsets.oversized}: every size exceeds the training pool of {len(split.pool)} "
+            f"records (curated records minus the held-out split); use sizes of at most {len(split.pool)}"
+        )
     if subsets.oversized:
         notes.append(
             f"sizes {subsets.oversized} exceed the training pool of {len(split.pool)} records and are "

@@ -23,6 +23,7 @@ import pandas as pd
 
 from curatune.errors import DataError
 from curatune.records import Record, frame_to_records, records_to_frame
+from curatune.runcheck import read_run_parquet
 from curatune.rundir import RunDir, atomic_write_parquet
 
 SUBSET_COLUMNS = ["seed", "size", "id", "order"]
@@ -147,7 +148,7 @@ class SubsetPlan:
 def read_heldout(run_dir: RunDir) -> list[Record] | None:
     if not run_dir.heldout.exists():
         return None
-    return frame_to_records(pd.read_parquet(run_dir.heldout))
+    return frame_to_records(read_run_parquet(run_dir.heldout))
 
 
 def write_heldout(run_dir: RunDir, heldout: list[Record]) -> None:

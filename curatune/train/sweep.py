@@ -23,7 +23,10 @@ from tqdm.auto import tqdm
 
 from curatune.config import ExperimentConfig, validate_config
 from curatune.errors import ConfigError, ModelError
+from curatune.models import resolve_model_path
+from curatune.runcheck import damaged_done_marker
 from curatune.rundir import DONE, FAILED, LOG, CellSpec, RunDir, read_json, read_jsonl
+from curatune.runlock import holds_stage_lock
 from curatune.terminal import bars_enabled, log_line, quiet_library_warnings
 from curatune.tracking import check_trackers
 from curatune.train.cell import (
@@ -276,6 +279,7 @@ class SweepSummary:
         }
 
 
+@holds_stage_lock("train")  # one process per stage on a run directory
 def run_sweep(config: ExperimentConfig, run_dir: RunDir | str | os.PathLike | None = None, *, only: list[str] | None = None,
               executor: str | None = None, hook: Callable | None = None, progress: bool = True) -> dict:
     """Plan and train every cell not done yet; returns a summary dict.
@@ -318,8 +322,14 @@ def run_sweep(config: ExperimentConfig, run_dir: RunDir | str | os.PathLike | No
             "results are never overwritten; use a new run_dir, or restore the settings:\n  " + "\n  ".join(stale)
         )
     grid = [s for s in plan.specs if s.method in methods]
-    done = [s for s in grid if (s.path(run_dir) / DONE).exists()]
+    done = [s for s in grid if (s.path(run_dir) / DONE).exists() and damaged_done_marker(s.path(run_dir)) is None]
+    for spec in grid:  # a done.json that does not parse never counts: the cell is trained again
+        damage = damaged_done_marker(spec.path(run_dir))
+        if damage:
+            plan.notes.append(f"{damage}; training cell {spec.key} again")
     todo = [s for s in grid if s not in done]
+    if todo and executor == "local":  # a missing model is one error (exit 2), not a failure of every cell
+        resolve_model_path(config.model.base, trust_remote_code=config.model.trust_remote_code)
     summary = SweepSummary(len(grid), already_done=[s.key for s in done], oversized=plan.oversized,
                            pool_size=plan.pool_size, heldout_size=plan.heldout_size, notes=plan.notes)
 

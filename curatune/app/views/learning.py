@@ -125,7 +125,7 @@ def render() -> None:
     if other is not None:
         extra = learning_input(other, stage, x, y, 1, overall, hover)
         if extra is None:
-            st.info(f"Run *{other.label}* has no learning vs forgetting rows with {x_label} / {y_label} to compare.")
+            st.info(f"Run *{ui.md(other.label)}* has no learning vs forgetting rows with {x_label} / {y_label} to compare.")
         else:
             inputs.append(extra)
     fig = charts.learning_forgetting_figure(inputs, x_title=x_label, y_title=y_label, show_labels=show_labels)
@@ -148,7 +148,7 @@ def render() -> None:
 
     drops = prefixed_columns(rows, "forgetting")
     if drops:
-        st.subheader("Forgetting per general suite" + (f": {run.label}" if other is not None else ""))
+        st.subheader("Forgetting per general suite" + (f": {ui.md(run.label)}" if other is not None else ""))
         st.caption("Drop from the base model on each general suite's primary metric, seeds averaged; red = worse "
                    "than the base model, blue = better. Colour is scaled per suite (their units differ); the "
                    "numbers are in each metric's own units. Pick one suite above to put it on the chart's x axis.")

@@ -85,15 +85,18 @@ def sweep(run: RunData) -> None:
     table = cells[cells["status"].isin(shown) & cells["method"].isin(chosen)].copy()
     table["wall time"] = table["wall_seconds"].map(format_seconds)
     table["last activity"] = table["last_activity"].map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S UTC") if pd.notna(t) else "")
+    table["weights MB"] = table["weights_bytes"] / 1e6
     columns = ["cell", "status", "method", "size", "seed", "wall time", "steps", "final loss", "tokens/s",
-               "examples", "last activity", "error"]
+               "examples", "trainable params", "weights MB", "last activity", "error"]
     table = table.rename(columns={"final_loss": "final loss", "tokens_per_second": "tokens/s",
-                                  "train_examples": "examples"})
+                                  "train_examples": "examples", "trainable_parameters": "trainable params"})
     styled = table[columns].style.map(_status_style, subset=["status"])
     st.dataframe(styled, hide_index=True, key="cells_table", placeholder="—", column_config={
         "steps": st.column_config.NumberColumn(format="%d"),
         "final loss": st.column_config.NumberColumn(format="%.4f"),
         "tokens/s": st.column_config.NumberColumn(format="%.0f"),
+        "trainable params": st.column_config.NumberColumn(format="%d"),
+        "weights MB": st.column_config.NumberColumn(format="%.2f"),
         "examples": st.column_config.NumberColumn(format="%d"),
         "error": st.column_config.TextColumn("error", width="large"),
     })
@@ -101,7 +104,7 @@ def sweep(run: RunData) -> None:
     if len(failed) and "failed" in shown:
         st.markdown(f"**Failed cells ({len(failed)})**: re-running the sweep retries them.")
         for row in failed.head(30).itertuples():
-            with st.expander(f"{row.cell}: {ui.preview(row.error, 120)}"):
+            with st.expander(ui.md(f"{row.cell}: {ui.preview(row.error, 120)}")):
                 st.code(row.traceback or row.error, language="text")
 
 
@@ -196,12 +199,12 @@ def render() -> None:
         st.subheader("Loaded runs")
         overview(refs)
     run = ui.require_run()
-    st.header(run.label)
-    st.caption(f"`{run.root}`")
+    st.header(ui.md(run.label))
+    st.caption(ui.code(run.root))
     missing = [m for m in run.missing()]
     if missing:
         st.info("This run is partial; still missing: " + "; ".join(
-            f"{m.what} (`{m.path.relative_to(run.root)}`, from {m.produced_by})" for m in missing))
+            f"{m.what} ({ui.code(m.path.relative_to(run.root))}, from {m.produced_by})" for m in missing))
     data_counts(run)
     sweep(run)
     export_panel(run)
