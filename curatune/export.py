@@ -122,7 +122,8 @@ def _write_merged(cell: CellInfo, stage: str, folder: Path) -> None:
             model, tokenizer = load_cell_model(cell, stage, device="cpu")
     except (OSError, ValueError) as exc:
         raise ModelError(f"cell {cell.key}: cannot load its {stage} weights to merge: {exc}") from None
-    model.save_pretrained(folder, safe_serialization=True)
+    with quiet_model_loading():  # no per-shard bar from save_pretrained
+        model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 
 
