@@ -52,7 +52,7 @@ from curatune.rundir import (
 )
 from curatune.runlock import holds_stage_lock
 from curatune.terminal import bars_enabled, quiet_model_loading
-from curatune.tracking import cell_steps, log_eval_scores
+from curatune.tracking import cell_steps, log_eval_scores, tracker_problems
 
 STAGE_ORDER = {"base": 0, "early": 1, "final": 2}
 
@@ -363,7 +363,11 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
     frame = evaluator.store.merge(units)
     if "tensorboard" in config.train.report_to and scored_units:
         # the same tensorboard folder as the cell's training logs (train.report_to)
-        log_eval_scores(run_dir, frame, scored_units, cell_steps(t.info for t, _ in work if t.info is not None))
+        problems = tracker_problems(["tensorboard"])
+        if problems:
+            console.print(f"[yellow]scores not sent to tensorboard: {problems[0]}[/yellow]")
+        else:
+            log_eval_scores(run_dir, frame, scored_units, cell_steps(t.info for t, _ in work if t.info is not None))
 
     analysis = _analyze(run_dir, config)
     summary = {
