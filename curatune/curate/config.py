@@ -351,7 +351,7 @@ class CurateConfig(BaseModel):
     workers: int = Field(default=2, ge=1, description="Processes for steps that map over records (MinHash, n-grams).")
     cache_dir: str | None = Field(
         default=None,
-        description="Embedding cache folder; default $CURATUNE_CACHE_DIR, else ~/.cache/curatune.",
+        description="Embedding cache folder (relative to the config's folder); default $CURATUNE_CACHE, else ~/.cache/curatune.",
     )
     progress: bool = Field(default=True, description="Show progress bars.")
 

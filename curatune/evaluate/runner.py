@@ -51,6 +51,8 @@ from curatune.rundir import (
     read_json,
 )
 from curatune.runlock import holds_stage_lock
+from curatune.terminal import bars_enabled, quiet_model_loading
+from curatune.tracking import cell_steps, log_eval_scores, tracker_problems
 
 STAGE_ORDER = {"base": 0, "early": 1, "final": 2}
 
@@ -272,7 +274,14 @@ def run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None =
 
     ``score=False`` scores nothing: it rebuilds scores.parquet and the analysis from the units
     already scored (``curatune evaluate --merge-only``)."""
+    with quiet_model_loading():
+        return _run_evaluate(config, run_dir, progress=progress, score=score)
+
+
+def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None, *, progress: bool,
+                  score: bool) -> dict[str, Any]:
     started = time.perf_counter()
+    progress = bars_enabled(progress)  # bars on a terminal only: in a log they are escape-code noise
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir or config.run_dir)
     run_dir.root.mkdir(parents=True, exist_ok=True)
     run_dir.write_manifest(config.resolved(), "evaluate")
@@ -318,6 +327,7 @@ def run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None =
     )
     bar = tqdm(total=total, desc="evaluate", unit="unit", disable=not progress)
     scored = 0
+    scored_units: list[tuple[str, str, str]] = []
     failed: dict[str, str] = dict(failed_early)
     threads = _CpuThreads(config.evaluate.cpu_threads)
     try:
@@ -340,6 +350,7 @@ def run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None =
                     else:
                         evaluator.score_unit(suite, target, model, tokenizer)
                         scored += 1
+                        scored_units.append((target.cell, target.stage, suite.name))
                     evaluator.store.merge(units)
                     bar.update(1)
             finally:
@@ -350,6 +361,13 @@ def run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None =
         bar.close()
         threads.restore()
     frame = evaluator.store.merge(units)
+    if "tensorboard" in config.train.report_to and scored_units:
+        # the same tensorboard folder as the cell's training logs (train.report_to)
+        problems = tracker_problems(["tensorboard"])
+        if problems:
+            console.print(f"[yellow]scores not sent to tensorboard: {problems[0]}[/yellow]")
+        else:
+            log_eval_scores(run_dir, frame, scored_units, cell_steps(t.info for t, _ in work if t.info is not None))
 
     analysis = _analyze(run_dir, config)
     summary = {

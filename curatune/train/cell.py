@@ -36,6 +36,7 @@ import pandas as pd
 from curatune.chat_format import PaddingCollator, encode, ensure_chat_template
 from curatune.config import ExperimentConfig
 from curatune.errors import ModelError, WriteError, environment_error, is_disk_error
+from curatune.model_card import RunFacts, base_model_id, describe_weights_folder
 from curatune.models import ensure_pad_token, load_weights_dir, resolve_model_path
 from curatune.records import Record, frame_to_records
 from curatune.runcheck import damaged_done_marker
@@ -55,6 +56,7 @@ from curatune.rundir import (
     read_json,
     read_jsonl,
 )
+from curatune.tracking import tensorboard_callback, trainer_report_to
 from curatune.train.config import ADAPTER_METHODS
 
 #: Settings that change what a cell learns; a finished cell trained with other values is stale.
@@ -364,6 +366,17 @@ class _Callbacks:
         return StepProgress()
 
 
+def describe_cell_weights(folder: Path, config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, stage: str,
+                          base_path: str) -> None:
+    """Model card and the base model's real name (hub id or the user's path) in a weights folder."""
+    info = CellInfo(spec.method, spec.size, spec.seed, spec.path(run_dir), "running",
+                    done={"learning_rate": config.train.learning_rate(spec.method)})
+    facts = RunFacts.read(run_dir)
+    facts.config = config.resolved()  # the settings this cell trains with, whatever the manifest holds
+    describe_weights_folder(folder, facts, info, stage, base_model=base_model_id(config.model.base, base_path),
+                            adapter=info.is_adapter)
+
+
 def save_weights_dir(target: Path, save: Callable[[Path], None]) -> None:
     """Save through ``save(tmp_dir)`` and rename into ``target``: all or nothing."""
     tmp = target.with_name(f".{target.name}.tmp")
@@ -517,7 +530,8 @@ def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path,
         save_steps=train.checkpoint_steps or 500,
         save_total_limit=1,
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        report_to=trainer_report_to(train.report_to),
+        run_name=f"{config.name}/{spec.key}",
         disable_tqdm=False,  # keeps the Trainer's log printer off; its bar is replaced below
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -587,10 +601,19 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     )
     trainer.remove_callback(ProgressCallback)
     log_cb = _Callbacks.jsonl_log(cell_dir / LOG, elapsed_before)
-    save_model = trainer.save_model  # gathers sharded weights; only rank 0 writes
-    early_cb = _Callbacks.early_checkpoint(cell_dir, at_early, early_needed, lambda d: save_model(str(d)))
+
+    def save_model_for(stage: str) -> Callable[[Path], None]:
+        def save(folder: Path) -> None:
+            trainer.save_model(str(folder))  # gathers sharded weights; only rank 0 writes
+            if is_main_process():
+                describe_cell_weights(folder, config, run_dir, spec, stage, str(base_path))
+        return save
+
+    early_cb = _Callbacks.early_checkpoint(cell_dir, at_early, early_needed, save_model_for(EARLY))
     trainer.add_callback(log_cb)
     trainer.add_callback(early_cb)
+    if "tensorboard" in config.train.report_to and is_main_process():
+        trainer.add_callback(tensorboard_callback(run_dir, spec.key))
     trainer.add_callback(_Callbacks.progress(on_step))
     if on_start is not None:
         on_start(total_steps)
@@ -604,7 +627,7 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
 
     full_without_weights = spec.method == "full" and config.train.keep_weights == "none"
     if not full_without_weights:
-        save_weights_dir(cell_dir / FINAL, lambda d: save_model(str(d)))
+        save_weights_dir(cell_dir / FINAL, save_model_for(FINAL))
 
     # Drop the trainer (optimizer state) before the hook loads the early model next to the final one.
     trained = trainer.model

@@ -206,6 +206,12 @@ class TrainConfig(BaseModel):
         description="'module:function' called as f(cell, stage, model, tokenizer, config, run_dir) for "
         "stage early and final while the weights still exist (needed by keep_weights = none).",
     )
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        description="Experiment trackers the Trainer logs each cell to (loss, learning rate, ...): "
+        "tensorboard (event files in RUN_DIR/tensorboard/<cell>/, with the evaluation scores added "
+        "by `curatune evaluate`), wandb, mlflow; each needs its package installed. Empty = none.",
+    )
     checkpoint_steps: int = Field(
         default=0,
         ge=0,

@@ -27,6 +27,8 @@ from curatune.models import resolve_model_path
 from curatune.runcheck import damaged_done_marker
 from curatune.rundir import DONE, FAILED, LOG, CellSpec, RunDir, read_json, read_jsonl
 from curatune.runlock import holds_stage_lock
+from curatune.terminal import bars_enabled, log_line, quiet_library_warnings
+from curatune.tracking import check_trackers
 from curatune.train.cell import (
     CellOutcome,
     load_pool,
@@ -45,14 +47,16 @@ class SweepProgress:
     and one bar for the steps of the cell in progress."""
 
     def __init__(self, enabled: bool, total_cells: int, estimated_steps: dict[str, int]):
-        self.enabled = enabled
+        # Live bars on a terminal only; a log (stderr not a terminal) gets one plain line per cell.
+        self.enabled = bars_enabled(enabled)
+        self.plain = bool(enabled) and not self.enabled
         self.total_cells = total_cells
         self.finished = 0
         self.estimates = dict(estimated_steps)
         self.overall = None
         self.cell_bar = None
         self._seen: dict[str, int] = {}
-        if enabled:
+        if self.enabled:
             self._tqdm = tqdm
             self.overall = tqdm(total=sum(self.estimates.values()), unit="step", position=0,
                                 desc=self._desc(), dynamic_ncols=True)
@@ -87,6 +91,9 @@ class SweepProgress:
 
     def cell_finished(self, key: str, outcome: CellOutcome) -> None:
         self.finished += 1
+        if self.plain:
+            what = outcome.status if outcome.status != "failed" else f"failed: {outcome.error}"
+            log_line(f"{self._desc()}: {key} {what} ({outcome.wall_seconds:.1f} s)")
         if not self.enabled:
             return
         # A failed or resumed cell never walks all its steps here: settle the overall bar.
@@ -299,6 +306,7 @@ def run_sweep(config: ExperimentConfig, run_dir: RunDir | str | os.PathLike | No
         )
     if hook is not None and uses_launcher(config):
         raise ConfigError("a hook function cannot cross an accelerate launch; set train.evaluate_hook instead")
+    check_trackers(config.train.report_to)
     methods = only or config.train.methods
     if "qlora" in methods and executor == "local":
         problem = qlora_problem()
@@ -327,12 +335,17 @@ def run_sweep(config: ExperimentConfig, run_dir: RunDir | str | os.PathLike | No
 
     bars = SweepProgress(progress, len(grid), {s.key: planned_steps(config, s.size) for s in todo})
     bars.finished = len(done)
-    if progress:
+    if bars.enabled:
         for note in plan.notes:
             bars.overall.write(f"note: {note}")
         bars.overall.set_description(bars._desc())
+    elif bars.plain:
+        for note in plan.notes:
+            log_line(f"note: {note}")
+        log_line(f"{bars._desc()}: {len(todo)} to train")
     try:
-        outcomes = EXECUTORS[executor]().run(config, run_dir, todo, bars, hook=hook)
+        with quiet_library_warnings():
+            outcomes = EXECUTORS[executor]().run(config, run_dir, todo, bars, hook=hook)
     finally:
         bars.close()
     for outcome in outcomes:

@@ -9,6 +9,10 @@ import streamlit as st
 from curatune.app import charts, ui
 from curatune.app.data import CELL_STATUSES, RunData
 from curatune.app.style import STATUS_COLORS, format_seconds
+from curatune.errors import CuratuneError
+from curatune.export import DATA_FORMATS, export_cell, export_data
+from curatune.model_card import RunFacts, base_model_id, model_card
+from curatune.rundir import CellInfo, parse_cell_key
 
 
 def overview(refs) -> None:
@@ -119,6 +123,58 @@ def _status_style(status: str) -> str:
     return f"background-color: {color}; color: #111827" if color else ""
 
 
+def export_panel(run: RunData) -> None:
+    """Export the selected cell's weights or the curated data to a folder the user names.
+
+    The only place the app writes, and only on a click, outside the run directory. Cards and
+    paths are shown as plain text: they hold file names and data the app does not vouch for."""
+    st.subheader("Export")
+    st.caption("Write a cell's weights as a standard transformers or peft folder with a model card from this run "
+               "(`curatune export`), or the curated records with a dataset card (`curatune export-data`).")
+    cells = run.cells()
+    done = sorted(cells.loc[cells["status"] == "done", "cell"]) if not cells.empty else []
+    tab_model, tab_data = st.tabs(["Model", "Curated data"])
+    with tab_model:
+        if not done:
+            st.info("No finished cell to export yet.")
+        else:
+            key = st.selectbox("Cell", done, key=f"export_cell:{run.label}")
+            cell = CellInfo.from_dir(run.dir, *parse_cell_key(key))
+            stage = st.radio("Weights", ["final", "early"], horizontal=True, key="export_stage")
+            merge = cell.is_adapter and st.checkbox(
+                "Merge the LoRA adapter into the base model (full weights)", key="export_merge")
+            out = st.text_input("Folder to write", value=str(run.root.parent / "exports" / f"{run.label}-{key}"),
+                                key="export_model_out")
+            base = base_model_id(cell.base_model, cell.base_model_path)
+            with st.expander("Model card that will be written (README.md)"):
+                st.text(model_card(RunFacts.read(run.dir), cell, stage, base_model=base,
+                                   adapter=cell.is_adapter and not merge, merged=merge))
+            if st.button("Export model", key="export_model_go"):
+                try:
+                    with st.spinner("exporting"):
+                        result = export_cell(run.dir, key, out, stage=stage, merge=merge)
+                except CuratuneError as exc:
+                    st.warning(f"Not exported: {exc}")
+                else:
+                    st.success(f"Wrote {result.kind} weights of {key} to the folder below.")
+                    st.text(str(result.folder))
+    with tab_data:
+        if not run.dir.kept.exists():
+            ui.missing_note(run, run.dir.kept, "Curated records", "the curate stage")
+        else:
+            fmt = st.radio("Format", list(DATA_FORMATS), horizontal=True, key="export_data_format")
+            out = st.text_input("Folder to write", value=str(run.root.parent / "exports" / f"{run.label}-data"),
+                                key="export_data_out")
+            if st.button("Export curated data", key="export_data_go"):
+                try:
+                    result = export_data(run.dir, out, fmt=fmt)
+                except CuratuneError as exc:
+                    st.warning(f"Not exported: {exc}")
+                else:
+                    st.success(f"Wrote {result.records:,} curated records to the folder below.")
+                    st.text(str(result.folder))
+
+
 def configuration(run: RunData) -> None:
     st.subheader("Configuration")
     manifest = run.manifest()
@@ -161,6 +217,7 @@ def render() -> None:
             f"{m.what} ({ui.code(m.path.relative_to(run.root))}, from {m.produced_by})" for m in missing))
     data_counts(run)
     sweep(run)
+    export_panel(run)
     configuration(run)
 
 
