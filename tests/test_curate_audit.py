@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from curatune.app.auditview import messages_html, meta_html
 from curatune.cli import app
 from curatune.curate.audit import (
-    KEPT, Label, LabelStore, audit_run, build_sample, excerpt, normalize_ledger, project, read_labels, sample_rank,
-    wilson, write_labels,
+    KEPT, Label, LabelStore, audit_run, build_sample, excerpt, flagged_message, normalize_ledger, project, read_labels,
+    sample_rank, span_message, wilson, write_labels,
 )
 from curatune.curate.audit_command import render_item
 from curatune.errors import DataError
@@ -100,6 +100,24 @@ def test_trim_rows_know_their_cut_turns_and_span(run):
     assert (item.action, item.turn, item.span) == ("trim", 2, "cut off mid")
     assert [item.cut(i) for i in range(4)] == [False, False, True, True]
     assert len(item.messages) == 4 and item.kept_as
+    # The cut starts at the user turn (2); the span is in the assistant turn after it.
+    assert span_message(item) == 3 and flagged_message(item) == 3 and [item.flagged(i) for i in range(4)] == [
+        False, False, False, True]
+
+
+def test_the_span_is_searched_from_the_flagged_turn_on():
+    rec = Record.make(chat("q", "as an AI model I think", "more", "as an AI model I cannot"))
+    drop = build_sample(normalize_ledger(ledger([(rec, "refusal", {"turn": 3, "span": "as an AI model"})])), None)
+    assert span_message(drop["refusal"][0]) == 3  # not the earlier message that holds the same words
+    trim = build_sample(normalize_ledger(ledger([(rec, "refusal", {"action": "trim", "turn": 2,
+                                                                    "span": "as an AI model"})])), None)
+    assert span_message(trim["refusal"][0]) == 3
+    elsewhere = build_sample(normalize_ledger(ledger([(rec, "refusal", {"turn": 3, "span": "I think"})])), None)
+    assert span_message(elsewhere["refusal"][0]) == 1  # found before the turn when not after it
+    no_span = build_sample(normalize_ledger(ledger([(rec, "refusal", {"action": "trim", "turn": 2})])), None)
+    assert flagged_message(no_span["refusal"][0]) is None  # a trim's turn is where the cut starts
+    whole = build_sample(normalize_ledger(ledger([(rec, "refusal", {"turn": 1})])), None)
+    assert flagged_message(whole["refusal"][0]) == 1
 
 
 # ----------------------------------------------------------------------------- labels
