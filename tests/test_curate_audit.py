@@ -20,10 +20,12 @@ from curatune.curate.audit import (
 )
 from curatune.curate.audit_command import render_item
 from curatune.errors import DataError
-from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS, Record
+from curatune.records import RECORD_COLUMNS, Record
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet
 
 runner = CliRunner()
+OLD_LEDGER_COLUMNS = ["step", "reason", "detail", "duplicate_of", "cluster_id"]
+TURN_COLUMNS = ["action", "turn", "span", "kept_as"]
 
 
 def chat(*turns: str) -> list[dict[str, str]]:
@@ -42,7 +44,8 @@ def ledger(rows: list[tuple[Record, str, dict]], new_columns: bool = True) -> pd
         if new_columns:
             row.update({"action": "drop", "turn": -1, "span": "", "kept_as": None, **extra})
         out.append(row)
-    columns = RECORD_COLUMNS + LEDGER_COLUMNS + (["action", "turn", "span", "kept_as"] if new_columns else [])
+    # The columns of a ledger written before turn-level curation, spelled out: LEDGER_COLUMNS grows with it.
+    columns = RECORD_COLUMNS + OLD_LEDGER_COLUMNS + (TURN_COLUMNS if new_columns else [])
     return pd.DataFrame(out, columns=columns)
 
 
