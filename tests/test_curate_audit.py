@@ -21,19 +21,23 @@ from curatune.curate.audit import (
     audit_run,
     build_sample,
     excerpt,
+    flagged_message,
     normalize_ledger,
     project,
     read_labels,
     sample_rank,
+    span_message,
     wilson,
     write_labels,
 )
 from curatune.curate.audit_command import render_item
 from curatune.errors import DataError
-from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS, Record
+from curatune.records import RECORD_COLUMNS, Record
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet
 
 runner = CliRunner()
+OLD_LEDGER_COLUMNS = ["step", "reason", "detail", "duplicate_of", "cluster_id"]
+TURN_COLUMNS = ["action", "turn", "span", "kept_as"]
 
 
 def chat(*turns: str) -> list[dict[str, str]]:
@@ -52,7 +56,8 @@ def ledger(rows: list[tuple[Record, str, dict]], new_columns: bool = True) -> pd
         if new_columns:
             row.update({"action": "drop", "turn": -1, "span": "", "kept_as": None, **extra})
         out.append(row)
-    columns = RECORD_COLUMNS + (LEDGER_COLUMNS if new_columns else LEDGER_COLUMNS[:5])  # the first 5 predate trims
+    # The columns of a ledger written before turn-level curation, spelled out: LEDGER_COLUMNS grows with it.
+    columns = RECORD_COLUMNS + OLD_LEDGER_COLUMNS + (TURN_COLUMNS if new_columns else [])
     return pd.DataFrame(out, columns=columns)
 
 
@@ -110,6 +115,24 @@ def test_trim_rows_know_their_cut_turns_and_span(run):
     assert (item.action, item.turn, item.span) == ("trim", 2, "cut off mid")
     assert [item.cut(i) for i in range(4)] == [False, False, True, True]
     assert len(item.messages) == 4 and item.kept_as
+    # The cut starts at the user turn (2); the span is in the assistant turn after it.
+    assert span_message(item) == 3 and flagged_message(item) == 3 and [item.flagged(i) for i in range(4)] == [
+        False, False, False, True]
+
+
+def test_the_span_is_searched_from_the_flagged_turn_on():
+    rec = Record.make(chat("q", "as an AI model I think", "more", "as an AI model I cannot"))
+    drop = build_sample(normalize_ledger(ledger([(rec, "refusal", {"turn": 3, "span": "as an AI model"})])), None)
+    assert span_message(drop["refusal"][0]) == 3  # not the earlier message that holds the same words
+    trim = build_sample(normalize_ledger(ledger([(rec, "refusal", {"action": "trim", "turn": 2,
+                                                                    "span": "as an AI model"})])), None)
+    assert span_message(trim["refusal"][0]) == 3
+    elsewhere = build_sample(normalize_ledger(ledger([(rec, "refusal", {"turn": 3, "span": "I think"})])), None)
+    assert span_message(elsewhere["refusal"][0]) == 1  # found before the turn when not after it
+    no_span = build_sample(normalize_ledger(ledger([(rec, "refusal", {"action": "trim", "turn": 2})])), None)
+    assert flagged_message(no_span["refusal"][0]) is None  # a trim's turn is where the cut starts
+    whole = build_sample(normalize_ledger(ledger([(rec, "refusal", {"turn": 1})])), None)
+    assert flagged_message(whole["refusal"][0]) == 1
 
 
 # ----------------------------------------------------------------------------- labels

@@ -33,12 +33,10 @@ def messages_html(item: AuditItem) -> str:
         role = message["role"]
         cut = item.cut(index)
         flag = ""
-        if cut and index == item.turn:
-            flag = '<span class="ct-flag">✂ cut from here by the trim</span>'
-        elif cut:
-            flag = '<span class="ct-flag">✂ cut</span>'
-        elif item.flagged(index):
-            flag = '<span class="ct-flag">⚑ flagged</span>'
+        if cut:
+            flag = '<span class="ct-flag">✂ cut from here by the trim</span>' if index == item.turn else '<span class="ct-flag">✂ cut</span>'
+        if item.flagged(index):
+            flag += '<span class="ct-flag">⚑ flagged</span>'
         long = " ct-long" if len(message["content"]) > LONG_MESSAGE else ""
         role_class = "assistant" if role == "assistant" else "other"
         blocks.append(

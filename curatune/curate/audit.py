@@ -241,7 +241,8 @@ class AuditItem:
         return self.action == "trim" and self.turn >= 0 and index >= self.turn
 
     def flagged(self, index: int) -> bool:
-        return self.turn >= 0 and index == self.turn
+        """Whether message ``index`` is the one the rule judged (see :func:`flagged_message`)."""
+        return index == flagged_message(self)
 
 
 def _text(value: Any) -> str:
@@ -528,12 +529,26 @@ def excerpt(text: str, span: str = "", limit: int | None = None, context: int = 
 
 
 def span_message(item: AuditItem) -> int | None:
-    """Index of the message that holds the highlighted span, or None when it is not found."""
+    """Index of the message that holds the highlighted span, or None when it is not found.
+
+    The ledger's ``turn`` is the first message removed, so for a trim that cuts a whole exchange
+    it is the user turn and the span sits in the assistant turn after it: the search goes from
+    ``turn`` forwards, then backwards, so a phrase that also occurs earlier is not marked there.
+    """
     if not item.span:
         return None
-    if 0 <= item.turn < len(item.messages) and item.span in item.messages[item.turn]["content"]:
-        return item.turn
-    return next((i for i, m in enumerate(item.messages) if item.span in m["content"]), None)
+    start = item.turn if 0 <= item.turn < len(item.messages) else 0
+    order = list(range(start, len(item.messages))) + list(range(start - 1, -1, -1))
+    return next((i for i in order if item.span in item.messages[i]["content"]), None)
+
+
+def flagged_message(item: AuditItem) -> int | None:
+    """The message the rule judged: the one holding the span, else ``turn`` for a drop (a trim's
+    ``turn`` is where the cut starts, not necessarily the failing message), else None."""
+    found = span_message(item)
+    if found is not None:
+        return found
+    return item.turn if item.action != "trim" and 0 <= item.turn < len(item.messages) else None
 
 
 def format_share(value: float | None) -> str:

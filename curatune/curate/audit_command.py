@@ -108,7 +108,7 @@ def render_item(console: Console, item: AuditItem, position: int, total: int, *,
         title = Text(f"── {visible(message['role'])} · message {index}", style="bold " + ("dim" if cut else "cyan"))
         if cut and index == item.turn:
             title.append("  ✂ cut from here by the trim", style="bold yellow")
-        elif item.flagged(index) and not cut:
+        if item.flagged(index):
             title.append("  ⚑ flagged", style="bold yellow")
         console.print(title)
         console.print(message_text(message["content"], item.span if index == marked else "", limit,
