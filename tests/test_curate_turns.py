@@ -338,6 +338,10 @@ def test_a_code_block_closed_by_the_page_but_cut_mid_statement_is_truncated(endi
     # Prose after the last block is judged as prose.
     assert truncation_reason("Code:\n```\nx = 1\n```\nThis sets x and then the value of x is passed to the") is not None
     assert truncation_reason("Code:\n```\nx = 1\n```\nThis sets x to one, which the next step reads.") is None
+    assert truncation_reason("Code:\n```\nx = 1\n```\nI hope this") is not None
+    # A list item may end without a full stop, but not on a function word.
+    assert truncation_reason("Chapters of the story for you:\n1. The club is formed by five friends\n2. The first show") is None
+    assert truncation_reason("Chapters of the story for you:\n1. The club is formed by five friends\n2. The memories will stay with") is not None
 
 
 def test_a_closing_horizontal_rule_is_a_complete_ending():

@@ -189,7 +189,7 @@ def truncation_reason(response: str, min_words: int = 12, next_user: str | None 
         tail = text.rsplit("```", 1)[-1].strip()
         if not tail:
             return None
-        if len(tail.split()) >= 4 and not looks_like_code(tail):
+        if len(tail.split()) >= 2 and not looks_like_code(tail):
             return _prose_cut(tail, text, min_words=0, next_user=next_user)
         return None
     return _prose_cut(text, text, min_words, next_user)
@@ -224,7 +224,11 @@ def _prose_cut(text: str, whole: str, min_words: int, next_user: str | None) -> 
     if len(tokens) < min_words:
         return None  # short answers ("Paris", "42", "Yes") are complete
     if re.match(r"^(?:[-*•+]|\d+[.)]|[a-zA-Z][.)]|\|)\s", last_line) or last_line.endswith("|"):
-        return None  # a list item or table row may end without punctuation
+        # A list item or table row may end without punctuation, but not on "the", "and", "with".
+        last = re.sub(r"\W+", "", tokens[-1].lower())
+        if last in _FUNCTION_WORDS and not last_line.endswith("|") and len(last_line.split()) >= 4:
+            return f"list item ends mid-sentence on {tokens[-1]!r}"
+        return None
     if looks_like_code(text):
         return None  # code lines need no sentence punctuation
     end = text[-1]
