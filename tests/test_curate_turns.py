@@ -339,6 +339,13 @@ def test_a_code_block_closed_by_the_page_but_cut_mid_statement_is_truncated(endi
     assert truncation_reason("Code:\n```\nx = 1\n```\nThis sets x and then the value of x is passed to the") is not None
     assert truncation_reason("Code:\n```\nx = 1\n```\nThis sets x to one, which the next step reads.") is None
     assert truncation_reason("Code:\n```\nx = 1\n```\nI hope this") is not None
+    # An answer that stops without an ending, and the user asks to go on, was cut.
+    long_list = "Here is the timeline:\n" + "".join(f"{i}. Task number {i} - Author - 4/{i}/23\n" for i in range(1, 60)) + "60. Secure ISBN - Author - 4/10"
+    assert truncation_reason(long_list) is None
+    assert truncation_reason(long_list, next_user="Continue writing please") is not None
+    assert truncation_reason("Steps to follow today:\n1. Open the file\n2.") is not None
+    # A dict opened in the last code block and never closed.
+    assert truncation_reason("Code:\n```python\nprofile = {\n    'name': name,\n    'age': age\n```") is not None
     # A list item may end without a full stop, but not on a function word.
     assert truncation_reason("Chapters of the story for you:\n1. The club is formed by five friends\n2. The first show") is None
     assert truncation_reason("Chapters of the story for you:\n1. The club is formed by five friends\n2. The memories will stay with") is not None

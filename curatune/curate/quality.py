@@ -190,7 +190,7 @@ def truncation_reason(response: str, min_words: int = 12, next_user: str | None 
         if not tail:
             return None
         if len(tail.split()) >= 2 and not looks_like_code(tail):
-            return _prose_cut(tail, text, min_words=0, next_user=next_user)
+            return _prose_cut(tail, text, min_words=0, next_user=next_user, after_code=True)
         return None
     return _prose_cut(text, text, min_words, next_user)
 
@@ -213,14 +213,27 @@ def _code_block_cut(text: str) -> str | None:
     if last.startswith(("#", "//", "--", "*", "<!--")) or last.endswith("*/") or not any(ch.isalnum() for ch in last):
         return None  # a comment, or a border of an ASCII table or drawing, may end anyhow
     unbalanced = any(last.count(a) > last.count(b) for a, b in (("(", ")"), ("[", "]"), ("{", "}")))
+    # The whole block: a dict, list or call opened and never closed (strings in double quotes skipped).
+    unbalanced = unbalanced or _unclosed_brackets(body[opening:].split("\n", 1)[-1]) > 0
     if _OPEN_CODE_END.search(last) or unbalanced or last.count('"') % 2 == 1:
         return f"code block ends mid-statement: {last[-40:]!r}"
     return None
 
 
-def _prose_cut(text: str, whole: str, min_words: int, next_user: str | None) -> str | None:
+def _prose_cut(text: str, whole: str, min_words: int, next_user: str | None, after_code: bool = False) -> str | None:
     last_line = text.rsplit("\n", 1)[-1].strip()
     tokens = text.split()
+    if re.fullmatch(r"(?:\d+[.)]|[-*•+])", last_line):
+        return "ends on an empty list item"
+    asked_to_continue = bool(next_user and _ASKS_TO_CONTINUE.search(next_user.strip()))
+    if (asked_to_continue and len(whole) >= _LONG_ANSWER_CHARS and text[-1] not in _TERMINAL
+            and not looks_like_code(text)):
+        # A long answer that stops without an ending, and the user's next turn asks to go on:
+        # ChatGPT hit its length limit (its "Continue" button sends "Continue writing please").
+        return "stops without an ending and the user then asks to continue"
+    if (after_code and len(whole) >= _LONG_ANSWER_CHARS and len(tokens) >= 6 and text[-1].isalpha()
+            and tokens[-1][0].islower()):
+        return "the prose after the code stops without an ending"
     if len(tokens) < min_words:
         return None  # short answers ("Paris", "42", "Yes") are complete
     if re.match(r"^(?:[-*•+]|\d+[.)]|[a-zA-Z][.)]|\|)\s", last_line) or last_line.endswith("|"):
@@ -244,7 +257,6 @@ def _prose_cut(text: str, whole: str, min_words: int, next_user: str | None) -> 
     # Several finished sentences, then an unfinished one of several words.
     finished = re.findall(r"[.!?](?:\s|$)", text)
     tail = re.split(r"[.!?]\s", text)[-1]
-    asked_to_continue = bool(next_user and _ASKS_TO_CONTINUE.search(next_user.strip()))
     # A capitalized last word is usually a name or a title ("Yours sincerely, Jane Austen"); a
     # short answer that only lacks its full stop is usually complete.
     if (len(finished) >= 2 and len(tail.split()) >= 4 and "\n" not in tail and last_word.isalpha()
