@@ -324,6 +324,33 @@ def test_symbol_ratio_spares_requested_art_and_code_blocks():
     assert checker.failures("Q", "Describe the Mandelbrot set", art) == []
 
 
+@pytest.mark.parametrize("ending, cut", [
+    ("clf = RandomForestClassifier()\nclf.fit(X_train, y_train", True),
+    ("class Child(Base):\n    def __init__(self):\n        this.comments =", True),
+    ("const msg = await message.reply('P", True),
+    ("clf.fit(X_train, y_train)\nprint(clf.score(X_test, y_test))", False),
+    ("+-----+-----+\n| a   | b   |\n+-----+-----+", False),
+    ("def f():\n    return", False),
+])
+def test_a_code_block_closed_by_the_page_but_cut_mid_statement_is_truncated(ending, cut):
+    answer = f"Here is the code:\n```python\n{ending}\n```"
+    assert (truncation_reason(answer) is not None) == cut
+    # Prose after the last block is judged as prose.
+    assert truncation_reason("Code:\n```\nx = 1\n```\nThis sets x and then the value of x is passed to the") is not None
+    assert truncation_reason("Code:\n```\nx = 1\n```\nThis sets x to one, which the next step reads.") is None
+    assert truncation_reason("Code:\n```\nx = 1\n```\nI hope this") is not None
+    # An answer that stops without an ending, and the user asks to go on, was cut.
+    long_list = "Here is the timeline:\n" + "".join(f"{i}. Task number {i} - Author - 4/{i}/23\n" for i in range(1, 60)) + "60. Secure ISBN - Author - 4/10"
+    assert truncation_reason(long_list) is None
+    assert truncation_reason(long_list, next_user="Continue writing please") is not None
+    assert truncation_reason("Steps to follow today:\n1. Open the file\n2.") is not None
+    # A dict opened in the last code block and never closed.
+    assert truncation_reason("Code:\n```python\nprofile = {\n    'name': name,\n    'age': age\n```") is not None
+    # A list item may end without a full stop, but not on a function word.
+    assert truncation_reason("Chapters of the story for you:\n1. The club is formed by five friends\n2. The first show") is None
+    assert truncation_reason("Chapters of the story for you:\n1. The club is formed by five friends\n2. The memories will stay with") is not None
+
+
 def test_a_closing_horizontal_rule_is_a_complete_ending():
     answer = ("Here is the plan for the week: on Monday we review the code, on Tuesday we test it, "
               "and on Wednesday we ship it to the customers who asked for it.\n\n---")

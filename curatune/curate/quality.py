@@ -196,13 +196,65 @@ def truncation_reason(response: str, min_words: int = 12, next_user: str | None 
                 return "JSON value cut off (unbalanced brackets)"
             return None
     if text.endswith("```"):
+        return _code_block_cut(text)
+    if "```" in text:
+        # Prose after the last code block: judge that prose, not the code above it.
+        tail = text.rsplit("```", 1)[-1].strip()
+        if not tail:
+            return None
+        if len(tail.split()) >= 2 and not looks_like_code(tail):
+            return _prose_cut(tail, text, min_words=0, next_user=next_user, after_code=True)
         return None
+    return _prose_cut(text, text, min_words, next_user)
+
+
+#: How a code line that cannot be the last one ends: an open bracket, an operator, a colon, a comma.
+_OPEN_CODE_END = re.compile(r"(?:[=(\[{,:+\-*/\\&|]|\b(?:and|or|not|in|import|from|if|new|await))$")
+
+
+def _code_block_cut(text: str) -> str | None:
+    """A closed code block whose last line stops mid-statement (ChatGPT hit its length limit and
+    the page closed the block): ``clf.fit(X, y``, ``this.comments =``, ``class QuestsScreen(``."""
+    body = text[: -3].rstrip()
+    opening = body.rfind("```")
+    if opening < 0:
+        return None
+    lines = [ln for ln in body[opening:].split("\n")[1:] if ln.strip()]
+    if not lines:
+        return None
+    last = lines[-1].strip()
+    if last.startswith(("#", "//", "--", "*", "<!--")) or last.endswith("*/") or not any(ch.isalnum() for ch in last):
+        return None  # a comment, or a border of an ASCII table or drawing, may end anyhow
+    unbalanced = any(last.count(a) > last.count(b) for a, b in (("(", ")"), ("[", "]"), ("{", "}")))
+    # The whole block: a dict, list or call opened and never closed (strings in double quotes skipped).
+    unbalanced = unbalanced or _unclosed_brackets(body[opening:].split("\n", 1)[-1]) > 0
+    if _OPEN_CODE_END.search(last) or unbalanced or last.count('"') % 2 == 1:
+        return f"code block ends mid-statement: {last[-40:]!r}"
+    return None
+
+
+def _prose_cut(text: str, whole: str, min_words: int, next_user: str | None, after_code: bool = False) -> str | None:
     last_line = text.rsplit("\n", 1)[-1].strip()
     tokens = text.split()
+    if re.fullmatch(r"(?:\d+[.)]|[-*•+])", last_line):
+        return "ends on an empty list item"
+    asked_to_continue = bool(next_user and _ASKS_TO_CONTINUE.search(next_user.strip()))
+    if (asked_to_continue and len(whole) >= _LONG_ANSWER_CHARS and text[-1] not in _TERMINAL
+            and not looks_like_code(text)):
+        # A long answer that stops without an ending, and the user's next turn asks to go on:
+        # ChatGPT hit its length limit (its "Continue" button sends "Continue writing please").
+        return "stops without an ending and the user then asks to continue"
+    if (after_code and len(whole) >= _LONG_ANSWER_CHARS and len(tokens) >= 6 and text[-1].isalpha()
+            and tokens[-1][0].islower()):
+        return "the prose after the code stops without an ending"
     if len(tokens) < min_words:
         return None  # short answers ("Paris", "42", "Yes") are complete
     if re.match(r"^(?:[-*•+]|\d+[.)]|[a-zA-Z][.)]|\|)\s", last_line) or last_line.endswith("|"):
-        return None  # a list item or table row may end without punctuation
+        # A list item or table row may end without punctuation, but not on "the", "and", "with".
+        last = re.sub(r"\W+", "", tokens[-1].lower())
+        if last in _FUNCTION_WORDS and not last_line.endswith("|") and len(last_line.split()) >= 4:
+            return f"list item ends mid-sentence on {tokens[-1]!r}"
+        return None
     if looks_like_code(text):
         return None  # code lines need no sentence punctuation
     end = text[-1]
@@ -218,11 +270,10 @@ def truncation_reason(response: str, min_words: int = 12, next_user: str | None 
     # Several finished sentences, then an unfinished one of several words.
     finished = re.findall(r"[.!?](?:\s|$)", text)
     tail = re.split(r"[.!?]\s", text)[-1]
-    asked_to_continue = bool(next_user and _ASKS_TO_CONTINUE.search(next_user.strip()))
     # A capitalized last word is usually a name or a title ("Yours sincerely, Jane Austen"); a
     # short answer that only lacks its full stop is usually complete.
     if (len(finished) >= 2 and len(tail.split()) >= 4 and "\n" not in tail and last_word.isalpha()
-            and tokens[-1][0].islower() and (len(text) >= _LONG_ANSWER_CHARS or asked_to_continue)):
+            and tokens[-1][0].islower() and (len(whole) >= _LONG_ANSWER_CHARS or asked_to_continue)):
         return "last sentence has no ending punctuation" + (" (the user then asks to continue)" if asked_to_continue else "")
     return None
 
@@ -254,6 +305,14 @@ _CITED_URL = re.compile(
     r"(?:source|sources|reference|references|see|via|from|at|available at|read more)\s*:?\s*<?(?:https?://|www\.)",
     re.IGNORECASE | re.MULTILINE,
 )
+
+
+def _symbol_heavy(text: str) -> bool:
+    """The user pasted a drawing or a diagram themselves (the answer continuing it is no junk)."""
+    stripped = text.strip()
+    if len(stripped) < 40:
+        return False
+    return sum(1 for ch in stripped if not (ch.isalnum() or ch.isspace())) / len(stripped) > 0.3
 
 
 class Finding(NamedTuple):
@@ -339,7 +398,7 @@ class QualityChecker:
             ratio = symbols / max(len(writing), 1)
             # A single token (a regex, a formula, a path) is an answer, not symbol soup.
             if (ratio > cfg.max_symbol_ratio and len(writing) >= cfg.symbol_min_chars and len(writing.split()) >= 5
-                    and not _ASKS_FOR_SYMBOLS.search(user)):
+                    and not _ASKS_FOR_SYMBOLS.search(user) and not _symbol_heavy(user)):
                 if fail("symbol_ratio", f"{ratio:.2f} of characters are symbols > {cfg.max_symbol_ratio}"):
                     return out
             found = self._url_spam(stripped, user)
