@@ -24,6 +24,7 @@ from rich.text import Text
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import BASE, analyze_run, load_scores
 from curatune.evaluate.analysis_config import AnalysisConfig
+from curatune.evaluate.metrics import COMET_LIKE_NOTE
 from curatune.rundir import RunDir, read_json
 
 # ----------------------------------------------------------------------------- gathering
@@ -346,6 +347,8 @@ def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, cons
                        [("method", "left"), ("size", "right"), ("seeds", "right")],
                        [(h, "right") for h in headers], rows)
     console.print("[dim]green: better than the base model, red: worse[/dim]")
+    if any(column.split("/", 1)[1] == "comet_like" for column in report["columns"]):
+        console.print(f"[dim]{escape(COMET_LIKE_NOTE)}[/dim]", highlight=False)
 
 
 def _print_split_table(console: Console, title: str, key_columns: list[tuple[str, str]],
