@@ -345,6 +345,12 @@ def test_learning_page_points_frontier_and_drilldown(monkeypatch, runs_root):
     assert_clean(at)
     at.checkbox(key="lf_labels").uncheck().run()
     assert {t["mode"] for t in figures(at)[0]["data"] if t["name"] in ("full", "lora")} == {"markers"}
+    # comet_like is captioned with what it is (issue 14)
+    comet = [o for o in at.selectbox(key="lf_y").options if "comet_like" in o]
+    assert comet, at.selectbox(key="lf_y").options
+    at.selectbox(key="lf_y").set_value(comet[0]).run()
+    assert any("is an embedding similarity" in c.value for c in at.caption)
+    assert_clean(at)
 
 
 def test_learning_page_compare_and_missing_analysis(monkeypatch, runs_root):

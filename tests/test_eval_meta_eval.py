@@ -27,6 +27,16 @@ def test_pairwise_accuracy_hand_checked():
         meta_eval.pairwise_accuracy({"a": 1.0}, {"a": 1.0})
 
 
+def test_pairwise_accuracy_matrix_equals_the_pairwise_loop():
+    rng = np.random.default_rng(0)
+    metric, human = rng.normal(size=(50, 6)).round(1), rng.normal(size=(50, 6)).round(1)  # ties included
+    expected = [meta_eval.pairwise_accuracy(dict(enumerate(m)), dict(enumerate(h))) for m, h in zip(metric, human)]
+    assert meta_eval.pairwise_accuracy_matrix(metric, human) == pytest.approx(expected)
+    assert meta_eval.pairwise_accuracy_matrix([3.0, 2.0, 1.0], [3.0, 1.0, 2.0]) == pytest.approx([2 / 3])
+    with pytest.raises(ValueError):
+        meta_eval.pairwise_accuracy_matrix([[1.0]], [[1.0]])
+
+
 def test_segment_kendall_is_tau_b():
     # 6 pairs: 5 concordant, 1 discordant
     assert meta_eval.segment_kendall([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)

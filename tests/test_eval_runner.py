@@ -198,6 +198,26 @@ def test_resume_scores_only_missing_or_changed_units(run_and_config, tiny_model_
     assert set(scores.loc[scores.suite == "mc", "n_items"]) == {3}
 
 
+def test_a_new_comet_like_version_changes_only_the_suites_that_use_it(run_and_config, tiny_model_dir, tmp_path,
+                                                                      monkeypatch):
+    import curatune.evaluate.suites as suites_module
+    from curatune.evaluate.suites import EvalContext, build_suites, fingerprint_digest
+
+    run, _ = run_and_config
+    config = make_config(run, tiny_model_dir, tmp_path, suites=[
+        {"name": "task", "kind": "generation", "metrics": ["chrf", "comet_like"], "max_new_tokens": 4},
+        {"name": "plain", "kind": "generation", "metrics": ["chrf"], "max_new_tokens": 4},
+    ])
+
+    def prints():
+        return {s.name: fingerprint_digest(s.fingerprint()) for s in build_suites(EvalContext(config, run, progress=False))}
+
+    v1 = prints()
+    monkeypatch.setattr(suites_module, "COMET_LIKE_VERSION", "2")
+    v2 = prints()
+    assert v2["task"] != v1["task"] and v2["plain"] == v1["plain"]
+
+
 def test_a_suite_limited_to_some_stages_skips_the_others(tmp_path, tiny_model_dir):
     run = make_run(tmp_path / "run", tiny_model_dir)
     config = make_config(run, tiny_model_dir, tmp_path)

@@ -39,6 +39,20 @@ def pairwise_accuracy(metric: Mapping[Hashable, float], human: Mapping[Hashable,
     return agree / total
 
 
+def pairwise_accuracy_matrix(metric: np.ndarray, human: np.ndarray) -> np.ndarray:
+    """:func:`pairwise_accuracy` of many score sets at once (e.g. bootstrap replicates).
+
+    ``metric`` and ``human`` are (replicates, systems) arrays; returns one accuracy per row.
+    """
+    metric, human = np.atleast_2d(np.asarray(metric, float)), np.atleast_2d(np.asarray(human, float))
+    if metric.shape != human.shape or metric.shape[1] < 2:
+        raise ValueError("metric and human need the same (replicates, systems) shape, with two systems or more")
+    upper = np.triu_indices(metric.shape[1], k=1)
+    metric_sign = np.sign(metric[:, :, None] - metric[:, None, :])[:, upper[0], upper[1]]
+    human_sign = np.sign(human[:, :, None] - human[:, None, :])[:, upper[0], upper[1]]
+    return (metric_sign == human_sign).mean(axis=1)
+
+
 def segment_kendall(metric: Sequence[float], human: Sequence[float]) -> float:
     """Kendall's tau-b (scipy) of aligned metric and human segment scores, all items pooled."""
     return float(stats.kendalltau(np.asarray(metric, dtype=float), np.asarray(human, dtype=float)).statistic)

@@ -27,6 +27,7 @@ from curatune.config import format_validation_error
 from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
+from curatune.evaluate.metrics import COMET_LIKE_NOTE
 from curatune.rundir import BASE, FAILED, RunDir, cell_key, cell_status, read_json
 
 # ----------------------------------------------------------------------------- gathering
@@ -389,6 +390,8 @@ def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, cons
                        [("method", "left"), ("size", "right"), ("seeds", "right")],
                        [(h, "right") for h in headers], rows)
     console.print("[dim]green: better than the base model, red: worse[/dim]")
+    if any(column.split("/", 1)[1] == "comet_like" for column in report["columns"]):
+        console.print(f"[dim]{escape(COMET_LIKE_NOTE)}[/dim]", highlight=False)
 
 
 def _print_split_table(console: Console, title: str, key_columns: list[tuple[str, str]],

@@ -29,6 +29,7 @@ from curatune.evaluate import multiple_choice, perplexity, retention
 from curatune.evaluate.generation import GenerationSettings, format_prompt, generate
 from curatune.evaluate.lm_scoring import ItemScores
 from curatune.evaluate.metrics import (
+    COMET_LIKE_VERSION,
     auto_metrics,
     load_default_embedder,
     score_generations,
@@ -217,6 +218,11 @@ class GenerationTask(Suite):
             "metrics": self.metrics,
             "generation": {"max_new_tokens": settings.max_new_tokens, "stop": settings.stop},
             "embedder": self.ctx.config.model.embedder if "comet_like" in self.metrics else None,
+            # comet_like v1 predates this key (adding it would rescore every existing run for
+            # nothing); any later version changes the fingerprint, so parts scored by another
+            # version are rescored, never mixed with the new ones.
+            **({"comet_like_version": COMET_LIKE_VERSION}
+               if "comet_like" in self.metrics and COMET_LIKE_VERSION != "1" else {}),
         }
 
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:

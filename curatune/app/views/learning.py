@@ -14,6 +14,7 @@ from curatune.app.data import (
 )
 from curatune.errors import CuratuneError
 from curatune.evaluate.compare import compare_run_cells, interval_text
+from curatune.evaluate.metrics import COMET_LIKE_NOTE
 
 TASK_GAIN, GENERAL_DROP = "task_gain", "general_drop"
 OVERALL_Y = "task gain (points)"
@@ -114,6 +115,8 @@ def render() -> None:
     x_label = c3.selectbox("Forgetting measured on", list(xs), key="lf_x",
                            help="Drill down: one general suite, in its metric's units, instead of the average.")
     x, y = xs[x_label], ys[y_label]
+    if "comet_like" in y_label:
+        st.caption(COMET_LIKE_NOTE)
     points = pareto_points(analysis)
     frontier_x = frontier_x_column(points)
     overall = x == frontier_x and y == TASK_GAIN
@@ -166,6 +169,8 @@ def render() -> None:
         with st.expander("Gain per task metric (seeds averaged, each metric's own units)"):
             table = rows.groupby(["method", "size"])[gains].mean().reset_index()
             st.dataframe(table.rename(columns={c: _after(c, "learning") for c in gains}), hide_index=True)
+            if any("comet_like" in c for c in gains):
+                st.caption(COMET_LIKE_NOTE)
     significance_table(analysis, stage)
     compare_cells_section(run, frame, stage)
     ui.analysis_notes(analysis)
