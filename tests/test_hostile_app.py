@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from app_fixture import build_run
+
 from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS, Record
 from curatune.rundir import RunDir, atomic_write_parquet
 

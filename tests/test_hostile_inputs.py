@@ -20,12 +20,19 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hostile import (
+    FAST_CURATE,
+    assert_accounting,
+    assert_clean_error,
+    good_rows,
+    run_cli,
+    write_jsonl,
+)
 
 from curatune.config import load_config
 from curatune.data.loaders import load_path
 from curatune.errors import ConfigError, DataError
 from curatune.safe_yaml import MAX_EXPANDED_NODES
-from hostile import FAST_CURATE, assert_accounting, assert_clean_error, good_rows, run_cli, write_jsonl
 
 DEPTH = 100_000  # far past Python's recursion limit
 YAML_DEPTH = 5_000  # past the recursion limit too; PyYAML's scanner is slow on deeper ones

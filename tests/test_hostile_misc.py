@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from hostile import assert_clean_error, run_cli
+from train_helpers import curated_run_dir, make_records, tiny_config
 
 from curatune.data.loaders import load_path
 from curatune.records import Record, records_to_frame
-from hostile import assert_clean_error, run_cli
-from train_helpers import curated_run_dir, make_records, tiny_config
 
 
 def _strict_json(text: str):

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from curatune.config import load_config
-from curatune.rundir import RunDir, read_json
-from curatune.train.cells import list_cells
 from hostile import assert_clean_error, run_cli
 from train_helpers import curated_run_dir, make_records
+
+from curatune.config import load_config
+from curatune.rundir import read_json
+from curatune.train.cells import list_cells
 
 CELL = Path("train") / "lora" / "n4" / "s0"
 

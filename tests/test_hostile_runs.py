@@ -9,10 +9,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hostile import FAST_CURATE, assert_clean_error, good_rows, run_cli, write_jsonl
 
 from curatune.rundir import RunDir, atomic_path, atomic_write_json, atomic_write_parquet
-from curatune.runlock import RunLockedError, host_name, lock_path, remove_stale_temp_files, stage_lock
-from hostile import FAST_CURATE, assert_clean_error, good_rows, run_cli, write_jsonl
+from curatune.runlock import (
+    RunLockedError,
+    host_name,
+    lock_path,
+    remove_stale_temp_files,
+    stage_lock,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from hostile import FAST_CURATE, assert_accounting, assert_clean_error, good_rows, run_cli, write_jsonl
+from hostile import (
+    FAST_CURATE,
+    assert_accounting,
+    assert_clean_error,
+    good_rows,
+    run_cli,
+    write_jsonl,
+)
 from train_helpers import curated_run_dir, make_records
 
 

@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.suites import EvalContext, Suite, SuiteScore, build_suites, fingerprint_digest
-from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
 from curatune.runcheck import cell_repair_hint
+from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
 from curatune.runlock import holds_stage_lock
 
 SCORE_COLUMNS = ["cell", "method", "size", "seed", "stage", "suite", "metric", "value", "n_items"]

@@ -9,8 +9,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from curatune.errors import ConfigError, DataError
 from curatune.records import Record, frame_to_records, records_to_frame
 from curatune.runcheck import read_run_parquet

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from curatune.errors import ConfigError, ModelError
-from curatune.rundir import RunDir, read_json
 from curatune.runcheck import damaged_done_marker
+from curatune.rundir import RunDir, read_json
 from curatune.runlock import holds_stage_lock
 from curatune.train.cell import (
     DONE,
