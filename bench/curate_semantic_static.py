@@ -206,20 +206,54 @@ def run_speed(tmp: Path, cache: Path, rounds: int) -> dict:
                    "load_before": load0, "load_after": load()}
             out["rounds"].append(row)
             print(row, flush=True)
-    best = {}
-    for name in removed:
-        mine = [row for row in out["rounds"] if row["engine"] == name]
-        best[name] = {"wall_seconds": min(x["wall_seconds"] for x in mine), "cpu_seconds": min(x["cpu_seconds"] for x in mine)}
-    base = best["minilm (cold embedding cache)"]
-    out["best"] = best
-    out["speedup_vs_minilm"] = {name: {"wall": round(base["wall_seconds"] / b["wall_seconds"], 1),
-                                       "cpu": round(base["cpu_seconds"] / b["cpu_seconds"], 1)} for name, b in best.items()}
+        summarize_speed(out)
+        save_part("speed", out)
     out["agreement"] = [{"first": "minilm (cold embedding cache)", "second": "static",
                          **agreement(removed["minilm (cold embedding cache)"], removed["static"])},
                         {"first": "static", "second": "semhash 0.9", **agreement(removed["static"], removed["semhash 0.9"])}]
     out["ann_candidates"] = ann_candidates(records, context)
     print(out["speedup_vs_minilm"], out["agreement"], out["ann_candidates"], flush=True)
     return out
+
+
+def summarize_speed(out: dict) -> None:
+    """Best round per engine and the speed-ups over MiniLM."""
+    best = {}
+    for name in dict.fromkeys(row["engine"] for row in out["rounds"]):
+        mine = [row for row in out["rounds"] if row["engine"] == name]
+        best[name] = {"wall_seconds": min(x["wall_seconds"] for x in mine), "cpu_seconds": min(x["cpu_seconds"] for x in mine)}
+    base = best["minilm (cold embedding cache)"]
+    out["best"] = best
+    out["speedup_vs_minilm"] = {name: {"wall": round(base["wall_seconds"] / b["wall_seconds"], 1),
+                                       "cpu": round(base["cpu_seconds"] / b["cpu_seconds"], 1)} for name, b in best.items()}
+
+
+def run_agreement(kept: Path, minilm_cache: Path, cache: Path) -> dict:
+    """Removals of the three engines on the same T0 records, MiniLM from a warm cache (same vectors
+    as its cold run), and semhash's ANN as candidate search. For runs whose speed part was cut short."""
+    import pandas as pd
+
+    from curatune.records import frame_to_records
+
+    records = frame_to_records(pd.read_parquet(kept))
+    context, _ = table_context(cache)
+    removed = {"minilm": run_step(records, {}, minilm_cache)[0], "static": run_step(records, {"embedding": "static"}, cache)[0],
+               "semhash 0.9": run_semhash(records, TableEncoder(context), 0.9)[0]}
+    out = {"measured": now(), "records": len(records), "removed": {k: len(v) for k, v in removed.items()},
+           "agreement": [{"first": "minilm", "second": "static", **agreement(removed["minilm"], removed["static"])},
+                         {"first": "static", "second": "semhash 0.9", **agreement(removed["static"], removed["semhash 0.9"])}],
+           "ann_candidates": ann_candidates(records, context)}
+    print(out, flush=True)
+    return out
+
+
+def save_part(name: str, value: dict) -> None:
+    path = RESULTS / "curate_semantic_static.json"
+    out = json.loads(path.read_text()) if path.exists() else {}
+    out[name] = value
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / "curate_semantic_static.md").write_text(markdown(out))
 
 
 def markdown(out: dict) -> str:
@@ -252,22 +286,33 @@ def markdown(out: dict) -> str:
             lines.append(f"| {r['engine']} | {r['round']} | {r['removed']} | {r['wall_seconds']} | {r['cpu_seconds']} | "
                          f"{r['records_per_second']} | {r['records_per_cpu_second']} | {r['load_before']} -> {r['load_after']} |")
         lines += ["", "Speed-up over MiniLM (best round of each): " + ", ".join(
-            f"{k}: **{v['wall']}x** wall, {v['cpu']}x CPU" for k, v in speed["speedup_vs_minilm"].items() if not k.startswith("minilm")) + ".", "",
-            "| first | second | both removed | only first | only second | Jaccard |", "|---|---|---:|---:|---:|---:|"]
-        for a in speed["agreement"]:
+            f"{k}: **{v['wall']}x** wall, {v['cpu']}x CPU" for k, v in speed["speedup_vs_minilm"].items() if not k.startswith("minilm")) + "."]
+        if speed.get("agreement"):
+            lines += ["", "| first | second | both removed | only first | only second | Jaccard |", "|---|---|---:|---:|---:|---:|"]
+        for a in speed.get("agreement", []):
             lines.append(f"| {a['first']} | {a['second']} | {a['both']} | {a['only_first']} | {a['only_second']} | {a['jaccard']} |")
-        a = speed["ann_candidates"]
+        lines += ["", f"Static table: {t['table']} ({t['wall_seconds']} s wall, {t['cpu_seconds']} CPU s, load {t['load_before']} -> {t['load_after']})."]
+    agree = out.get("t0_agreement") or (speed if speed and "ann_candidates" in speed else None)
+    if agree:
+        if agree is not speed:
+            lines += ["", f"## Agreement on the same T0 records (measured {agree['measured']}; MiniLM from the embedding cache "
+                      f"its cold run left, so the same vectors): removed {agree['removed']}", "",
+                      "| first | second | both removed | only first | only second | Jaccard |", "|---|---|---:|---:|---:|---:|"]
+            for a in agree["agreement"]:
+                lines.append(f"| {a['first']} | {a['second']} | {a['both']} | {a['only_first']} | {a['only_second']} | {a['jaccard']} |")
+        a = agree["ann_candidates"]
         lines += ["", f"semhash's ANN index (usearch) as the step's candidate search (mean cosine >= {a['bar']}): "
                   f"{a['ann_candidate_pairs']} candidate pairs in {a['wall_seconds']} s wall ({a['cpu_seconds']} CPU s); "
                   f"of the {a['verified_pairs_exact']} pairs the exact blocked search verifies, {a['verified_pairs_missed_by_ann']} "
-                  "are not among them.", "",
-                  f"Static table: {t['table']} ({t['wall_seconds']} s wall, {t['cpu_seconds']} CPU s, load {t['load_before']} -> {t['load_after']})."]
+                  "are not among them."]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["demo", "speed", "all"])
+    parser.add_argument("part", choices=["demo", "speed", "agreement", "all"])
+    parser.add_argument("--kept", type=Path, help="agreement: kept.parquet of the default steps on T0")
+    parser.add_argument("--minilm-cache", type=Path, help="agreement: the embedding cache a cold MiniLM round left")
     parser.add_argument("--cache", type=Path, default=None, help="cache dir holding (or receiving) the static table")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
@@ -279,6 +324,8 @@ def main() -> None:
         out["demo"] = run_demo(tmp, cache)
     if args.part in ("speed", "all"):
         out["speed"] = run_speed(tmp, cache, args.rounds)
+    if args.part == "agreement":
+        out["t0_agreement"] = run_agreement(args.kept, args.minilm_cache, cache)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     (RESULTS / "curate_semantic_static.md").write_text(markdown(out))
