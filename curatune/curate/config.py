@@ -149,6 +149,16 @@ class SemanticDedupConfig(_StepConfig):
         "CPUs, recent GPUs; ~3x faster on CPU, cosine >= 0.998 to float32), else float32.",
     )
     seed: int = Field(default=0, description="k-means seed.")
+    embedding: Literal["transformer", "static"] = Field(
+        default="transformer",
+        description="transformer: run the sentence embedder (model.embedder, MiniLM by default) on every text. "
+        "static: a token table distilled once from that embedder (model2vec; offline, cached in cache_dir/static), "
+        "each text the mean of its token vectors: ~10-30x faster, measured trade-off in docs/curate.md.",
+    )
+    static_dims: int = Field(
+        default=256, ge=8,
+        description="Dimensions of the distilled static table (PCA of the embedder's token outputs).",
+    )
 
 
 class QualityConfig(_StepConfig):
