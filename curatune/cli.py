@@ -42,6 +42,7 @@ _COMMAND_MODULES = (
     "curatune.evaluate.command",
     "curatune.run",
     "curatune.evaluate.report_command",
+    "curatune.evaluate.significance_command",
     "curatune.export_command",
     "curatune.app.command",
     "curatune.data.demo_command",

@@ -126,7 +126,7 @@ def test_flat_curve_is_saturated_at_the_smallest_size_and_not_reached_when_still
     assert saturation_row(analysis, "lora", "task", "chrf")["saturation_point"] == 25
     climbing = saturation_row(analysis, "full", "task", "chrf")
     assert climbing["saturation_point"] is None
-    assert "not saturated" in climbing["note"]
+    assert climbing["saturation_verdict"] == "not reached"
 
 
 def test_worse_than_base_sizes_with_bootstrap_confidence(tmp_path):

@@ -458,3 +458,26 @@ def test_report_keeps_analysis_settings_changed_after_the_run(run_and_config):
     run_evaluate(changed, run, progress=False, score=False)
     assert read_json(run.analysis)["suites"]["primary_metrics"]["mc"] == "acc"
     assert ensure_analysis(run)["suites"]["primary_metrics"]["mc"] == "acc"
+
+
+def test_retention_probe_on_the_heldout_prompts(tmp_path, tiny_model_dir):
+    """kind retention, prompts heldout: the forward KL(base || tuned) on the task's own prompts."""
+    from curatune.evaluate.suites import EvalContext, build_suites
+
+    run = make_run(tmp_path / "run", tiny_model_dir)
+    config = make_config(run, tiny_model_dir, tmp_path, stages=["base", "final"], suites=[
+        {"name": "task_kl", "kind": "retention", "prompts": "heldout", "limit": 3, "max_new_tokens": 4},
+        {"name": "retention", "kind": "retention", "limit": 3, "max_new_tokens": 4},
+    ])
+    run_evaluate(config, run, progress=False)
+    scores = pd.read_parquet(run.scores)
+    value = {(r.cell, r.suite, r.metric): r.value for r in scores.itertuples()}
+    assert value[("base", "task_kl", "kl_divergence")] == pytest.approx(0.0, abs=1e-6)
+    assert value[("full-n4-s0", "task_kl", "kl_divergence")] > 0
+    samples = pd.read_parquet(run.sample_file("task_kl", "full-n4-s0", "final"))
+    heldout = pd.read_parquet(run.heldout)
+    assert set(samples["example_id"]) <= set(heldout["id"]) and len(samples) == 3
+    # The general probe's fingerprint has no `prompts` key: runs scored before it existed are reused.
+    suites = {s.name: s for s in build_suites(EvalContext(config, run, progress=False))}
+    assert "prompts" not in suites["retention"].fingerprint()["suite"]
+    assert suites["task_kl"].fingerprint()["suite"]["prompts"] == "heldout"

@@ -203,6 +203,8 @@ def _saturation_point(fits: pd.DataFrame | None, method: str) -> tuple[float | N
     if fits is None or fits.empty or "saturation_point" not in fits.columns:
         return None, False
     for row in fits[fits["method"] == method].to_dict("records"):
+        if row.get("saturation_verdict") in ("not determined", "not reached"):
+            continue  # a star would place a point the data cannot place
         try:
             value = float(row["saturation_point"])
         except (TypeError, ValueError):

@@ -441,6 +441,7 @@ SATURATION_COLUMNS = [
     "method", "suite", "metric", "direction", "model", "formula", "params", "r2", "epsilon",
     "saturation_point", "saturation_point_lo", "saturation_point_hi", "saturation_extrapolated",
     "worse_than_base_sizes", "worse_than_base_confident", "base_value", "status", "note",
+    "saturation_verdict", "saturation_text", "epsilon_text",
 ]
 
 

@@ -33,14 +33,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from curatune.errors import CuratuneError, DataError
+from curatune.records import with_ledger_defaults
 from curatune.rundir import RunDir, atomic_write_text
 
 #: The pseudo-reason of the kept sample: "right" = rightly kept (clean), "wrong" = should have gone.
 KEPT = "kept"
 VERDICTS = ("right", "wrong")
 LABEL_FIELDS = ("id", "reason", "verdict", "note", "labelled_at")
-#: Defaults of the optional ledger columns, for ledgers written before turn-level curation.
-LEDGER_DEFAULTS: dict[str, Any] = {"action": "drop", "turn": -1, "span": "", "kept_as": None}
 CONFIDENCE = 0.95
 
 
@@ -167,16 +166,9 @@ def normalize_ledger(frame: pd.DataFrame, path: str | Path = "removed.parquet") 
     missing = [c for c in ("id", "reason") if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; is it a curatune removal ledger?")
-    frame = frame.reset_index(drop=True).copy()
-    for column, default in LEDGER_DEFAULTS.items():
-        if column not in frame.columns:
-            frame[column] = default
+    frame = with_ledger_defaults(frame.reset_index(drop=True))
     frame["id"] = frame["id"].astype(str)
     frame["reason"] = frame["reason"].astype(str)
-    frame["action"] = frame["action"].where(frame["action"].isin(["drop", "trim"]), "drop").astype(str)
-    frame["turn"] = pd.to_numeric(frame["turn"], errors="coerce").fillna(-1).astype(int)
-    frame["span"] = frame["span"].map(lambda s: s if isinstance(s, str) else "")
-    frame["kept_as"] = frame["kept_as"].map(lambda s: s if isinstance(s, str) and s else None)
     return frame
 
 

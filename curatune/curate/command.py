@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,20 +19,27 @@ from curatune.rundir import RunDir
 def _summary(report: dict[str, Any], console: Console, run_dir: Path) -> None:
     table = Table(title="curation", show_lines=False)
     for column, justify in (("step", "left"), ("in", "right"), ("kept", "right"), ("removed", "right"),
-                            ("seconds", "right"), ("top reasons", "left")):
+                            ("trimmed", "right"), ("seconds", "right"), ("top reasons", "left")):
         table.add_column(column, justify=justify)
     for step in report["steps"]:
         if step.get("enabled") is False:
-            table.add_row(step["name"], str(step["input"]), "-", "-", "-", "skipped (enabled: false)")
+            table.add_row(step["name"], str(step["input"]), "-", "-", "-", "-", "skipped (enabled: false)")
             continue
-        reasons = ", ".join(f"{k} {v}" for k, v in list(step.get("removed_by_reason", {}).items())[:3])
+        counts = Counter(step.get("removed_by_reason", {})) + Counter(step.get("trimmed_by_reason", {}))
+        reasons = ", ".join(f"{k} {v}" for k, v in counts.most_common(3))
         seconds = "-" if step.get("seconds") is None else f"{step['seconds']:.1f}"
-        table.add_row(step["name"], str(step["input"]), str(step["kept"]), str(step["removed"]), seconds, reasons)
+        table.add_row(step["name"], str(step["input"]), str(step["kept"]), str(step["removed"]),
+                      str(step.get("trimmed", 0)), seconds, reasons)
     console.print(table)
     console.print(
         f"[bold]{report['input_records']}[/bold] records in -> [bold green]{report['kept']} kept[/bold green], "
         f"{report['removed']} removed ({report['seconds']:.1f} s){' [dim](finished earlier; unchanged)[/dim]' if report.get('resumed') else ''}"
     )
+    if "turns_in" in report:
+        console.print(
+            f"[bold]{report['turns_in']}[/bold] turns in -> {report['turns_kept']} kept, {report['turns_removed']} removed; "
+            f"{report.get('trimmed_records', 0)} conversations trimmed (cut before a failing exchange)"
+        )
     detection = report.get("detection")
     if detection:
         det = Table(title="detection vs labels")

@@ -24,8 +24,8 @@ FLAW_REASONS: dict[str, set[str]] = {
     "near_dup": {"near_duplicate"},
     "semantic_dup": {"semantic_duplicate"},
     # Empty responses are usually rejected by the loader already (reason empty_content).
-    "empty": {"empty_response", "too_short", "empty_content"},
-    "too_short": {"too_short", "empty_response", "empty_content"},
+    "empty": {"empty_response", "empty_turn", "too_short", "empty_content"},
+    "too_short": {"too_short", "empty_response", "empty_turn", "empty_content"},
     "too_long": {"too_long"},
     "truncated": {"truncated"},
     "boilerplate": {"boilerplate", "refusal"},

@@ -62,7 +62,13 @@ from curatune.data.formats import (
     resolve_field_map,
 )
 from curatune.errors import DataError
-from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS, Record, standard_json
+from curatune.records import (
+    LEDGER_COLUMNS,
+    LEDGER_DEFAULTS,
+    RECORD_COLUMNS,
+    Record,
+    standard_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -1036,6 +1042,7 @@ class FileLoader:
             "detail": f"{self.path}:{raw.position}: {message}",
             "duplicate_of": None,
             "cluster_id": None,
+            **LEDGER_DEFAULTS,
         }
 
 
@@ -1177,6 +1184,7 @@ class ParallelLoader:
             "detail": f"{position}: {_safe(exc.message)}",
             "duplicate_of": None,
             "cluster_id": None,
+            **LEDGER_DEFAULTS,
         }
 
 

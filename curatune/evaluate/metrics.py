@@ -122,6 +122,10 @@ class MetricTable:
     def relative(self, delta: float, base: float) -> float | None:
         return delta / abs(base) if base else None
 
+    def scale(self, metric: str) -> float | None:
+        """Width of the metric's range (1 for 0-1 metrics, 100 for 0-100), None when unbounded."""
+        return self._metrics[metric].scale
+
     def points(self, metric: str, delta: float, base: float) -> float | None:
         """A gain or drop on a 0-100 scale (see the module docstring)."""
         scale = self._metrics[metric].scale

@@ -83,6 +83,7 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         "stages": manifest.get("stages") or {},
         "curate": None,
         "sweep": sweep_status(run),
+        "paired_draw": paired_draw_summary(run),
     }
     if run.curate_report.exists():
         report = _read_json_file(run.curate_report)
@@ -95,6 +96,15 @@ def run_summary(run: RunDir) -> dict[str, Any]:
             "audit": _audit(run),
         }
     return summary
+
+
+def paired_draw_summary(run: RunDir) -> dict[str, Any] | None:
+    """train/plan.json's paired draw (train.draw = paired): per seed and size, how many records
+    of the curated subset differ from the raw subset of the same size."""
+    if not run.plan.exists():
+        return None
+    plan = _read_json_file(run.plan)
+    return plan.get("paired_draw") if isinstance(plan, dict) else None
 
 
 def _audit(run: RunDir) -> dict[str, Any] | None:
@@ -273,8 +283,10 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         console.print(f"\n[bold red]analysis unavailable:[/bold red] {escape(report['analysis_error'])}", highlight=False)
         return
     _render_learning_forgetting(analysis, console)
+    _render_significance(analysis, console)
     _render_saturation(analysis, console)
     _render_early_vs_final(analysis, console)
+    _render_probe_correlations(analysis, console)
     for note in analysis.get("warnings", []):
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     console.print(f"[dim]analysis from eval/analysis.json, generated {analysis.get('generated')}[/dim]")
@@ -313,6 +325,12 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
             grid.add_row("", f"... and {len(sweep['failed']) - 5} more failed cells")
     else:
         grid.add_row("sweep", "[dim]not run[/dim]")
+    paired = summary.get("paired_draw")
+    if paired:
+        for seed, sizes in paired["differing_records"].items():
+            counts = ", ".join(f"n{size}: {n}" for size, n in sizes.items())
+            grid.add_row("paired draw" if seed == next(iter(paired["differing_records"])) else "",
+                         f"seed {seed}: records differing from the raw subset of the same size: {counts}")
     console.print(grid)
 
 
@@ -425,7 +443,7 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
         ], [
             Text(_signed(gain), style="" if gain is None or is_base else ("green" if gain > 0 else "red")),
             _signed(point["general_drop"]),
-            "★" if point["on_frontier"] else "",
+            ("★" if point["on_frontier"] else "") + ("≈" if point.get("ordering_significant") is False else ""),
             *[_signed(point["forgetting"].get(s), 3) for s in roles["general"]],
         ], "bold" if point["on_frontier"] else None))
     _print_split_table(console, f"Learning vs forgetting (final, mean over seeds; gain on {task}, drops from base)",
@@ -434,7 +452,45 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
     forgetting = "the general drop" if axis == "general_drop" else f"the {axis} drop (no suite has a points scale)"
     console.print(
         "[dim]points: 0-100 scale (accuracy points, chrF points; % of base for perplexity-like metrics). "
-        f"★ = Pareto frontier of task gain vs {forgetting}: no other row learns more while forgetting less.[/dim]"
+        f"★ = Pareto frontier of task gain vs {forgetting}: no other row learns more while forgetting less; "
+        "≈ = its task gain over the next frontier point below is not significant (paired test).[/dim]"
+    )
+
+
+#: Markers of the significance labels in the report's table.
+SIGNIFICANCE_MARKS = {"significant gain": ("▲", "green"), "significant loss": ("▼", "red"),
+                      "no detectable change": ("·", ""), "cannot tell": ("?", "yellow"), "not tested": ("–", "dim")}
+
+
+def significance_cell(entry: dict[str, Any] | None) -> Text:
+    """'+1.23 [+0.4, +2.1] ▲' for one (cell, suite): the difference from the base model in the
+    metric's units, its interval and the label's marker."""
+    if not entry:
+        return Text("")
+    mark, style = SIGNIFICANCE_MARKS.get(entry.get("label"), ("?", "yellow"))
+    if entry.get("difference") is None:
+        return Text(mark, style=style)
+    return Text(f"{entry['difference']:+.3g} [{entry['ci_low']:+.2g}, {entry['ci_high']:+.2g}] {mark}", style=style)
+
+
+def _render_significance(analysis: dict[str, Any], console: Console) -> None:
+    rows_in = [r for r in analysis["learning_forgetting"] if r["stage"] == "final" and r.get("significance")]
+    if not rows_in:
+        return
+    roles = analysis["suites"]
+    suites = [s for s in roles["task"] + roles["general"] if any(s in r["significance"] for r in rows_in)]
+    keys = [("cell", "left")]
+    values = [(f"{s}\n{roles['primary_metrics'][s]} {'(task)' if s in roles['task'] else ''}".rstrip(), "right")
+              for s in suites]
+    rows = [([Text(r["cell"])], [significance_cell(r["significance"].get(s)) for s in suites], None) for r in rows_in]
+    summary = analysis.get("significance") or {}
+    _print_split_table(console, "Paired tests against the base model (final; difference in the metric's units [95% CI])",
+                       keys, values, rows)
+    console.print(
+        f"[dim]▲ significant gain, ▼ significant loss, · no detectable change, ? cannot tell (items differ or "
+        f"samples missing), – not tested; p-values adjusted over {summary.get('family_size', '?')} tests "
+        f"({summary.get('fdr', '?')}), significant = adjusted p < {summary.get('alpha', 0.05):g}. "
+        "Details per cell: `curatune compare RUN_DIR base CELL`.[/dim]"
     )
 
 
@@ -443,32 +499,46 @@ def _render_saturation(analysis: dict[str, Any], console: Console) -> None:
     if not rows:
         return
     table = Table(title="Saturation (fit over sizes, final checkpoint)", title_justify="left")
-    for name in ("method", "suite/metric", "model", "R²", "saturates at", "95% CI", "worse than base at", "note"):
-        table.add_column(name, justify="right" if name in ("R²", "saturates at") else "left")
+    for name in ("method", "suite/metric", "model", "R²", "saturation point (95% interval)", "worse than base at", "note"):
+        table.add_column(name, justify="right" if name == "R²" else "left")
     for row in rows:
-        point = row["saturation_point"]
-        if row["status"] == "insufficient sizes":
-            at = Text("insufficient sizes", style="yellow")
-        elif point is None:
-            at = Text("not reached" if row["model"] else "—", style="dim")
-        else:
-            at = Text(f"n≈{point}" + (" (extrap.)" if row["saturation_extrapolated"] else ""))
-        lo, hi = row["saturation_point_lo"], row["saturation_point_hi"]
-        ci = "" if row["bootstrap"] == "none" or (lo is None and hi is None) else f"{lo or '—'}–{hi or '>range'}"
         worse = row["worse_than_base_sizes"]
         confident = set(row["worse_than_base_confident"])
         worse_text = Text(", ".join(f"{n}{'*' if n in confident else ''}" for n in worse), style="red") if worse else Text("—", style="dim")
         table.add_row(
             Text(row["method"]), Text(f"{row['suite']}/{row['metric']}"), row["model"] or "—", _num(row["r2"]),
-            at, ci, worse_text, Text(row["note"] or ""),
+            saturation_cell(row), worse_text, Text(row["note"] or ""),
         )
     console.print()
     console.print(table)
+    # One line per metric: kl_divergence's epsilon differs by series (its scale is the largest value seen).
+    epsilons = {r["metric"]: r["epsilon_text"] for r in reversed(rows) if r.get("epsilon_text")}
+    threshold = ("; ".join(epsilons[m] for m in sorted(epsilons)) if epsilons
+                 else f"{analysis['config']['saturation_epsilon']:g} of the metric's scale")
     console.print(
-        "[dim]saturates at: smallest size from which doubling the data gains less than "
-        f"{analysis['config']['saturation_epsilon']:g} of the metric's scale; "
+        "[dim]saturation point: smallest size from which doubling the data gains less than epsilon "
+        f"({threshold}); numbers rounded to what the interval supports; "
         "* = worse than base with bootstrap confidence.[/dim]"
     )
+
+
+#: How each verdict is coloured in the terminal.
+VERDICT_STYLES = {"saturated": "green", "range": "", "beyond largest size": "yellow", "not reached": "dim",
+                  "not determined": "yellow"}
+
+
+def saturation_cell(row: dict[str, Any]) -> Text:
+    """The verdict in words; analysis.json from before verdicts existed shows point and interval."""
+    if row["status"] == "insufficient sizes":
+        return Text("insufficient sizes", style="yellow")
+    if row.get("saturation_text"):
+        return Text(row["saturation_text"], style=VERDICT_STYLES.get(row.get("saturation_verdict") or "", ""))
+    point = row["saturation_point"]
+    if point is None:
+        return Text("not reached" if row["model"] else "—", style="dim")
+    lo, hi = row["saturation_point_lo"], row["saturation_point_hi"]
+    ci = "" if row["bootstrap"] == "none" or (lo is None and hi is None) else f" ({lo or '—'}–{hi or '>range'})"
+    return Text(f"n≈{point}{ci}" + (" (extrap.)" if row["saturation_extrapolated"] else ""))
 
 
 def _render_early_vs_final(analysis: dict[str, Any], console: Console) -> None:
@@ -489,6 +559,23 @@ def _render_early_vs_final(analysis: dict[str, Any], console: Console) -> None:
         )
     console.print()
     console.print(table)
+
+
+def _render_probe_correlations(analysis: dict[str, Any], console: Console) -> None:
+    entries = analysis.get("probe_correlations") or []
+    if not entries:
+        return
+    table = Table(title="Do the KL probes predict the benchmark drops? (final cells)", title_justify="left")
+    for name in ("probe", "drop on", "cells", "Spearman ρ", "p", "note"):
+        table.add_column(name, justify="right" if name in ("cells", "Spearman ρ", "p") else "left")
+    for e in entries:
+        target = "mean drop (points)" if e["target"] == "general_drop" else f"{e['target']}/{e['target_metric']}"
+        table.add_row(Text(e["probe"]), Text(target), str(e["n_cells"]), _num(e["spearman"]), _num(e["p_value"]),
+                      Text(e["reason"] or ""))
+    console.print()
+    console.print(table)
+    console.print("[dim]ρ > 0: cells whose next-token distributions drift further from the base model's also "
+                  "lose more on the benchmark.[/dim]")
 
 
 def report_json(report: dict[str, Any]) -> str:

@@ -329,7 +329,7 @@ class RetentionProbe(Suite):
         path = self.reference_path
         if path.exists():
             return retention.RetentionReference.load(path)
-        prompts = retention.load_retention_prompts(self.spec.path)
+        prompts = self._heldout_prompts() if self.spec.prompts == "heldout" else retention.load_retention_prompts(self.spec.path)
         prompts = [prompts[i] for i in select_subset(len(prompts), self.spec.limit, self.ctx.evaluate.seed)]
         base_model, base_tokenizer = self.ctx.base_model()
         reference = retention.RetentionReference.build(
@@ -339,10 +339,29 @@ class RetentionProbe(Suite):
         reference.save(path)
         return reference
 
+    def _heldout_prompts(self) -> list[dict[str, str]]:
+        """The task's held-out prompts (what the model sees before the answer), one per record."""
+        path = self.ctx.run_dir.heldout
+        if not path.exists():
+            raise DataError(f"{path}: the held-out split is missing; suite {self.name!r} (prompts: heldout) "
+                            "needs it: run `curatune train` first")
+        records = frame_to_records(pd.read_parquet(path))
+        prompts = [{"id": r.id, "category": r.category or "", "prompt": r.prompt} for r in records if r.prompt.strip()]
+        if not prompts:
+            raise DataError(f"{path}: no held-out record has a prompt")
+        return prompts
+
     def fingerprint(self) -> dict[str, Any]:
         m = self.ctx.config.model
-        data = data_digest(self.spec.path) if self.spec.path else "packaged"
-        return {**super().fingerprint(), "base": m.base, "dtype": m.dtype, "prompts": data}
+        if self.spec.prompts == "heldout":
+            data = data_digest(str(self.ctx.run_dir.heldout))
+        else:
+            data = data_digest(self.spec.path) if self.spec.path else "packaged"
+        parts = {**super().fingerprint(), "base": m.base, "dtype": m.dtype, "prompts": data}
+        if self.spec.prompts == "general":
+            # Runs scored before the `prompts` key existed keep their fingerprint (and their scores).
+            parts["suite"].pop("prompts", None)
+        return parts
 
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
         result = retention.retention_scores(

@@ -113,6 +113,16 @@ class TrainConfig(BaseModel):
         description="Train on the curated records (curate/kept.parquet) or on the raw sources "
         "(to measure what curation buys).",
     )
+    draw: Literal["independent", "paired"] = Field(
+        default="independent",
+        description="How a curated run orders its records. independent: a seeded order over the curated "
+        "pool. paired: one seeded order over the raw sources' records (data.sources, held-out removed); the "
+        "curated subset of size n is the first n kept records in that order, which is exactly what a run "
+        "with train.data = raw trains on minus what curation removed (and what replaced it), so a curated "
+        "run and a raw run differ only by curation. Both runs need the same held-out split (data.eval_sources, "
+        "or copy train/heldout.parquet into the raw run before training). No effect with train.data = raw, "
+        "whose order is the raw order already.",
+    )
     sizes: list[int] = Field(
         default=[100, 200, 400, 800],
         description="Nested subset sizes (number of training records). A size larger than the "

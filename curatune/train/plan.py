@@ -59,6 +59,16 @@ def load_training_records(config: ExperimentConfig, run_dir: RunDir) -> list[Rec
     return frame_to_records(read_run_parquet(run_dir.kept))
 
 
+def paired_raw_pool(config: ExperimentConfig, heldout: list[Record]) -> list[Record]:
+    """The raw pool a ``train.data = raw`` run with the same held-out split draws from: the raw
+    sources' records minus the held-out ones (by id)."""
+    if not config.data.sources:
+        raise ConfigError("train.draw = paired orders the curated records like the raw sources, but "
+                          "data.sources is empty: list the raw training files")
+    held = {r.id for r in heldout}
+    return [r for r in load_sources(config.data.sources).records if r.id not in held]
+
+
 def load_eval_records(config: ExperimentConfig) -> list[Record] | None:
     if not config.data.eval_sources:
         return None
@@ -92,7 +102,15 @@ def plan_sweep(config: ExperimentConfig, run_dir: RunDir) -> SweepPlan:
     if not split.pool:
         raise DataError("nothing left to train on after removing the held-out records")
 
-    subsets = SubsetPlan.build(split.pool, config.train.seeds, config.train.sizes, config.train.stratify)
+    raw_pool = None
+    if config.train.draw == "paired" and config.train.data == "curated":
+        raw_pool = paired_raw_pool(config, split.heldout)
+    subsets = SubsetPlan.build(split.pool, config.train.seeds, config.train.sizes, config.train.stratify, raw_pool)
+    if subsets.paired is not None and subsets.paired.not_in_raw:
+        notes.append(
+            f"paired draw: {subsets.paired.not_in_raw} curated records match no raw record by id (curation "
+            "changed their text); they come after the raw order, so they count as differing records"
+        )
     if not subsets.sizes:  # nothing would train: an error, not a sweep of "0/0 cells" that exits 0
         raise ConfigError(
             f"train.sizes {subsets.oversized}: every size exceeds the training pool of {len(split.pool)} "
@@ -124,6 +142,8 @@ def plan_sweep(config: ExperimentConfig, run_dir: RunDir) -> SweepPlan:
         "heldout_size": len(split.heldout),
         "oversized": subsets.oversized,
         "data": config.train.data,
+        "draw": config.train.draw if config.train.data == "curated" else "raw order",
+        "paired_draw": subsets.paired.summary(subsets.sizes) if subsets.paired is not None else None,
         "categories_pool": category_counts(split.pool),
         "categories_heldout": category_counts(split.heldout),
         "notes": notes,

@@ -51,6 +51,16 @@ def data_counts(run: RunData) -> None:
     cols[4].metric("Largest subset", _fmt(largest) if largest else "—")
     if report is None:
         ui.missing_note(run, run.dir.curate_report, "Curation counts", "the curate stage")
+    paired = plan.get("paired_draw")
+    if paired:
+        st.caption(
+            "Paired draw (train.draw = paired): each curated subset is the raw subset of the same size "
+            "(what a train.data = raw run with this held-out split trains on) without the records curation "
+            "removed, topped up with the next kept records. Records that differ between the two, per size:"
+        )
+        rows = [{"seed": seed, "size": int(size), "records differing from the raw subset": n}
+                for seed, sizes in paired["differing_records"].items() for size, n in sizes.items()]
+        st.dataframe(pd.DataFrame(rows).astype(str), hide_index=True)
 
 
 def _fmt(value) -> str:

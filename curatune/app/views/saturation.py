@@ -64,7 +64,8 @@ def fit_table(run: RunData, suite: str, metric: str) -> None:
         "method": fits["method"],
         "curve": [f if isinstance(f, str) and f else (m or "") for f, m in zip(fits["formula"], fits["model"])],
         "R²": pd.to_numeric(fits["r2"], errors="coerce"),
-        "saturation point": [_point_text(r) for r in fits.to_dict("records")],
+        "saturation point (95% interval)": [_point_text(r) for r in fits.to_dict("records")],
+        "epsilon": fits["epsilon_text"].fillna(""),
         "sizes worse than base": fits["worse_than_base_sizes"].map(lambda v: ", ".join(map(str, _as_list(v)))),
         "status": fits["status"].fillna(""),
         "note": fits["note"].fillna(""),
@@ -81,6 +82,11 @@ def fit_table(run: RunData, suite: str, metric: str) -> None:
 
 
 def _point_text(row: dict) -> str:
+    """The analysis's verdict in words (rounded to what its interval supports); analysis.json
+    written before verdicts existed shows the point and its interval."""
+    text = row.get("saturation_text")
+    if isinstance(text, str) and text:
+        return text
     point = row.get("saturation_point")
     if point is None or (isinstance(point, float) and np.isnan(point)):
         return "not reached" if row.get("status") in ("ok", None) else "—"
@@ -143,8 +149,9 @@ def render() -> None:
         "Saturation",
         "How the score grows with the number of training examples. Lines are the mean over seeds, the shaded "
         "band spans the seeds, dashed lines are the fitted curves, a ★ marks the saturation point (where "
-        "doubling the data is predicted to add less than the configured epsilon), and the grey line is the "
-        "base model before fine-tuning.",
+        "doubling the data is predicted to add less than the configured epsilon; hollow when it lies beyond "
+        "the largest trained size; no star when the data cannot place it), and the grey line is the base "
+        "model before fine-tuning. The table says what the bootstrap interval allows one to conclude.",
     )
     run = ui.require_run()
     scores = run.scores()

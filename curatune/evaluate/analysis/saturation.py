@@ -1,131 +1,32 @@
-"""Saturation curves: a plateau model fitted to each method's learning curve, the size where
-the curve comes within epsilon of its plateau, and bootstrap bands around both."""
+"""Saturation curves: a plateau model fitted to each method's learning curve, the size from
+which doubling the data gains less than epsilon, bootstrap bands around both (each replicate
+choosing its own curve family), and a verdict on what the interval allows one to conclude."""
 from __future__ import annotations
 
-import math
-import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import f as f_distribution
 
 from curatune.evaluate.analysis.config import AnalysisConfig
+from curatune.evaluate.analysis.curves import (
+    CURVE_MODELS,
+    CurveFit,
+    fit_curve,
+    fit_replicates,
+)
 from curatune.evaluate.analysis.inputs import SampleStore, ScoreIndex, SuiteRoles
+from curatune.evaluate.analysis.verdict import decide
 from curatune.evaluate.metrics import MetricTable
 
+__all__ = ["CURVE_COLUMNS", "CURVE_MODELS", "CurveFit", "SaturationAnalysis", "fit_curve", "saturation_points"]
+
 CURVE_COLUMNS = ["method", "suite", "metric", "size", "fit", "lo", "hi", "model", "observed"]
-
-
-@dataclass(frozen=True)
-class CurveModel:
-    """A saturating curve y = a - b * basis(x, c), x = size / smallest size.
-
-    For a fixed shape ``c`` the curve is linear in (a, b), so the fit profiles c over a
-    fine log-spaced grid with a closed-form weighted least squares for (a, b) at each
-    value (global in c, so no local optimum to fall into, and vectorized over bootstrap
-    replicates), then polishes the best point with ``scipy.optimize.curve_fit``.
-    """
-
-    name: str
-    formula: str
-
-    def basis(self, x: np.ndarray, c: np.ndarray | float) -> np.ndarray:
-        if self.name == "power_law":
-            return np.power(x, -np.asarray(c)[..., None]) if np.ndim(c) else np.power(x, -c)
-        return np.exp(-x / np.asarray(c)[..., None]) if np.ndim(c) else np.exp(-x / c)
-
-    def function(self, x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-        return a - b * self.basis(x, c)
-
-    def c_bounds(self, x_max: float) -> tuple[float, float]:
-        # power law: exponents from almost-flat-in-log (1e-3) to very fast (5);
-        # exponential: scales from a tenth of the smallest size to 50x the largest.
-        return (1e-3, 5.0) if self.name == "power_law" else (0.1, 50.0 * x_max)
-
-    def c_grid(self, x_max: float, points: int = 400) -> np.ndarray:
-        return np.geomspace(*self.c_bounds(x_max), points)
-
-    def to_sizes(self, params: np.ndarray, n0: float) -> dict[str, float]:
-        """Parameters of the same curve written in sizes n rather than x = n / n0."""
-        a, b, c = (float(p) for p in params)
-        if self.name == "power_law":
-            return {"a": a, "b": b * n0**c, "c": c}
-        return {"a": a, "b": b, "c": c * n0}
-
-
-CURVE_MODELS = (
-    CurveModel("power_law", "y = a - b * n^(-c)"),
-    CurveModel("exponential", "y = a - b * exp(-n / c)"),
-)
-
-
-def profile_fit(model: CurveModel, x: np.ndarray, Y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best (a, b, c) and weighted SSE for each row of ``Y`` (replicates x sizes)."""
-    grid = model.c_grid(float(x.max()))
-    sw = np.sqrt(weights)
-    basis = model.basis(x, grid)  # (C, m)
-    design = np.stack([np.ones_like(basis), -basis], axis=2) * sw[None, :, None]  # (C, m, 2)
-    Yw = Y * sw  # (R, m)
-    coef = np.linalg.pinv(design) @ Yw.T[None]  # (C, 2, R)
-    resid = Yw[None] - np.swapaxes(design @ coef, 1, 2)  # (C, R, m)
-    sse = np.sum(resid**2, axis=2)  # (C, R)
-    best = np.argmin(sse, axis=0)  # (R,)
-    rows = np.arange(Y.shape[0])
-    params = np.stack([coef[best, 0, rows], coef[best, 1, rows], grid[best]], axis=1)
-    return params, sse[best, rows]
-
-
-@dataclass
-class CurveFit:
-    model: CurveModel
-    params: np.ndarray  # (a, b, c) in x = n / n0 units
-    n0: float
-    sse: float
-    r2: float | None
-
-    def predict(self, sizes: np.ndarray) -> np.ndarray:
-        return self.model.function(np.asarray(sizes, dtype=float) / self.n0, *self.params)
-
-
-def fit_curve(sizes: np.ndarray, means: np.ndarray, weights: np.ndarray | None = None) -> CurveFit | None:
-    """Weighted least-squares fit of both saturating curves to per-size means; the one with
-    the lower squared error wins (both have 3 parameters, so this is also the AIC choice).
-    None when no fit gives finite predictions."""
-    from scipy.optimize import OptimizeWarning, curve_fit
-
-    sizes = np.asarray(sizes, dtype=float)
-    means = np.asarray(means, dtype=float)
-    weights = np.ones_like(means) if weights is None else np.asarray(weights, dtype=float)
-    n0 = float(sizes.min())
-    x = sizes / n0
-    best: CurveFit | None = None
-    for model in CURVE_MODELS:
-        params, sse = profile_fit(model, x, means[None, :], weights)
-        params, sse = params[0], float(sse[0])
-        low, high = model.c_bounds(float(x.max()))
-        try:  # polish the grid optimum; keep it only if it is better
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OptimizeWarning)
-                warnings.simplefilter("ignore", RuntimeWarning)
-                polished, _ = curve_fit(
-                    model.function, x, means, p0=params, sigma=1.0 / np.sqrt(weights),
-                    bounds=([-np.inf, -np.inf, low], [np.inf, np.inf, high]), maxfev=2000,
-                )
-            polished_sse = float(np.sum(weights * (model.function(x, *polished) - means) ** 2))
-            if np.isfinite(polished_sse) and polished_sse <= sse:
-                params, sse = polished, polished_sse
-        except (RuntimeError, ValueError, FloatingPointError):
-            pass
-        predicted = model.function(x, *params)
-        if not np.all(np.isfinite(predicted)):
-            continue
-        if best is None or sse < best.sse:
-            plain_sse = float(np.sum((predicted - means) ** 2))
-            sst = float(np.sum((means - means.mean()) ** 2))
-            best = CurveFit(model, np.asarray(params, dtype=float), n0, sse, 1.0 - plain_sse / sst if sst > 0 else None)
-    return best
+#: Points of the log-spaced saturation search grid: steps of 0.14 % from 100 to 8 x 3,200.
+FINE_GRID = 4000
 
 
 def saturation_points(
@@ -146,14 +47,41 @@ def saturation_points(
         if not row.any():
             out[r] = smallest
         elif not row[-1]:
-            out[r] = grid[int(np.flatnonzero(row)[-1]) + 1]
+            # The crossing lies between the last unsaturated grid point and the next one.
+            last = int(np.flatnonzero(row)[-1])
+            out[r] = np.sqrt(grid[last] * grid[last + 1])
     return out
 
 
-def saturation_point(fit: CurveFit, smallest: float, largest: float, epsilon: float) -> float | None:
-    """:func:`saturation_points` of one fitted curve; None when not reached."""
-    point = saturation_points(lambda n: fit.predict(n)[None, :], smallest, largest, epsilon)[0]
-    return None if np.isnan(point) else float(point)
+#: Metrics on a 0-1 scale whose hundredths readers know as "points".
+POINT_METRICS = {"acc": "accuracy", "acc_norm": "accuracy", "exact_match": "exact-match", "field_f1": "field F1",
+                 "json_valid": "valid-JSON"}
+
+
+def saturation_epsilon(table: MetricTable, config: AnalysisConfig, metric: str, base: float | None,
+                       observed: np.ndarray) -> tuple[float, str]:
+    """epsilon in the metric's own units, and the same in words.
+
+    ``saturation_epsilons`` gives it per metric in the metric's units; otherwise it is
+    ``saturation_epsilon`` x the metric's scale. Only for 0-100 metrics and 0-1 metrics
+    read as percentages is that a "point"; for comet_like (a cosine) it is a cosine step,
+    and for unbounded metrics a share of the base value."""
+    scale = table.scale(metric)
+    if metric in config.saturation_epsilons:
+        epsilon = float(config.saturation_epsilons[metric])
+    else:
+        epsilon = config.saturation_epsilon * table.epsilon_scale(metric, base, observed)
+    if scale == 100.0:
+        text = f"{epsilon:g} {metric} point{'s' if epsilon != 1 else ''}"
+    elif scale == 1.0 and metric in POINT_METRICS:
+        text = f"{epsilon:g} {metric} ({100 * epsilon:g} {POINT_METRICS[metric]} point{'s' if epsilon != 0.01 else ''})"
+    elif scale is not None:
+        text = f"{epsilon:g} {metric} (a {epsilon / scale:.0%} step of its 0-{scale:g} range; not comparable to chrF points)"
+    elif base is not None and np.isfinite(base) and base != 0:
+        text = f"{epsilon:.3g} {metric} ({100 * epsilon / abs(base):.3g}% of the base model's {abs(base):.3g})"
+    else:
+        text = f"{epsilon:.3g} {metric}"
+    return epsilon, text + " per doubling"
 
 
 @dataclass
@@ -177,6 +105,11 @@ class Series:
     def counts(self) -> np.ndarray:
         return np.array([len(self.cells[s]) for s in sorted(self.cells)], dtype=float)
 
+    def pure_error(self) -> float:
+        """Sum of squared deviations of the seeds from their size mean (0 with one seed)."""
+        return float(sum(np.sum((v - v.mean()) ** 2) for v in
+                         (np.array([self.values[c] for c in self.cells[s]]) for s in self.cells)))
+
 
 class Bootstrap:
     """Replicates of per-size means: seeds resampled within each size and, when per-example
@@ -185,6 +118,10 @@ class Bootstrap:
 
     Corpus-level metrics (BLEU, chrF, TER) are not means of their per-example values, so an
     item replicate shifts the corpus score by the change of the per-example mean.
+
+    Resampling k seeds with replacement shrinks the variance of their mean by (k - 1) / k
+    (a third with 3 seeds), so the seeds' deviations from their size mean are widened by
+    sqrt(k / (k - 1)) before they are drawn.
     """
 
     def __init__(self, samples: SampleStore, n: int, seed: int, base_cell: str):
@@ -208,7 +145,10 @@ class Bootstrap:
         columns = []
         for size in sorted(series.cells):
             members = series.cells[size]
-            per_cell = np.array([series.values[c] for c in members])[None, :].repeat(self.n, axis=0)
+            values = np.array([series.values[c] for c in members])
+            if len(members) > 1:
+                values = values.mean() + (values - values.mean()) * np.sqrt(len(members) / (len(members) - 1))
+            per_cell = values[None, :].repeat(self.n, axis=0)
             if item_shift is not None:
                 per_cell = per_cell + np.stack([item_shift[c] for c in members], axis=1)
             draw = rng.integers(0, len(members), size=(self.n, len(members)))
@@ -217,6 +157,40 @@ class Bootstrap:
         if series.base is not None:
             base = np.full(self.n, series.base) + (base_shift if base_shift is not None else 0.0)
         return np.stack(columns, axis=1), base, how
+
+    def with_lack_of_fit(self, series: Series, replicates: np.ndarray, fit: CurveFit,
+                         resampled: str) -> tuple[np.ndarray, str]:
+        """Replicates that also carry what the fitted curve leaves unexplained.
+
+        The means scatter around the fitted curve by their residuals. The part of that scatter
+        the seeds and items already explain (the replicates' own variance) is noise; the rest
+        is lack of fit: the curve family may be wrong. That excess is added to every
+        replicate as residuals drawn with replacement (rescaled by sqrt(m / (m - p)) for the
+        fitted parameters, and to the excess variance), so a curve that fits its means worse
+        than the noise allows gets a wider interval. Without seeds or items the replicates
+        are the fitted curve plus drawn residuals: the plain residual bootstrap.
+        """
+        sizes, means = series.sizes, series.means()
+        residuals = means - fit.predict(sizes)
+        dof = len(sizes) - fit.model.n_params
+        scatter = float(np.mean(residuals**2)) * len(sizes) / dof
+        noise = float(np.mean(np.var(replicates, axis=0))) if len(replicates) else 0.0
+        # Lack of fit only when the scatter is larger than noise would make it 19 times in
+        # 20 (an F test against the seeds' spread, or the items' when there is one seed):
+        # adding it to every well-fitting curve would widen intervals past their level.
+        noise_dof = int(series.counts().sum()) - len(sizes) if "seeds" in resampled else 1000
+        if noise > 0 and scatter <= noise * f_distribution.ppf(0.95, dof, max(noise_dof, 1)):
+            return replicates, resampled
+        excess = scatter - noise
+        if excess <= 1e-12 * max(scatter, 1e-300):
+            return replicates, resampled
+        rng = self._rng("residuals", series.method, series.suite, series.metric)
+        centred = residuals - residuals.mean()
+        draws = centred[rng.integers(0, len(sizes), size=(self.n, len(sizes)))]
+        draws *= np.sqrt(excess / max(float(np.mean(centred**2)), 1e-300))
+        if len(replicates):
+            return replicates + draws, resampled + "+residuals"
+        return fit.predict(sizes)[None, :] + draws, "residuals"
 
     def _item_shifts(self, series: Series, cells: list[str]) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
         if self.n == 0:
@@ -305,10 +279,15 @@ class SaturationAnalysis:
             "params": None,
             "r2": None,
             "epsilon": None,
+            "epsilon_text": None,
             "saturation_point": None,
             "saturation_point_lo": None,
             "saturation_point_hi": None,
+            "saturation_point_fit": None,
+            "saturation_verdict": None,
+            "saturation_text": None,
             "saturation_extrapolated": None,
+            "model_shares": None,
             "worse_than_base_sizes": [],
             "worse_than_base_confident": [],
             "bootstrap": resampled,
@@ -325,46 +304,58 @@ class SaturationAnalysis:
             row["status"] = "insufficient sizes"
             row["note"] = f"{len(sizes)} size(s) trained; a saturating curve needs at least 3"
             return row, None
-        fit = fit_curve(sizes, means, counts)
+        pure_error, n_cells = series.pure_error(), int(counts.sum())
+        fit = fit_curve(sizes, means, counts, pure_error, n_cells)
         if fit is None:
             row["status"] = "fit failed"
-            row["note"] = "neither a power law nor an exponential gave a finite fit"
+            row["note"] = "no curve family gave a finite fit"
             return row, None
         smallest, largest = float(sizes.min()), float(sizes.max()) * cfg.saturation_search_factor
-        epsilon = cfg.saturation_epsilon * table.epsilon_scale(series.metric, series.base, means)
-        point = saturation_point(fit, smallest, largest, epsilon)
+        epsilon, epsilon_text = saturation_epsilon(table, cfg, series.metric, series.base, means)
+        point = saturation_points(lambda n: fit.predict(n)[None, :], smallest, largest, epsilon, FINE_GRID)[0]
+        point = None if np.isnan(point) else float(point)
         row.update(
             model=fit.model.name,
             formula=fit.model.formula,
             params=fit.model.to_sizes(fit.params, fit.n0),
             r2=fit.r2,
             epsilon=epsilon,
-            saturation_point=None if point is None else int(math.ceil(point)),
+            epsilon_text=epsilon_text,
+            saturation_point_fit=point,
             saturation_extrapolated=None if point is None else bool(point > sizes.max()),
         )
         if len(sizes) == 3:
             row["status"] = "interpolated"
             row["note"] = "3 sizes for 3 parameters: the curve passes through every mean, so R² says nothing"
-        elif point is None:
-            row["note"] = f"not saturated within {cfg.saturation_search_factor:g}x the largest size"
         grid = np.unique(np.concatenate([np.geomspace(sizes.min(), sizes.max(), cfg.curve_points), sizes]))
         lo = hi = np.full(len(grid), np.nan)
+        p_lo = p_hi = None
+        if cfg.n_bootstrap and len(sizes) > fit.model.n_params:
+            replicates, resampled = self.bootstrap.with_lack_of_fit(series, replicates, fit, resampled)
+            row["bootstrap"] = resampled
         if len(replicates):
-            # The bootstrap refits the chosen model to every replicate at once.
-            params, _ = profile_fit(fit.model, sizes / fit.n0, replicates, counts)
-
-            def predict(n: np.ndarray) -> np.ndarray:
-                return params[:, :1] - params[:, 1:2] * fit.model.basis(n / fit.n0, params[:, 2])
-
-            curves = predict(grid)
+            # Every replicate refits every family and keeps the one its own AICc prefers, so
+            # the interval includes the uncertainty of which family describes the curve.
+            fits = fit_replicates(sizes, replicates, counts, pure_error, n_cells)
+            curves = fits.predict(grid)
             lo, hi = np.quantile(curves, alpha, axis=0), np.quantile(curves, 1 - alpha, axis=0)
             # Not-reached replicates count as infinitely large; "inverted_cdf" picks observed
             # order statistics so no interpolation meets an infinity.
-            points = np.nan_to_num(saturation_points(predict, smallest, largest, epsilon), nan=np.inf)
-            p_lo = np.quantile(points, alpha, method="inverted_cdf")
-            p_hi = np.quantile(points, 1 - alpha, method="inverted_cdf")
-            row["saturation_point_lo"] = int(math.ceil(p_lo)) if np.isfinite(p_lo) else None
-            row["saturation_point_hi"] = int(math.ceil(p_hi)) if np.isfinite(p_hi) else None
+            points = np.nan_to_num(saturation_points(fits.predict, smallest, largest, epsilon, FINE_GRID), nan=np.inf)
+            p_lo = float(np.quantile(points, alpha, method="inverted_cdf"))
+            p_hi = float(np.quantile(points, 1 - alpha, method="inverted_cdf"))
+            if point is not None:  # the interval holds its own point even when replicates barely vary
+                p_lo, p_hi = min(p_lo, point), max(p_hi, point)
+            row["model_shares"] = fits.shares()
+        verdict = decide(point, p_lo, p_hi, smallest=smallest, largest_trained=float(sizes.max()),
+                         search_limit=largest, has_interval=p_lo is not None)
+        row.update(
+            saturation_point=verdict.point,
+            saturation_point_lo=verdict.lo,
+            saturation_point_hi=verdict.hi,
+            saturation_verdict=verdict.verdict,
+            saturation_text=verdict.text,
+        )
         curve = pd.DataFrame(
             {
                 "method": series.method,
