@@ -230,8 +230,10 @@ def evaluation_section(facts: RunFacts, cell: str, stage: str) -> list[str]:
         for suite, drop in row["forgetting"].items():
             metric = (row.get("forgetting_metric") or {}).get(suite, "")
             frows.append([suite, metric, _number(drop), _interval(significance.get(suite))])
-        lines += ["Forgetting: drop on each general suite vs the base model (positive = worse than base).", ""]
-        lines += _table(["suite", "metric", "drop vs base", "interval of the difference"], frows) + [""]
+        lines += ["Forgetting: drop on each general suite vs the base model (positive = worse than base), and "
+                  "the paired test's interval of the difference this model minus base (its sign is the "
+                  "opposite of the drop's for a metric where higher is better).", ""]
+        lines += _table(["suite", "metric", "drop vs base", "interval of (this model - base)"], frows) + [""]
     elif facts.analysis is not None:
         lines += ["Forgetting: no general suite was scored for these weights.", ""]
     return lines

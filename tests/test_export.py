@@ -126,7 +126,8 @@ def test_model_card_carries_the_runs_numbers(finished_run, tmp_path):
     analysis = read_json(run_dir.analysis)
     row = next(r for r in analysis["learning_forgetting"] if r["cell"] == "lora-n4-s0" and r["stage"] == "final")
     assert "mc" in row["forgetting"]
-    expected = "no interval" if not (row.get("significance") or {}).get("mc", {}).get("ci_low") else "["
+    entry = (row.get("significance") or {}).get("mc") or {}
+    expected = "no interval" if entry.get("ci_low") is None else f"[{float(entry['ci_low']) + 0.0:.4g}, "
     metric = row["forgetting_metric"]["mc"]
     assert f"| mc | {metric} | {float(row['forgetting']['mc']) + 0.0:.4g} | {expected}" in card
 
