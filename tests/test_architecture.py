@@ -29,6 +29,8 @@ LAZY_CURATUNE = {
     # The evaluation stage imports torch and transformers at load time; the CLI loads it on use.
     ("curatune.evaluate.command", "curatune.evaluate.runner"),
     ("curatune.run", "curatune.evaluate.runner"),
+    # Reading suite items for the power table goes through the same torch-bound scorers.
+    ("curatune.evaluate.significance_command", "curatune.evaluate.power"),
 }
 
 

@@ -29,6 +29,7 @@ from curatune.curate.minhash import (
 )
 from curatune.curate.parallel import effective_workers, parallel_map
 from curatune.curate.quality import heuristic_quality, truncation_reason
+from curatune.curate.static_embeddings import embed_static
 from curatune.curate.template_text import TemplateStripper, numbers
 from curatune.curate.text import jaccard, normalize, shingle_set
 from curatune.models import pick_device
@@ -339,8 +340,6 @@ class SemanticDedup(Step):
         both = views.responses is not None
         texts = views.prompts + (views.responses or [])
         if cfg.embedding == "static":
-            from curatune.curate.static_embeddings import embed_static
-
             vectors = embed_static(texts, context, dims=cfg.static_dims, max_seq_length=cfg.max_seq_length)
         else:
             vectors = embed_texts(texts, context, max_seq_length=cfg.max_seq_length, batch_size=cfg.batch_size,

@@ -27,20 +27,24 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from model2vec import StaticModel
 
 from curatune.curate.base import CurateContext
 from curatune.errors import ModelError
+from curatune.models import resolve_embedder_path
 from curatune.rundir import atomic_write_json
+
+if TYPE_CHECKING:
+    from model2vec import StaticModel
 
 #: Files of a model folder whose change means the table must be distilled again.
 _SOURCE_FILE_PATTERNS = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json")
 #: Written last into a table folder: a folder without it is not a finished table.
 SETTINGS_FILE = "distillation.json"
 
-_loaded: dict[Path, StaticModel] = {}
+_loaded: dict[Path, "StaticModel"] = {}
 _load_lock = threading.Lock()
 
 
@@ -123,12 +127,14 @@ class StaticTableCache:
 
 def load_static_model(context: CurateContext, settings: DistillSettings) -> StaticModel:
     """The static model distilled from ``context.embedder`` (loaded once per process)."""
-    from curatune.models import resolve_embedder_path
-
     source = Path(resolve_embedder_path(context.embedder))
     folder = StaticTableCache(context.resolved_cache_dir()).folder(source, settings)
     with _load_lock:
         if folder not in _loaded:
+            from model2vec import (
+                StaticModel,  # imports torch: loaded only when the static embedder runs
+            )
+
             _loaded[folder] = StaticModel.from_pretrained(folder, normalize=True)
         return _loaded[folder]
 

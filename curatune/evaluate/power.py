@@ -39,15 +39,12 @@ from curatune.errors import CuratuneError
 from curatune.evaluate import perplexity
 from curatune.evaluate.analysis.comparisons import SampleItems, Unavailable
 from curatune.evaluate.analysis.inputs import load_scores
+from curatune.evaluate.analysis.significance import DEFAULT_DISCORDANCE
 from curatune.evaluate.metrics import PRIMARY_PREFERENCE
 from curatune.evaluate.multiple_choice import load_mc_items
 from curatune.evaluate.retention import load_retention_prompts
 from curatune.rundir import BASE, RunDir
 
-#: Discordance assumed before any run: 15% of items answered differently by the base model and a
-#: fine-tuned one. Small fine-tunes of one model usually flip fewer items; a lower psi makes
-#: small changes easier to detect, so this default errs on the side of asking for more items.
-DEFAULT_DISCORDANCE = 0.15
 ACCURACY_METRICS = ("acc_norm", "acc", "exact_match")
 
 

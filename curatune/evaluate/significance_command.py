@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from curatune.config import load_config
+from curatune.evaluate.analysis.significance import DEFAULT_DISCORDANCE
 from curatune.evaluate.compare import compare_run_cells, render_comparison
-from curatune.evaluate.power import DEFAULT_DISCORDANCE, power_table, sweep_size
 from curatune.rundir import RunDir
 
 
@@ -58,6 +58,10 @@ def plan(
     """Before spending the compute: per evaluation suite, the smallest change a paired test can
     detect at its item count (MDE), and the items a change of --drop needs; with the sweep's cell
     count. Uses the run directory's per-item results when the run was already evaluated."""
+    # Imported here: reading the suites' items goes through the log-likelihood scorers, which load
+    # torch (seconds) at import; `curatune --help` and the other commands should not pay for it.
+    from curatune.evaluate.power import power_table, sweep_size
+
     cfg = load_config(config, set_)
     run = RunDir(cfg.run_dir)
     rows = power_table(cfg, run if run.scores.exists() else None, drop=drop, alpha=alpha, power=power,

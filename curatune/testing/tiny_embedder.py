@@ -21,7 +21,15 @@ _CORPUS = [
 def build_tiny_embedder(out_dir: str | Path, *, vocab_size: int = 300, hidden_size: int = 32, seed: int = 0) -> Path:
     """Write a tiny uncased BERT encoder + tokenizer to ``out_dir`` (safetensors) and return it."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     out_dir = Path(out_dir)

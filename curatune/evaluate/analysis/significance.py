@@ -63,6 +63,12 @@ LABELS = (SIGNIFICANT_GAIN, SIGNIFICANT_LOSS, NO_CHANGE, CANNOT_TELL, NOT_TESTED
 FdrMethod = Literal["fdr_bh", "holm"]
 
 
+#: Discordance assumed before any run: 15% of items answered differently by the base model and a
+#: fine-tuned one. Small fine-tunes of one model usually flip fewer items; a lower psi makes
+#: small changes easier to detect, so this default errs on the side of asking for more items.
+DEFAULT_DISCORDANCE = 0.15
+
+
 @dataclass
 class PairedResult:
     """One paired comparison of system b against system a on the same items."""
