@@ -137,7 +137,7 @@ def score(sample: pd.DataFrame, kept: pd.DataFrame, labels_path: Path) -> dict:
         verdicts = [labels.get((rid, reason), {}).get("verdict") for rid in rows["id"]]
         rules[reason] = _tally(verdicts, actions=dict(rows["action"].value_counts()))
     kept_verdicts = [labels.get((rid, "kept"), {}).get("verdict") for rid in kept["id"]]
-    return {"rules": rules, "kept": _tally(kept_verdicts)}
+    return {"rules": rules, "kept_sample": _tally(kept_verdicts)}
 
 
 def _tally(verdicts: list, actions: dict | None = None) -> dict:
@@ -203,9 +203,11 @@ def write_results(source: str, summary: dict) -> None:
              "Precision = labelled right / labelled, with a Wilson 95% interval.", ""]
     for name, s in results.items():
         lines += [f"## {name}: `{s['source']}`", ""]
-        lines.append(f"{s['input_records']} records in, {s['kept']} kept, {s['removed']} dropped, "
-                     f"{s.get('trimmed_records')} trims; turns {s.get('turns_in')} in, {s.get('turns_kept')} kept, "
-                     f"{s.get('turns_removed')} removed.")
+        load = next((st for st in s["steps"] if st["name"] == "load"), None)
+        lines.append(f"{s['input_records']} records in, {s['kept']} kept, {s['removed']} dropped "
+                     f"({load['removed'] if load else 0} of them rejected by the loader: no user or assistant turn, "
+                     f"empty conversation), {s.get('trimmed_records')} trims; turns (messages) {s.get('turns_in')} in, "
+                     f"{s.get('turns_kept')} kept, {s.get('turns_removed')} removed.")
         if s.get("timing"):
             t = s["timing"]
             lines.append(f"Default pipeline: {t['wall_seconds_including_load']} s wall (loading included), "
@@ -217,7 +219,7 @@ def write_results(source: str, summary: dict) -> None:
             interval = f"{r['wilson_low']:.2f}–{r['wilson_high']:.2f}" if "precision" in r else "—"
             lines.append(f"| {reason} | {counts.get('dropped', 0)} | {counts.get('trimmed', 0)} | {r['sampled']} | "
                          f"{r['right']}/{r['labelled']} | {r.get('precision', '—')} | {interval} |")
-        k = s["kept"]
+        k = s["kept_sample"]
         interval = f"{k['wilson_low']:.2f}–{k['wilson_high']:.2f}" if "precision" in k else "—"
         lines += ["", f"Kept sample: {k['right']}/{k['labelled']} clean ({k.get('precision', '—')}, Wilson {interval}).", ""]
     (RESULTS / "curate_chat_audit.md").write_text("\n".join(lines) + "\n")

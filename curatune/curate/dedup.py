@@ -84,13 +84,17 @@ def resolve_clusters(
     describe: Callable[[int, int], str],
 ) -> StepResult:
     """Keep one record per cluster label (by ``policy``); ledger the rest against it."""
-    rank = keep_order(records, policy)
+    sizes = np.bincount(labels) if len(labels) else np.zeros(0, dtype=np.int64)
+    # Only members of real clusters need a preference (the "best" policy reads every answer).
+    shared = np.flatnonzero(sizes[labels] > 1) if len(labels) else np.zeros(0, dtype=np.int64)
+    rank = np.zeros(len(records), dtype=np.int64)
+    if len(shared):
+        rank[shared] = keep_order([records[i] for i in shared], policy)
     # The kept member of each label: the member with the lowest rank.
     order = np.lexsort((rank, labels))
     first_of_label = np.ones(len(order), dtype=bool)
     first_of_label[1:] = labels[order][1:] != labels[order][:-1]
     keeper = {int(labels[i]): int(i) for i in order[first_of_label]}
-    sizes = np.bincount(labels) if len(labels) else np.zeros(0, dtype=np.int64)
     kept, removed = [], []
     clusters = 0
     for i, record in enumerate(records):

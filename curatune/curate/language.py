@@ -39,7 +39,7 @@ from curatune.curate.prose import letters, prose
 from curatune.records import Record
 
 # Language ID converges long before this; a sample keeps long conversations cheap.
-_SAMPLE_CHARS = 2000
+_SAMPLE_CHARS = 1500
 _MESSAGE_CHARS = 1500
 # Prose is extracted from this much of each message (a long message says its language early).
 _PROSE_CHARS = 4000
