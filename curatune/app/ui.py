@@ -119,13 +119,19 @@ def missing_note(run: RunData, path: Path, what: str, produced_by: str, *, conse
     )
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+# Characters that open Markdown markup inside a line (emphasis, code, links and images, HTML,
+# headings, tables, strike-through, LaTeX); "-" "+" "1." matter only at the start of a line.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~$])")
+_LIST_BULLET = re.compile(r"^(\s*)([-+])")
+_LIST_NUMBER = re.compile(r"^(\s*\d+)([.)])")
 
 
 def md(value: object) -> str:
     """Data (a reason, category, source, file path, run name) as literal text inside Markdown:
-    every Markdown character escaped, so that an image link in a record is shown, not fetched."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+    the characters that open markup are escaped, so that an image link in a record is shown,
+    not fetched."""
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+    return _LIST_NUMBER.sub(r"\1\\\2", _LIST_BULLET.sub(r"\1\\\2", text))
 
 
 def code(value: object) -> str:
