@@ -12,7 +12,12 @@ import pandas as pd
 from scipy.stats import f as f_distribution
 
 from curatune.evaluate.analysis.config import AnalysisConfig
-from curatune.evaluate.analysis.curves import CURVE_MODELS, CurveFit, fit_curve, fit_replicates
+from curatune.evaluate.analysis.curves import (
+    CURVE_MODELS,
+    CurveFit,
+    fit_curve,
+    fit_replicates,
+)
 from curatune.evaluate.analysis.inputs import SampleStore, ScoreIndex, SuiteRoles
 from curatune.evaluate.analysis.verdict import decide
 from curatune.evaluate.metrics import MetricTable
