@@ -14,10 +14,17 @@ from typing import Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from curatune import __version__
 from curatune.config import defaults_yaml, load_config
-from curatune.errors import CuratuneError
+from curatune.errors import (
+    ConfigError,
+    CuratuneError,
+    environment_error,
+    is_environment_error,
+)
+from curatune.preflight import config_problems
 from curatune.rundir import atomic_write_text
 
 app = typer.Typer(
@@ -35,10 +42,13 @@ err_console = Console(stderr=True, soft_wrap=True)
 # Modules that add subcommands, in the order they appear in --help.
 _COMMAND_MODULES = (
     "curatune.curate.command",
+    "curatune.curate.audit_command",
     "curatune.train.command",
     "curatune.evaluate.command",
     "curatune.run",
     "curatune.evaluate.report_command",
+    "curatune.evaluate.significance_command",
+    "curatune.export_command",
     "curatune.app.command",
     "curatune.data.demo_command",
     "curatune.models_command",
@@ -72,12 +82,16 @@ def config_check(
     set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=value (repeatable)."),
     show: bool = typer.Option(False, "--show", help="Print the resolved config."),
 ) -> None:
-    """Validate a config file and report every problem with its key."""
+    """Validate a config file and report every problem with its key: unknown or misspelt keys, bad
+    values, data and suite files that do not exist, models that cannot be found, nothing to curate."""
 
     cfg = load_config(config, set_)
     if show:
         typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False))
-    err_console.print(f"[green]{config}: valid[/green]")
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(f"{config}: valid YAML and keys, but it cannot run here:\n  " + "\n  ".join(problems))
+    err_console.print(f"[green]{config}: valid[/green] (files exist, models resolvable, data to curate)")
 
 
 @app.callback(invoke_without_command=True)
@@ -103,11 +117,22 @@ def _register_stage_commands() -> None:
 _register_stage_commands()
 
 
+def _print_error(exc: Exception) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+
+
 def main() -> None:
     try:
         app()
     except CuratuneError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        _print_error(exc)
+        sys.exit(2)
+    except OSError as exc:
+        # Reading or writing a path failed (permissions, a full disk, a file in the way): the
+        # environment, not a bug, so one sentence instead of a traceback, wherever it happened.
+        if not is_environment_error(exc):
+            raise
+        _print_error(environment_error(exc, action="read or write"))
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; finished work is saved, re-run the same command to resume")

@@ -7,6 +7,7 @@ renders the complete commented defaults for ``curatune config --defaults``.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import string
 import textwrap
@@ -28,6 +29,7 @@ from pydantic import (
 from curatune.curate.config import CurateConfig
 from curatune.errors import ConfigError
 from curatune.evaluate.config import EvaluateConfig
+from curatune.safe_yaml import YamlSyntaxError, load_user_yaml, read_user_yaml_file
 from curatune.train.config import TrainConfig
 
 FORMATS = ("auto", "alpaca", "dolly", "prompt_completion", "sharegpt", "openai", "gpteacher", "parallel")
@@ -203,11 +205,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not path.exists():
             raise ConfigError(f"{path}: config file not found")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            pos = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{path}:{pos}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+        raw = read_user_yaml_file(str(path), data) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
         _resolve_relative_paths(raw, path.parent)
@@ -233,11 +234,50 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
             shown = shown[:77] + "..."
         message = err["msg"]
         if err["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; `curatune config --defaults` lists every key)"
-            lines.append(f"  {key}: {message}")
+            guess = likely_key(err["loc"])
+            hint = f"did you mean {guess!r}? " if guess else "check the spelling; "
+            lines.append(f"  {key}: unknown key ({hint}`curatune config --defaults` lists every key)")
             continue
         lines.append(f"  {key} = {shown}: {message}")
     return "\n".join(lines)
+
+
+#: Names people carry over from other tools, mapped to ours (difflib alone cannot see rank -> r).
+KEY_SYNONYMS = {
+    "rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lr": "learning_rate",
+    "model": "base", "model_name": "base", "base_model": "base", "batch_size": "per_device_batch_size",
+    "num_epochs": "epochs", "num_train_epochs": "epochs", "max_steps": "steps", "max_length": "max_seq_length",
+    "output_dir": "run_dir", "out": "run_dir", "data_files": "sources", "file": "path",
+}
+
+
+def likely_key(loc: tuple) -> str | None:
+    """The key a misspelt one at ``loc`` probably meant (``train.lora.rank`` -> ``r``), or None."""
+    wrong = str(loc[-1])
+    allowed = _keys_at(loc[:-1])
+    if KEY_SYNONYMS.get(wrong) in allowed:
+        return KEY_SYNONYMS[wrong]
+    close = difflib.get_close_matches(wrong, sorted(allowed), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _keys_at(loc: tuple) -> set[str]:
+    """Field names of the config models found at ``loc`` (list indices and union tags skipped)."""
+    models: list[type[BaseModel]] = [ExperimentConfig]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        with_field = [m for m in models if part in m.model_fields]
+        if with_field:
+            models = [sub for m in with_field for sub in _models_in(m.model_fields[part].annotation)]
+        # else: a discriminated union's tag (e.g. the suite kind) names the branch; keep the candidates
+    return {name for m in models for name in m.model_fields}
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -249,9 +289,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         raise ConfigError(f"--set {override!r}: expected key.path=value")
     key, _, text = override.partition("=")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
+        value = load_user_yaml(text, f"--set {key.strip()}")
+    except YamlSyntaxError:
+        value = text  # not YAML: the value is the plain text (an alias bomb or a huge number still raises)
     node: Any = raw
     parts = key.strip().split(".")
     for i, part in enumerate(parts):
@@ -298,12 +338,40 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
         for suite in evaluate.get("suites") or []:
             if isinstance(suite, dict) and isinstance(suite.get("path"), str):
                 suite["path"] = _resolve(suite["path"], base)
+    model = raw.get("model")
+    if isinstance(model, dict):
+        for key in ("base", "embedder"):
+            if isinstance(model.get(key), str):
+                model[key] = _resolve_model_name(model[key], base)
+    curate = raw.get("curate")
+    if isinstance(curate, dict) and isinstance(curate.get("cache_dir"), str):
+        curate["cache_dir"] = _resolve(curate["cache_dir"], base)
+
+
+def resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make every relative path of a raw config absolute against ``base`` (in place): the config's
+    folder for a file, the working directory for settings given on the command line."""
+    _resolve_relative_paths(raw, base)
 
 
 def _resolve(path: str, base: Path) -> str:
     if path.startswith("hf:") or os.path.isabs(path) or path.startswith("~"):
         return os.path.expanduser(path)
     return str((base / path).resolve())
+
+
+def _resolve_model_name(name: str, base: Path) -> str:
+    """A model given as a path resolves against ``base`` like every other path; 'default' and hub ids
+    (org/name) stay as they are unless a folder of that name sits next to the config."""
+    if name.strip() == "default" or not name.strip():
+        return name
+    if os.path.isabs(name) or name.startswith("~"):
+        return os.path.expanduser(name)
+    local = base / name
+    looks_like_path = name.startswith(".") or "\\" in name or name.count("/") > 1
+    if local.exists() or looks_like_path:
+        return str(local.resolve())
+    return name
 
 
 # ----------------------------------------------------------------------------- defaults

@@ -6,6 +6,8 @@ exceptions so they keep their traceback.
 """
 from __future__ import annotations
 
+import errno
+
 
 class CuratuneError(Exception):
     """A problem with the user's input, config or environment, explained in the message."""
@@ -21,3 +23,47 @@ class DataError(CuratuneError):
 
 class ModelError(CuratuneError):
     pass
+
+
+class WriteError(CuratuneError):
+    """A file could not be written or read because of the environment (permissions, a full
+    disk, a file where a folder belongs), not because of a bug."""
+
+
+#: errno values of OSErrors caused by the machine or the user's paths, not by curatune.
+ENVIRONMENT_ERRNOS = frozenset({
+    errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO,
+    errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.ELOOP, errno.EMFILE,
+})
+
+#: Errors after which every later write would fail the same way (stop, don't go on to the next cell).
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO})
+
+_HINTS = {
+    errno.ENOSPC: "the disk is full: free space (or choose another run_dir) and re-run the same command; "
+                  "finished results are kept",
+    errno.EDQUOT: "the disk quota is used up: free space and re-run the same command; finished results are kept",
+    errno.EROFS: "the file system is read-only: choose a writable run_dir (--run-dir / --out)",
+    errno.EACCES: "no permission: fix the folder's permissions or choose another run_dir (--run-dir / --out)",
+    errno.EPERM: "not permitted: fix the folder's permissions or choose another run_dir (--run-dir / --out)",
+    errno.ENOTDIR: "a file is in the way where a folder belongs: move it or choose another path",
+    errno.EEXIST: "a file is in the way where a folder belongs: move it or choose another path",
+    errno.EISDIR: "a folder is in the way where a file belongs: move it or choose another path",
+}
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    return isinstance(exc, WriteError) or (isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS)
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """A write failure that every later write would hit too (full disk, read-only file system)."""
+    cause = exc.__cause__ if isinstance(exc, WriteError) else exc
+    return isinstance(cause, OSError) and cause.errno in DISK_ERRNOS
+
+
+def environment_error(exc: OSError, path: object = None, action: str = "write") -> WriteError:
+    """One sentence for an OSError: what could not be done to which path, why, and what to do."""
+    where = path if path is not None else (exc.filename or "a file")
+    hint = _HINTS.get(exc.errno)
+    return WriteError(f"cannot {action} {where}: {exc.strerror or exc}" + (f" ({hint})" if hint else ""))

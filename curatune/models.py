@@ -44,6 +44,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from curatune.errors import ModelError
+from curatune.runcheck import cell_repair_hint
 from curatune.rundir import CellInfo
 
 DEFAULT = "default"
@@ -81,10 +82,28 @@ def hub_offline() -> bool:
     return fully_offline() or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
 
 
+#: The one variable naming curatune's cache (models, wheels, embeddings).
+CACHE_ENV = "CURATUNE_CACHE"
+#: Its old name for the embedding cache, still honoured with a deprecation note.
+DEPRECATED_CACHE_ENV = "CURATUNE_CACHE_DIR"
+_deprecation_said = False
+
+
 def cache_root() -> Path:
-    """Root of curatune's own cache: ``$CURATUNE_CACHE`` or ``~/.cache/curatune``."""
-    root = os.environ.get("CURATUNE_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "curatune"
+    """Root of curatune's own cache (models, wheels, embeddings): ``$CURATUNE_CACHE``, else the
+    deprecated ``$CURATUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/curatune``, else ``~/.cache/curatune``."""
+    global _deprecation_said
+    root = os.environ.get(CACHE_ENV)
+    if not root and os.environ.get(DEPRECATED_CACHE_ENV):
+        root = os.environ[DEPRECATED_CACHE_ENV]
+        if not _deprecation_said:
+            _deprecation_said = True
+            _say(f"{DEPRECATED_CACHE_ENV} is deprecated and will be removed: set {CACHE_ENV} instead "
+                 "(one cache root for models and embeddings)")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "curatune"
 
 
 def default_model_cache_dir() -> Path:
@@ -150,6 +169,27 @@ def resolve_model_path(name: str = DEFAULT, *, trust_remote_code: bool = False) 
             f"{name!r}: not 'default', an existing model directory, or a Hugging Face hub id (org/name)"
         )
     return _resolve_hub_id(name, trust_remote_code=trust_remote_code)
+
+
+def model_name_problem(name: str, *, embedder: bool = False) -> str | None:
+    """Why ``name`` cannot name a model, checked without network or loading anything; None if it can.
+
+    'default' and a hub id (org/name shape) pass: whether the hub has it is only known online.
+    A local folder must hold the model's config (config.json, or modules.json for an embedder)."""
+    name = str(name).strip()
+    if name == DEFAULT:
+        return None
+    local = Path(name).expanduser()
+    if local.is_dir():
+        markers = ("config.json", "modules.json") if embedder else ("config.json",)
+        if not any((local / m).exists() for m in markers):
+            return f"{local}: not a model directory (no {' or '.join(markers)} in it)"
+        return None
+    if _looks_like_path(name) or local.exists():
+        return f"{name}: model directory not found"
+    if not _looks_like_hub_id(name):
+        return f"{name!r}: not 'default', an existing model directory, or a Hugging Face hub id (org/name)"
+    return None
 
 
 def _looks_like_path(name: str) -> bool:
@@ -517,7 +557,12 @@ def load_cell_model(cell: CellInfo, stage: str = "final", base_model_name: str |
     if cell.status != "done":
         raise ModelError(f"cell {cell.key} is {cell.status}, not done: no weights to load")
     weights = cell.weights_dir(stage)
-    if weights is None or not weights.is_dir():
+    if weights is not None and not weights.is_dir():
+        raise ModelError(
+            f"cell {cell.key}: done.json lists {stage} weights at {weights}, but that folder is missing; "
+            f"{cell_repair_hint(cell.path)}"
+        )
+    if weights is None:
         raise ModelError(
             f"cell {cell.key} kept no {stage} weights (train.keep_weights = none); it was evaluated "
             "during the sweep"
@@ -536,7 +581,10 @@ def load_weights_dir(weights: Path, adapter_base: str | None, dtype: Any = "auto
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(weights)
+    # safetensors only, for base, adapter and full weights: pickled .bin weights can run code when loaded
     if adapter_base is not None:
+        if not (Path(weights) / "adapter_model.safetensors").is_file():
+            raise ModelError(f"{weights}: no adapter_model.safetensors (curatune loads safetensors weights only)")
         model = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch_dtype, use_safetensors=True)
         model = PeftModel.from_pretrained(model, weights).merge_and_unload()
     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -20,8 +21,27 @@ import pandas as pd
 ROLES = ("system", "user", "assistant")
 
 RECORD_COLUMNS = ["id", "messages", "category", "source", "meta"]
-#: Extra columns of a removal ledger (curate/removed.parquet).
-LEDGER_COLUMNS = ["step", "reason", "detail", "duplicate_of", "cluster_id"]
+#: Extra columns of a removal ledger (curate/removed.parquet). ``action``: "drop" (the record
+#: is gone) or "trim" (the conversation was cut; ``id``/``messages`` are the original's and
+#: ``kept_as`` is the id of the shortened record in kept.parquet). ``turn``: index into
+#: ``messages`` of the first message removed (trim) or flagged (drop), -1 for a rule that
+#: judges the whole record. ``span``: the exact flagged text inside that message, or "".
+LEDGER_COLUMNS = ["step", "reason", "detail", "duplicate_of", "cluster_id", "action", "turn", "span", "kept_as"]
+#: What the columns added with turn-level curation mean for rows written before them.
+LEDGER_DEFAULTS: dict[str, Any] = {"action": "drop", "turn": -1, "span": "", "kept_as": None}
+
+
+def with_ledger_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """A ledger with every LEDGER_COLUMNS column; rows from older runs read as whole-record drops."""
+    frame = frame.copy()
+    for column, default in LEDGER_DEFAULTS.items():
+        if column not in frame.columns:
+            frame[column] = [default] * len(frame)
+    frame["action"] = frame["action"].map(lambda a: a if a in ("drop", "trim") else "drop")
+    frame["turn"] = pd.to_numeric(frame["turn"], errors="coerce").fillna(-1).astype(int)
+    frame["span"] = frame["span"].map(lambda s: s if isinstance(s, str) else "")
+    frame["kept_as"] = frame["kept_as"].map(lambda s: s if isinstance(s, str) and s else None).astype(object)
+    return frame
 
 
 def content_id(messages: list[dict[str, str]]) -> str:
@@ -80,7 +100,7 @@ class Record:
             "messages": self.messages,
             "category": self.category,
             "source": self.source,
-            "meta": json.dumps(self.meta, ensure_ascii=False, default=str),
+            "meta": standard_json(self.meta),
         }
 
     @classmethod
@@ -97,6 +117,25 @@ class Record:
             source=row.get("source") or "",
             meta=json.loads(meta) if isinstance(meta, str) and meta else {},
         )
+
+
+def standard_json(value: Any) -> str:
+    """``value`` as standard JSON: NaN and infinities (pandas' missing values in a passthrough
+    column, or NaN in the input) become null, which every JSON reader accepts."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:

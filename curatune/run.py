@@ -22,7 +22,6 @@ from curatune.config import (
 from curatune.curate.stage import run_curate
 from curatune.data.demo import generate_demo_dataset
 from curatune.evaluate.report import build_report, render_report
-from curatune.evaluate.runner import run_evaluate
 from curatune.rundir import RunDir, atomic_write_text
 from curatune.train.sweep import run_sweep
 
@@ -33,6 +32,10 @@ STAGES = ("curate", "sweep", "evaluate", "report")
 
 def run_all(config: ExperimentConfig, *, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
     """Run the requested stages in order; return wall seconds per stage."""
+    # Imported here: the evaluation stage loads torch and transformers (seconds), which
+    # `curatune --help` and every other command should not pay for.
+    from curatune.evaluate.runner import run_evaluate
+
     run_dir = RunDir(config.run_dir)
     timings: dict[str, float] = {}
     actions = {

@@ -9,6 +9,7 @@ Layout (documented in the README, keep both in step)::
         kept.parquet                records that survived curation (RECORD_COLUMNS)
         removed.parquet             every removed record + step, reason, detail, duplicate_of, cluster_id
         report.json                 counts, per-step stats, category distributions
+      audit/labels.jsonl            right/wrong labels of audited records, keyed by (id, reason); outlives re-curation
       train/
         plan.json                   every cell of the sweep grid
         heldout.parquet             the held-out evaluation split, carved before subsetting
@@ -30,6 +31,8 @@ Layout (documented in the README, keep both in step)::
         signatures.json             metric signatures per suite (sacrebleu-style)
         analysis.json               learning vs forgetting, saturation fits, early-vs-final agreement
         saturation_curves.parquet   fitted curves with confidence bands, for plots
+      tensorboard/<cell>/           event files when train.report_to has tensorboard: training
+                                    logs from the Trainer, evaluation scores from evaluate
 
 The base model's key is "base" (method "base", size 0, seed 0, stage "base").
 
@@ -58,6 +61,10 @@ from typing import Any, Iterator
 import pandas as pd
 import yaml
 
+from curatune.errors import environment_error
+from curatune.runcheck import cell_repair_hint, damaged_done_marker, read_run_json
+from curatune.runlock import default_file_mode, temp_prefix
+
 MANIFEST = "manifest.json"
 
 #: Key, method and stage of the base model in scores, samples and analysis.
@@ -83,15 +90,22 @@ CELL_STATUSES = ("done", "running", "failed", "pending")
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it into place only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # named after this process so a later run can remove it if we are killed (curatune.runlock)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, default_file_mode())  # mkstemp makes 0600; a plain open() obeys the umask
+        os.close(fd)
+    except OSError as exc:  # read-only or full disk, a file where the folder belongs: name the real path
+        raise environment_error(exc, path) from exc
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise environment_error(exc, path) from exc
         raise
 
 
@@ -167,6 +181,11 @@ class RunDir:
     def curate_report(self) -> Path:
         return self.curate / "report.json"
 
+    @property
+    def audit_labels(self) -> Path:
+        """Audit labels (`curatune audit`); outside curate/ so deleting curate/ to redo keeps them."""
+        return self.root / "audit" / "labels.jsonl"
+
     # train/
     @property
     def train(self) -> Path:
@@ -237,6 +256,15 @@ class RunDir:
     def retention(self) -> Path:
         return self.eval / "retention"
 
+    # tensorboard/ (train.report_to: tensorboard)
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def tensorboard_dir(self, cell: str) -> Path:
+        """tensorboard/<cell key>/: one event folder per cell ("base" for the base model)."""
+        return self.tensorboard / cell
+
     def sample_file(self, suite: str, cell: str, stage: str) -> Path:
         """eval/samples/<suite>/<cell>__<stage>.parquet"""
         return self.samples / suite / f"{cell}__{stage}.parquet"
@@ -260,10 +288,12 @@ class RunDir:
     def write_manifest(self, resolved_config: dict[str, Any], stage: str) -> None:
         """Create or update the manifest and config.yaml; each stage stamps when it started.
 
+        config.yaml holds ``run_dir: .``; the manifest keeps the absolute run_dir of the stage.
+
         Every stage rewrites config.yaml, so settings changed after curation (evaluate.analysis
         above all, which `curatune report` and the app read from it) are what the run shows."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        manifest = read_json(self.manifest) if self.manifest.exists() else {"created": now}
+        manifest = read_run_json(self.manifest) if self.manifest.exists() else {"created": now}
         manifest.update(
             {
                 "config": resolved_config,
@@ -276,10 +306,13 @@ class RunDir:
         )
         manifest.setdefault("stages", {})[stage] = {"started": now}
         atomic_write_json(self.manifest, manifest)
-        atomic_write_text(self.config, yaml.safe_dump(resolved_config, sort_keys=False, allow_unicode=True))
+        # run_dir is written as "." (this folder): config.yaml sits in the run directory and relative
+        # paths resolve against the config's own folder, so it re-runs as is, wherever the run is moved.
+        rerunnable = {**resolved_config, "run_dir": "."} if "run_dir" in resolved_config else resolved_config
+        atomic_write_text(self.config, yaml.safe_dump(rerunnable, sort_keys=False, allow_unicode=True))
 
     def stamp_stage_finished(self, stage: str, **summary: Any) -> None:
-        manifest = read_json(self.manifest) if self.manifest.exists() else {}
+        manifest = read_run_json(self.manifest) if self.manifest.exists() else {}
         entry = manifest.setdefault("stages", {}).setdefault(stage, {})
         entry["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         entry.update(summary)
@@ -383,7 +416,8 @@ class CellInfo:
 
     @property
     def is_adapter(self) -> bool:
-        return self.method in ("lora", "qlora")
+        """Every method but a full fine-tune saves a peft adapter (train.config.ADAPTER_METHODS)."""
+        return self.method != "full"
 
     @property
     def log_path(self) -> Path:
@@ -422,8 +456,9 @@ class CellInfo:
         done = read_json_or_none(path / DONE)
         failed = read_json_or_none(path / FAILED) if done is None else None
         status = cell_status(path)
-        if status == "done" and done is None:  # a damaged done.json is not a finished cell
-            status = "failed" if failed is not None else "running"
+        damage = damaged_done_marker(path)
+        if damage:  # a done.json that does not parse is not done: show it as failed, with the repair
+            done, failed, status = None, {"error": f"{damage}; {cell_repair_hint(path)}"}, "failed"
         return cls(method, size, seed, path, status, done, failed, read_json_or_none(path / CELL))
 
 

@@ -39,6 +39,7 @@ class Page:
 PAGES = (
     Page("", "Runs", "[data-testid='stTabs'], [data-testid='stCode']"),
     Page("curation", "Curation", ".ct-diff"),
+    Page("audit", "Audit", "[data-testid='stDataFrame']"),
     Page("saturation", "Saturation", ".js-plotly-plot .scatterlayer .trace"),
     Page("learning", "Learning vs forgetting", ".js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm image", 1),
     Page("samples", "Samples", ".ct-diff", 4),

@@ -75,3 +75,34 @@ def add_tricky_removals(root: Path) -> dict[str, str]:
     extra = pd.DataFrame(rows, columns=RECORD_COLUMNS + LEDGER_COLUMNS)
     atomic_write_parquet(run.removed, pd.concat([removed, extra], ignore_index=True))
     return {"html": html_dup.id, "twin_removed": chained.id, "twin_missing": orphan.id, "twin_of_html": original.id}
+
+
+def add_audit_rows(root: Path) -> dict[str, str]:
+    """Add ledger rows with the turn-level columns the audit shows; returns their ids.
+
+    - ``trim``: a 4-message chat trimmed at message 2 ("truncated"), the span in message 3
+    - ``html``: a dropped record ("boilerplate") whose text is HTML, the span ``<script>``
+
+    The fixture's own rows get the new columns' defaults, as an older ledger would read.
+    """
+    run = RunDir(root)
+    removed = pd.read_parquet(run.removed)
+    long = Record.make([
+        {"role": "user", "content": "Describe the mug."}, {"role": "assistant", "content": "A red mug, 300 g."},
+        {"role": "user", "content": "And the lid?"}, {"role": "assistant", "content": "The lid is made of"},
+    ], category="mug")
+    prefix = Record.make(long.messages[:2], category="mug")
+    html_rec = Record.make([{"role": "user", "content": "Show <b>markup</b>"},
+                            {"role": "assistant", "content": TRICKY_TEXT}], category="mug")
+    rows = []
+    for record, reason, action, turn, span, kept_as in (
+        (long, "truncated", "trim", 2, "made of", prefix.id),
+        (html_rec, "boilerplate", "drop", 1, "<script>", None),
+    ):
+        row = record.to_row()
+        row.update(step="quality", reason=reason, detail="audit test case", duplicate_of=None, cluster_id=None,
+                   action=action, turn=turn, span=span, kept_as=kept_as)
+        rows.append(row)
+    extra = pd.DataFrame(rows)
+    atomic_write_parquet(run.removed, pd.concat([removed, extra], ignore_index=True))
+    return {"trim": long.id, "html": html_rec.id}

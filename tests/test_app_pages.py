@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from app_fixture import TRICKY_TEXT, add_tricky_removals, build_run, make_running
+from app_fixture import (
+    add_audit_rows,
+    add_tricky_removals,
+    build_run,
+    make_running,
+)
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -22,7 +26,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from curatune.app.data import RUNS_ENV  # noqa: E402
 
 MAIN = str(Path(__file__).resolve().parents[1] / "curatune" / "app" / "main.py")
-PAGES = ("runs", "curation", "saturation", "learning", "samples")
+PAGES = ("runs", "curation", "audit", "saturation", "learning", "samples")
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +115,7 @@ def test_runs_page_shows_counts_cells_and_config(monkeypatch, runs_root):
     assert len(cells) == 16 and "wall time" in cells.columns
     failed = cells[cells["status"] == "failed"]
     assert list(failed["cell"]) == ["full-n400-s1"] and "CUDA out of memory" in failed["error"].iloc[0]
-    assert any("full-n400-s1" in e.label for e in at.expander)
+    assert any("full-n400-s1" in e.label.replace("\\", "") for e in at.expander)  # labels are Markdown-escaped
     assert any("name: curated" in c.value for c in at.code)
     assert len(figures(at)) == 1  # the status grid
 
@@ -175,6 +179,93 @@ def test_curation_browser_twin_removed_later_and_missing(monkeypatch, runs_root,
     assert "in neither kept.parquet nor removed.parquet" in texts(at.warning)
     at.text_input(key="removed_search").input("no record has this text").run()
     assert "0 of 23" in texts(at.caption)
+
+
+# ----------------------------------------------------------------------------- Audit
+
+
+@pytest.fixture
+def audit_run_dir(runs_root, tmp_path) -> tuple[Path, dict[str, str]]:
+    """A private copy of a fixture run (the page writes labels) plus a trim row and an HTML-laden drop."""
+    run = tmp_path / "audited"
+    shutil.copytree(runs_root / "raw", run)
+    return run, add_audit_rows(run)
+
+
+def test_audit_page_labels_records_and_shows_precision(monkeypatch, audit_run_dir):
+    from curatune.curate.audit import LabelStore
+    from curatune.rundir import RunDir
+
+    run, ids = audit_run_dir
+    at = app(monkeypatch, run, page="audit")
+    assert at.title[0].value == "Audit"
+    rules = at.selectbox(key="audit_rule").options
+    assert rules[-1].startswith("kept") and "truncated · 0 dropped, 1 trimmed · 0 labelled" in rules
+    assert set(frame(at, "rule", "precision [95% CI]")["precision [95% CI]"]) == {"not audited"}
+    assert at.selectbox(key="audit_rule").value == "exact_duplicate"  # the rule that removed most
+    assert "**Its twin**" in texts(at.markdown) and "(kept)" in texts(at.markdown)
+    assert any("<del>" in b or "<ins>" in b or "ct-diff" in b for b in html_bodies(at))
+
+    at.selectbox(key="audit_rule").set_value("truncated").run()
+    assert_clean(at)
+    body = next(b for b in html_bodies(at) if "ct-msg" in b)
+    assert "✂ cut from here by the trim" in body and "<mark>" in body and "ct-cut" in body
+    assert "record 1 of 1" in texts(at.markdown).lower()
+    at.text_input(key="audit_note").input("the answer was complete").run()
+    at.button(key="audit_wrong").click().run()
+    assert_clean(at)
+    labels = LabelStore.of(RunDir(run)).load()
+    assert [(k, v.verdict, v.note) for k, v in labels.items()] == [
+        ((ids["trim"], "truncated"), "wrong", "the answer was complete")]
+    assert "End of the sample" in texts(at.success)
+    table = frame(at, "rule", "precision [95% CI]").set_index("rule")
+    assert table.loc["truncated", "precision [95% CI]"] == "0.00 [0.00–0.79]"
+
+    # Back to the record: the answer is shown; change it.
+    at.button(key="audit_prev").click().run()
+    assert any("labelled wrong" in b for b in html_bodies(at))
+    at.button(key="audit_right").click().run()
+    assert LabelStore.of(RunDir(run)).load()[(ids["trim"], "truncated")].verdict == "right"
+
+    # Data is text, never markup: the HTML-laden record shows escaped.
+    at.selectbox(key="audit_rule").set_value("boilerplate").run()
+    body = next(b for b in html_bodies(at) if "ct-msg" in b)
+    assert "<script>" not in body and "&lt;script&gt;" in body and "<mark>" in body
+    at.button(key="audit_skip").click().run()
+    assert len(LabelStore.of(RunDir(run)).load()) == 1  # skipping stores nothing
+
+    # The kept sample: 60 by default (the fixture keeps more than that); label one right.
+    at.selectbox(key="audit_rule").set_value("kept").run()
+    assert "0 of 60 sampled records labelled" in at.get("progress")[0].proto.text
+    at.text_input(key="audit_note").input("clean").run()
+    at.button(key="audit_right").click().run()
+    assert "1 of 60 sampled records labelled" in at.get("progress")[0].proto.text
+    assert "record 2 of 60" in texts(at.markdown).lower()
+    assert at.text_input(key="audit_note").value == ""  # the note does not carry over to the next record
+    table = frame(at, "rule", "precision [95% CI]").set_index("rule")
+    assert table.loc["kept: share clean", "labelled"] == "1 (1 clean)"
+
+    # The Curation page now shows the audited rules.
+    at.switch_page("views/curation.py").run()
+    assert_clean(at)
+    table = frame(at, "rule", "precision [95% CI]").set_index("rule")
+    assert table.loc["truncated", "precision [95% CI]"] == "1.00 [0.21–1.00]"
+    assert table.loc["exact_duplicate", "precision [95% CI]"] == "not audited"
+
+
+def test_audit_page_says_when_an_answer_cannot_be_saved(monkeypatch, audit_run_dir):
+    run, _ = audit_run_dir
+    (run / "audit").write_text("a file where the labels folder should be")
+    at = app(monkeypatch, run, page="audit")
+    at.button(key="audit_right").click().run()
+    assert not at.exception
+    assert "The answer was not saved" in texts(at.error) and "labels.jsonl" in texts(at.error)
+    assert "record 1 of 9" in texts(at.markdown).lower()  # still on the same record
+
+
+def test_curation_page_says_not_audited(monkeypatch, runs_root):
+    at = app(monkeypatch, runs_root / "curated", page="curation")
+    assert "Not audited" in texts(at.caption)
 
 
 # ----------------------------------------------------------------------------- Saturation
@@ -254,6 +345,12 @@ def test_learning_page_points_frontier_and_drilldown(monkeypatch, runs_root):
     assert_clean(at)
     at.checkbox(key="lf_labels").uncheck().run()
     assert {t["mode"] for t in figures(at)[0]["data"] if t["name"] in ("full", "lora")} == {"markers"}
+    # comet_like is captioned with what it is (issue 14)
+    comet = [o for o in at.selectbox(key="lf_y").options if "comet_like" in o]
+    assert comet, at.selectbox(key="lf_y").options
+    at.selectbox(key="lf_y").set_value(comet[0]).run()
+    assert any("is an embedding similarity" in c.value for c in at.caption)
+    assert_clean(at)
 
 
 def test_learning_page_compare_and_missing_analysis(monkeypatch, runs_root):
@@ -269,8 +366,8 @@ def test_learning_page_compare_and_missing_analysis(monkeypatch, runs_root):
 def test_learning_page_with_only_the_retention_probe(monkeypatch, runs_root, tmp_path):
     # No benchmark suite: no general drop in points; the frontier trades gain against the KL.
     from curatune.evaluate.analysis import analyze_run
-    from curatune.rundir import RunDir
     from curatune.evaluate.report import analysis_config_of
+    from curatune.rundir import RunDir
 
     run = tmp_path / "retention-only"
     shutil.copytree(runs_root / "raw", run)

@@ -76,7 +76,8 @@ def test_overrides_nested_keys_lists_and_indices():
 
 def test_cli_set_overrides_config_and_errors_exit_2(tmp_path):
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text("train:\n  sizes: [100]\n")
+    (tmp_path / "d.jsonl").write_text('{"instruction": "a", "output": "b"}\n')  # config check wants data to curate
+    cfg_file.write_text("data:\n  sources: [{path: d.jsonl}]\ntrain:\n  sizes: [100]\n")
     runner = CliRunner()
     ok = runner.invoke(app, ["config", "check", str(cfg_file), "--set", "train.sizes=[5,10]", "--show"])
     assert ok.exit_code == 0, ok.output

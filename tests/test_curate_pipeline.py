@@ -33,15 +33,18 @@ def test_pipeline_bookkeeping_and_invariant():
     report = result.report
     assert report["input_records"] == 5
     assert report["kept"] == 2
-    assert report["removed_by_reason"] == {"invalid_json": 1, "exact_duplicate": 1, "empty_response": 1}
+    # The empty answer is caught by the repair pass that runs before the steps.
+    assert report["removed_by_reason"] == {"invalid_json": 1, "exact_duplicate": 1, "empty_turn": 1}
     assert report["input_records"] == report["kept"] + sum(report["removed_by_reason"].values())
-    assert [s["name"] for s in report["steps"]] == ["load", "exact", "quality", "near_dup"]
-    assert report["steps"][3]["enabled"] is False
+    assert report["turns_in"] == 8 == report["turns_kept"] + report["turns_removed"]
+    assert [s["name"] for s in report["steps"]] == ["load", "repair", "exact", "quality", "near_dup"]
+    assert report["steps"][4]["enabled"] is False
     assert all(s["seconds"] is not None for s in report["steps"][1:])
     assert report["categories_before"] == {"general": 3, "other": 1, "(none)": 1}
     assert report["categories_after"] == {"general": 1, "other": 1}
     assert list(result.removed.columns) == RECORD_COLUMNS + LEDGER_COLUMNS
-    assert result.removed["step"].tolist() == ["load", "exact", "quality"]
+    assert result.removed["step"].tolist() == ["load", "repair", "exact"]
+    assert result.removed["action"].tolist() == ["drop"] * 3
 
 
 def test_pipeline_catches_a_step_that_loses_records(monkeypatch):
@@ -66,7 +69,7 @@ def test_pipeline_on_empty_input():
 def test_config_discriminated_union_and_errors():
     cfg = CurateConfig.model_validate({"steps": [{"name": "near_dup", "threshold": 0.8}, {"name": "exact", "enabled": False}]})
     assert isinstance(cfg.steps[0], NearDupConfig) and cfg.steps[0].threshold == 0.8
-    assert [s.name for s in CurateConfig().effective_steps()] == ["exact", "quality", "language", "near_dup", "decontaminate"]
+    assert [s.name for s in CurateConfig().effective_steps()] == ["quality", "language", "exact", "near_dup", "decontaminate"]
     with pytest.raises(ConfigError, match="unknown step"):
         validate_config({"curate": {"steps": [{"name": "dedupe"}]}})
     with pytest.raises(ConfigError, match="curate.steps.0.near_dup.ngrams"):

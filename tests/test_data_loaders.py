@@ -447,15 +447,13 @@ def test_progress_bar_over_many_files(tmp_path, monkeypatch):
     for i in range(loaders.PROGRESS_MIN_FILES):
         (tmp_path / f"f{i:02d}.jsonl").write_text('{"prompt": "p%d", "completion": "c"}\n' % i)
     seen = {}
-    import tqdm.auto
-
-    real = tqdm.auto.tqdm
+    real = loaders.tqdm
 
     def spy(iterable, **kwargs):
         seen.update(kwargs, n=len(iterable))
         return real(iterable, **kwargs)
 
-    monkeypatch.setattr(tqdm.auto, "tqdm", spy)
+    monkeypatch.setattr(loaders, "tqdm", spy)
     result = load_path(tmp_path)
     assert len(result.records) == loaders.PROGRESS_MIN_FILES
     assert seen["n"] == loaders.PROGRESS_MIN_FILES and seen["unit"] == "file"

@@ -166,6 +166,24 @@ def test_logliks_match_a_direct_forward_pass(tiny):
     assert set(result.metrics) == {"acc", "acc_norm"}
 
 
+def test_shared_prefix_cache_goes_through_the_supported_argument(tiny):
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and goes
+    in 5.40): the scorer passes the KV cache under whichever name the model's forward takes."""
+    import inspect
+
+    model, tok = tiny
+    supported = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    seen: list[set] = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(set(kwargs)), with_kwargs=True)
+    try:
+        score_multiple_choice(model, tok, ITEMS, batch_size=4, progress=False)
+    finally:
+        hook.remove()
+    with_cache = [keys for keys in seen if keys & {"cache", "past_key_values"}]
+    assert with_cache, "no pass reused a shared-prefix cache"
+    assert all(supported in keys and len(keys & {"cache", "past_key_values"}) == 1 for keys in with_cache)
+
+
 def test_trailing_whitespace_moves_into_the_continuation(tiny):
     model, tok = tiny
     scorer = LoglikelihoodScorer(model, tok)

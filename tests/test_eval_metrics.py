@@ -196,3 +196,14 @@ def test_comet_like_with_default_minilm_ranks_paraphrase_above_unrelated():
     assert identical == pytest.approx(1.0, abs=1e-5)
     assert paraphrase > 0.7 > unrelated
     assert "embedder:all-MiniLM-L6-v2" in out["signature"]
+
+
+def test_comet_like_signature_names_its_version_and_settings():
+    """Scores are recorded with this string; a scoring change must bump the version in it."""
+    assert M.COMET_LIKE_VERSION == "1"
+    assert M.comet_like_signature("all-MiniLM-L6-v2", True) == (
+        "comet_like|embedder:all-MiniLM-L6-v2|w_ref:0.75|w_src:0.25|agg:mean|version:1"
+    )
+    assert M.comet_like_signature("my-embedder", False) == "comet_like|embedder:my-embedder|w_ref:1|src:no|agg:mean|version:1"
+    assert M.comet_like_signature("e", True, 0.5).startswith("comet_like|embedder:e|w_ref:0.5|w_src:0.5|")
+    assert "not COMET" in M.COMET_LIKE_NOTE and "chrF++" in M.COMET_LIKE_NOTE

@@ -64,7 +64,7 @@ def _save_cell_weights(model_dir: Path, out: Path, noise_seed: int | None) -> No
 
 
 def make_run(root: Path, model_dir: Path, cells=(("full", 4, 0, "done"),), n_heldout: int = 5) -> RunDir:
-    """A run dir as the sweep leaves it (contract in CONTRIBUTING-agents.md), without training."""
+    """A run dir as the sweep leaves it (contract in curatune/rundir.py), without training."""
     run = RunDir(root)
     atomic_write_parquet(run.heldout, records_to_frame(heldout_records(n_heldout)))
     plan = {"cells": [], "sizes": sorted({c[1] for c in cells}), "seeds": sorted({c[2] for c in cells}),
@@ -196,6 +196,26 @@ def test_resume_scores_only_missing_or_changed_units(run_and_config, tiny_model_
     scores = pd.read_parquet(run.scores)
     assert set(scores.loc[scores.suite == "task", "n_items"]) == {3}
     assert set(scores.loc[scores.suite == "mc", "n_items"]) == {3}
+
+
+def test_a_new_comet_like_version_changes_only_the_suites_that_use_it(run_and_config, tiny_model_dir, tmp_path,
+                                                                      monkeypatch):
+    import curatune.evaluate.suites as suites_module
+    from curatune.evaluate.suites import EvalContext, build_suites, fingerprint_digest
+
+    run, _ = run_and_config
+    config = make_config(run, tiny_model_dir, tmp_path, suites=[
+        {"name": "task", "kind": "generation", "metrics": ["chrf", "comet_like"], "max_new_tokens": 4},
+        {"name": "plain", "kind": "generation", "metrics": ["chrf"], "max_new_tokens": 4},
+    ])
+
+    def prints():
+        return {s.name: fingerprint_digest(s.fingerprint()) for s in build_suites(EvalContext(config, run, progress=False))}
+
+    v1 = prints()
+    monkeypatch.setattr(suites_module, "COMET_LIKE_VERSION", "2")
+    v2 = prints()
+    assert v2["task"] != v1["task"] and v2["plain"] == v1["plain"]
 
 
 def test_a_suite_limited_to_some_stages_skips_the_others(tmp_path, tiny_model_dir):
@@ -458,3 +478,26 @@ def test_report_keeps_analysis_settings_changed_after_the_run(run_and_config):
     run_evaluate(changed, run, progress=False, score=False)
     assert read_json(run.analysis)["suites"]["primary_metrics"]["mc"] == "acc"
     assert ensure_analysis(run)["suites"]["primary_metrics"]["mc"] == "acc"
+
+
+def test_retention_probe_on_the_heldout_prompts(tmp_path, tiny_model_dir):
+    """kind retention, prompts heldout: the forward KL(base || tuned) on the task's own prompts."""
+    from curatune.evaluate.suites import EvalContext, build_suites
+
+    run = make_run(tmp_path / "run", tiny_model_dir)
+    config = make_config(run, tiny_model_dir, tmp_path, stages=["base", "final"], suites=[
+        {"name": "task_kl", "kind": "retention", "prompts": "heldout", "limit": 3, "max_new_tokens": 4},
+        {"name": "retention", "kind": "retention", "limit": 3, "max_new_tokens": 4},
+    ])
+    run_evaluate(config, run, progress=False)
+    scores = pd.read_parquet(run.scores)
+    value = {(r.cell, r.suite, r.metric): r.value for r in scores.itertuples()}
+    assert value[("base", "task_kl", "kl_divergence")] == pytest.approx(0.0, abs=1e-6)
+    assert value[("full-n4-s0", "task_kl", "kl_divergence")] > 0
+    samples = pd.read_parquet(run.sample_file("task_kl", "full-n4-s0", "final"))
+    heldout = pd.read_parquet(run.heldout)
+    assert set(samples["example_id"]) <= set(heldout["id"]) and len(samples) == 3
+    # The general probe's fingerprint has no `prompts` key: runs scored before it existed are reused.
+    suites = {s.name: s for s in build_suites(EvalContext(config, run, progress=False))}
+    assert "prompts" not in suites["retention"].fingerprint()["suite"]
+    assert suites["task_kl"].fingerprint()["suite"]["prompts"] == "heldout"

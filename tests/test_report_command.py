@@ -97,6 +97,8 @@ def test_report_shows_every_section(fixture_run):
     for title in ("Scores", "Learning vs forgetting", "Saturation", "Early checkpoint vs final"):
         assert title in out
     assert "★" in out and "arc_easy" in out and "kl_divergence" in out
+    # comet_like is shown with what it is (issue 14): an embedding similarity, chrF++ the translation metric
+    assert "comet_like" in out and "is an embedding similarity" in " ".join(out.split())
     assert "Traceback" not in out
 
 

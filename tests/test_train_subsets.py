@@ -1,13 +1,15 @@
 """Held-out carve and nested subsets (curatune.train.subsets / plan): no model needed."""
 from __future__ import annotations
 
+import json
 import random
 
 import pandas as pd
 import pytest
 
-from curatune.errors import DataError
-from curatune.records import frame_to_records
+from curatune.config import validate_config
+from curatune.errors import ConfigError, DataError
+from curatune.records import Record, frame_to_records
 from curatune.rundir import read_json
 from curatune.train.plan import plan_sweep
 from curatune.train.subsets import SubsetPlan, carve_heldout, category_counts, make_split, stratified_order
@@ -153,3 +155,91 @@ def test_raw_data_is_loaded_from_the_sources(tmp_path, tiny_model_dir):
     })
     plan = plan_sweep(config, run_dir)
     assert plan.pool_size == 25 and plan.heldout_size == 5 and plan.subsets.sizes == [10, 25]
+
+
+# ----------------------------------------------------------------------------- paired draw
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join(json.dumps({"messages": r.messages, "category": r.category}) + "\n" for r in records))
+    return path
+
+
+def _paired_runs(tmp_path, draw="paired"):
+    """A raw source (200 good records, 10 exact duplicates, 30 flawed records curation removed), its
+    curated records, and a shared held-out file; returns the plans of a curated and a raw run."""
+    good = make_records(200)
+    flawed = [Record.make([{"role": "user", "content": f"flawed {i}"}, {"role": "assistant", "content": "lorem ipsum"}],
+                          category="shoes", source="synthetic") for i in range(30)]
+    raw = good + good[:10] + flawed
+    random.Random(0).shuffle(raw)
+    heldout = make_records(210)[200:]  # ten records of their own, in neither pool
+    sources = _write_jsonl(tmp_path / "raw.jsonl", raw)
+    held = _write_jsonl(tmp_path / "heldout.jsonl", heldout)
+    plans = {}
+    for data in ("curated", "raw"):
+        run_dir = curated_run_dir(tmp_path / data, good)
+        config = validate_config({
+            "run_dir": str(run_dir.root), "model": {"base": str(tmp_path)},
+            "data": {"sources": [{"path": str(sources)}], "eval_sources": [{"path": str(held)}]},
+            "train": {"sizes": [20, 50, 100], "seeds": [0, 1], "data": data, "draw": draw},
+        })
+        plans[data] = (plan_sweep(config, run_dir), run_dir)
+    return plans, {r.id for r in flawed}
+
+
+def test_paired_draw_differs_from_the_raw_subset_only_by_curation(tmp_path):
+    plans, flawed = _paired_runs(tmp_path)
+    (curated, curated_dir), (raw, _) = plans["curated"], plans["raw"]
+    summary = read_json(curated_dir.plan)["paired_draw"]
+    assert summary["not_in_raw"] == 0 and summary["raw_pool_size"] == 240
+    for seed in (0, 1):
+        for size in (20, 50, 100):
+            raw_ids = [r.id for r in raw.subsets.subset(seed, size)]
+            cur_ids = [r.id for r in curated.subsets.subset(seed, size)]
+            # Every raw-subset record curation kept (first copy of a duplicate) is in the curated subset ...
+            seen, kept_of_raw = set(), []
+            for record_id in raw_ids:
+                if record_id not in flawed and record_id not in seen:
+                    kept_of_raw.append(record_id)
+                seen.add(record_id)
+            assert cur_ids[:len(kept_of_raw)] == kept_of_raw
+            # ... topped up with kept records from later in the raw order, and nothing else.
+            removed = size - len(kept_of_raw)
+            assert summary["differing_records"][str(seed)][str(size)] == removed
+            later = [r.id for r in raw.subsets.subset(seed, 240) if r.id not in flawed]
+            assert set(cur_ids) <= set(later)
+            assert len(set(cur_ids)) == size
+    # The curated subsets are nested too.
+    assert set(r.id for r in curated.subsets.subset(0, 50)) <= set(r.id for r in curated.subsets.subset(0, 100))
+
+
+def test_independent_draw_is_the_default_and_unpaired(tmp_path):
+    plans, _ = _paired_runs(tmp_path, draw="independent")
+    (curated, curated_dir), (raw, _) = plans["curated"], plans["raw"]
+    assert read_json(curated_dir.plan)["paired_draw"] is None
+    overlap = len({r.id for r in curated.subsets.subset(0, 50)} & {r.id for r in raw.subsets.subset(0, 50)})
+    assert overlap < 30  # two unrelated draws share about a fifth of their records
+
+
+def test_paired_draw_needs_raw_sources(tmp_path):
+    run_dir = curated_run_dir(tmp_path / "c", make_records(50))
+    config = validate_config({"run_dir": str(run_dir.root), "model": {"base": str(tmp_path)},
+                              "data": {"heldout_size": 5}, "train": {"sizes": [10], "draw": "paired"}})
+    with pytest.raises(ConfigError, match="data.sources is empty"):
+        plan_sweep(config, run_dir)
+
+
+def test_report_shows_the_paired_draw(tmp_path):
+    from rich.console import Console
+
+    from curatune.evaluate.report import build_report, render_report
+
+    plans, _ = _paired_runs(tmp_path)
+    curated, curated_dir = plans["curated"]
+    curated_dir.write_manifest({"name": "paired"}, "train")
+    console = Console(record=True, width=200)
+    render_report(build_report(curated_dir.root), console)
+    text = console.export_text()
+    differing = read_json(curated_dir.plan)["paired_draw"]["differing_records"]["0"]
+    assert f"seed 0: records differing from the raw subset of the same size: n20: {differing['20']}" in text

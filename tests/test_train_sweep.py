@@ -282,3 +282,37 @@ def test_cli_sweep_plans_trains_and_reports(tmp_path, tiny_model_dir):
     assert bad.returncode == 2 and "--executor 'slurm'" in bad.stderr and "Traceback" not in bad.stderr
     bad = curatune("sweep", str(config), "--set", "train.methods=[lora,adapterfusion]")
     assert bad.returncode == 2 and "train.methods.1" in bad.stderr
+
+
+@pytest.mark.slow
+def test_peft_methods_beyond_lora_train_save_and_load(tmp_path, tiny_model_dir):
+    """dora, ia3, loha and lokr cells train like lora, save a standard peft adapter that
+    PeftModel.from_pretrained loads, and evaluate merged into the base."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    methods = ["dora", "ia3", "loha", "lokr"]
+    run_dir = curated_run_dir(tmp_path / "run", make_records(20))
+    config = tiny_config(run_dir, tiny_model_dir, methods=methods, sizes=[8])
+    summary = run_sweep(config, run_dir, progress=False)
+    assert summary["cells_done"] == 4 and not summary["failed"]
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        base_logits = base(ids).logits
+    sizes = {}
+    for cell in list_cells(run_dir):
+        done = read_json(cell.path / "done.json")
+        assert done["learning_rate"] == config.train.learning_rate(cell.method)
+        assert 0 < done["trainable_parameters"] < sum(p.numel() for p in base.parameters())
+        sizes[cell.method] = done["weights_bytes"]
+        assert (cell.path / "final" / "adapter_model.safetensors").exists()
+        adapter = json.loads((cell.path / "final" / "adapter_config.json").read_text())
+        assert adapter["peft_type"] == {"dora": "LORA", "ia3": "IA3", "loha": "LOHA", "lokr": "LOKR"}[cell.method]
+        assert adapter.get("use_dora", False) == (cell.method == "dora")
+        loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cell.path / "final")
+        merged, _ = load_cell_model(cell, "final", dtype="float32", device="cpu")
+        with torch.no_grad():
+            assert torch.allclose(loaded(ids).logits, merged(ids).logits, atol=1e-4)
+            assert not torch.allclose(merged(ids).logits, base_logits, atol=1e-6)  # training changed the model
+    assert len(set(sizes.values())) == 4  # four different adapter sizes, all recorded

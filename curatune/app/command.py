@@ -5,6 +5,7 @@ command stay fast.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -27,17 +28,26 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Can we listen on host:port? False when the port is taken; a host we cannot listen on
+    at all (unknown name, not an address of this machine) is a CuratuneError, not "no free port"."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
+        except socket.gaierror as exc:
+            raise CuratuneError(f"--host {host}: not a known host name or address ({exc.strerror or exc})") from None
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise CuratuneError(f"--host {host}: cannot listen there ({exc.strerror or exc}); "
+                                "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
     return True
 
 
 def pick_port(host: str, port: int | None) -> int:
     """The requested port (must be free), else the first free one from 8501 on."""
     if port is not None:
+        if not 1 <= port <= 65535:
+            raise CuratuneError(f"--port {port}: a port is a number from 1 to 65535")
         if not port_is_free(host, port):
             raise CuratuneError(f"port {port} on {host} is in use; pick another with --port")
         return port

@@ -28,6 +28,7 @@ from curatune.app.discovery import (  # noqa: F401
     paths_from_env,
 )
 from curatune.app.discovery import discover_runs as _discover_runs
+from curatune.curate.audit import normalize_ledger
 from curatune.errors import CuratuneError
 from curatune.rundir import (  # noqa: F401  (CELL_STATUSES is re-exported for the views)
     CELL_STATUSES,
@@ -93,6 +94,36 @@ def _ledger_with_text(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
     return frame
 
 
+# The audit reads the ledger and the kept records on every click. st.cache_data hands out a
+# copy (unpickling ~50 MB, 1-2 s, for 7,000 chat records), so these two are shared as is
+# (st.cache_resource): callers must not modify them.
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _audit_ledger(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        raise RunFileError(f"could not read {path}: {type(exc).__name__}: {exc}") from exc
+    return normalize_ledger(frame, Path(path))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _kept_shared(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:
+        raise RunFileError(f"could not read {path}: {type(exc).__name__}: {exc}") from exc
+    _require_columns(frame, ("id",), Path(path))
+    return frame
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _kept_ids(path: str, stamp: tuple[int, int]) -> pd.Series:
+    try:
+        return pd.read_parquet(path, columns=["id"])["id"].astype(str)
+    except Exception as exc:
+        raise RunFileError(f"could not read the ids of {path}: {type(exc).__name__}: {exc}") from exc
+
+
 def read_json(path: Path) -> Any | None:
     stamp = file_stamp(path)
     return None if stamp is None else _read_json_cached(str(path), stamp)
@@ -153,13 +184,15 @@ def _cell_rows(cells: tuple[tuple[str, int, int, str], ...], stamps: tuple) -> l
         row: dict[str, Any] = {
             "cell": cell_key(method, size, seed), "method": method, "size": size, "seed": seed,
             "status": "pending", "wall_seconds": None, "steps": None, "final_loss": None,
-            "train_examples": None, "tokens_per_second": None, "error": "", "traceback": "",
+            "train_examples": None, "tokens_per_second": None, "trainable_parameters": None,
+            "weights_bytes": None, "error": "", "traceback": "",
             "last_activity": None, "path": path,
         }
         if status == "done":
             info = _marker(folder / DONE, done)
             row["status"] = "done"
-            for key in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second"):
+            for key in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second",
+                        "trainable_parameters", "weights_bytes"):
                 row[key] = info.get(key)
             row["error"] = info.get("_unreadable", "")
         elif status == "failed":
@@ -221,6 +254,22 @@ class RunData:
         stamp = file_stamp(self.dir.removed)
         return None if stamp is None else _ledger_with_text(str(self.dir.removed), stamp)
 
+    def audit_ledger(self) -> pd.DataFrame | None:
+        """The removal ledger with the audit's optional columns (action, turn, span, kept_as) filled in.
+
+        Shared between reruns, not copied: do not modify it."""
+        stamp = file_stamp(self.dir.removed)
+        return None if stamp is None else _audit_ledger(str(self.dir.removed), stamp)
+
+    def audit_kept(self) -> pd.DataFrame | None:
+        """kept.parquet for the audit, shared between reruns, not copied: do not modify it."""
+        stamp = file_stamp(self.dir.kept)
+        return None if stamp is None else _kept_shared(str(self.dir.kept), stamp)
+
+    def kept_ids(self) -> pd.Series | None:
+        stamp = file_stamp(self.dir.kept)
+        return None if stamp is None else _kept_ids(str(self.dir.kept), stamp)
+
     def plan(self) -> dict | None:
         return _as_dict(read_json(self.dir.plan), self.dir.plan)
 
@@ -272,8 +321,10 @@ class RunData:
         )
         frame = pd.DataFrame(_cell_rows(cells, stamps), columns=[
             "cell", "method", "size", "seed", "status", "wall_seconds", "steps", "final_loss",
-            "train_examples", "tokens_per_second", "error", "traceback", "last_activity", "path"])
-        for column in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second"):
+            "train_examples", "tokens_per_second", "trainable_parameters", "weights_bytes", "error", "traceback",
+            "last_activity", "path"])
+        for column in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second",
+                       "trainable_parameters", "weights_bytes"):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
         return frame
 

@@ -16,6 +16,7 @@ st.html(CSS)
 pages = [
     st.Page(VIEWS / "runs.py", title="Runs", icon=":material/table_view:", default=True),
     st.Page(VIEWS / "curation.py", title="Curation", icon=":material/filter_alt:"),
+    st.Page(VIEWS / "audit.py", title="Audit", icon=":material/fact_check:"),
     st.Page(VIEWS / "saturation.py", title="Saturation", icon=":material/show_chart:"),
     st.Page(VIEWS / "learning.py", title="Learning vs forgetting", icon=":material/balance:"),
     st.Page(VIEWS / "samples.py", title="Samples", icon=":material/chat:"),

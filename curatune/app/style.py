@@ -31,6 +31,15 @@ CSS = """
 .ct-diff del { background: rgba(239, 68, 68, .22); color: inherit; text-decoration: line-through; }
 .ct-diff ins { background: rgba(34, 197, 94, .25); color: inherit; text-decoration: none; }
 .ct-muted { color: rgba(128,128,128,.95); font-size: .85rem; }
+.ct-diff mark { background: #fde047; color: #111827; border-radius: .15rem; padding: 0 .1rem; }
+.ct-long { max-height: 26rem; overflow-y: auto; }
+.ct-msg { margin: .35rem 0 .6rem 0; }
+.ct-role { font-size: .8rem; font-weight: 600; margin-bottom: .15rem; color: #1d4ed8; }
+.ct-role.assistant { color: #047857; }
+.ct-role .ct-flag { color: #b45309; margin-left: .6rem; }
+.ct-cut .ct-diff { opacity: .55; border-style: dashed; }
+.ct-cut .ct-role { color: #b91c1c; }
+.ct-meta { font-size: .85rem; line-height: 1.5; white-space: pre-wrap; word-break: break-word; }
 </style>
 """
 

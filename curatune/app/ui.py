@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -87,7 +88,7 @@ def require_run() -> RunData:
         )
         st.stop()
     if not run.root.exists():
-        st.error(f"`{run.root}` does not exist (was it moved or deleted?).")
+        st.error(f"{code(run.root)} does not exist (was it moved or deleted?).")
         st.stop()
     if run.is_foreign():
         show_foreign(run)
@@ -98,9 +99,9 @@ def require_run() -> RunData:
 def show_foreign(run: RunData) -> None:
     empty = run.root.is_dir() and not any(run.root.iterdir())
     what = "is empty" if empty else "is not a curatune run directory"
-    lines = "\n".join(f"- `{m.path.relative_to(run.root)}`: {m.what}, written by {m.produced_by}" for m in run.missing())
+    lines = "\n".join(f"- {code(m.path.relative_to(run.root))}: {m.what}, written by {m.produced_by}" for m in run.missing())
     st.warning(
-        f"`{run.root}` {what}: none of the files a run writes are there.\n\n{lines}\n\n"
+        f"{code(run.root)} {what}: none of the files a run writes are there.\n\n{lines}\n\n"
         "Create a run with `curatune run CONFIG` (or try `curatune demo`), then point `curatune app` at "
         "the `run_dir` from its config."
     )
@@ -113,9 +114,25 @@ def missing_note(run: RunData, path: Path, what: str, produced_by: str, *, conse
     except ValueError:
         shown = path
     st.info(
-        f"**{what}**: not available yet for run *{run.label}*. `{shown}` is missing; it is written by "
+        f"**{what}**: not available yet for run *{md(run.label)}*. {code(shown)} is missing; it is written by "
         f"{produced_by}. {consequence}".strip()
     )
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+
+
+def md(value: object) -> str:
+    """Data (a reason, category, source, file path, run name) as literal text inside Markdown:
+    every Markdown character escaped, so that an image link in a record is shown, not fetched."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+
+
+def code(value: object) -> str:
+    """Data as an inline code span, safe even when it holds backticks."""
+    text = str(value).replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
 
 
 def page_header(title: str, explanation: str) -> None:
@@ -129,7 +146,7 @@ def analysis_notes(analysis: dict | None) -> None:
     if notes:
         with st.expander(f"Analysis notes ({len(notes)})"):
             for note in notes:
-                st.markdown(f"- {note}")
+                st.markdown(f"- {md(note)}")
 
 
 def guarded(render: Callable[[], None]) -> None:
@@ -155,3 +172,8 @@ def text_box(text: str, *, html_body: str | None = None) -> None:
 def preview(text: str, limit: int = 90) -> str:
     text = " ".join(str(text or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def table_height(rows: int, limit: int = 900) -> int:
+    """Pixel height that shows every row of a st.dataframe (35 px a row plus the header), up to ``limit``."""
+    return min(limit, 35 * (rows + 1) + 3)

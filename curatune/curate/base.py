@@ -6,7 +6,6 @@ the ledger, timings, progress and the records-in = kept + removed invariant for 
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,18 +21,46 @@ from rich.progress import (
 )
 from rich.progress import Progress as _RP
 
+from curatune.models import cache_root
 from curatune.records import Record
+
+#: What a rule does to a record that fails it: remove it whole, or cut the conversation before
+#: the first failing exchange and keep the clean prefix (see :mod:`curatune.curate.turns`).
+DROP, TRIM = "drop", "trim"
+ACTIONS = (DROP, TRIM)
 
 
 @dataclass
 class Removal:
-    """One ledger row: why a record was removed."""
+    """One ledger row: why a record was removed (``drop``) or cut short (``trim``).
+
+    ``turn``: index into the record's messages of the first message removed (trim) or of
+    the flagged message (drop); -1 when the rule judges the whole record. ``span``: the
+    exact flagged text, a substring of the flagged message ("" when there is none).
+    ``replacement``: for a trim, the shortened record that takes the original's place
+    among the kept records (its id goes to the ledger's ``kept_as``).
+    """
 
     record: Record
     reason: str
     detail: str = ""
     duplicate_of: str | None = None
     cluster_id: str | None = None
+    action: str = DROP
+    turn: int = -1
+    span: str = ""
+    replacement: Record | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}")
+        if (self.action == TRIM) != (self.replacement is not None):
+            raise ValueError("a trim needs the trimmed record (replacement), a drop has none")
+
+    @property
+    def turns_removed(self) -> int:
+        kept = len(self.replacement.messages) if self.replacement is not None else 0
+        return len(self.record.messages) - kept
 
 
 @dataclass
@@ -117,27 +144,43 @@ class CurateContext:
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("CURATUNE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "curatune"
+    """The embedding cache's root: curatune's one cache root ($CURATUNE_CACHE, see models.cache_root)."""
+    return cache_root()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one reason of a step judges (one assistant ``turn`` with its user turn, or the
+    whole ``record``) and what it does by default (``drop`` or ``trim``)."""
+
+    reason: str
+    scope: str  # "turn" | "record"
+    default_action: str
+    description: str
 
 
 class Step:
     """Base class: subclasses set ``config_class`` and implement ``run``.
 
     A step's name is its config's ``name`` (the key users write in ``curate.steps``), so it
-    is spelled once, in curatune/curate/config.py."""
+    is spelled once, in curatune/curate/config.py.
+
+    ``run`` returns kept records and :class:`Removal` rows. A trim puts the shortened
+    record in ``kept`` (where the original was) and a ``Removal(action="trim",
+    replacement=shortened)`` for the original; the pipeline checks and counts both.
+    """
 
     name: ClassVar[str]
     config_class: ClassVar[type[BaseModel]]
     #: Reasons this step may write to the ledger (documentation and label matching).
     reasons: ClassVar[tuple[str, ...]] = ()
+    #: Per reason: what it judges and its default action (steps without rules judge records and drop).
+    rules: ClassVar[dict[str, Rule]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.name = cls.config_class.model_fields["name"].default
+        if "config_class" in cls.__dict__:  # a configurable step is named by its config
+            cls.name = cls.config_class.model_fields["name"].default
 
     def __init__(self, config: BaseModel):
         self.config = config

@@ -1,6 +1,8 @@
 """`curatune curate`: curate data into RUN_DIR/curate and print a summary table."""
 from __future__ import annotations
 
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
@@ -8,7 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from curatune.config import apply_override, load_config, validate_config
+from curatune.config import (
+    FORMATS,
+    apply_override,
+    load_config,
+    resolve_relative_paths,
+    validate_config,
+)
 from curatune.curate.stage import run_curate
 from curatune.errors import ConfigError
 from curatune.rundir import RunDir
@@ -17,20 +25,27 @@ from curatune.rundir import RunDir
 def _summary(report: dict[str, Any], console: Console, run_dir: Path) -> None:
     table = Table(title="curation", show_lines=False)
     for column, justify in (("step", "left"), ("in", "right"), ("kept", "right"), ("removed", "right"),
-                            ("seconds", "right"), ("top reasons", "left")):
+                            ("trimmed", "right"), ("seconds", "right"), ("top reasons", "left")):
         table.add_column(column, justify=justify)
     for step in report["steps"]:
         if step.get("enabled") is False:
-            table.add_row(step["name"], str(step["input"]), "-", "-", "-", "skipped (enabled: false)")
+            table.add_row(step["name"], str(step["input"]), "-", "-", "-", "-", "skipped (enabled: false)")
             continue
-        reasons = ", ".join(f"{k} {v}" for k, v in list(step.get("removed_by_reason", {}).items())[:3])
+        counts = Counter(step.get("removed_by_reason", {})) + Counter(step.get("trimmed_by_reason", {}))
+        reasons = ", ".join(f"{k} {v}" for k, v in counts.most_common(3))
         seconds = "-" if step.get("seconds") is None else f"{step['seconds']:.1f}"
-        table.add_row(step["name"], str(step["input"]), str(step["kept"]), str(step["removed"]), seconds, reasons)
+        table.add_row(step["name"], str(step["input"]), str(step["kept"]), str(step["removed"]),
+                      str(step.get("trimmed", 0)), seconds, reasons)
     console.print(table)
     console.print(
         f"[bold]{report['input_records']}[/bold] records in -> [bold green]{report['kept']} kept[/bold green], "
         f"{report['removed']} removed ({report['seconds']:.1f} s){' [dim](finished earlier; unchanged)[/dim]' if report.get('resumed') else ''}"
     )
+    if "turns_in" in report:
+        console.print(
+            f"[bold]{report['turns_in']}[/bold] turns in -> {report['turns_kept']} kept, {report['turns_removed']} removed; "
+            f"{report.get('trimmed_records', 0)} conversations trimmed (cut before a failing exchange)"
+        )
     detection = report.get("detection")
     if detection:
         det = Table(title="detection vs labels")
@@ -41,6 +56,42 @@ def _summary(report: dict[str, Any], console: Console, run_dir: Path) -> None:
             det.add_row(flaw, str(row["labeled"]), str(row["found"]), fmt(row["recall"]), str(row["predicted"]), fmt(row["precision"]))
         console.print(det)
     console.print(f"wrote {run_dir / 'curate'}/kept.parquet, removed.parquet, report.json")
+
+
+def _absolute(path: str) -> str:
+    """An --input as an absolute path; abspath, not resolve(): a link that loops must reach the
+    loader (which names the problem) instead of failing inside pathlib."""
+    return path if path.startswith("hf:") else os.path.abspath(os.path.expanduser(path))
+
+
+def parse_mapping(text: str | None) -> dict[str, str]:
+    """``instruction=question,output=answer`` -> {"instruction": "question", "output": "answer"}."""
+    mapping: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, field = part.partition("=")
+        if not sep or not key.strip() or not field.strip():
+            raise ConfigError(f"--mapping {text!r}: expected ours=theirs pairs separated by commas, "
+                              "e.g. instruction=question,output=answer")
+        mapping[key.strip()] = field.strip()
+    return mapping
+
+
+def input_sources(paths: list[str], format_: str, mapping_text: str | None) -> list[dict[str, Any]]:
+    """data.sources for ``--input`` paths (absolute, so the written config.yaml re-runs anywhere)."""
+    if format_ == "parallel":
+        raise ConfigError("--format parallel needs target_path: describe the source in a config file")
+    mapping = parse_mapping(mapping_text)
+    sources = []
+    for p in paths:
+        source: dict[str, Any] = {"path": _absolute(p)}
+        if format_ != "auto":
+            source["format"] = format_
+        if mapping:
+            source["mapping"] = mapping
+        sources.append(source)
+    return sources
 
 
 def register(app: typer.Typer) -> None:
@@ -54,6 +105,8 @@ def register(app: typer.Typer) -> None:
         labels: Optional[str] = typer.Option(None, "--labels", help="Labels file of planted flaws: report precision/recall."),
         force: bool = typer.Option(False, "--force", help="Recompute even when an identical curation already finished."),
         quiet: bool = typer.Option(False, "--no-progress", "--quiet", "-q", help="No progress bars (for logs), as in sweep and evaluate."),
+        format_: str = typer.Option("auto", "--format", "-f", help=f"Format of the --input files: {', '.join(f for f in FORMATS if f != 'parallel')}."),
+        mapping: Optional[str] = typer.Option(None, "--mapping", "-m", help="Field mapping of the --input files, e.g. instruction=question,output=answer."),
     ) -> None:
         """Deduplicate, filter, decontaminate and balance the training data (RUN_DIR/curate)."""
         if config is None and not input_:
@@ -66,11 +119,15 @@ def register(app: typer.Typer) -> None:
             raw = {}
             for override in overrides:
                 apply_override(raw, override)
+            # Settings given on the command line are relative to where the command runs.
+            resolve_relative_paths(raw, Path.cwd())
         if input_:
-            raw.setdefault("data", {})["sources"] = [{"path": str(Path(p).expanduser().resolve()) if not p.startswith("hf:") else p} for p in input_]
+            raw.setdefault("data", {})["sources"] = input_sources(input_, format_, mapping)
+        elif format_ != "auto" or mapping:
+            raise ConfigError("--format and --mapping apply to --input files (set them per source in the config)")
         target = out or run_dir
         if target is not None:
-            raw["run_dir"] = str(target)
+            raw["run_dir"] = os.path.abspath(os.path.expanduser(target))
         elif config is None:
             raise ConfigError("--input needs --out DIR (where to write the run directory)")
         cfg = validate_config(raw, str(config) if config else "command line")

@@ -12,7 +12,22 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TextField = Literal["text", "prompt", "response"]
-KeepPolicy = Literal["first", "longest", "quality"]
+KeepPolicy = Literal["best", "first", "longest", "quality"]
+Action = Literal["drop", "trim"]
+
+#: What each quality rule does by default to a conversation whose assistant turn fails it:
+#: cut the conversation before that exchange and keep the clean prefix ("trim"; a record
+#: with no clean prefix, e.g. any single-turn record, is dropped).
+QUALITY_DEFAULT_ACTIONS: dict[str, str] = {
+    reason: "trim"
+    for reason in ("empty_response", "too_short", "too_long", "refusal", "boilerplate", "echo_prompt",
+                   "repetition", "symbol_ratio", "url_ratio", "truncated")
+}
+_KEEP_HELP = (
+    "Which copy survives: 'best' (the most turns, then an untruncated last answer, then the longest "
+    "conversation, then the first seen), the first seen, the one with the longest response, or the best "
+    "quality score (meta.quality_score when present, else the heuristic score)."
+)
 
 
 class _StepConfig(BaseModel):
@@ -27,10 +42,11 @@ class ExactDedupConfig(_StepConfig):
         default="text",
         description="What is compared: the whole conversation ('text'), the prompt, or the response.",
     )
-    keep: KeepPolicy = Field(
-        default="first",
-        description="Which copy survives: the first seen, the one with the longest response, or the "
-        "best quality score (meta.quality_score when present, else the heuristic score).",
+    keep: KeepPolicy = Field(default="best", description=_KEEP_HELP)
+    turn_prefix: bool = Field(
+        default=True,
+        description="A conversation whose turns are exactly the first turns of a longer one is a duplicate of "
+        "the longer one (field 'text' only): the same chat shared again before it went on.",
     )
 
 
@@ -44,7 +60,13 @@ class NearDupConfig(_StepConfig):
         description="Jaccard similarity above which two records are duplicates. LSH bands are "
         "tuned for it and every candidate pair is verified by its estimated Jaccard.",
     )
-    keep: KeepPolicy = Field(default="first", description="Which record of a duplicate cluster survives.")
+    response_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="With field 'text': a pair is only a duplicate when the assistant turns also agree (exact Jaccard "
+        "of their shingles at least this). A long pasted document or passage otherwise makes two different "
+        "requests about it, or a regenerated different answer, look like copies. 0 turns the check off.",
+    )
+    keep: KeepPolicy = Field(default="best", description=_KEEP_HELP)
     seed: int = Field(default=1, description="Seed of the MinHash permutations.")
     max_bucket_compare: int = Field(
         default=200, ge=2,
@@ -130,27 +152,47 @@ class SemanticDedupConfig(_StepConfig):
 
 
 class QualityConfig(_StepConfig):
+    """Checks run on every assistant turn; the first failing turn decides (see ``actions``)."""
+
     name: Literal["quality"] = "quality"
-    min_response_chars: int = Field(default=1, ge=0, description="Responses shorter than this (stripped) are removed as too_short; empty ones as empty_response.")
-    min_response_words: int = Field(default=1, ge=0, description="Responses with fewer words are removed as too_short.")
-    max_response_chars: int = Field(default=20000, ge=1, description="Responses longer than this are removed as too_long.")
-    max_prompt_chars: int = Field(default=50000, ge=1, description="Prompts longer than this are removed as too_long.")
-    echo_prompt: bool = Field(default=True, description="Remove responses that merely repeat the prompt (echo_prompt).")
+    actions: dict[str, Action] = Field(
+        default_factory=dict,
+        description="Per reason, 'trim' (cut the conversation before the first failing exchange and keep the clean "
+        "prefix when it still holds a user and an assistant turn, else drop) or 'drop' (remove the record). "
+        "Default: trim for every quality reason (empty_response, too_short, too_long, refusal, boilerplate, "
+        "echo_prompt, repetition, symbol_ratio, url_ratio, truncated); e.g. {refusal: drop}.",
+    )
+    min_response_chars: int = Field(default=1, ge=0, description="Assistant turns shorter than this (stripped) fail as too_short; empty ones as empty_response.")
+    min_response_words: int = Field(default=1, ge=0, description="Assistant turns with fewer words fail as too_short.")
+    max_response_chars: int = Field(default=20000, ge=1, description="Assistant turns longer than this fail as too_long.")
+    max_prompt_chars: int = Field(default=50000, ge=1, description="An assistant turn whose context (every message before it) is longer than this fails as too_long.")
+    echo_prompt: bool = Field(default=True, description="Flag assistant turns that merely repeat their user turn (echo_prompt).")
     echo_min_chars: int = Field(default=20, ge=1, description="Only responses at least this long can count as an echo.")
-    repetition: bool = Field(default=True, description="Gopher-style repetition filter (repetition).")
-    max_dup_line_fraction: float = Field(default=0.30, ge=0, le=1, description="Max fraction of lines that are duplicates.")
+    repetition: bool = Field(default=True, description="Flag repetitive assistant turns (repetition).")
+    repetition_method: Literal["degenerate", "gopher"] = Field(
+        default="degenerate",
+        description="'degenerate': only output that loops (a unit said min_loop_repeats+ times back to back, a block "
+        "of min_block_words+ words said twice in a row, a character loop, or the same line again and again back to "
+        "back outside code and tables); lists, guides, plans, code and lyrics pass. 'gopher': Gopher's web-document thresholds "
+        "(max_dup_line_fraction, max_top_ngram_fraction, max_dup_ngram_fraction), which flag templated chat answers.",
+    )
+    min_loop_repeats: int = Field(default=4, ge=2, description="degenerate: a unit of words repeated back to back this many times is a loop...")
+    min_loop_words: int = Field(default=30, ge=2, description="...when the repeats cover at least this many words.")
+    min_block_words: int = Field(default=40, ge=2, description="degenerate: a run of at least this many words said twice in a row is a repeated block.")
+    min_line_repeats: int = Field(default=5, ge=2, description="degenerate: a line of 2+ words (outside code and tables) repeated this many times back to back.")
+    max_dup_line_fraction: float = Field(default=0.30, ge=0, le=1, description="gopher: max fraction of lines that are duplicates.")
     max_top_ngram_fraction: dict[int, float] = Field(
         default={2: 0.20, 3: 0.18, 4: 0.16},
-        description="Max fraction of characters covered by the most frequent word n-gram, per n (Gopher).",
+        description="gopher: max fraction of characters covered by the most frequent word n-gram, per n.",
     )
     max_dup_ngram_fraction: dict[int, float] = Field(
         default={5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
-        description="Max fraction of characters in duplicated word n-grams, per n (Gopher).",
+        description="gopher: max fraction of characters in duplicated word n-grams, per n.",
     )
     repetition_min_words: int = Field(default=30, ge=1, description="Responses shorter than this skip the repetition filter.")
     top_ngram_min_words: int = Field(
         default=100, ge=1,
-        description="Responses shorter than this skip the top-n-gram check and get twice the duplicated-n-gram "
+        description="gopher: responses shorter than this skip the top-n-gram check and get twice the duplicated-n-gram "
         "tolerance: in short answers a repeated name or phrase is normal (Gopher tuned them on web documents).",
     )
     max_symbol_ratio: float = Field(
@@ -160,25 +202,47 @@ class QualityConfig(_StepConfig):
     )
     symbol_min_chars: int = Field(default=20, ge=1, description="Responses shorter than this skip the symbol filter.")
     max_url_ratio: float = Field(default=0.5, ge=0, le=1, description="Max fraction of response characters inside URLs (url_ratio); only responses with 3 or more distinct URLs are checked.")
-    boilerplate: bool = Field(default=True, description="Remove refusals and AI boilerplate ('As an AI language model...').")
+    url_allow_requested: bool = Field(default=True, description="url_ratio: never flag an answer whose user turn asks for links, sources, references, resources or websites.")
+    url_allow_citations: bool = Field(default=True, description="url_ratio: never flag an answer whose URLs are mostly citations (markdown links, numbered references, source lists).")
+    boilerplate: bool = Field(default=True, description="Flag refusals and AI boilerplate ('As an AI language model...').")
+    refusal_help_words: int = Field(
+        default=80, ge=0,
+        description="A turn that opens with a refusal but then turns to helping ('However, here is ...') with at least "
+        "this many more words is a hedge before an answer, not a refusal (0: every opening refusal counts).",
+    )
     extra_boilerplate_patterns: list[str] = Field(default_factory=list, description="More regular expressions treated as boilerplate (case-insensitive).")
     truncation: bool = Field(
         default=True,
-        description="Remove responses cut off mid-sentence or inside an open code block / JSON value. "
-        "Valid JSON, code, lists and short answers are never flagged.",
+        description="Flag assistant turns cut off mid-sentence or inside an open code block / JSON value. "
+        "Valid JSON, code, lists, short answers and a closing horizontal rule (---) are never flagged.",
     )
     truncation_min_words: int = Field(default=12, ge=1, description="Prose responses shorter than this are never flagged as truncated.")
 
+    @field_validator("actions")
+    @classmethod
+    def _known_reasons(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(QUALITY_DEFAULT_ACTIONS))
+        if unknown:
+            raise ValueError(f"unknown reason(s) {', '.join(unknown)}; choose from {', '.join(QUALITY_DEFAULT_ACTIONS)}")
+        return value
+
 
 class LanguageConfig(_StepConfig):
+    """Language ID on the prose of the whole conversation (code, URLs, blobs and numbers stripped)."""
+
     name: Literal["language"] = "language"
     languages: list[str] = Field(default_factory=lambda: ["en"], description="ISO 639-1 codes to keep (empty list keeps every language).")
-    field: TextField = Field(default="text", description="What is identified (text, prompt or response).")
+    field: TextField = Field(default="text", description="What is identified: the whole conversation (text), the prompt, or the last response.")
     min_confidence: float = Field(
         default=0.7, ge=0, le=1,
-        description="Only remove a record when the language-ID probability of a non-target language is at least this.",
+        description="A record is a suspect only when the language-ID probability of a non-target language is at least this...",
     )
-    min_chars: int = Field(default=20, ge=0, description="Texts with fewer letters are kept (too short to identify).")
+    min_margin: float = Field(
+        default=0.5, ge=0, le=1,
+        description="...and exceeds the probability of the most likely target language by at least this. A suspect is "
+        "removed when both its user turns and its assistant turns are, weighted by letters, mostly not in a target language.",
+    )
+    min_chars: int = Field(default=20, ge=0, description="Conversations (and, when confirming, messages) with fewer letters of prose are kept (too short to identify).")
 
 
 class ModelScoreConfig(_StepConfig):
@@ -261,15 +325,16 @@ StepConfig = Annotated[Union[STEP_CONFIGS], Field(discriminator="name")]
 
 
 #: The default pipeline, in order.
-DEFAULT_STEPS = (ExactDedupConfig, QualityConfig, LanguageConfig, NearDupConfig, DecontaminateConfig)
+DEFAULT_STEPS = (QualityConfig, LanguageConfig, ExactDedupConfig, NearDupConfig, DecontaminateConfig)
 
 
 def default_steps() -> list:
     """The pipeline that runs when ``curate.steps`` is empty.
 
-    Cheap, precise steps first so the expensive ones see fewer records. Semantic dedup,
-    model scoring and balancing change what the data *is* (not just remove junk), so they
-    are opt-in.
+    Quality and language first: quality trims conversations, and a trimmed conversation
+    can become a duplicate (or a turn-prefix) of another, which the dedup steps after it
+    then see. Semantic dedup, model scoring and balancing change what the data *is* (not
+    just remove junk), so they are opt-in.
     """
     return [config() for config in DEFAULT_STEPS]
 
@@ -286,7 +351,7 @@ class CurateConfig(BaseModel):
     workers: int = Field(default=2, ge=1, description="Processes for steps that map over records (MinHash, n-grams).")
     cache_dir: str | None = Field(
         default=None,
-        description="Embedding cache folder; default $CURATUNE_CACHE_DIR, else ~/.cache/curatune.",
+        description="Embedding cache folder (relative to the config's folder); default $CURATUNE_CACHE, else ~/.cache/curatune.",
     )
     progress: bool = Field(default=True, description="Show progress bars.")
 

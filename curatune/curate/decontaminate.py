@@ -38,6 +38,7 @@ from curatune.curate.config import DecontaminateConfig
 from curatune.curate.parallel import parallel_map
 from curatune.curate.text import WordHasher, ngram_hashes, words
 from curatune.errors import DataError
+from curatune.jsonl import iter_jsonl
 from curatune.records import Record
 
 _TEXT_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet")
@@ -110,13 +111,7 @@ def read_eval_texts(path: str) -> list[tuple[str, str]]:
                 for i, item in enumerate(items):
                     out += [(f"{file.name}:{i}:{k}", v) for k, v in _strings(item, "")]
             elif suffix == ".jsonl":
-                for line_no, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        item = json.loads(line)
-                    except ValueError as exc:
-                        raise DataError(f"{file}: line {line_no}: not valid JSON ({exc})") from None
+                for line_no, item in iter_jsonl(handle, str(file)):
                     out += [(f"{file.name}:{line_no}:{k}", v) for k, v in _strings(item, "")]
             else:  # plain text: one evaluation text per line
                 for line_no, line in enumerate(handle, 1):

@@ -9,8 +9,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from curatune.curate.base import (
+    DROP,
     CurateContext,
     Removal,
+    Rule,
     Step,
     StepResult,
     chunked,
@@ -26,9 +28,9 @@ from curatune.curate.minhash import (
     verified_pairs,
 )
 from curatune.curate.parallel import effective_workers, parallel_map
-from curatune.curate.quality import heuristic_quality
+from curatune.curate.quality import heuristic_quality, truncation_reason
 from curatune.curate.template_text import TemplateStripper, numbers
-from curatune.curate.text import normalize
+from curatune.curate.text import jaccard, normalize, shingle_set
 from curatune.models import pick_device
 from curatune.records import Record
 
@@ -36,11 +38,21 @@ from curatune.records import Record
 def keep_order(records: Sequence[Record], policy: str) -> np.ndarray:
     """A preference rank per record (lower is kept first) for a keep policy.
 
-    first: input order. longest: longest response, then input order. quality:
-    ``meta.quality_score`` when numeric, else the heuristic score of the quality step.
+    best: most turns, then a last answer that is not cut off, then the longest
+    conversation, then input order. first: input order. longest: longest response, then
+    input order. quality: ``meta.quality_score`` when numeric, else the heuristic score
+    of the quality step.
     """
     n = len(records)
     position = np.arange(n, dtype=np.float64)
+    if policy == "best":
+        turns = np.array([len(r.messages) for r in records], dtype=np.float64)
+        cut_off = np.array([truncation_reason(r.response) is not None for r in records], dtype=np.float64)
+        length = np.array([sum(len(m["content"]) for m in r.messages) for r in records], dtype=np.float64)
+        order = np.lexsort((position, -length, cut_off, -turns))
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        return rank
     if policy == "first":
         primary = np.zeros(n)
     elif policy == "longest":
@@ -93,27 +105,90 @@ def resolve_clusters(
     return StepResult(kept, removed, {"clusters": int(clusters)})
 
 
+def _conversation_keys(record: Record) -> list[bytes]:
+    """Hash of the normalized text of the conversation up to each assistant turn, in order.
+
+    The last key is the key of the whole conversation: the same bytes as hashing
+    ``normalize(record.text)`` (normalizing each message and joining with a space is the
+    same as normalizing the messages joined by newlines), so prefixes and wholes compare.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    keys: list[bytes] = []
+    started = False
+    for i, message in enumerate(record.messages):
+        part = normalize(message["content"])
+        if part:
+            digest.update(((" " if started else "") + part).encode("utf-8"))
+            started = True
+        if message["role"] == "assistant" or i == len(record.messages) - 1:
+            keys.append(digest.copy().digest())
+    return keys
+
+
 class ExactDedup(Step):
-    """Removes records whose normalized text (case, whitespace, punctuation) is identical."""
+    """Removes records whose normalized text (case, whitespace, punctuation) is identical, and
+    (field text, ``turn_prefix``) conversations that are the first turns of a longer one."""
 
     config_class = ExactDedupConfig
     reasons = ("exact_duplicate",)
+    rules = {"exact_duplicate": Rule("exact_duplicate", "record", DROP,
+                                     "the same normalized text as another record, or its first turns")}
 
     def run(self, records: list[Record], context: CurateContext) -> StepResult:
         cfg = self.config
-        labels_by_key: dict[str, int] = {}
+        prefixes = cfg.turn_prefix and cfg.field == "text"
+        labels_by_key: dict[bytes, int] = {}
         labels = np.empty(len(records), dtype=np.int64)
+        keys_of: list[list[bytes]] = []
         with context.progress.task("exact dedup", len(records)) as task:
             for i, record in enumerate(records):
-                key = hashlib.blake2b(normalize(text_of(record, cfg.field)).encode("utf-8"), digest_size=16).digest()
+                if prefixes:
+                    keys = _conversation_keys(record)
+                    keys_of.append(keys)
+                    key = keys[-1]
+                else:
+                    key = hashlib.blake2b(normalize(text_of(record, cfg.field)).encode("utf-8"), digest_size=16).digest()
                 labels[i] = labels_by_key.setdefault(key, len(labels_by_key))
                 if i % 5000 == 4999:
                     task.advance(5000)
             task.close()
-        return resolve_clusters(
+        result = resolve_clusters(
             records, labels, cfg.keep, "exact_duplicate", "exact",
             lambda i, k: f"same normalized {cfg.field} as {records[k].id}",
         )
+        if prefixes:
+            result = self._remove_turn_prefixes(records, keys_of, result)
+        return result
+
+    @staticmethod
+    def _remove_turn_prefixes(records: list[Record], keys_of: list[list[bytes]], result: StepResult) -> StepResult:
+        """A surviving conversation that is the first turns of a longer survivor goes, as its duplicate.
+
+        Not a union of groups: two chats that share an opening and then diverge both stay;
+        only the one that *is* the opening goes (to the longest chat that starts with it).
+        """
+        index_of = {id(r): i for i, r in enumerate(records)}
+        survivors = [index_of[id(r)] for r in result.kept]
+        longest_with_prefix: dict[bytes, int] = {}
+        for i in survivors:
+            for key in keys_of[i][:-1]:
+                best = longest_with_prefix.get(key)
+                if best is None or len(records[i].messages) > len(records[best].messages):
+                    longest_with_prefix[key] = i
+        kept, removed = [], list(result.removed)
+        for i in survivors:
+            longer = longest_with_prefix.get(keys_of[i][-1])
+            if longer is None or longer == i:
+                kept.append(records[i])
+                continue
+            removed.append(Removal(
+                records[i], "exact_duplicate",
+                f"its {len(records[i].messages)} turns are the first turns of {records[longer].id} "
+                f"({len(records[longer].messages)} turns)",
+                duplicate_of=records[longer].id, cluster_id=f"exact-{records[longer].id}",
+            ))
+        result.counters["turn_prefixes"] = len(removed) - len(result.removed)
+        return StepResult(kept, removed, result.counters)
 
 
 class NearDupDedup(Step):
@@ -144,7 +219,13 @@ class NearDupDedup(Step):
         usable = (sig != np.uint32(0xFFFFFFFF)).any(axis=1)
         bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
         pairs = verified_pairs(sig, usable, bands, rows, cfg.threshold, cfg.max_bucket_compare)
-        labels = connected_clusters(len(records), pairs.left, pairs.right)
+        left, right = pairs.left, pairs.right
+        answers_differ = 0
+        if cfg.field == "text" and cfg.response_threshold > 0 and len(left):
+            agree = self._answers_agree(records, left, right)
+            answers_differ = int((~agree).sum())
+            left, right = left[agree], right[agree]
+        labels = connected_clusters(len(records), left, right)
 
         def describe(i: int, k: int) -> str:
             sim = estimated_jaccard(sig, np.array([i]), np.array([k]))[0]
@@ -152,9 +233,29 @@ class NearDupDedup(Step):
 
         result = resolve_clusters(records, labels, cfg.keep, "near_duplicate", "near", describe)
         result.counters.update(
-            {"bands": bands, "rows": rows, "candidates": int(pairs.candidates), "verified_pairs": int(len(pairs.left))}
+            {"bands": bands, "rows": rows, "candidates": int(pairs.candidates), "verified_pairs": int(len(pairs.left)),
+             "pairs_with_different_answers": answers_differ}
         )
         return result
+
+    def _answers_agree(self, records: list[Record], left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Exact Jaccard of the assistant turns' shingles >= response_threshold, per candidate pair.
+
+        A long pasted document (or a T0 passage) dominates a conversation's shingles: two
+        chats that ask different things about it, or regenerate a different answer, reach
+        the text threshold without being the same conversation.
+        """
+        cfg = self.config
+        shingles: dict[int, set[int]] = {}
+
+        def of(i: int) -> set[int]:
+            if i not in shingles:
+                answers = "\n".join(m["content"] for m in records[i].messages if m["role"] == "assistant")
+                shingles[i] = shingle_set(answers, cfg.ngram)
+            return shingles[i]
+
+        return np.array([jaccard(of(a), of(b)) >= cfg.response_threshold for a, b in zip(left.tolist(), right.tolist())],
+                        dtype=bool)
 
 
 #: Rows per block of the pair search (a block is rows x cluster members floats).

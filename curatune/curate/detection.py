@@ -9,7 +9,6 @@ removed as a duplicate of the other (or of another member of the same planted gr
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from curatune.errors import DataError
+from curatune.jsonl import iter_jsonl
 
 #: Which ledger reasons detect which planted flaw.
 FLAW_REASONS: dict[str, set[str]] = {
@@ -24,8 +24,8 @@ FLAW_REASONS: dict[str, set[str]] = {
     "near_dup": {"near_duplicate"},
     "semantic_dup": {"semantic_duplicate"},
     # Empty responses are usually rejected by the loader already (reason empty_content).
-    "empty": {"empty_response", "too_short", "empty_content"},
-    "too_short": {"too_short", "empty_response", "empty_content"},
+    "empty": {"empty_response", "empty_turn", "too_short", "empty_content"},
+    "too_short": {"too_short", "empty_response", "empty_turn", "empty_content"},
     "too_long": {"too_long"},
     "truncated": {"truncated"},
     "boilerplate": {"boilerplate", "refusal"},
@@ -49,13 +49,7 @@ def read_labels(path: str | Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: labels file not found")
     rows = []
     with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{path}: line {line_no}: not valid JSON ({exc})") from None
+        for line_no, row in iter_jsonl(handle, str(path)):
             if not isinstance(row, dict) or "id" not in row or "flaw" not in row:
                 raise DataError(f"{path}: line {line_no}: a label needs the fields 'id' and 'flaw'")
             rows.append(row)

@@ -1,9 +1,17 @@
 """Heuristic quality filters for instruction data (one step, one reason per failed check).
 
-Checks look at the response (what fine-tuning teaches) and, for echoes, at the prompt.
-Thresholds of the repetition filter follow Gopher (Rae et al. 2021) as implemented in
-datatrove's GopherRepetitionFilter. The truncation check is deliberately conservative:
-valid JSON, code, lists and short answers are legitimate endings.
+Every check judges one assistant turn (with its user turn and the context before it), on
+every assistant turn of a conversation, in order. The first failing turn decides: by
+default the conversation is *trimmed* before that exchange and the clean prefix is kept
+(a single-turn record has no prefix, so it is dropped); ``actions`` sets a rule to
+``drop`` instead.
+
+Repetition looks for degenerate output (loops, blocks repeated back to back, the same
+line again and again outside code and tables; see :mod:`curatune.curate.repetition`);
+Gopher's web-document thresholds (Rae et al. 2021, as in datatrove's
+GopherRepetitionFilter) remain available as ``repetition_method: gopher``. The truncation
+check is deliberately conservative: valid JSON, code, lists, short answers and a closing
+horizontal rule are legitimate endings.
 """
 from __future__ import annotations
 
@@ -11,12 +19,28 @@ import json
 import math
 import re
 from collections import Counter
-from typing import Iterable
+from typing import NamedTuple
 
-from curatune.curate.base import CurateContext, Removal, Step, StepResult, chunked
-from curatune.curate.config import QualityConfig
+from curatune.curate.base import (
+    DROP,
+    TRIM,
+    CurateContext,
+    Removal,
+    Rule,
+    Step,
+    StepResult,
+    chunked,
+)
+from curatune.curate.config import QUALITY_DEFAULT_ACTIONS, QualityConfig
 from curatune.curate.parallel import parallel_map
+from curatune.curate.prose import prose_lines
+from curatune.curate.repetition import (
+    RepetitionLimits,
+    character_loop,
+    find_degenerate_repetition,
+)
 from curatune.curate.text import normalize, words
+from curatune.curate.turns import assistant_turns, prefix_record
 from curatune.records import Record
 
 _URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.IGNORECASE)
@@ -112,12 +136,56 @@ def looks_like_code(text: str) -> bool:
     return sum(bool(_CODE_LINE.search(ln)) for ln in lines) >= 0.5 * len(lines)
 
 
-def truncation_reason(response: str, min_words: int = 12) -> str | None:
-    """Why a response looks cut off, or None. Conservative on purpose (see module doc)."""
+#: A closing horizontal rule (markdown ---, ***, ___): the answer ended on purpose.
+_HORIZONTAL_RULE = re.compile(r"(?:^|\n)[ \t]*(?:-[ \t]*){3,}$|(?:^|\n)[ \t]*(?:\*[ \t]*){3,}$|(?:^|\n)[ \t]*(?:_[ \t]*){3,}$")
+
+
+#: The next user turn asks the assistant to go on: evidence that the answer stopped early.
+_ASKS_TO_CONTINUE = re.compile(
+    r"^\W*(?:please\s+)?(?:continue|go on|keep going|finish|carry on|more|next|resume|proceed|"
+    r"continue (?:from|writing|please)|pokra|continua|contin[uú]e|weiter|계속|继续|繼續|続け)",
+    re.IGNORECASE,
+)
+#: A prose answer without a final full stop is only suspect when it is this long (ChatGPT cut
+#: answers at a length limit; a short one missing its full stop is usually just that).
+_LONG_ANSWER_CHARS = 1200
+
+
+def _ends_outside_code(text: str) -> bool:
+    """After an odd number of fences: does the text end on a prose sentence (so no block is left open)?
+
+    Continuation turns ("continue" after a cut-off answer) often start inside the previous
+    turn's code block, so their first fence closes a block and their fences are odd.
+    """
+    last_line = text.rstrip().rsplit("\n", 1)[-1].strip()
+    return bool(re.search(r"[A-Za-z][^`]*[.!?]$", last_line)) and len(last_line.split()) >= 5 \
+        and not looks_like_code(last_line + "\n" + last_line)
+
+
+def _verse(text: str) -> bool:
+    """The last stanza is verse: several short lines, most without end punctuation (songs, poems)."""
+    stanza = [ln.strip() for ln in text.rstrip().split("\n\n")[-1].split("\n") if ln.strip()]
+    if len(stanza) < 3:
+        return False
+    short = [ln for ln in stanza if len(ln) <= 70]
+    open_ended = [ln for ln in stanza if ln[-1] not in ".!?"]
+    return len(short) >= 0.75 * len(stanza) and len(open_ended) >= 0.5 * len(stanza)
+
+
+def truncation_reason(response: str, min_words: int = 12, next_user: str | None = None) -> str | None:
+    """Why a response looks cut off, or None. Conservative on purpose (see module doc).
+
+    ``next_user``: the user turn that follows (when there is one); a request to continue
+    supports the weakest signal (a long answer whose last sentence has no ending).
+    """
     text = response.strip()
     if not text:
         return None
+    if _HORIZONTAL_RULE.search(text):
+        return None
     if text.count("```") % 2 == 1:
+        if _ends_outside_code(text):
+            return None
         return "code block opened with ``` and never closed"
     if text[0] in "{[":
         try:
@@ -128,18 +196,72 @@ def truncation_reason(response: str, min_words: int = 12) -> str | None:
                 return "JSON value cut off (unbalanced brackets)"
             return None
     if text.endswith("```"):
+        return _code_block_cut(text)
+    if "```" in text:
+        # Prose after the last code block: judge that prose, not the code above it.
+        tail = text.rsplit("```", 1)[-1].strip()
+        if not tail:
+            return None
+        if len(tail.split()) >= 2 and not looks_like_code(tail):
+            return _prose_cut(tail, text, min_words=0, next_user=next_user, after_code=True)
         return None
+    return _prose_cut(text, text, min_words, next_user)
+
+
+#: How a code line that cannot be the last one ends: an open bracket, an operator, a colon, a comma.
+_OPEN_CODE_END = re.compile(r"(?:[=(\[{,:+\-*/\\&|]|\b(?:and|or|not|in|import|from|if|new|await))$")
+
+
+def _code_block_cut(text: str) -> str | None:
+    """A closed code block whose last line stops mid-statement (ChatGPT hit its length limit and
+    the page closed the block): ``clf.fit(X, y``, ``this.comments =``, ``class QuestsScreen(``."""
+    body = text[: -3].rstrip()
+    opening = body.rfind("```")
+    if opening < 0:
+        return None
+    lines = [ln for ln in body[opening:].split("\n")[1:] if ln.strip()]
+    if not lines:
+        return None
+    last = lines[-1].strip()
+    if last.startswith(("#", "//", "--", "*", "<!--")) or last.endswith("*/") or not any(ch.isalnum() for ch in last):
+        return None  # a comment, or a border of an ASCII table or drawing, may end anyhow
+    unbalanced = any(last.count(a) > last.count(b) for a, b in (("(", ")"), ("[", "]"), ("{", "}")))
+    # The whole block: a dict, list or call opened and never closed (strings in double quotes skipped).
+    unbalanced = unbalanced or _unclosed_brackets(body[opening:].split("\n", 1)[-1]) > 0
+    if _OPEN_CODE_END.search(last) or unbalanced or last.count('"') % 2 == 1:
+        return f"code block ends mid-statement: {last[-40:]!r}"
+    return None
+
+
+def _prose_cut(text: str, whole: str, min_words: int, next_user: str | None, after_code: bool = False) -> str | None:
     last_line = text.rsplit("\n", 1)[-1].strip()
     tokens = text.split()
+    if re.fullmatch(r"(?:\d+[.)]|[-*•+])", last_line):
+        return "ends on an empty list item"
+    asked_to_continue = bool(next_user and _ASKS_TO_CONTINUE.search(next_user.strip()))
+    if (asked_to_continue and len(whole) >= _LONG_ANSWER_CHARS and text[-1] not in _TERMINAL
+            and not looks_like_code(text)):
+        # A long answer that stops without an ending, and the user's next turn asks to go on:
+        # ChatGPT hit its length limit (its "Continue" button sends "Continue writing please").
+        return "stops without an ending and the user then asks to continue"
+    if (after_code and len(whole) >= _LONG_ANSWER_CHARS and len(tokens) >= 6 and text[-1].isalpha()
+            and tokens[-1][0].islower()):
+        return "the prose after the code stops without an ending"
     if len(tokens) < min_words:
         return None  # short answers ("Paris", "42", "Yes") are complete
     if re.match(r"^(?:[-*•+]|\d+[.)]|[a-zA-Z][.)]|\|)\s", last_line) or last_line.endswith("|"):
-        return None  # a list item or table row may end without punctuation
+        # A list item or table row may end without punctuation, but not on "the", "and", "with".
+        last = re.sub(r"\W+", "", tokens[-1].lower())
+        if last in _FUNCTION_WORDS and not last_line.endswith("|") and len(last_line.split()) >= 4:
+            return f"list item ends mid-sentence on {tokens[-1]!r}"
+        return None
     if looks_like_code(text):
         return None  # code lines need no sentence punctuation
     end = text[-1]
     if end in _TERMINAL or end.isdigit() or _URL.search(last_line.split()[-1]):
         return None
+    if _verse(text):
+        return None  # a song or poem ends on a line, not a sentence
     if end in ",:-–(":
         return f"ends with {end!r} mid-sentence"
     last_word = re.sub(r"\W+", "", tokens[-1].lower())
@@ -148,26 +270,83 @@ def truncation_reason(response: str, min_words: int = 12) -> str | None:
     # Several finished sentences, then an unfinished one of several words.
     finished = re.findall(r"[.!?](?:\s|$)", text)
     tail = re.split(r"[.!?]\s", text)[-1]
-    # A capitalized last word is usually a name or a title ("Yours sincerely, Jane Austen").
-    if len(finished) >= 2 and len(tail.split()) >= 4 and "\n" not in tail and last_word.isalpha() and tokens[-1][0].islower():
-        return "last sentence has no ending punctuation"
+    # A capitalized last word is usually a name or a title ("Yours sincerely, Jane Austen"); a
+    # short answer that only lacks its full stop is usually complete.
+    if (len(finished) >= 2 and len(tail.split()) >= 4 and "\n" not in tail and last_word.isalpha()
+            and tokens[-1][0].islower() and (len(whole) >= _LONG_ANSWER_CHARS or asked_to_continue)):
+        return "last sentence has no ending punctuation" + (" (the user then asks to continue)" if asked_to_continue else "")
     return None
 
 
+#: The user asked for something drawn in symbols: art, tabs, diagrams, tables, maps.
+_ASKS_FOR_SYMBOLS = re.compile(
+    r"\b(?:ascii|art|tabs?|tablature|diagrams?|drawings?|draw|charts?|tables?|visuali[sz]e|visual|maps?|"
+    r"grid|emojis?|symbols?|regex|regular expression|figlet|banner)\b",
+    re.IGNORECASE,
+)
+#: After "I cannot ...": the answer turns to helping ("However, here is ...").
+_PIVOT_TO_HELP = re.compile(
+    r"\b(?:however|but i can|but here|here is|here's|here are|instead|that said|in general|below is|"
+    r"as an alternative|i can (?:provide|give|offer|help|show|suggest))\b",
+    re.IGNORECASE,
+)
+
+
+#: The user asked for links: URLs in the answer are what was asked for.
+_ASKS_FOR_LINKS = re.compile(
+    r"\b(?:links?|urls?|sources?|references?|citations?|cite|citing|websites?|web ?sites?|resources?|"
+    r"bibliography|articles?|papers?|where (?:can|could|do|should) i (?:find|read|learn|get|buy|download))\b|"
+    r"web search results",
+    re.IGNORECASE,
+)
+#: A URL that is a citation: a markdown link, a numbered reference, or a line of a source list.
+_CITED_URL = re.compile(
+    r"\]\(\s*(?:https?://|www\.)|^\s*(?:[-*•]|\d+[.)]|\[\d+\])\s.*(?:https?://|www\.)|"
+    r"(?:source|sources|reference|references|see|via|from|at|available at|read more)\s*:?\s*<?(?:https?://|www\.)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _symbol_heavy(text: str) -> bool:
+    """The user pasted a drawing or a diagram themselves (the answer continuing it is no junk)."""
+    stripped = text.strip()
+    if len(stripped) < 40:
+        return False
+    return sum(1 for ch in stripped if not (ch.isalnum() or ch.isspace())) / len(stripped) > 0.3
+
+
+class Finding(NamedTuple):
+    """One failed check: the ledger reason, a description, and the flagged text (or "")."""
+
+    reason: str
+    detail: str
+    span: str = ""
+
+
 class QualityChecker:
-    """Runs the configured checks on one record; returns (reason, detail) or None."""
+    """Runs the configured checks on one assistant turn; returns the failures found."""
 
     def __init__(self, cfg: QualityConfig):
         self.cfg = cfg
         self.boilerplate = [re.compile(p, re.IGNORECASE) for p in BOILERPLATE_PATTERNS + cfg.extra_boilerplate_patterns]
         self.refusal = [re.compile(p, re.IGNORECASE) for p in REFUSAL_PATTERNS]
+        self.limits = RepetitionLimits(
+            min_loop_repeats=cfg.min_loop_repeats, min_loop_words=cfg.min_loop_words,
+            min_block_words=cfg.min_block_words, min_line_repeats=cfg.min_line_repeats,
+        )
 
-    def failures(self, prompt: str, user: str, response: str, first_only: bool = True) -> list[tuple[str, str]]:
+    def failures(self, prompt: str, user: str, response: str, first_only: bool = True) -> list[Finding]:
+        """Checks of one turn given its whole prompt (the context before it) and its user turn."""
+        return self.check(len(prompt), lambda: prompt, user, response, first_only)
+
+    def check(self, prompt_chars: int, prompt_of, user: str, response: str, first_only: bool = True,
+              next_user: str | None = None) -> list[Finding]:
+        """``prompt_of()`` builds the prompt only when a check needs it (long chats would pay O(n^2))."""
         cfg = self.cfg
-        out: list[tuple[str, str]] = []
+        out: list[Finding] = []
 
-        def fail(reason: str, detail: str) -> bool:
-            out.append((reason, detail))
+        def fail(reason: str, detail: str, span: str = "") -> bool:
+            out.append(Finding(reason, detail, span if span and span in response else ""))
             return first_only
 
         stripped = response.strip()
@@ -177,58 +356,90 @@ class QualityChecker:
         tokens = words(stripped)
         n_chars = len(stripped)
         if n_chars < cfg.min_response_chars or len(stripped.split()) < cfg.min_response_words:
-            if fail("too_short", f"{n_chars} chars, {len(stripped.split())} words"):
+            if fail("too_short", f"{n_chars} chars, {len(stripped.split())} words", stripped):
                 return out
         if n_chars > cfg.max_response_chars:
             if fail("too_long", f"response has {n_chars} chars > {cfg.max_response_chars}"):
                 return out
-        if len(prompt) > cfg.max_prompt_chars:
-            if fail("too_long", f"prompt has {len(prompt)} chars > {cfg.max_prompt_chars}"):
+        if prompt_chars > cfg.max_prompt_chars:
+            if fail("too_long", f"prompt has {prompt_chars} chars > {cfg.max_prompt_chars}"):
                 return out
         is_code = looks_like_code(stripped)
         if cfg.boilerplate:
             head = stripped[:300]
             for pattern in self.refusal:
-                if pattern.search(head):
-                    if fail("refusal", f"matches {pattern.pattern!r}"):
-                        return out
+                match = pattern.search(head)
+                if match:
+                    if not self._hedge_then_help(stripped[match.end():]):
+                        if fail("refusal", f"matches {pattern.pattern!r}", match.group(0)):
+                            return out
                     break
             for pattern in self.boilerplate if not is_code else ():  # code may quote such strings
                 match = pattern.search(stripped)
                 if match:
-                    if fail("boilerplate", f"contains {match.group(0)!r}"):
+                    if fail("boilerplate", f"contains {match.group(0)!r}", match.group(0)):
                         return out
                     break
         if cfg.echo_prompt and n_chars >= cfg.echo_min_chars:
-            r, u, p = normalize(stripped), normalize(user), normalize(prompt)
+            r, u = normalize(stripped), normalize(user)
+            # The whole prompt can only be echoed when it is about as long as the answer.
+            p = normalize(prompt_of()) if prompt_chars <= 2 * n_chars + 100 else ""
             if r and (r == u or r == p or (len(u) >= cfg.echo_min_chars and u in r and len(r) - len(u) <= max(10, 0.1 * len(u)))):
-                if fail("echo_prompt", "response repeats the prompt"):
+                if fail("echo_prompt", "response repeats the prompt", stripped[:200]):
                     return out
         if cfg.repetition and len(tokens) >= cfg.repetition_min_words:
-            # Code repeats identifiers by nature: only its duplicate-line share is checked.
-            reason = self._repetition(stripped, tokens, lines_only=is_code)
-            if reason and fail("repetition", reason):
+            found = self._repetition(stripped, tokens, is_code)
+            if found and fail("repetition", *found):
                 return out
         if n_chars >= cfg.symbol_min_chars and not is_code:
-            symbols = sum(1 for ch in stripped if not (ch.isalnum() or ch.isspace()))
-            ratio = symbols / n_chars
+            # Symbols inside code blocks and tables are content, and so is art or tabs the user asked for.
+            writing = "\n".join(prose_lines(stripped))
+            symbols = sum(1 for ch in writing if not (ch.isalnum() or ch.isspace()))
+            ratio = symbols / max(len(writing), 1)
             # A single token (a regex, a formula, a path) is an answer, not symbol soup.
-            if ratio > cfg.max_symbol_ratio and len(stripped.split()) >= 5:
+            if (ratio > cfg.max_symbol_ratio and len(writing) >= cfg.symbol_min_chars and len(writing.split()) >= 5
+                    and not _ASKS_FOR_SYMBOLS.search(user) and not _symbol_heavy(user)):
                 if fail("symbol_ratio", f"{ratio:.2f} of characters are symbols > {cfg.max_symbol_ratio}"):
                     return out
-            urls = [m.group(0) for m in _URL.finditer(stripped)]
-            url_chars = sum(len(u) for u in urls)
-            # Link spam is many links; one URL in a tool call or an answer is content.
-            if len(set(urls)) >= 3 and url_chars / n_chars > cfg.max_url_ratio:
-                if fail("url_ratio", f"{url_chars / n_chars:.2f} of characters are URLs > {cfg.max_url_ratio}"):
-                    return out
+            found = self._url_spam(stripped, user)
+            if found and fail("url_ratio", *found):
+                return out
         if cfg.truncation:
-            why = truncation_reason(stripped, cfg.truncation_min_words)
-            if why and fail("truncated", why):
+            why = truncation_reason(stripped, cfg.truncation_min_words, next_user)
+            if why and fail("truncated", why, stripped[-80:]):
                 return out
         return out
 
-    def _repetition(self, text: str, tokens: list[str], lines_only: bool = False) -> str | None:
+    def _hedge_then_help(self, rest: str) -> bool:
+        """'I cannot X directly, but here is Y' followed by a real answer is a hedge, not a refusal."""
+        help_words = self.cfg.refusal_help_words
+        return help_words > 0 and len(rest.split()) >= help_words and bool(_PIVOT_TO_HELP.search(rest[:800]))
+
+    def _url_spam(self, text: str, user: str) -> tuple[str, str] | None:
+        """Link spam: many links nobody asked for that are not citations (one URL is content)."""
+        cfg = self.cfg
+        urls = [m.group(0) for m in _URL.finditer(text)]
+        if len(set(urls)) < 3:
+            return None
+        ratio = sum(len(u) for u in urls) / len(text)
+        if ratio <= cfg.max_url_ratio:
+            return None
+        if cfg.url_allow_requested and _ASKS_FOR_LINKS.search(user):
+            return None
+        if cfg.url_allow_citations and len(_CITED_URL.findall(text)) >= 0.5 * len(urls):
+            return None
+        return f"{ratio:.2f} of characters are URLs > {cfg.max_url_ratio}", urls[0]
+
+    def _repetition(self, text: str, tokens: list[str], is_code: bool) -> tuple[str, str] | None:
+        cfg = self.cfg
+        if cfg.repetition_method == "degenerate":
+            # Code repeats lines and identifiers by nature: only a character loop counts there.
+            found = character_loop(text) if is_code else find_degenerate_repetition(text, self.limits)
+            return (found.detail, found.span) if found else None
+        reason = self._gopher_repetition(text, tokens, lines_only=is_code)
+        return (reason, "") if reason else None
+
+    def _gopher_repetition(self, text: str, tokens: list[str], lines_only: bool = False) -> str | None:
         cfg = self.cfg
         frac = _dup_line_fraction(text)
         if frac > cfg.max_dup_line_fraction:
@@ -251,27 +462,40 @@ class QualityChecker:
         return None
 
 
+class TurnVerdict(NamedTuple):
+    """The first failing assistant turn of a record."""
+
+    index: int  # the assistant message
+    exchange_start: int  # where a trim cuts
+    finding: Finding
+
+
+def first_failure(checker: QualityChecker, messages: list[dict[str, str]]) -> TurnVerdict | None:
+    for turn in assistant_turns(messages):
+        found = checker.check(turn.context_chars, lambda t=turn: t.context, turn.user, turn.response,
+                              next_user=turn.next_user)
+        if found:
+            return TurnVerdict(turn.index, turn.exchange_start, found[0])
+    return None
+
+
+def _check_chunk(args: tuple[dict, list[list[dict[str, str]]]]) -> list[TurnVerdict | None]:
+    cfg_dict, conversations = args
+    checker = QualityChecker(QualityConfig.model_validate(cfg_dict))
+    return [first_failure(checker, messages) for messages in conversations]
+
+
 def _views(record: Record) -> tuple[str, str, str]:
     idx = record.last_assistant_index
     users = [m["content"] for m in record.messages[:idx] if m["role"] == "user"]
     return record.prompt, users[-1] if users else "", record.response
 
 
-def _check_chunk(args: tuple[dict, list[tuple[str, str, str]]]) -> list[tuple[str, str] | None]:
-    cfg_dict, views = args
-    checker = QualityChecker(QualityConfig.model_validate(cfg_dict))
-    results = []
-    for prompt, user, response in views:
-        failures = checker.failures(prompt, user, response)
-        results.append(failures[0] if failures else None)
-    return results
-
-
 _DEFAULT_CHECKER: QualityChecker | None = None
 
 
 def heuristic_quality(record: Record) -> float:
-    """A score for keep='quality': fewer failed checks first, then a longer response."""
+    """A score for keep='quality': fewer failed checks of the last turn first, then a longer response."""
     global _DEFAULT_CHECKER
     if _DEFAULT_CHECKER is None:
         _DEFAULT_CHECKER = QualityChecker(QualityConfig())
@@ -279,23 +503,48 @@ def heuristic_quality(record: Record) -> float:
     return -len(failures) + 0.01 * math.log1p(len(record.response.strip()))
 
 
+_RULE_TEXT = {
+    "empty_response": "the assistant turn is empty or whitespace",
+    "too_short": "the assistant turn has fewer than min_response_chars / min_response_words",
+    "too_long": "the assistant turn is longer than max_response_chars, or the context before it than max_prompt_chars",
+    "refusal": "the assistant turn opens with a refusal",
+    "boilerplate": "the assistant turn contains AI boilerplate ('As an AI language model')",
+    "echo_prompt": "the assistant turn repeats its user turn",
+    "repetition": "degenerate repetition in the assistant turn (loop, block repeated back to back, repeated lines)",
+    "symbol_ratio": "the assistant turn is mostly symbols",
+    "url_ratio": "the assistant turn is mostly links nobody asked for that are not citations",
+    "truncated": "the assistant turn is cut off mid-sentence, in an open code block or JSON value",
+}
+
+
 class QualityFilter(Step):
     config_class = QualityConfig
-    reasons = (
-        "empty_response", "too_short", "too_long", "refusal", "boilerplate", "echo_prompt",
-        "repetition", "symbol_ratio", "url_ratio", "truncated",
-    )
+    reasons = tuple(_RULE_TEXT)
+    rules = {reason: Rule(reason, "turn", QUALITY_DEFAULT_ACTIONS[reason], text) for reason, text in _RULE_TEXT.items()}
 
     def run(self, records: list[Record], context: CurateContext) -> StepResult:
-        cfg_dict = self.config.model_dump()
-        chunks = [(cfg_dict, [_views(r) for r in c]) for c in chunked(records, 2000)]
+        cfg = self.config
+        cfg_dict = cfg.model_dump()
+        actions = {**QUALITY_DEFAULT_ACTIONS, **cfg.actions}
+        chunks = [(cfg_dict, [r.messages for r in c]) for c in chunked(records, 1000)]
         with context.progress.task("quality filters", len(records)) as task:
             parts = parallel_map(_check_chunk, chunks, context.workers, task, [len(c[1]) for c in chunks])
-        verdicts: Iterable = (v for part in parts for v in part)
+        verdicts = (v for part in parts for v in part)
         kept, removed = [], []
         for record, verdict in zip(records, verdicts):
             if verdict is None:
                 kept.append(record)
+                continue
+            finding = verdict.finding
+            detail = f"turn {verdict.index}: {finding.detail}"
+            shorter = prefix_record(record, verdict.exchange_start) if actions[finding.reason] == TRIM else None
+            if shorter is not None:
+                kept.append(shorter)
+                removed.append(Removal(record, finding.reason, detail, action=TRIM, turn=verdict.exchange_start,
+                                       span=finding.span, replacement=shorter))
             else:
-                removed.append(Removal(record, verdict[0], verdict[1]))
+                if actions[finding.reason] == TRIM:
+                    detail += " (no complete exchange before it: dropped)"
+                removed.append(Removal(record, finding.reason, detail, action=DROP, turn=verdict.index,
+                                       span=finding.span))
         return StepResult(kept, removed)

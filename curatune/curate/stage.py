@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from curatune.config import ExperimentConfig
 from curatune.curate.base import CurateContext, Progress, RichProgress
 from curatune.curate.decontaminate import read_eval_texts
 from curatune.curate.detection import detection_report, read_labels
@@ -21,9 +22,10 @@ from curatune.data.loaders import expand_path, load_sources
 from curatune.errors import ConfigError
 from curatune.records import records_to_frame
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
+from curatune.runlock import holds_stage_lock
 
 
-def eval_items_loader(config) -> Callable[[], list[tuple[str, str]]]:
+def eval_items_loader(config: ExperimentConfig) -> Callable[[], list[tuple[str, str]]]:
     """Texts of every evaluation item the experiment will score (for decontamination)."""
 
     def load() -> list[tuple[str, str]]:
@@ -41,7 +43,7 @@ def eval_items_loader(config) -> Callable[[], list[tuple[str, str]]]:
     return load
 
 
-def build_context(config, progress: Progress | None = None) -> CurateContext:
+def build_context(config: ExperimentConfig, progress: Progress | None = None) -> CurateContext:
     cur = config.curate
     return CurateContext(
         workers=cur.workers,
@@ -56,7 +58,7 @@ def build_context(config, progress: Progress | None = None) -> CurateContext:
     )
 
 
-def fingerprint(config, labels: str | None) -> str:
+def fingerprint(config: ExperimentConfig, labels: str | None) -> str:
     """Hash of everything curation depends on: its config sections and the input files' stats."""
     resolved = config.resolved()
     parts: dict[str, Any] = {
@@ -79,14 +81,18 @@ def fingerprint(config, labels: str | None) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+@holds_stage_lock("curate")  # one process per stage on a run directory
 def run_curate(
     config, run_dir: RunDir, labels: str | None = None, *, force: bool = False, progress: bool | None = None,
     console=None,
 ) -> dict[str, Any]:
     """Curate ``config.data.sources`` into ``run_dir/curate``; return the report."""
-    run_dir.write_manifest(config.resolved(), "curate")
     if not config.data.sources:
         raise ConfigError("data.sources is empty: nothing to curate (add at least one {path: ...})")
+    for source in config.data.sources:  # a missing source fails before anything is written
+        if source.format != "parallel":
+            expand_path(source.path)
+    run_dir.write_manifest(config.resolved(), "curate")
     labels = labels or config.data.labels
     key = fingerprint(config, labels)
     if not force and run_dir.curate_report.exists() and run_dir.kept.exists() and run_dir.removed.exists():

@@ -29,7 +29,7 @@ REASONS = {
     "missing_field": "a required field is absent or null",
     "wrong_type": "a field has the wrong type (e.g. a list where text is expected)",
     "empty_conversation": "the conversation list is empty",
-    "empty_content": "a user or assistant turn (or the instruction/output) is empty or whitespace",
+    "empty_content": "the instruction/output is empty, or every user (or every assistant) turn of a conversation is",
     "no_user_turn": "the conversation has no user turn",
     "no_assistant_turn": "the conversation has no assistant turn",
     "unknown_role": "a turn's role/from is not one of the known speaker names",
@@ -282,7 +282,16 @@ class RowConverter:
             raise RowRejected("wrong_type", f"field '{field}' must be a list of turns, got {_type_name(turns)}")
         if not turns:
             raise RowRejected("empty_conversation", f"field '{field}' is an empty list")
-        return [self._turn(turn, field, i) for i, turn in enumerate(turns)]
+        messages = [self._turn(turn, field, i) for i, turn in enumerate(turns)]
+        # An empty turn inside a conversation is repaired by curation (its exchange is dropped
+        # and ledgered); only a conversation with no non-empty user or assistant turn is rejected.
+        for role in ("user", "assistant"):
+            present = [i for i, m in enumerate(messages) if m["role"] == role]
+            if present and not any(messages[i]["content"].strip() for i in present):
+                i = present[0]
+                key = "value" if "value" in turns[i] else "content"
+                raise RowRejected("empty_content", f"{field}[{i}].{key} ({role} turn) is empty or whitespace only")
+        return messages
 
     def _turn(self, turn: Any, field: str, i: int) -> dict[str, str]:
         where = f"{field}[{i}]"
@@ -305,8 +314,6 @@ class RowConverter:
                 f"{where}.{role_key} is {speaker!r}; known: {', '.join(sorted(ROLE_ALIASES))}",
             )
         content = _content_text(turn[content_key], f"{where}.{content_key}")
-        if role != "system" and not content.strip():
-            raise RowRejected("empty_content", f"{where}.{content_key} ({role} turn) is empty or whitespace only")
         return {"role": role, "content": content}
 
     def _with_system(

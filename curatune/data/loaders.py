@@ -26,6 +26,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import csv
+import errno
 import glob
 import gzip
 import hashlib
@@ -36,6 +37,7 @@ import lzma
 import os
 import re
 import string
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +62,13 @@ from curatune.data.formats import (
     resolve_field_map,
 )
 from curatune.errors import DataError
-from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS, Record
+from curatune.records import (
+    LEDGER_COLUMNS,
+    LEDGER_DEFAULTS,
+    RECORD_COLUMNS,
+    Record,
+    standard_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +78,8 @@ MAX_RAW_CHARS = 4096
 #: A progress bar over files appears from this many files on.
 PROGRESS_MIN_FILES = 10
 
-_COMPRESSION = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_COMPRESSION = tuple(_OPENERS)
 _CONTAINERS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
                ".parquet": "parquet", ".pq": "parquet"}
 _HF_PATH = re.compile(r"^hf:(?P<name>[^:@\s]+)(?::(?P<config>[^@\s]+))?(?:@(?P<split>\S+))?$")
@@ -184,12 +193,16 @@ def expand_path(path: str) -> tuple[list[str], list[str]]:
     if p.is_file():
         return [str(p)], []
     if p.is_dir():
-        candidates = sorted(
-            str(f) for f in p.rglob("*")
-            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-        )
+        walk = FolderWalk(expanded)
+        walk.run()
+        walk.raise_if_unreadable(path)
+        for note in walk.notes:
+            logger.warning(note)
+        candidates = sorted(walk.files)
     elif glob.has_magic(expanded):
         candidates = sorted(f for f in glob.glob(expanded, recursive=True) if os.path.isfile(f))
+    elif os.path.islink(expanded):
+        raise DataError(f"{path}: a symbolic link that leads nowhere readable ({_link_problem(expanded)})")
     else:
         raise DataError(f"{path}: no such file or folder")
     files = [f for f in candidates if container_of(f) is not None]
@@ -200,6 +213,111 @@ def expand_path(path: str) -> tuple[list[str], list[str]]:
             + (f"; found only {', '.join(Path(f).name for f in skipped[:5])}" if skipped else "")
         )
     return files, skipped
+
+
+def _link_problem(path: str) -> str:
+    """Why a symbolic link cannot be followed: a loop (ELOOP) or a missing target."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "it points to itself, or into a loop of links"
+        return f"its target {os.readlink(path)!r} does not exist" if exc.errno == errno.ENOENT else (exc.strerror or str(exc))
+    return "unknown problem"
+
+
+def is_curatune_run_dir(path: str) -> bool:
+    """A run directory (manifest.json beside config.yaml) holds curatune's own output, not input data."""
+    return os.path.isfile(os.path.join(path, "manifest.json")) and os.path.isfile(os.path.join(path, "config.yaml"))
+
+
+class FolderWalk:
+    """Every file under a folder, following symbolic links, each real folder and file once.
+
+    ``Path.rglob`` neither enters linked folders nor says when it cannot read one; this
+    walk follows links (a link back to a folder already read, a loop, is skipped with a
+    note, since its files are read through the other path), and collects every folder or
+    data file it cannot read so that the caller can refuse to load a partial folder
+    silently. Names starting with "." and curatune run directories inside the folder are
+    skipped (with a note for run directories).
+    """
+
+    def __init__(self, root: str):
+        self.root = root
+        self.files: list[str] = []
+        self.unreadable: list[tuple[str, str]] = []  # (path, why)
+        self.notes: list[str] = []
+        self._seen_dirs: set[tuple[int, int]] = set()
+        self._seen_files: set[tuple[int, int]] = set()
+
+    def run(self) -> None:
+        self._seen_dirs.add(_identity(os.stat(self.root)))
+        pending = [self.root]
+        while pending:
+            folder = pending.pop()
+            try:
+                with os.scandir(folder) as listing:
+                    entries = sorted(listing, key=lambda e: e.name)
+            except OSError as exc:
+                self.unreadable.append((folder, f"cannot list the folder: {exc.strerror or exc}"))
+                continue
+            # reversed: the stack then visits sub-folders in name order
+            for entry in reversed(entries):
+                if not entry.name.startswith("."):
+                    self._visit(entry, pending)
+
+    def _visit(self, entry: os.DirEntry, pending: list[str]) -> None:
+        try:
+            is_dir, is_file = entry.is_dir(), entry.is_file()  # both follow links
+            info = entry.stat() if (is_dir or is_file) else None
+        except OSError as exc:
+            if entry.is_symlink():
+                self._broken_link(entry)
+            else:
+                self.unreadable.append((entry.path, exc.strerror or str(exc)))
+            return
+        if is_dir:
+            if is_curatune_run_dir(entry.path):
+                self.notes.append(f"{entry.path}: a curatune run directory inside the input folder; not read as data")
+                return
+            identity = _identity(info)
+            if identity in self._seen_dirs:
+                self.notes.append(f"{entry.path}: a link to a folder already read (a loop or a second path); skipped")
+                return
+            self._seen_dirs.add(identity)
+            pending.append(entry.path)
+        elif is_file:
+            identity = _identity(info)
+            if identity in self._seen_files:
+                self.notes.append(f"{entry.path}: the same file as one already read (a link); skipped")
+                return
+            self._seen_files.add(identity)
+            self.files.append(entry.path)
+        elif entry.is_symlink():
+            self._broken_link(entry)
+
+    def _broken_link(self, entry: os.DirEntry) -> None:
+        """A link that loops or leads nowhere: an error when its name says data, else a note."""
+        problem = f"a symbolic link that cannot be followed: {_link_problem(entry.path)}"
+        if container_of(entry.name) is not None:
+            self.unreadable.append((entry.path, problem))
+        else:
+            self.notes.append(f"{entry.path}: {problem}; not a data file name, skipped")
+
+    def raise_if_unreadable(self, label: str) -> None:
+        if not self.unreadable:
+            return
+        shown = "\n  ".join(f"{path}: {why}" for path, why in self.unreadable[:20])
+        more = f"\n  ... and {len(self.unreadable) - 20} more" if len(self.unreadable) > 20 else ""
+        raise DataError(
+            f"{label}: {len(self.unreadable)} path(s) inside cannot be read, so loading the folder would "
+            f"silently lose their records:\n  {shown}{more}\nFix their permissions or links, or point the "
+            "source at the readable parts."
+        )
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
 
 
 def container_of(path: str) -> str | None:
@@ -367,30 +485,46 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 def parse_jsonl(text: str, where: str) -> list[RawRow]:
     """One JSON value per line; a broken line is one ``invalid_json`` row, not a failed file."""
-    rows: list[RawRow] = []
-    first_error: tuple[int, json.JSONDecodeError] | None = None
-    valid = 0
     # Split on \n only: str.splitlines would also split on U+2028 inside JSON strings.
-    for number, line in enumerate(text.split("\n"), start=1):
+    return parse_jsonl_lines(enumerate(text.split("\n"), start=1), where)
+
+
+def parse_jsonl_lines(numbered_lines: Iterable[tuple[int, str]], where: str) -> list[RawRow]:
+    """:func:`parse_jsonl` over (line number, line) pairs (blank lines may be left out)."""
+    rows: list[RawRow] = []
+    first_error: str | None = None
+    valid = 0
+    for number, line in numbered_lines:
         stripped = line.strip()
         if not stripped:
             continue
         try:
             value = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            first_error = first_error or (number, exc)
-            rows.append(
-                RawRow(str(number), None, stripped, ("invalid_json", f"not valid JSON at column {exc.colno}: {exc.msg}"))
-            )
+        except ValueError as exc:  # JSONDecodeError, and int('9' * 5000) beyond Python's digit limit
+            message = _json_error(exc)
+            summary = f"line {number}, column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) \
+                else f"line {number}: {message}"
+        except RecursionError:
+            message = "not valid JSON: nested too deeply to read (thousands of levels of [ or {)"
+            summary = f"line {number}: {message}"
+        else:
+            valid += 1
+            rows.append(RawRow(str(number), value))
             continue
-        valid += 1
-        rows.append(RawRow(str(number), value))
+        first_error = first_error or summary
+        rows.append(RawRow(str(number), None, stripped, ("invalid_json", message)))
     if rows and valid == 0 and first_error is not None:
-        number, exc = first_error
-        raise DataError(
-            f"{where}: not JSON Lines: no line parses as JSON (line {number}, column {exc.colno}: {exc.msg})"
-        )
+        raise DataError(f"{where}: not JSON Lines: no line parses as JSON ({first_error})")
     return rows
+
+
+def _json_error(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON at column {exc.colno}: {exc.msg}"
+    text = str(exc)
+    if "digits" in text:  # Python's int-string conversion limit (CVE-2020-10735)
+        return "a number has too many digits to read (" + text.split(";")[0] + ")"
+    return f"not valid JSON: {text[:200]}"
 
 
 class JsonDocumentReader:
@@ -417,7 +551,7 @@ class JsonDocumentReader:
             rows, _ = self._array(pos, key=None)
             return rows, "json"
         try:
-            value, end = self.decoder.raw_decode(text, pos)
+            value, end = self._raw_decode(pos)
         except json.JSONDecodeError as exc:
             if text[pos] == "{" and self._cut_off(exc):
                 return self._object_of_arrays(pos), "json"
@@ -536,12 +670,24 @@ class JsonDocumentReader:
         """One JSON value at ``pos`` and where it ends; None, with the cut reported, when the
         text ends inside it (``complete`` rows were read before)."""
         try:
-            return self.decoder.raw_decode(self.text, pos)
+            return self._raw_decode(pos)
         except json.JSONDecodeError as exc:
             if self._cut_off(exc):
                 self._report_cut(pos, complete)
                 return None
             raise self._syntax_error(exc) from None
+
+    def _raw_decode(self, pos: int) -> tuple[Any, int]:
+        """``raw_decode``; a value nested too deeply or a number too long is a DataError at ``pos``:
+        inside one JSON document there is no next line to go on reading from."""
+        try:
+            return self.decoder.raw_decode(self.text, pos)
+        except json.JSONDecodeError:
+            raise
+        except ValueError as exc:
+            raise self._error_at(pos, _json_error(exc)) from None
+        except RecursionError:
+            raise self._error_at(pos, "the value starting here is nested too deeply to read") from None
 
     def _skip(self, pos: int) -> int:
         return _WHITESPACE.match(self.text, pos).end()  # type: ignore[union-attr]
@@ -669,10 +815,15 @@ def read_file(path: str, encoding: str | None) -> FileRead:
             f"{path}: unsupported file type; expected .jsonl .json .csv .tsv .parquet (optionally .gz/.bz2/.xz)"
             + _PARALLEL_HINT
         )
+    if container == "jsonl":
+        streamed = read_jsonl_streaming(path, encoding)
+        if streamed is not None:
+            return streamed
     data = read_bytes(path)
     if container == "parquet":
         return FileRead(read_parquet(io.BytesIO(data), path), "parquet", None)
     decoded = decode_text(data, encoding, path)
+    del data  # the text is all that is needed from here; don't hold both
     text = decoded.text.lstrip("\ufeff")
     warnings = list(decoded.warnings)
     if container in ("csv", "tsv"):
@@ -686,19 +837,122 @@ def read_file(path: str, encoding: str | None) -> FileRead:
     return FileRead(rows, container, decoded.encoding, warnings)
 
 
-def read_bytes(path: str) -> bytes:
-    """A file's bytes, decompressed when it ends in .gz, .bz2 or .xz."""
+def read_jsonl_streaming(path: str, encoding: str | None) -> FileRead | None:
+    """JSON Lines read line by line through the decompressor, keeping only non-blank lines.
+
+    Memory then follows the records, not the file: a .jsonl.gz of a gigabyte of newlines
+    (a few MB compressed) costs nothing, where decompressing it whole, decoding it and
+    splitting it into lines took gigabytes. Returns None when the whole-file reader must
+    do it instead: text in an encoding whose newline is not the byte 0x0a (UTF-16/32), or a
+    .jsonl that holds one JSON array. Encoding detection (:func:`decode_text`) sees every
+    non-blank line, so it decides as it would on the whole file.
+    """
+    numbers: list[int] = []
+    lines: list[bytes] = []
+    with _open_data_file(path) as stream:
+        head = _peek(stream)
+        if not _newline_is_one_byte(head, encoding):
+            return None
+        try:
+            for number, line in non_blank_lines(stream):
+                if not lines and line.lstrip().removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"["):
+                    return None  # one JSON array in a .jsonl file
+                numbers.append(number)
+                lines.append(line.rstrip(b"\r"))
+        except _DECOMPRESSION_ERRORS as exc:
+            raise DataError(f"{path}: cannot decompress the {Path(path).suffix} file ({exc})") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    joined = b"\n".join(lines)
+    del lines
     try:
-        data = Path(path).read_bytes()
+        decoded = decode_text(joined, encoding, path)
+    except DataError:
+        return None  # the whole-file reader gives the error with the file's own line numbers
+    del joined
+    texts = decoded.text.split("\n") if numbers else []
+    decoded.text = ""
+    if len(texts) != len(numbers):
+        return None  # an encoding that turned some other byte into a newline: read it whole
+    if texts:
+        texts[0] = texts[0].lstrip("\ufeff")
+    rows = parse_jsonl_lines(zip(numbers, texts), path)
+    return FileRead(rows, "jsonl", decoded.encoding, list(decoded.warnings))
+
+
+#: A line holding something other than ASCII whitespace (the newline itself not included).
+_NON_BLANK_LINE = re.compile(rb"[^\n]*[^ \t\r\n\x0b\x0c][^\n]*")
+_CHUNK = 1 << 20
+
+
+def non_blank_lines(stream: io.BufferedIOBase) -> Iterable[tuple[int, bytes]]:
+    """(line number from 1, line without its newline) for every line that is not blank.
+
+    Reads 1 MB chunks and finds non-blank lines with one regular expression, so runs of
+    blank lines cost C-speed scanning, not a Python object each; a line longer than a chunk
+    is gathered piece by piece and joined once."""
+    pieces: list[bytes] = []  # the unfinished last line, in pieces
+    first_line = 1  # number of the first line that starts in the pending text
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        end = chunk.rfind(b"\n") + 1
+        if end == 0:
+            pieces.append(chunk)
+            continue
+        text = b"".join(pieces) + chunk[:end] if pieces else chunk[:end]
+        pieces = [chunk[end:]] if end < len(chunk) else []
+        number, scanned = first_line, 0
+        for match in _NON_BLANK_LINE.finditer(text):
+            number += text.count(b"\n", scanned, match.start())
+            scanned = match.start()
+            yield number, match.group()
+        first_line += text.count(b"\n")
+    rest = b"".join(pieces)
+    if rest.strip():
+        yield first_line, rest
+
+
+def _newline_is_one_byte(head: bytes, encoding: str | None) -> bool:
+    """Can lines be split on the byte 0x0a? Not in UTF-16/32 (detected or given)."""
+    if encoding is None:
+        detected = _encoding_from_bom(head) or _utf16_without_bom(head)
+        return detected in (None, "utf-8-sig")
+    try:
+        return "a\n".encode(encoding) == b"a\n"
+    except (LookupError, UnicodeError):
+        return False  # the whole-file reader names the unknown encoding
+
+
+def _peek(stream: io.BufferedIOBase, size: int = 4096) -> bytes:
+    try:
+        return stream.peek(size)[:size]  # type: ignore[attr-defined]
+    except _DECOMPRESSION_ERRORS + (OSError,):
+        return b""  # the read that follows raises the same error with its message
+
+
+_DECOMPRESSION_ERRORS = (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile)
+
+
+def _open_data_file(path: str) -> io.BufferedIOBase:
+    """A binary stream of the file's content, decompressing .gz, .bz2 and .xz on the fly."""
+    opener = _OPENERS.get(Path(path).suffix.lower(), open)
+    try:
+        return opener(path, "rb")
     except OSError as exc:
         raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-    suffix = Path(path).suffix.lower()
-    if suffix in _COMPRESSION:
+
+
+def read_bytes(path: str) -> bytes:
+    """A file's bytes, decompressed when it ends in .gz, .bz2 or .xz."""
+    with _open_data_file(path) as stream:
         try:
-            data = _COMPRESSION[suffix](data)
-        except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
-            raise DataError(f"{path}: cannot decompress the {suffix} file ({exc})") from None
-    return data
+            return stream.read()
+        except (_DECOMPRESSION_ERRORS + (ValueError,)) as exc:
+            raise DataError(f"{path}: cannot decompress the {Path(path).suffix} file ({exc})") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
 
 
 _PARALLEL_HINT = (
@@ -788,6 +1042,7 @@ class FileLoader:
             "detail": f"{self.path}:{raw.position}: {message}",
             "duplicate_of": None,
             "cluster_id": None,
+            **LEDGER_DEFAULTS,
         }
 
 
@@ -929,6 +1184,7 @@ class ParallelLoader:
             "detail": f"{position}: {_safe(exc.message)}",
             "duplicate_of": None,
             "cluster_id": None,
+            **LEDGER_DEFAULTS,
         }
 
 
@@ -983,8 +1239,8 @@ def _undecodable_field(row: Any) -> str | None:
 
 def _dumps(value: Any) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
+        return standard_json(value)
+    except (TypeError, ValueError, RecursionError):
         return repr(value)
 
 

@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 
 from curatune.config import load_config
-from curatune.evaluate.runner import run_evaluate
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +38,10 @@ def register(app: typer.Typer) -> None:
 
         overrides = list(set_) + ([f"run_dir={run_dir}"] if run_dir else [])
         cfg = load_config(config, overrides)
+        # Imported here: the evaluation stage loads torch and transformers (seconds), which
+        # `curatune --help` and every other command should not pay for.
+        from curatune.evaluate.runner import run_evaluate
+
         summary = run_evaluate(cfg, cfg.run_dir, progress=not no_progress, score=not merge_only)
         out = Console(stderr=True)
         for label, error in summary["failed_models"].items():
@@ -50,3 +53,6 @@ def register(app: typer.Typer) -> None:
         )
         if summary["not_scored"]:
             out.print(f"[yellow]{summary['not_scored']} units not scored yet (--merge-only)[/yellow]")
+        if summary["failed_models"]:  # scores are incomplete: a script must not take this for success
+            out.print("some models could not be scored (see above); repair them and re-run the same command")
+            raise typer.Exit(1)

@@ -111,6 +111,13 @@ class RetentionSuite(_SuiteBase):
         description="Probe prompts, JSONL rows {id, category, prompt}. Empty = the packaged general prompts "
         "(facts, arithmetic, instructions, writing, reasoning, code, language, small talk).",
     )
+    prompts: Literal["general", "heldout"] = Field(
+        default="general",
+        description="general: the probe prompts (path, or the packaged set). heldout: the task's own held-out "
+        "prompts (train/heldout.parquet, `limit` of them), so kl_divergence is the forward KL(base || tuned) of "
+        "the next-token distributions on the task distribution, the quantity 'RL's Razor' (Shenfeld et al. "
+        "2025) reports to predict forgetting. Give it its own suite name, e.g. task_kl.",
+    )
     max_new_tokens: int = Field(default=32, ge=1, description="Length of the base model's reference answers.")
     batch_size: int = Field(default=8, ge=1, description="Prompts per forward pass.")
     answer_agreement: bool = Field(

@@ -15,7 +15,8 @@
   a JSON object. An unparsable hypothesis predicts no fields (F1 = 0). ``json_valid`` is
   the share of hypotheses that parse as a JSON object.
 * ``comet_like``: embedding similarity, see :mod:`curatune.evaluate.comet_like` and
-  :func:`comet_like_scores`. It is not COMET.
+  :func:`comet_like_scores`. It is not COMET, and it does not beat chrF++ consistently at
+  ordering translation systems the way expert MQM judgments do (bench/mt_metric_mqm.py).
 
 Every scorer returns a :class:`MetricResult`: corpus values, how many items each value
 covers, one per-example column per value, and signatures.
@@ -34,7 +35,16 @@ import numpy as np
 from curatune.errors import ConfigError
 from curatune.models import load_embedder
 
+#: Bumped whenever comet_like's scores change; it is in the signature (``version:N``) and, from
+#: version 2 on, in the generation suites' resume fingerprint, so scores of two versions are
+#: never mixed in one run.
 COMET_LIKE_VERSION = "1"
+#: What the report and the app say wherever comet_like is shown.
+COMET_LIKE_NOTE = (
+    "comet_like is an embedding similarity (MiniLM cosine to the reference, plus a source term), "
+    "not COMET: against expert MQM judgments of WMT21 TED translations it did not beat chrF++ "
+    "consistently, so read chrF++ as the translation metric (bench/results/mt_metric_mqm.md)."
+)
 #: Weight of cos(h, r) in a comet_like segment score; the rest goes to the source-consistency term.
 COMET_LIKE_REFERENCE_WEIGHT = 0.75
 

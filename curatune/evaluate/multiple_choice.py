@@ -42,6 +42,7 @@ import numpy as np
 
 from curatune.errors import DataError
 from curatune.evaluate.lm_scoring import ItemScores, LoglikelihoodScorer
+from curatune.jsonl import iter_jsonl
 
 TARGET_DELIMITER = " "  # lm-eval's default target_delimiter
 
@@ -139,16 +140,8 @@ def _read_rows(path: Path) -> Iterable[tuple[int, dict]]:
             raise DataError(f"{path}: expected a JSON array of items")
         yield from enumerate(data)
         return
-    row = 0
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {line_no}: not valid JSON ({e.msg})") from None
+    for row, (_, obj) in enumerate(iter_jsonl(text.splitlines(), str(path))):
         yield row, obj
-        row += 1
 
 
 def _item_from_row(row: Any, where: str, index: int, prefix: str) -> MCItem:

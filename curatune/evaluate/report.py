@@ -24,8 +24,10 @@ from rich.table import Table
 from rich.text import Text
 
 from curatune.config import format_validation_error
+from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
+from curatune.evaluate.metrics import COMET_LIKE_NOTE
 from curatune.rundir import BASE, FAILED, RunDir, cell_key, cell_status, read_json
 
 # ----------------------------------------------------------------------------- gathering
@@ -82,6 +84,7 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         "stages": manifest.get("stages") or {},
         "curate": None,
         "sweep": sweep_status(run),
+        "paired_draw": paired_draw_summary(run),
     }
     if run.curate_report.exists():
         report = _read_json_file(run.curate_report)
@@ -91,8 +94,24 @@ def run_summary(run: RunDir) -> dict[str, Any]:
             "kept": report.get("kept"),
             "removed": int(sum(removed.values())) if removed else 0,
             "removed_by_reason": removed,
+            "audit": _audit(run),
         }
     return summary
+
+
+def paired_draw_summary(run: RunDir) -> dict[str, Any] | None:
+    """train/plan.json's paired draw (train.draw = paired): per seed and size, how many records
+    of the curated subset differ from the raw subset of the same size."""
+    if not run.plan.exists():
+        return None
+    plan = _read_json_file(run.plan)
+    return plan.get("paired_draw") if isinstance(plan, dict) else None
+
+
+def _audit(run: RunDir) -> dict[str, Any] | None:
+    """Each rule's audited precision (curatune audit); rules without labels say audited: false."""
+    summary = audit_run(run)
+    return summary.to_dict() if summary is not None else None
 
 
 def sweep_status(run: RunDir) -> dict[str, Any] | None:
@@ -255,6 +274,7 @@ def _signed(value: float | None, digits: int = 2) -> str:
 
 def render_report(report: dict[str, Any], console: Console) -> None:
     _render_summary(report["run"], console)
+    _render_audit((report["run"].get("curate") or {}).get("audit"), console)
     if not report["evaluated"]:
         console.print("\n[yellow]No evaluation yet[/yellow] (eval/scores.parquet missing): run `curatune evaluate CONFIG`.")
         return
@@ -264,8 +284,10 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         console.print(f"\n[bold red]analysis unavailable:[/bold red] {escape(report['analysis_error'])}", highlight=False)
         return
     _render_learning_forgetting(analysis, console)
+    _render_significance(analysis, console)
     _render_saturation(analysis, console)
     _render_early_vs_final(analysis, console)
+    _render_probe_correlations(analysis, console)
     for note in analysis.get("warnings", []):
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     console.print(f"[dim]analysis from eval/analysis.json, generated {analysis.get('generated')}[/dim]")
@@ -290,6 +312,7 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
             f"{curate['input_records']} records in, {curate['kept']} kept, {curate['removed']} removed"
             + (f" ({detail})" if detail else ""),
         )
+        grid.add_row("audit", _audit_line(curate.get("audit")))
     else:
         grid.add_row("curate", "[dim]not run[/dim]")
     sweep = summary["sweep"]
@@ -303,7 +326,37 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
             grid.add_row("", f"... and {len(sweep['failed']) - 5} more failed cells")
     else:
         grid.add_row("sweep", "[dim]not run[/dim]")
+    paired = summary.get("paired_draw")
+    if paired:
+        for seed, sizes in paired["differing_records"].items():
+            counts = ", ".join(f"n{size}: {n}" for size, n in sizes.items())
+            grid.add_row("paired draw" if seed == next(iter(paired["differing_records"])) else "",
+                         f"seed {seed}: records differing from the raw subset of the same size: {counts}")
     console.print(grid)
+
+
+def _audit_line(audit: dict[str, Any] | None) -> str:
+    if not audit or not audit.get("audited"):
+        return "[dim]not audited (label a sample of each rule's removals: curatune audit RUN_DIR)[/dim]"
+    done = [r for r in audit["rules"] if r["audited"]]
+    return (f"{len(done)} of {len(audit['rules'])} rules audited, {audit['labels']} labels "
+            f"({audit['labels_path']}); precision below")
+
+
+def _render_audit(audit: dict[str, Any] | None, console: Console) -> None:
+    """The per-rule precision table, when any rule has labels."""
+    if not audit or not audit.get("audited"):
+        return
+    summary = AuditSummary.from_dict(audit)
+    rows = table_rows(summary)
+    table = Table(title="curation rules: precision (right / labelled, Wilson 95% interval) and good records lost")
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column in ("rule", "labelled") else "right",
+                         no_wrap=column == "rule")
+    for row in rows:
+        table.add_row(*(escape(v) for v in row.values()),
+                      style="dim" if row["precision [95% CI]"] == "not audited" else None)
+    console.print(table)
 
 
 def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, console: Console) -> None:
@@ -337,6 +390,8 @@ def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, cons
                        [("method", "left"), ("size", "right"), ("seeds", "right")],
                        [(h, "right") for h in headers], rows)
     console.print("[dim]green: better than the base model, red: worse[/dim]")
+    if any(column.split("/", 1)[1] == "comet_like" for column in report["columns"]):
+        console.print(f"[dim]{escape(COMET_LIKE_NOTE)}[/dim]", highlight=False)
 
 
 def _print_split_table(console: Console, title: str, key_columns: list[tuple[str, str]],
@@ -391,7 +446,7 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
         ], [
             Text(_signed(gain), style="" if gain is None or is_base else ("green" if gain > 0 else "red")),
             _signed(point["general_drop"]),
-            "★" if point["on_frontier"] else "",
+            ("★" if point["on_frontier"] else "") + ("≈" if point.get("ordering_significant") is False else ""),
             *[_signed(point["forgetting"].get(s), 3) for s in roles["general"]],
         ], "bold" if point["on_frontier"] else None))
     _print_split_table(console, f"Learning vs forgetting (final, mean over seeds; gain on {task}, drops from base)",
@@ -400,7 +455,45 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
     forgetting = "the general drop" if axis == "general_drop" else f"the {axis} drop (no suite has a points scale)"
     console.print(
         "[dim]points: 0-100 scale (accuracy points, chrF points; % of base for perplexity-like metrics). "
-        f"★ = Pareto frontier of task gain vs {forgetting}: no other row learns more while forgetting less.[/dim]"
+        f"★ = Pareto frontier of task gain vs {forgetting}: no other row learns more while forgetting less; "
+        "≈ = its task gain over the next frontier point below is not significant (paired test).[/dim]"
+    )
+
+
+#: Markers of the significance labels in the report's table.
+SIGNIFICANCE_MARKS = {"significant gain": ("▲", "green"), "significant loss": ("▼", "red"),
+                      "no detectable change": ("·", ""), "cannot tell": ("?", "yellow"), "not tested": ("–", "dim")}
+
+
+def significance_cell(entry: dict[str, Any] | None) -> Text:
+    """'+1.23 [+0.4, +2.1] ▲' for one (cell, suite): the difference from the base model in the
+    metric's units, its interval and the label's marker."""
+    if not entry:
+        return Text("")
+    mark, style = SIGNIFICANCE_MARKS.get(entry.get("label"), ("?", "yellow"))
+    if entry.get("difference") is None:
+        return Text(mark, style=style)
+    return Text(f"{entry['difference']:+.3g} [{entry['ci_low']:+.2g}, {entry['ci_high']:+.2g}] {mark}", style=style)
+
+
+def _render_significance(analysis: dict[str, Any], console: Console) -> None:
+    rows_in = [r for r in analysis["learning_forgetting"] if r["stage"] == "final" and r.get("significance")]
+    if not rows_in:
+        return
+    roles = analysis["suites"]
+    suites = [s for s in roles["task"] + roles["general"] if any(s in r["significance"] for r in rows_in)]
+    keys = [("cell", "left")]
+    values = [(f"{s}\n{roles['primary_metrics'][s]} {'(task)' if s in roles['task'] else ''}".rstrip(), "right")
+              for s in suites]
+    rows = [([Text(r["cell"])], [significance_cell(r["significance"].get(s)) for s in suites], None) for r in rows_in]
+    summary = analysis.get("significance") or {}
+    _print_split_table(console, "Paired tests against the base model (final; difference in the metric's units [95% CI])",
+                       keys, values, rows)
+    console.print(
+        f"[dim]▲ significant gain, ▼ significant loss, · no detectable change, ? cannot tell (items differ or "
+        f"samples missing), – not tested; p-values adjusted over {summary.get('family_size', '?')} tests "
+        f"({summary.get('fdr', '?')}), significant = adjusted p < {summary.get('alpha', 0.05):g}. "
+        "Details per cell: `curatune compare RUN_DIR base CELL`.[/dim]"
     )
 
 
@@ -469,6 +562,23 @@ def _render_early_vs_final(analysis: dict[str, Any], console: Console) -> None:
         )
     console.print()
     console.print(table)
+
+
+def _render_probe_correlations(analysis: dict[str, Any], console: Console) -> None:
+    entries = analysis.get("probe_correlations") or []
+    if not entries:
+        return
+    table = Table(title="Do the KL probes predict the benchmark drops? (final cells)", title_justify="left")
+    for name in ("probe", "drop on", "cells", "Spearman ρ", "p", "note"):
+        table.add_column(name, justify="right" if name in ("cells", "Spearman ρ", "p") else "left")
+    for e in entries:
+        target = "mean drop (points)" if e["target"] == "general_drop" else f"{e['target']}/{e['target_metric']}"
+        table.add_row(Text(e["probe"]), Text(target), str(e["n_cells"]), _num(e["spearman"]), _num(e["p_value"]),
+                      Text(e["reason"] or ""))
+    console.print()
+    console.print(table)
+    console.print("[dim]ρ > 0: cells whose next-token distributions drift further from the base model's also "
+                  "lose more on the benchmark.[/dim]")
 
 
 def report_json(report: dict[str, Any]) -> str:

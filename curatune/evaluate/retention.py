@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from curatune.errors import DataError, ModelError
 from curatune.evaluate.lm_scoring import ItemScores, _accepts_logits_to_keep
+from curatune.jsonl import iter_jsonl
 from curatune.rundir import atomic_path
 
 PROMPTS_FILE = Path(__file__).with_name("retention_prompts.jsonl")
@@ -47,13 +48,7 @@ def load_retention_prompts(path: str | os.PathLike | None = None) -> list[dict[s
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise DataError(f"{path}: cannot read retention prompts ({e.strerror})") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {n}: not valid JSON ({e.msg})") from None
+    for n, row in iter_jsonl(lines, str(path)):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise DataError(f"{path}: line {n}: field 'prompt' must be a non-empty string")
         prompts.append({"id": str(row.get("id") or f"prompt-{len(prompts)}"),

@@ -29,6 +29,7 @@ import pandas as pd
 from rich.console import Console
 from tqdm.auto import tqdm
 
+from curatune.config import ExperimentConfig
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import analyze_run
 from curatune.evaluate.suites import (
@@ -39,6 +40,7 @@ from curatune.evaluate.suites import (
     fingerprint_digest,
 )
 from curatune.models import load_cell_model
+from curatune.runcheck import cell_repair_hint
 from curatune.rundir import (
     BASE,
     SCORE_COLUMNS,
@@ -48,6 +50,9 @@ from curatune.rundir import (
     list_cells,
     read_json,
 )
+from curatune.runlock import holds_stage_lock
+from curatune.terminal import bars_enabled, quiet_model_loading
+from curatune.tracking import cell_steps, log_eval_scores, tracker_problems
 
 STAGE_ORDER = {"base": 0, "early": 1, "final": 2}
 
@@ -80,7 +85,7 @@ class Target:
     def label(self) -> str:
         return BASE if self.stage == "base" else f"{self.cell}/{self.stage}"
 
-    def identity(self, config: Any) -> dict[str, Any]:
+    def identity(self, config: ExperimentConfig) -> dict[str, Any]:
         """What the model's weights depend on, for the resume fingerprint."""
         if self.info is None:
             return {"base": config.model.base, "dtype": config.model.dtype}
@@ -97,7 +102,7 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)  # cell or cell/stage -> why
 
 
-def plan_targets(config: Any, run_dir: RunDir) -> Plan:
+def plan_targets(config: ExperimentConfig, run_dir: RunDir) -> Plan:
     """The base model and the cells/stages to score, per ``evaluate.stages`` and ``evaluate.cells``."""
     stages = config.evaluate.stages
     plan = Plan([Target.base()] if "base" in stages else [])
@@ -119,6 +124,17 @@ def plan_targets(config: Any, run_dir: RunDir) -> Plan:
         for stage in cell_stages:
             plan.targets.append(Target.of_cell(info, stage))
     return plan
+
+
+def _missing_weights(target: Target) -> str | None:
+    """Why weights that done.json lists are not on disk (deleted by hand, a copy cut short), or None."""
+    if target.info is None:
+        return None
+    weights = target.info.weights_dir(target.stage)
+    if weights is None or Path(weights).is_dir():
+        return None
+    return (f"done.json lists {target.stage} weights at {weights}, but that folder is missing; "
+            f"{cell_repair_hint(target.info.path)}")
 
 
 def _weights_available(target: Target) -> bool:
@@ -215,7 +231,7 @@ def _float(value: Any) -> float:
 class Evaluator:
     """Scores targets on suites, skipping finished units; one instance per run."""
 
-    def __init__(self, config: Any, run_dir: RunDir, *, progress: bool = True):
+    def __init__(self, config: ExperimentConfig, run_dir: RunDir, *, progress: bool = True):
         self.config = config
         self.run_dir = run_dir
         self.progress = progress
@@ -251,13 +267,21 @@ class Evaluator:
         return load_cell_model(target.info, target.stage, m.base, dtype=m.dtype, device=m.device)
 
 
-def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, progress: bool = True,
+@holds_stage_lock("eval")  # one process per stage on a run directory
+def run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None = None, *, progress: bool = True,
                  score: bool = True) -> dict[str, Any]:
     """Score every pending unit, rebuild eval/scores.parquet, run the analysis; return a summary.
 
     ``score=False`` scores nothing: it rebuilds scores.parquet and the analysis from the units
     already scored (``curatune evaluate --merge-only``)."""
+    with quiet_model_loading():
+        return _run_evaluate(config, run_dir, progress=progress, score=score)
+
+
+def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None, *, progress: bool,
+                  score: bool) -> dict[str, Any]:
     started = time.perf_counter()
+    progress = bars_enabled(progress)  # bars on a terminal only: in a log they are escape-code noise
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir or config.run_dir)
     run_dir.root.mkdir(parents=True, exist_ok=True)
     run_dir.write_manifest(config.resolved(), "evaluate")
@@ -269,6 +293,8 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
 
     work: list[tuple[Target, list[Suite]]] = []
     unavailable: dict[str, list[str]] = {}
+    failed_early: dict[str, str] = {}
+    missing_units = 0
     units: list[tuple[str, Target]] = []
     for target in plan.targets:
         pending = evaluator.pending(target)
@@ -276,7 +302,13 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
         if not pending:
             continue
         if not _weights_available(target):
-            unavailable[target.label] = [s.name for s in pending]
+            missing = _missing_weights(target)
+            if missing:  # listed in done.json but gone: damage, not keep_weights = none
+                failed_early[target.label] = missing
+                missing_units += len(pending)
+                console.print(f"[red]{target.label}: {missing}[/red]")
+            else:
+                unavailable[target.label] = [s.name for s in pending]
             continue
         work.append((target, pending))
     for label, suites in unavailable.items():
@@ -285,7 +317,7 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
         )
 
     total = sum(len(p) for _, p in work)
-    reused = len(units) - total - sum(len(v) for v in unavailable.values())
+    reused = len(units) - total - sum(len(v) for v in unavailable.values()) - missing_units
     not_scored = 0 if score else total
     if not score:
         work, total = [], 0
@@ -295,7 +327,8 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
     )
     bar = tqdm(total=total, desc="evaluate", unit="unit", disable=not progress)
     scored = 0
-    failed: dict[str, str] = {}
+    scored_units: list[tuple[str, str, str]] = []
+    failed: dict[str, str] = dict(failed_early)
     threads = _CpuThreads(config.evaluate.cpu_threads)
     try:
         for target, pending in work:
@@ -304,7 +337,7 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
             except Exception as exc:  # noqa: BLE001 - one unreadable cell must not block the others
                 if target.info is None:
                     raise
-                failed[target.label] = f"{type(exc).__name__}: {exc}"
+                failed[target.label] = f"{type(exc).__name__}: {exc}; {cell_repair_hint(target.info.path)}"
                 console.print(f"[red]{target.label}: cannot load the model, skipped: {exc}[/red]")
                 bar.update(len(pending))
                 continue
@@ -317,6 +350,7 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
                     else:
                         evaluator.score_unit(suite, target, model, tokenizer)
                         scored += 1
+                        scored_units.append((target.cell, target.stage, suite.name))
                     evaluator.store.merge(units)
                     bar.update(1)
             finally:
@@ -327,6 +361,13 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
         bar.close()
         threads.restore()
     frame = evaluator.store.merge(units)
+    if "tensorboard" in config.train.report_to and scored_units:
+        # the same tensorboard folder as the cell's training logs (train.report_to)
+        problems = tracker_problems(["tensorboard"])
+        if problems:
+            console.print(f"[yellow]scores not sent to tensorboard: {problems[0]}[/yellow]")
+        else:
+            log_eval_scores(run_dir, frame, scored_units, cell_steps(t.info for t, _ in work if t.info is not None))
 
     analysis = _analyze(run_dir, config)
     summary = {
@@ -353,7 +394,7 @@ def run_evaluate(config: Any, run_dir: RunDir | str | Path | None = None, *, pro
     return summary
 
 
-def _analyze(run_dir: RunDir, config: Any) -> str:
+def _analyze(run_dir: RunDir, config: ExperimentConfig) -> str:
     """Run the analysis step; evaluation results stand even when it cannot run."""
     if not run_dir.scores.exists() or pd.read_parquet(run_dir.scores).empty:
         return "skipped: no scores"
@@ -398,7 +439,7 @@ def _free_memory() -> None:
 _HOOK_EVALUATORS: dict[str, Evaluator] = {}
 
 
-def evaluate_hook(cell: Any, stage: str, model: Any, tokenizer: Any, config: Any, run_dir: RunDir | str) -> None:
+def evaluate_hook(cell: Any, stage: str, model: Any, tokenizer: Any, config: ExperimentConfig, run_dir: RunDir | str) -> None:
     """Score one cell while the sweep still has its model in memory (``train.evaluate_hook``).
 
     Writes the same part and sample files as ``curatune evaluate``, which then reuses them;

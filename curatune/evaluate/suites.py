@@ -22,18 +22,21 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from curatune.config import ExperimentConfig
 from curatune.data.loaders import load_path
 from curatune.errors import DataError
 from curatune.evaluate import multiple_choice, perplexity, retention
 from curatune.evaluate.generation import GenerationSettings, format_prompt, generate
 from curatune.evaluate.lm_scoring import ItemScores
 from curatune.evaluate.metrics import (
+    COMET_LIKE_VERSION,
     auto_metrics,
     load_default_embedder,
     score_generations,
 )
 from curatune.models import load_model_and_tokenizer
 from curatune.records import RECORD_COLUMNS, Record, frame_to_records
+from curatune.runcheck import read_run_parquet
 from curatune.rundir import RunDir
 
 SAMPLE_TEXT_COLUMNS = ["example_id", "prompt", "reference", "output"]
@@ -51,7 +54,7 @@ class SuiteScore:
 class EvalContext:
     """What every suite may need besides the model under test: config, run dir, shared models."""
 
-    def __init__(self, config: Any, run_dir: RunDir, *, progress: bool = True):
+    def __init__(self, config: ExperimentConfig, run_dir: RunDir, *, progress: bool = True):
         self.config = config
         self.run_dir = run_dir
         self.progress = progress
@@ -191,7 +194,7 @@ class GenerationTask(Suite):
                     f"{path}: the held-out split is missing; run `curatune train` (it carves the split) "
                     f"or give suite {self.name!r} a path"
                 )
-            return frame_to_records(pd.read_parquet(path))
+            return frame_to_records(read_run_parquet(path))
         path = self.spec.path
         if path.endswith(".parquet") and Path(path).is_file():
             frame = pd.read_parquet(path)
@@ -215,6 +218,11 @@ class GenerationTask(Suite):
             "metrics": self.metrics,
             "generation": {"max_new_tokens": settings.max_new_tokens, "stop": settings.stop},
             "embedder": self.ctx.config.model.embedder if "comet_like" in self.metrics else None,
+            # comet_like v1 predates this key (adding it would rescore every existing run for
+            # nothing); any later version changes the fingerprint, so parts scored by another
+            # version are rescored, never mixed with the new ones.
+            **({"comet_like_version": COMET_LIKE_VERSION}
+               if "comet_like" in self.metrics and COMET_LIKE_VERSION != "1" else {}),
         }
 
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
@@ -327,7 +335,7 @@ class RetentionProbe(Suite):
         path = self.reference_path
         if path.exists():
             return retention.RetentionReference.load(path)
-        prompts = retention.load_retention_prompts(self.spec.path)
+        prompts = self._heldout_prompts() if self.spec.prompts == "heldout" else retention.load_retention_prompts(self.spec.path)
         prompts = [prompts[i] for i in select_subset(len(prompts), self.spec.limit, self.ctx.evaluate.seed)]
         base_model, base_tokenizer = self.ctx.base_model()
         reference = retention.RetentionReference.build(
@@ -337,10 +345,29 @@ class RetentionProbe(Suite):
         reference.save(path)
         return reference
 
+    def _heldout_prompts(self) -> list[dict[str, str]]:
+        """The task's held-out prompts (what the model sees before the answer), one per record."""
+        path = self.ctx.run_dir.heldout
+        if not path.exists():
+            raise DataError(f"{path}: the held-out split is missing; suite {self.name!r} (prompts: heldout) "
+                            "needs it: run `curatune train` first")
+        records = frame_to_records(pd.read_parquet(path))
+        prompts = [{"id": r.id, "category": r.category or "", "prompt": r.prompt} for r in records if r.prompt.strip()]
+        if not prompts:
+            raise DataError(f"{path}: no held-out record has a prompt")
+        return prompts
+
     def fingerprint(self) -> dict[str, Any]:
         m = self.ctx.config.model
-        data = data_digest(self.spec.path) if self.spec.path else "packaged"
-        return {**super().fingerprint(), "base": m.base, "dtype": m.dtype, "prompts": data}
+        if self.spec.prompts == "heldout":
+            data = data_digest(str(self.ctx.run_dir.heldout))
+        else:
+            data = data_digest(self.spec.path) if self.spec.path else "packaged"
+        parts = {**super().fingerprint(), "base": m.base, "dtype": m.dtype, "prompts": data}
+        if self.spec.prompts == "general":
+            # Runs scored before the `prompts` key existed keep their fingerprint (and their scores).
+            parts["suite"].pop("prompts", None)
+        return parts
 
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
         result = retention.retention_scores(

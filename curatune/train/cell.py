@@ -34,9 +34,12 @@ from typing import Any, Callable
 import pandas as pd
 
 from curatune.chat_format import PaddingCollator, encode, ensure_chat_template
-from curatune.errors import ModelError
+from curatune.config import ExperimentConfig
+from curatune.errors import ModelError, WriteError, environment_error, is_disk_error
+from curatune.model_card import RunFacts, base_model_id, describe_weights_folder
 from curatune.models import ensure_pad_token, load_weights_dir, resolve_model_path
 from curatune.records import Record, frame_to_records
+from curatune.runcheck import damaged_done_marker
 from curatune.rundir import (
     CELL,
     CHECKPOINTS,
@@ -53,6 +56,8 @@ from curatune.rundir import (
     read_json,
     read_jsonl,
 )
+from curatune.tracking import tensorboard_callback, trainer_report_to
+from curatune.train.config import ADAPTER_METHODS
 
 #: Settings that change what a cell learns; a finished cell trained with other values is stale.
 _FINGERPRINT_TRAIN_KEYS = (
@@ -74,7 +79,7 @@ def is_main_process() -> bool:
 # ----------------------------------------------------------------------------- settings
 
 
-def fingerprint(config, spec: CellSpec, subset_ids: list[str]) -> dict[str, Any]:
+def fingerprint(config: ExperimentConfig, spec: CellSpec, subset_ids: list[str]) -> dict[str, Any]:
     """Everything that decides what this cell learns, as plain JSON."""
     train = config.train
     settings = {k: getattr(train, k) for k in _FINGERPRINT_TRAIN_KEYS}
@@ -84,6 +89,8 @@ def fingerprint(config, spec: CellSpec, subset_ids: list[str]) -> dict[str, Any]
         settings["full"] = train.full.model_dump(mode="json")
     if spec.method == "qlora":
         settings["qlora"] = train.qlora.model_dump(mode="json")
+    if spec.method not in ("full", "lora", "qlora"):
+        settings[spec.method] = train.method_settings(spec.method).model_dump(mode="json")
     settings["base_model"] = config.model.base
     settings["subset_sha1"] = hashlib.sha1("\n".join(subset_ids).encode()).hexdigest()
     return json.loads(json.dumps(settings, default=str))
@@ -106,7 +113,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def planned_steps(config, n_examples: int, world_size: int = 1) -> int:
+def planned_steps(config: ExperimentConfig, n_examples: int, world_size: int = 1) -> int:
     """Optimizer steps of a cell: explicit, so the early step and progress are exact."""
     train = config.train
     if train.length == "steps":
@@ -116,7 +123,7 @@ def planned_steps(config, n_examples: int, world_size: int = 1) -> int:
     return max(1, math.ceil(train.epochs * steps_per_epoch))
 
 
-def early_step(config, total_steps: int) -> int:
+def early_step(config: ExperimentConfig, total_steps: int) -> int:
     return min(total_steps, max(1, round(total_steps * config.train.early_fraction)))
 
 
@@ -174,9 +181,10 @@ class EncodedDataset:
 # ----------------------------------------------------------------------------- models
 
 
-def load_base_for_training(config, method: str, model_path: Path):
+def load_base_for_training(config: ExperimentConfig, method: str, model_path: Path):
     """A fresh (tokenizer, model) for training: every cell starts from the unchanged base."""
     import torch
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     trust = config.model.trust_remote_code
@@ -186,13 +194,16 @@ def load_base_for_training(config, method: str, model_path: Path):
     # Master weights in float32 unless asked otherwise; bf16 training is autocast on top.
     dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
              "float16": torch.float16}[config.model.dtype]
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
+    # safetensors only: pickled .bin weights can run code when loaded
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust, "use_safetensors": True}
     if method == "qlora":
         kwargs.update(_qlora_load_kwargs(config))
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False  # the KV cache is useless (and wasteful) during training
     if method in ("lora", "qlora"):
         model = _wrap_lora(config, model, quantized=method == "qlora")
+    elif method in ADAPTER_METHODS:
+        model = get_peft_model(model, peft_config(config, method))
     return tokenizer, model
 
 
@@ -209,7 +220,7 @@ def qlora_problem() -> str | None:
     return None
 
 
-def _qlora_load_kwargs(config) -> dict[str, Any]:
+def _qlora_load_kwargs(config: ExperimentConfig) -> dict[str, Any]:
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -227,7 +238,7 @@ def _qlora_load_kwargs(config) -> dict[str, Any]:
     return {"quantization_config": quant, "device_map": {"": local_rank}, "dtype": compute}
 
 
-def _wrap_lora(config, model, quantized: bool):
+def _wrap_lora(config: ExperimentConfig, model, quantized: bool):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     settings = config.train.lora
@@ -245,6 +256,24 @@ def _wrap_lora(config, model, quantized: bool):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def peft_config(config: ExperimentConfig, method: str):
+    """peft's config for the adapter methods beyond LoRA (dora, ia3, loha, lokr)."""
+    from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig
+
+    s = config.train.method_settings(method)
+    if method == "dora":
+        return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
+                          use_dora=True, bias="none", task_type="CAUSAL_LM")
+    if method == "ia3":
+        return IA3Config(target_modules=s.target_modules, feedforward_modules=s.feedforward_modules,
+                         task_type="CAUSAL_LM")
+    if method in ("loha", "lokr"):
+        factory = LoHaConfig if method == "loha" else LoKrConfig
+        return factory(r=s.r, alpha=s.alpha, module_dropout=s.dropout, target_modules=s.target_modules,
+                       task_type="CAUSAL_LM")
+    raise ValueError(f"no peft config for method {method!r}")
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -337,6 +366,17 @@ class _Callbacks:
         return StepProgress()
 
 
+def describe_cell_weights(folder: Path, config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, stage: str,
+                          base_path: str) -> None:
+    """Model card and the base model's real name (hub id or the user's path) in a weights folder."""
+    info = CellInfo(spec.method, spec.size, spec.seed, spec.path(run_dir), "running",
+                    done={"learning_rate": config.train.learning_rate(spec.method)})
+    facts = RunFacts.read(run_dir)
+    facts.config = config.resolved()  # the settings this cell trains with, whatever the manifest holds
+    describe_weights_folder(folder, facts, info, stage, base_model=base_model_id(config.model.base, base_path),
+                            adapter=info.is_adapter)
+
+
 def save_weights_dir(target: Path, save: Callable[[Path], None]) -> None:
     """Save through ``save(tmp_dir)`` and rename into ``target``: all or nothing."""
     tmp = target.with_name(f".{target.name}.tmp")
@@ -418,7 +458,7 @@ def _import_hook(spec: str | None) -> Callable | None:
         raise ModelError(f"train.evaluate_hook = {spec!r}: cannot import it ({exc})") from None
 
 
-def set_cpu_threads(config) -> None:
+def set_cpu_threads(config: ExperimentConfig) -> None:
     import torch
 
     if config.train.cpu_threads:
@@ -437,6 +477,8 @@ def train_cell(
 ) -> CellOutcome:
     """Train one cell to done.json; skips a done cell. Exceptions propagate (see run_cell)."""
     cell_dir = spec.path(run_dir)
+    if damaged_done_marker(cell_dir):  # unreadable: not done; remove it so nothing counts it meanwhile
+        (cell_dir / DONE).unlink()
     if (cell_dir / DONE).exists():
         return CellOutcome(spec.key, "skipped", done=read_json(cell_dir / DONE))
     started = time.perf_counter()
@@ -461,7 +503,7 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def training_arguments(config, spec: CellSpec, cell_dir: Path, total_steps: int, on_cuda: bool, use_bf16: bool):
+def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path, total_steps: int, on_cuda: bool, use_bf16: bool):
     """The Trainer's settings for a cell: everything explicit, nothing left to defaults that matter."""
     from transformers import TrainingArguments
 
@@ -488,14 +530,15 @@ def training_arguments(config, spec: CellSpec, cell_dir: Path, total_steps: int,
         save_steps=train.checkpoint_steps or 500,
         save_total_limit=1,
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        report_to=trainer_report_to(train.report_to),
+        run_name=f"{config.name}/{spec.key}",
         disable_tqdm=False,  # keeps the Trainer's log printer off; its bar is replaced below
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
 
 
-def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started: float, *, pool,
+def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started: float, *, pool,
                 on_step, on_start, hook) -> CellOutcome:
     import torch
     from transformers import Trainer, set_seed
@@ -508,6 +551,7 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
 
     set_seed(spec.seed)  # before the adapter is created: its random init is part of the cell
     tokenizer, model = load_base_for_training(config, spec.method, base_path)
+    trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dataset = EncodedDataset(tokenizer, records, config.train.max_seq_length)
     if len(dataset) == 0:
         raise ModelError(
@@ -557,10 +601,19 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
     )
     trainer.remove_callback(ProgressCallback)
     log_cb = _Callbacks.jsonl_log(cell_dir / LOG, elapsed_before)
-    save_model = trainer.save_model  # gathers sharded weights; only rank 0 writes
-    early_cb = _Callbacks.early_checkpoint(cell_dir, at_early, early_needed, lambda d: save_model(str(d)))
+
+    def save_model_for(stage: str) -> Callable[[Path], None]:
+        def save(folder: Path) -> None:
+            trainer.save_model(str(folder))  # gathers sharded weights; only rank 0 writes
+            if is_main_process():
+                describe_cell_weights(folder, config, run_dir, spec, stage, str(base_path))
+        return save
+
+    early_cb = _Callbacks.early_checkpoint(cell_dir, at_early, early_needed, save_model_for(EARLY))
     trainer.add_callback(log_cb)
     trainer.add_callback(early_cb)
+    if "tensorboard" in config.train.report_to and is_main_process():
+        trainer.add_callback(tensorboard_callback(run_dir, spec.key))
     trainer.add_callback(_Callbacks.progress(on_step))
     if on_start is not None:
         on_start(total_steps)
@@ -574,7 +627,7 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
 
     full_without_weights = spec.method == "full" and config.train.keep_weights == "none"
     if not full_without_weights:
-        save_weights_dir(cell_dir / FINAL, lambda d: save_model(str(d)))
+        save_weights_dir(cell_dir / FINAL, save_model_for(FINAL))
 
     # Drop the trainer (optimizer state) before the hook loads the early model next to the final one.
     trained = trainer.model
@@ -616,6 +669,8 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
         "base_model": config.model.base,
         "base_model_path": str(base_path),
         "learning_rate": config.train.learning_rate(spec.method),
+        "trainable_parameters": trainable_parameters,
+        "weights_bytes": _folder_bytes(cell_dir / FINAL),
         "bf16": use_bf16,
         "device": "cuda" if on_cuda else "cpu",
         "world_size": world_size,
@@ -628,7 +683,14 @@ def _train_cell(config, run_dir: RunDir, spec: CellSpec, cell_dir: Path, started
     return CellOutcome(spec.key, "done", done["wall_seconds"], done=done)
 
 
-def _run_hook(hook: Callable, config, run_dir: RunDir, spec: CellSpec, trained, tokenizer, base_path: Path) -> None:
+def _folder_bytes(folder: Path) -> int | None:
+    """Size of the saved weights (an adapter or a full model), for comparing methods."""
+    if not folder.is_dir():
+        return None
+    return sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
+
+
+def _run_hook(hook: Callable, config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, trained, tokenizer, base_path: Path) -> None:
     """Call the evaluate hook with the final model (in memory) and the early one (from early/)."""
     info = CellInfo.from_dir(run_dir, spec.method, spec.size, spec.seed)
     trained.eval()
@@ -646,7 +708,7 @@ def trainer_steps(result, planned: int) -> int:
     return int(step) if step is not None else planned
 
 
-def _resumable_checkpoint(config, cell_dir: Path, settings: dict, at_early: int) -> Path | None:
+def _resumable_checkpoint(config: ExperimentConfig, cell_dir: Path, settings: dict, at_early: int) -> Path | None:
     """The checkpoint to resume from: complete, same settings, and early/ present if passed."""
     if not config.train.checkpoint_steps:
         return None
@@ -665,7 +727,7 @@ def _stored_fingerprint(cell_dir: Path) -> dict | None:
         return None
 
 
-def run_cell(config, run_dir: RunDir, spec: CellSpec, **kwargs) -> CellOutcome:
+def run_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, **kwargs) -> CellOutcome:
     """train_cell, with a failure (out of memory, bad data, ...) recorded in failed.json
     instead of raised, so the sweep can go on to the next cell. Ctrl-C still stops."""
     started = time.perf_counter()
@@ -674,8 +736,13 @@ def run_cell(config, run_dir: RunDir, spec: CellSpec, **kwargs) -> CellOutcome:
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one cell is recorded, not fatal
+        if is_disk_error(exc):  # a full or read-only disk fails every later cell too: stop, say why
+            raise (exc if isinstance(exc, WriteError) else environment_error(exc)) from None
         error = f"{type(exc).__name__}: {exc}"
-        record_failure(run_dir, spec, error, traceback.format_exc())
+        try:
+            record_failure(run_dir, spec, error, traceback.format_exc())
+        except (OSError, WriteError) as record_exc:  # keep the cause visible when failed.json cannot be written
+            raise WriteError(f"cell {spec.key} failed ({error}), and recording that failed too: {record_exc}") from None
         return CellOutcome(spec.key, "failed", time.perf_counter() - started, error=error)
     finally:
         gc.collect()

@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_cells(run_dir) -> None:
-    table = Table("cell", "status", "examples", "steps", "final loss", "tokens/s", "wall s")
+    table = Table("cell", "status", "examples", "steps", "final loss", "tokens/s", "wall s", "trainable", "weights MB")
     for cell in list_cells(run_dir):
         d = cell.done or {}
         loss = d.get("final_loss")
@@ -80,5 +80,7 @@ def _print_cells(run_dir) -> None:
             f"{loss:.4f}" if isinstance(loss, (int, float)) else "",
             f"{d['tokens_per_second']:.0f}" if d.get("tokens_per_second") else "",
             f"{d['wall_seconds']:.1f}" if d.get("wall_seconds") else "",
+            f"{d['trainable_parameters']:,}" if d.get("trainable_parameters") else "",
+            f"{d['weights_bytes'] / 1e6:.2f}" if d.get("weights_bytes") else "",
         )
     console.print(table)

@@ -9,7 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-METHODS = ("full", "lora", "qlora")
+METHODS = ("full", "lora", "qlora", "dora", "ia3", "loha", "lokr")
+#: Methods whose cells save a peft adapter on top of the unchanged base (every method but full).
+ADAPTER_METHODS = tuple(m for m in METHODS if m != "full")
 
 
 class LoraSettings(BaseModel):
@@ -24,6 +26,40 @@ class LoraSettings(BaseModel):
         "or a list of module names, e.g. [q_proj, v_proj].",
     )
     learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate of LoRA and QLoRA cells.")
+
+
+class DoraSettings(LoraSettings):
+    """DoRA (Liu et al. 2024): LoRA whose update is split into magnitude and direction (peft's use_dora)."""
+
+
+class IA3Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target_modules: list[str] | None = Field(
+        default=None,
+        description="Modules whose activations IA3 rescales; unset = peft's choice for the architecture "
+        "(for Llama-style models: k_proj, v_proj, down_proj).",
+    )
+    feedforward_modules: list[str] | None = Field(
+        default=None, description="Which of target_modules are feed-forward layers; unset = peft's choice."
+    )
+    learning_rate: float = Field(
+        default=3e-3, gt=0, description="Peak learning rate of IA3 cells (Liu et al. 2022 use 3e-3)."
+    )
+
+
+class LycorisSettings(BaseModel):
+    """LoHa (Hadamard product) and LoKr (Kronecker product) low-rank updates, from peft's LyCORIS family."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(default=8, ge=1, description="Rank of the factors.")
+    alpha: int = Field(default=16, ge=1, description="Scaling (the update is scaled by alpha / r).")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Module dropout while training.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear", description="Modules that get the update: 'all-linear' or a list of module names."
+    )
+    learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate of these cells.")
 
 
 class FullSettings(BaseModel):
@@ -77,6 +113,16 @@ class TrainConfig(BaseModel):
         description="Train on the curated records (curate/kept.parquet) or on the raw sources "
         "(to measure what curation buys).",
     )
+    draw: Literal["independent", "paired"] = Field(
+        default="independent",
+        description="How a curated run orders its records. independent: a seeded order over the curated "
+        "pool. paired: one seeded order over the raw sources' records (data.sources, held-out removed); the "
+        "curated subset of size n is the first n kept records in that order, which is exactly what a run "
+        "with train.data = raw trains on minus what curation removed (and what replaced it), so a curated "
+        "run and a raw run differ only by curation. Both runs need the same held-out split (data.eval_sources, "
+        "or copy train/heldout.parquet into the raw run before training). No effect with train.data = raw, "
+        "whose order is the raw order already.",
+    )
     sizes: list[int] = Field(
         default=[100, 200, 400, 800],
         description="Nested subset sizes (number of training records). A size larger than the "
@@ -88,7 +134,9 @@ class TrainConfig(BaseModel):
     )
     methods: list[Literal[METHODS]] = Field(  # type: ignore[valid-type]
         default=["lora", "full"],
-        description="Fine-tuning methods: full, lora (peft), qlora (4-bit bitsandbytes; needs a CUDA GPU).",
+        description="Fine-tuning methods: full, lora (peft), qlora (4-bit bitsandbytes; needs a CUDA GPU), "
+        "dora (LoRA with weight decomposition), ia3 (learned activation scales), loha, lokr (LyCORIS low-rank "
+        "updates). Each has its own settings section below.",
     )
     stratify: bool = Field(
         default=True,
@@ -134,6 +182,10 @@ class TrainConfig(BaseModel):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     full: FullSettings = Field(default_factory=FullSettings)
     qlora: QLoraSettings = Field(default_factory=QLoraSettings)
+    dora: DoraSettings = Field(default_factory=DoraSettings)
+    ia3: IA3Settings = Field(default_factory=IA3Settings)
+    loha: LycorisSettings = Field(default_factory=LycorisSettings)
+    lokr: LycorisSettings = Field(default_factory=LycorisSettings)
 
     # ---- what each cell keeps
     early_fraction: float = Field(
@@ -153,6 +205,12 @@ class TrainConfig(BaseModel):
         default=None,
         description="'module:function' called as f(cell, stage, model, tokenizer, config, run_dir) for "
         "stage early and final while the weights still exist (needed by keep_weights = none).",
+    )
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        description="Experiment trackers the Trainer logs each cell to (loss, learning rate, ...): "
+        "tensorboard (event files in RUN_DIR/tensorboard/<cell>/, with the evaluation scores added "
+        "by `curatune evaluate`), wandb, mlflow; each needs its package installed. Empty = none.",
     )
     checkpoint_steps: int = Field(
         default=0,
@@ -215,5 +273,9 @@ class TrainConfig(BaseModel):
 
         return bool(torch.cuda.is_bf16_supported())
 
+    def method_settings(self, method: str) -> BaseModel:
+        """The settings section of a method (qlora trains LoRA adapters: its rank and rate are lora's)."""
+        return self.lora if method == "qlora" else getattr(self, method)
+
     def learning_rate(self, method: str) -> float:
-        return self.full.learning_rate if method == "full" else self.lora.learning_rate
+        return self.method_settings(method).learning_rate

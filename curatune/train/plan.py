@@ -9,12 +9,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
-from curatune.config import validate_config
+from curatune.config import ExperimentConfig, validate_config
 from curatune.data.loaders import load_sources
 from curatune.errors import ConfigError, DataError
 from curatune.records import Record, frame_to_records, records_to_frame
+from curatune.runcheck import read_run_parquet
 from curatune.rundir import (
     CELL,
     DONE,
@@ -47,7 +46,7 @@ class SweepPlan:
         return [r.id for r in self.subsets.subset(spec.seed, spec.size)]
 
 
-def load_training_records(config, run_dir: RunDir) -> list[Record]:
+def load_training_records(config: ExperimentConfig, run_dir: RunDir) -> list[Record]:
     if config.train.data == "raw":
         if not config.data.sources:
             raise ConfigError("train.data = raw but data.sources is empty: list the training files")
@@ -57,10 +56,20 @@ def load_training_records(config, run_dir: RunDir) -> list[Record]:
             f"{run_dir.kept} not found: run `curatune curate CONFIG` first, or set train.data = raw "
             "to train on the raw sources"
         )
-    return frame_to_records(pd.read_parquet(run_dir.kept))
+    return frame_to_records(read_run_parquet(run_dir.kept))
 
 
-def load_eval_records(config) -> list[Record] | None:
+def paired_raw_pool(config: ExperimentConfig, heldout: list[Record]) -> list[Record]:
+    """The raw pool a ``train.data = raw`` run with the same held-out split draws from: the raw
+    sources' records minus the held-out ones (by id)."""
+    if not config.data.sources:
+        raise ConfigError("train.draw = paired orders the curated records like the raw sources, but "
+                          "data.sources is empty: list the raw training files")
+    held = {r.id for r in heldout}
+    return [r for r in load_sources(config.data.sources).records if r.id not in held]
+
+
+def load_eval_records(config: ExperimentConfig) -> list[Record] | None:
     if not config.data.eval_sources:
         return None
     records = list(load_sources(config.data.eval_sources).records)
@@ -69,7 +78,7 @@ def load_eval_records(config) -> list[Record] | None:
     return records
 
 
-def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
+def plan_sweep(config: ExperimentConfig, run_dir: RunDir) -> SweepPlan:
     """Fix the split and subsets, write heldout/pool/subsets/plan; return the plan."""
     records = load_training_records(config, run_dir)
     if not records:
@@ -93,7 +102,20 @@ def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
     if not split.pool:
         raise DataError("nothing left to train on after removing the held-out records")
 
-    subsets = SubsetPlan.build(split.pool, config.train.seeds, config.train.sizes, config.train.stratify)
+    raw_pool = None
+    if config.train.draw == "paired" and config.train.data == "curated":
+        raw_pool = paired_raw_pool(config, split.heldout)
+    subsets = SubsetPlan.build(split.pool, config.train.seeds, config.train.sizes, config.train.stratify, raw_pool)
+    if subsets.paired is not None and subsets.paired.not_in_raw:
+        notes.append(
+            f"paired draw: {subsets.paired.not_in_raw} curated records match no raw record by id (curation "
+            "changed their text); they come after the raw order, so they count as differing records"
+        )
+    if not subsets.sizes:  # nothing would train: an error, not a sweep of "0/0 cells" that exits 0
+        raise ConfigError(
+            f"train.sizes {subsets.oversized}: every size exceeds the training pool of {len(split.pool)} "
+            f"records (curated records minus the held-out split); use sizes of at most {len(split.pool)}"
+        )
     if subsets.oversized:
         notes.append(
             f"sizes {subsets.oversized} exceed the training pool of {len(split.pool)} records and are "
@@ -120,6 +142,8 @@ def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
         "heldout_size": len(split.heldout),
         "oversized": subsets.oversized,
         "data": config.train.data,
+        "draw": config.train.draw if config.train.data == "curated" else "raw order",
+        "paired_draw": subsets.paired.summary(subsets.sizes) if subsets.paired is not None else None,
         "categories_pool": category_counts(split.pool),
         "categories_heldout": category_counts(split.heldout),
         "notes": notes,
@@ -127,7 +151,7 @@ def plan_sweep(config, run_dir: RunDir) -> SweepPlan:
     return plan
 
 
-def stale_cells(config, run_dir: RunDir, plan: SweepPlan) -> list[str]:
+def stale_cells(config: ExperimentConfig, run_dir: RunDir, plan: SweepPlan) -> list[str]:
     """Done cells whose recorded settings differ from the current config (one line each)."""
     problems = []
     for spec in plan.specs:

@@ -11,6 +11,12 @@ Order of operations (and why):
 3. For each seed the remaining pool gets one ordering; subset(n) is its first n records,
    so subset(n_k) is contained in subset(n_k+1) by construction. With ``stratify`` the
    ordering interleaves categories so that every prefix keeps the pool's proportions.
+4. With a *paired draw* (``train.draw = paired``) a curated pool takes its ordering from the
+   raw records instead: the raw pool is ordered exactly as a ``train.data = raw`` run orders
+   it, and the curated order is the kept records in that order. The curated subset of size n
+   is then the raw subset of size n without the records curation removed, topped up with the
+   next kept records, so the two differ only by curation (:class:`PairedDraw` counts how many
+   records differ per size).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import pandas as pd
 
 from curatune.errors import DataError
 from curatune.records import Record, frame_to_records, records_to_frame
+from curatune.runcheck import read_run_parquet
 from curatune.rundir import RunDir, atomic_write_parquet
 
 SUBSET_COLUMNS = ["seed", "size", "id", "order"]
@@ -113,6 +120,53 @@ def make_split(pool_records: list[Record], eval_records: list[Record] | None, he
 
 
 @dataclass
+class PairedDraw:
+    """How a curated order was derived from the raw order (one per seed), and how far the
+    curated subsets are from the raw subsets of the same size."""
+
+    raw_pool_size: int
+    not_in_raw: int  # kept records whose id no raw record has (curation changed them); ordered last
+    kept_ranks: dict[int, list[int]]  # per seed: positions in the raw order of the records the curated order takes
+
+    def differing(self, seed: int, size: int) -> int:
+        """Records of the curated subset of ``size`` that are not in the raw subset of ``size``
+        (as many raw-subset records are not in the curated one): the removed records of the raw
+        subset, replaced by later kept records."""
+        shared = sum(1 for rank in self.kept_ranks[seed][:size] if rank < size)
+        return size - shared
+
+    def summary(self, sizes: list[int]) -> dict:
+        return {
+            "raw_pool_size": self.raw_pool_size,
+            "not_in_raw": self.not_in_raw,
+            "differing_records": {str(seed): {str(n): self.differing(seed, n) for n in sizes} for seed in self.kept_ranks},
+        }
+
+
+def paired_order(pool: list[Record], raw_pool: list[Record], seed: int, stratify: bool) -> tuple[list[int], list[int], int]:
+    """The order over ``pool`` (canonical order, indices) that follows the raw order of
+    ``raw_pool``: (order, the raw-order rank of each record taken, records not in the raw pool).
+
+    Records are matched by id; an id present several times in the raw pool (exact duplicates)
+    is taken once, at its first place in the raw order. Pool records no raw record matches come
+    last, in a seeded order of their own."""
+    raw = canonical_order(raw_pool)
+    raw_order = stratified_order(raw, seed, stratify)
+    waiting: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(pool):
+        waiting[record.id].append(index)
+    order, ranks = [], []
+    for rank, raw_index in enumerate(raw_order):
+        slots = waiting.get(raw[raw_index].id)
+        if slots:
+            order.append(slots.pop(0))
+            ranks.append(rank)
+    rest = [i for slots in waiting.values() for i in slots]
+    rest = [rest[i] for i in np.random.default_rng(seed).permutation(len(rest))]
+    return order + rest, ranks + [len(raw_order) + i for i in range(len(rest))], len(rest)
+
+
+@dataclass
 class SubsetPlan:
     """Per seed: the ordering of the pool; subset(size) is its prefix."""
 
@@ -120,14 +174,24 @@ class SubsetPlan:
     orders: dict[int, list[int]]
     sizes: list[int]
     oversized: list[int]
+    paired: PairedDraw | None = None
 
     @classmethod
-    def build(cls, pool: list[Record], seeds: list[int], sizes: list[int], stratify: bool) -> "SubsetPlan":
+    def build(cls, pool: list[Record], seeds: list[int], sizes: list[int], stratify: bool,
+              raw_pool: list[Record] | None = None) -> "SubsetPlan":
+        """Orders per seed over ``pool``; with ``raw_pool``, the paired draw (module docstring)."""
         ordered = canonical_order(pool)
-        orders = {seed: stratified_order(ordered, seed, stratify) for seed in seeds}
+        paired = None
+        if raw_pool is None:
+            orders = {seed: stratified_order(ordered, seed, stratify) for seed in seeds}
+        else:
+            orders, ranks, missing = {}, {}, 0
+            for seed in seeds:
+                orders[seed], ranks[seed], missing = paired_order(ordered, raw_pool, seed, stratify)
+            paired = PairedDraw(len(raw_pool), missing, ranks)
         fitting = [s for s in sizes if s <= len(ordered)]
         oversized = [s for s in sizes if s > len(ordered)]
-        return cls(ordered, orders, fitting, oversized)
+        return cls(ordered, orders, fitting, oversized, paired)
 
     def subset(self, seed: int, size: int) -> list[Record]:
         if size > len(self.pool):
@@ -147,7 +211,7 @@ class SubsetPlan:
 def read_heldout(run_dir: RunDir) -> list[Record] | None:
     if not run_dir.heldout.exists():
         return None
-    return frame_to_records(pd.read_parquet(run_dir.heldout))
+    return frame_to_records(read_run_parquet(run_dir.heldout))
 
 
 def write_heldout(run_dir: RunDir, heldout: list[Record]) -> None:

@@ -21,9 +21,14 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from curatune.config import validate_config
+from curatune.config import ExperimentConfig, validate_config
 from curatune.errors import ConfigError, ModelError
+from curatune.models import resolve_model_path
+from curatune.runcheck import damaged_done_marker
 from curatune.rundir import DONE, FAILED, LOG, CellSpec, RunDir, read_json, read_jsonl
+from curatune.runlock import holds_stage_lock
+from curatune.terminal import bars_enabled, log_line, quiet_library_warnings
+from curatune.tracking import check_trackers
 from curatune.train.cell import (
     CellOutcome,
     load_pool,
@@ -42,14 +47,16 @@ class SweepProgress:
     and one bar for the steps of the cell in progress."""
 
     def __init__(self, enabled: bool, total_cells: int, estimated_steps: dict[str, int]):
-        self.enabled = enabled
+        # Live bars on a terminal only; a log (stderr not a terminal) gets one plain line per cell.
+        self.enabled = bars_enabled(enabled)
+        self.plain = bool(enabled) and not self.enabled
         self.total_cells = total_cells
         self.finished = 0
         self.estimates = dict(estimated_steps)
         self.overall = None
         self.cell_bar = None
         self._seen: dict[str, int] = {}
-        if enabled:
+        if self.enabled:
             self._tqdm = tqdm
             self.overall = tqdm(total=sum(self.estimates.values()), unit="step", position=0,
                                 desc=self._desc(), dynamic_ncols=True)
@@ -84,6 +91,9 @@ class SweepProgress:
 
     def cell_finished(self, key: str, outcome: CellOutcome) -> None:
         self.finished += 1
+        if self.plain:
+            what = outcome.status if outcome.status != "failed" else f"failed: {outcome.error}"
+            log_line(f"{self._desc()}: {key} {what} ({outcome.wall_seconds:.1f} s)")
         if not self.enabled:
             return
         # A failed or resumed cell never walks all its steps here: settle the overall bar.
@@ -108,12 +118,12 @@ class SweepProgress:
 # ----------------------------------------------------------------------------- executors
 
 
-def uses_launcher(config) -> bool:
+def uses_launcher(config: ExperimentConfig) -> bool:
     launch = config.train.launch
     return launch.num_processes > 1 or bool(launch.accelerate_config)
 
 
-def launch_command(config, run_dir: RunDir, spec: CellSpec) -> list[str]:
+def launch_command(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec) -> list[str]:
     """``accelerate launch`` of one cell (DDP / FSDP / DeepSpeed come from the accelerate config)."""
     launch = config.train.launch
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -128,7 +138,7 @@ def launch_command(config, run_dir: RunDir, spec: CellSpec) -> list[str]:
     return cmd
 
 
-def run_cell_launched(config, run_dir: RunDir, spec: CellSpec,
+def run_cell_launched(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec,
                       on_step: Callable[[int, dict], None] | None = None) -> CellOutcome:
     """Run a cell as an accelerate-launched subprocess, following its log for progress."""
     cell_dir = spec.path(run_dir)
@@ -154,7 +164,7 @@ def outcome_from_dir(run_dir: RunDir, spec: CellSpec, wall: float, fallback_erro
     return CellOutcome(spec.key, "failed", wall, error=fallback_error)
 
 
-def execute_cell(config, run_dir: RunDir, spec: CellSpec, *, hook=None, pool=None,
+def execute_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, *, hook=None, pool=None,
                  on_step=None, on_start=None) -> CellOutcome:
     """Run one cell here or through accelerate; failures end in failed.json, not exceptions."""
     if uses_launcher(config):
@@ -165,7 +175,7 @@ def execute_cell(config, run_dir: RunDir, spec: CellSpec, *, hook=None, pool=Non
 class LocalExecutor:
     """Cells one after another, in this process (or one accelerate launch at a time)."""
 
-    def run(self, config, run_dir: RunDir, specs: list[CellSpec], progress: SweepProgress,
+    def run(self, config: ExperimentConfig, run_dir: RunDir, specs: list[CellSpec], progress: SweepProgress,
             hook=None) -> list[CellOutcome]:
         pool = load_pool(run_dir)
         outcomes = []
@@ -195,7 +205,7 @@ class RayExecutor:
     each task writes its own cell folder, the driver only follows logs and results.
     """
 
-    def run(self, config, run_dir: RunDir, specs: list[CellSpec], progress: SweepProgress,
+    def run(self, config: ExperimentConfig, run_dir: RunDir, specs: list[CellSpec], progress: SweepProgress,
             hook=None) -> list[CellOutcome]:
         try:
             import ray
@@ -269,7 +279,8 @@ class SweepSummary:
         }
 
 
-def run_sweep(config, run_dir: RunDir | str | os.PathLike | None = None, *, only: list[str] | None = None,
+@holds_stage_lock("train")  # one process per stage on a run directory
+def run_sweep(config: ExperimentConfig, run_dir: RunDir | str | os.PathLike | None = None, *, only: list[str] | None = None,
               executor: str | None = None, hook: Callable | None = None, progress: bool = True) -> dict:
     """Plan and train every cell not done yet; returns a summary dict.
 
@@ -295,6 +306,7 @@ def run_sweep(config, run_dir: RunDir | str | os.PathLike | None = None, *, only
         )
     if hook is not None and uses_launcher(config):
         raise ConfigError("a hook function cannot cross an accelerate launch; set train.evaluate_hook instead")
+    check_trackers(config.train.report_to)
     methods = only or config.train.methods
     if "qlora" in methods and executor == "local":
         problem = qlora_problem()
@@ -310,19 +322,30 @@ def run_sweep(config, run_dir: RunDir | str | os.PathLike | None = None, *, only
             "results are never overwritten; use a new run_dir, or restore the settings:\n  " + "\n  ".join(stale)
         )
     grid = [s for s in plan.specs if s.method in methods]
-    done = [s for s in grid if (s.path(run_dir) / DONE).exists()]
+    done = [s for s in grid if (s.path(run_dir) / DONE).exists() and damaged_done_marker(s.path(run_dir)) is None]
+    for spec in grid:  # a done.json that does not parse never counts: the cell is trained again
+        damage = damaged_done_marker(spec.path(run_dir))
+        if damage:
+            plan.notes.append(f"{damage}; training cell {spec.key} again")
     todo = [s for s in grid if s not in done]
+    if todo and executor == "local":  # a missing model is one error (exit 2), not a failure of every cell
+        resolve_model_path(config.model.base, trust_remote_code=config.model.trust_remote_code)
     summary = SweepSummary(len(grid), already_done=[s.key for s in done], oversized=plan.oversized,
                            pool_size=plan.pool_size, heldout_size=plan.heldout_size, notes=plan.notes)
 
     bars = SweepProgress(progress, len(grid), {s.key: planned_steps(config, s.size) for s in todo})
     bars.finished = len(done)
-    if progress:
+    if bars.enabled:
         for note in plan.notes:
             bars.overall.write(f"note: {note}")
         bars.overall.set_description(bars._desc())
+    elif bars.plain:
+        for note in plan.notes:
+            log_line(f"note: {note}")
+        log_line(f"{bars._desc()}: {len(todo)} to train")
     try:
-        outcomes = EXECUTORS[executor]().run(config, run_dir, todo, bars, hook=hook)
+        with quiet_library_warnings():
+            outcomes = EXECUTORS[executor]().run(config, run_dir, todo, bars, hook=hook)
     finally:
         bars.close()
     for outcome in outcomes:

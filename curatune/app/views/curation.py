@@ -7,6 +7,7 @@ import streamlit as st
 from curatune.app import charts, ui
 from curatune.app.data import RunData
 from curatune.app.diffview import conversation_text, similarity, word_diff_html
+from curatune.curate.audit import LabelStore, summarize, table_rows
 
 BROWSER_LIMIT = 1000  # records offered in the picker at once; the search narrows it down
 
@@ -45,6 +46,25 @@ def funnel_and_reasons(report: dict) -> None:
             table["removed by reason"] = [
                 ", ".join(f"{k} {v}" for k, v in (step.get("removed_by_reason") or {}).items()) for step in steps]
             st.dataframe(table, hide_index=True)
+
+
+def rule_precision(run: RunData) -> None:
+    """Each rule's audited precision and projected loss (from RUN_DIR/audit/labels.jsonl)."""
+    removed = run.audit_ledger()
+    if removed is None or removed.empty:
+        return
+    labels = LabelStore.of(run.dir).load()
+    summary = summarize(removed, run.kept_ids(), labels, str(run.dir.audit_labels))
+    st.subheader("Rule precision (audit)")
+    if not summary.audited:
+        st.caption("Not audited: no rule's removals have been labelled yet. Label a sample on the **Audit** page "
+                   "(or with `curatune audit RUN_DIR`) to see how often each rule is right and how many good records "
+                   "it is likely to have cost.")
+        return
+    st.caption("From the labels of the Audit page: precision = right / labelled with a Wilson 95% interval; good records "
+               "dropped = (1 − precision) × the rule's count, interval carried through. Rules without labels: not audited.")
+    rows = table_rows(summary)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="precision_table", height=ui.table_height(len(rows)))
 
 
 def categories(report: dict) -> None:
@@ -134,18 +154,20 @@ def browser(run: RunData) -> None:
 
 
 def show_record(run: RunData, removed: pd.DataFrame, row: pd.Series) -> None:
-    meta = f"**{row['reason']}** (step `{row['step']}`)"
+    # reason, step, detail, category and source are data: escaped, never rendered as Markdown
+    meta = f"**{ui.md(row['reason'])}** (step {ui.code(row['step'])})"
     if isinstance(row.get("detail"), str) and row["detail"]:
-        meta += f": {row['detail']}"
+        meta += f": {ui.md(row['detail'])}"
     st.markdown(meta)
-    st.caption(f"id `{row['id']}` · category {row.get('category') or '—'} · source {row.get('source') or '—'}")
+    st.caption(f"id {ui.code(row['id'])} · category {ui.md(row.get('category') or '—')} · "
+               f"source {ui.md(row.get('source') or '—')}")
     twin_id = row.get("duplicate_of")
     if not isinstance(twin_id, str) or not twin_id:
         ui.text_box(row["text"])
         return
     twin, where = find_twin(run, removed, twin_id)
     if twin is None:
-        st.warning(f"Its twin `{twin_id}` is in neither kept.parquet nor removed.parquet.")
+        st.warning(f"Its twin {ui.code(twin_id)} is in neither kept.parquet nor removed.parquet.")
         ui.text_box(row["text"])
         return
     twin_text = conversation_text(twin["messages"])
@@ -156,7 +178,7 @@ def show_record(run: RunData, removed: pd.DataFrame, row: pd.Series) -> None:
         st.markdown("**Removed record**")
         ui.text_box(row["text"], html_body=left_html)
     with right:
-        st.markdown(f"**Twin `{twin_id}`** ({where})")
+        st.markdown(f"**Twin {ui.code(twin_id)}** ({where})")
         ui.text_box(twin_text, html_body=right_html)
 
 
@@ -183,6 +205,7 @@ def render() -> None:
     else:
         summary(report)
         funnel_and_reasons(report)
+        rule_precision(run)
         categories(report)
         detection(report)
     browser(run)

@@ -12,6 +12,9 @@ from curatune.app.data import (
     pareto_points,
     prefixed_columns,
 )
+from curatune.errors import CuratuneError
+from curatune.evaluate.compare import compare_run_cells, interval_text
+from curatune.evaluate.metrics import COMET_LIKE_NOTE
 
 TASK_GAIN, GENERAL_DROP = "task_gain", "general_drop"
 OVERALL_Y = "task gain (points)"
@@ -112,6 +115,8 @@ def render() -> None:
     x_label = c3.selectbox("Forgetting measured on", list(xs), key="lf_x",
                            help="Drill down: one general suite, in its metric's units, instead of the average.")
     x, y = xs[x_label], ys[y_label]
+    if "comet_like" in y_label:
+        st.caption(COMET_LIKE_NOTE)
     points = pareto_points(analysis)
     frontier_x = frontier_x_column(points)
     overall = x == frontier_x and y == TASK_GAIN
@@ -125,7 +130,7 @@ def render() -> None:
     if other is not None:
         extra = learning_input(other, stage, x, y, 1, overall, hover)
         if extra is None:
-            st.info(f"Run *{other.label}* has no learning vs forgetting rows with {x_label} / {y_label} to compare.")
+            st.info(f"Run *{ui.md(other.label)}* has no learning vs forgetting rows with {x_label} / {y_label} to compare.")
         else:
             inputs.append(extra)
     fig = charts.learning_forgetting_figure(inputs, x_title=x_label, y_title=y_label, show_labels=show_labels)
@@ -148,7 +153,7 @@ def render() -> None:
 
     drops = prefixed_columns(rows, "forgetting")
     if drops:
-        st.subheader("Forgetting per general suite" + (f": {run.label}" if other is not None else ""))
+        st.subheader("Forgetting per general suite" + (f": {ui.md(run.label)}" if other is not None else ""))
         st.caption("Drop from the base model on each general suite's primary metric, seeds averaged; red = worse "
                    "than the base model, blue = better. Colour is scaled per suite (their units differ); the "
                    "numbers are in each metric's own units. Pick one suite above to put it on the chart's x axis.")
@@ -164,7 +169,73 @@ def render() -> None:
         with st.expander("Gain per task metric (seeds averaged, each metric's own units)"):
             table = rows.groupby(["method", "size"])[gains].mean().reset_index()
             st.dataframe(table.rename(columns={c: _after(c, "learning") for c in gains}), hide_index=True)
+            if any("comet_like" in c for c in gains):
+                st.caption(COMET_LIKE_NOTE)
+    significance_table(analysis, stage)
+    compare_cells_section(run, frame, stage)
     ui.analysis_notes(analysis)
+
+
+def significance_rows(analysis: dict, stage: str | None) -> pd.DataFrame:
+    """One text row per (cell, suite): difference from the base model [interval], p, label."""
+    rows = []
+    for row in (analysis or {}).get("learning_forgetting") or []:
+        if stage is not None and row.get("stage") != stage:
+            continue
+        for suite, entry in (row.get("significance") or {}).items():
+            rows.append({
+                "cell": row["cell"], "stage": row["stage"], "suite": suite, "metric": entry.get("metric"),
+                "difference [CI]": interval_text(entry), "test": entry.get("test") or "",
+                "p": "" if entry.get("p_value") is None else f"{entry['p_value']:.3g}",
+                "p adjusted": "" if entry.get("p_adjusted") is None else f"{entry['p_adjusted']:.3g}",
+                "verdict": entry.get("label") or "", "why": entry.get("reason") or "",
+            })
+    return pd.DataFrame(rows)
+
+
+def significance_table(analysis: dict, stage: str | None) -> None:
+    table = significance_rows(analysis, stage)
+    if table.empty:
+        return
+    summary = analysis.get("significance") or {}
+    st.subheader("Paired tests against the base model")
+    st.caption(
+        "Each cell's headline metric per suite against the base model on the same items: the difference "
+        "(cell - base, in the metric's units) with its interval, the p-value adjusted over all "
+        f"{summary.get('family_size', '?')} tests of the run ({summary.get('fdr', '?')}) and a verdict: "
+        "significant gain, significant loss, no detectable change, or cannot tell (items differ, samples missing)."
+    )
+    labels = sorted(table["verdict"].unique())
+    chosen = st.multiselect("Show verdicts", labels, default=labels, key="lf_sig_labels")
+    st.dataframe(table[table["verdict"].isin(chosen)].astype(str), hide_index=True)
+
+
+def compare_cells_section(run, frame: pd.DataFrame, stage: str | None) -> None:
+    cells = sorted(frame["cell"].astype(str).unique()) if "cell" in frame.columns else []
+    if len(cells) < 1:
+        return
+    st.subheader("Compare two cells")
+    st.caption("Paired tests of cell B against cell A (or the base model) on every suite, as "
+               "`curatune compare RUN_DIR A B` prints them.")
+    c1, c2 = st.columns(2)
+    options = ["base", *cells]
+    cell_a = c1.selectbox("Cell A (reference)", options, index=0, key="lf_cmp_a")
+    cell_b = c2.selectbox("Cell B", options, index=min(1, len(options) - 1), key="lf_cmp_b")
+    if cell_a == cell_b:
+        st.info("Pick two different cells.")
+        return
+    try:
+        result = compare_run_cells(run.dir.root, cell_a, cell_b, stage if stage in ("early", "final") else "final")
+    except CuratuneError as exc:
+        st.warning(str(exc))
+        return
+    table = pd.DataFrame([{
+        "suite": e["suite"], "metric": e["metric"], cell_a: "" if e["value_a"] is None else f"{e['value_a']:.4g}",
+        cell_b: "" if e["value_b"] is None else f"{e['value_b']:.4g}", "difference B - A [CI]": interval_text(e),
+        "test": e["test"] or "", "p adjusted": "" if e["p_adjusted"] is None else f"{e['p_adjusted']:.3g}",
+        "verdict for B": e["label"], "why": e.get("reason") or "",
+    } for e in result["suites"]])
+    st.dataframe(table.astype(str), hide_index=True)
 
 
 ui.guarded(render)

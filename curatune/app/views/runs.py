@@ -9,6 +9,10 @@ import streamlit as st
 from curatune.app import charts, ui
 from curatune.app.data import CELL_STATUSES, RunData
 from curatune.app.style import STATUS_COLORS, format_seconds
+from curatune.errors import CuratuneError
+from curatune.export import DATA_FORMATS, export_cell, export_data
+from curatune.model_card import RunFacts, base_model_id, model_card
+from curatune.rundir import CellInfo, parse_cell_key
 
 
 def overview(refs) -> None:
@@ -47,6 +51,16 @@ def data_counts(run: RunData) -> None:
     cols[4].metric("Largest subset", _fmt(largest) if largest else "—")
     if report is None:
         ui.missing_note(run, run.dir.curate_report, "Curation counts", "the curate stage")
+    paired = plan.get("paired_draw")
+    if paired:
+        st.caption(
+            "Paired draw (train.draw = paired): each curated subset is the raw subset of the same size "
+            "(what a train.data = raw run with this held-out split trains on) without the records curation "
+            "removed, topped up with the next kept records. Records that differ between the two, per size:"
+        )
+        rows = [{"seed": seed, "size": int(size), "records differing from the raw subset": n}
+                for seed, sizes in paired["differing_records"].items() for size, n in sizes.items()]
+        st.dataframe(pd.DataFrame(rows).astype(str), hide_index=True)
 
 
 def _fmt(value) -> str:
@@ -56,7 +70,7 @@ def _fmt(value) -> str:
 def sweep(run: RunData) -> None:
     st.subheader("Sweep cells")
     st.caption("One cell = one fine-tune: a method trained on a nested subset of a given size with a given seed. "
-               "A cell is *running* while its folder has a training log but no done.json or failed.json yet.")
+               "A cell is *running* while its folder exists without done.json or failed.json (training, or killed).")
     cells = run.cells()
     if cells.empty:
         ui.missing_note(run, run.dir.plan, "Sweep plan", "the sweep stage",
@@ -81,15 +95,18 @@ def sweep(run: RunData) -> None:
     table = cells[cells["status"].isin(shown) & cells["method"].isin(chosen)].copy()
     table["wall time"] = table["wall_seconds"].map(format_seconds)
     table["last activity"] = table["last_activity"].map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S UTC") if pd.notna(t) else "")
+    table["weights MB"] = table["weights_bytes"] / 1e6
     columns = ["cell", "status", "method", "size", "seed", "wall time", "steps", "final loss", "tokens/s",
-               "examples", "last activity", "error"]
+               "examples", "trainable params", "weights MB", "last activity", "error"]
     table = table.rename(columns={"final_loss": "final loss", "tokens_per_second": "tokens/s",
-                                  "train_examples": "examples"})
+                                  "train_examples": "examples", "trainable_parameters": "trainable params"})
     styled = table[columns].style.map(_status_style, subset=["status"])
     st.dataframe(styled, hide_index=True, key="cells_table", placeholder="—", column_config={
         "steps": st.column_config.NumberColumn(format="%d"),
         "final loss": st.column_config.NumberColumn(format="%.4f"),
         "tokens/s": st.column_config.NumberColumn(format="%.0f"),
+        "trainable params": st.column_config.NumberColumn(format="%d"),
+        "weights MB": st.column_config.NumberColumn(format="%.2f"),
         "examples": st.column_config.NumberColumn(format="%d"),
         "error": st.column_config.TextColumn("error", width="large"),
     })
@@ -97,13 +114,65 @@ def sweep(run: RunData) -> None:
     if len(failed) and "failed" in shown:
         st.markdown(f"**Failed cells ({len(failed)})**: re-running the sweep retries them.")
         for row in failed.head(30).itertuples():
-            with st.expander(f"{row.cell}: {ui.preview(row.error, 120)}"):
+            with st.expander(ui.md(f"{row.cell}: {ui.preview(row.error, 120)}")):
                 st.code(row.traceback or row.error, language="text")
 
 
 def _status_style(status: str) -> str:
     color = STATUS_COLORS.get(status)
     return f"background-color: {color}; color: #111827" if color else ""
+
+
+def export_panel(run: RunData) -> None:
+    """Export the selected cell's weights or the curated data to a folder the user names.
+
+    The only place the app writes, and only on a click, outside the run directory. Cards and
+    paths are shown as plain text: they hold file names and data the app does not vouch for."""
+    st.subheader("Export")
+    st.caption("Write a cell's weights as a standard transformers or peft folder with a model card from this run "
+               "(`curatune export`), or the curated records with a dataset card (`curatune export-data`).")
+    cells = run.cells()
+    done = sorted(cells.loc[cells["status"] == "done", "cell"]) if not cells.empty else []
+    tab_model, tab_data = st.tabs(["Model", "Curated data"])
+    with tab_model:
+        if not done:
+            st.info("No finished cell to export yet.")
+        else:
+            key = st.selectbox("Cell", done, key=f"export_cell:{run.label}")
+            cell = CellInfo.from_dir(run.dir, *parse_cell_key(key))
+            stage = st.radio("Weights", ["final", "early"], horizontal=True, key="export_stage")
+            merge = cell.is_adapter and st.checkbox(
+                "Merge the LoRA adapter into the base model (full weights)", key="export_merge")
+            out = st.text_input("Folder to write", value=str(run.root.parent / "exports" / f"{run.label}-{key}"),
+                                key="export_model_out")
+            base = base_model_id(cell.base_model, cell.base_model_path)
+            with st.expander("Model card that will be written (README.md)"):
+                st.text(model_card(RunFacts.read(run.dir), cell, stage, base_model=base,
+                                   adapter=cell.is_adapter and not merge, merged=merge))
+            if st.button("Export model", key="export_model_go"):
+                try:
+                    with st.spinner("exporting"):
+                        result = export_cell(run.dir, key, out, stage=stage, merge=merge)
+                except CuratuneError as exc:
+                    st.warning(f"Not exported: {exc}")
+                else:
+                    st.success(f"Wrote {result.kind} weights of {key} to the folder below.")
+                    st.text(str(result.folder))
+    with tab_data:
+        if not run.dir.kept.exists():
+            ui.missing_note(run, run.dir.kept, "Curated records", "the curate stage")
+        else:
+            fmt = st.radio("Format", list(DATA_FORMATS), horizontal=True, key="export_data_format")
+            out = st.text_input("Folder to write", value=str(run.root.parent / "exports" / f"{run.label}-data"),
+                                key="export_data_out")
+            if st.button("Export curated data", key="export_data_go"):
+                try:
+                    result = export_data(run.dir, out, fmt=fmt)
+                except CuratuneError as exc:
+                    st.warning(f"Not exported: {exc}")
+                else:
+                    st.success(f"Wrote {result.records:,} curated records to the folder below.")
+                    st.text(str(result.folder))
 
 
 def configuration(run: RunData) -> None:
@@ -140,14 +209,15 @@ def render() -> None:
         st.subheader("Loaded runs")
         overview(refs)
     run = ui.require_run()
-    st.header(run.label)
-    st.caption(f"`{run.root}`")
+    st.header(ui.md(run.label))
+    st.caption(ui.code(run.root))
     missing = [m for m in run.missing()]
     if missing:
         st.info("This run is partial; still missing: " + "; ".join(
-            f"{m.what} (`{m.path.relative_to(run.root)}`, from {m.produced_by})" for m in missing))
+            f"{m.what} ({ui.code(m.path.relative_to(run.root))}, from {m.produced_by})" for m in missing))
     data_counts(run)
     sweep(run)
+    export_panel(run)
     configuration(run)
 
 

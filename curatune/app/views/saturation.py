@@ -59,7 +59,7 @@ def fit_table(run: RunData, suite: str, metric: str) -> None:
     fits = fits[(fits["suite"] == suite) & (fits["metric"] == metric)]
     if fits.empty:
         return
-    st.markdown(f"**Fitted curves**: {run.label}")
+    st.markdown(f"**Fitted curves**: {ui.md(run.label)}")
     table = pd.DataFrame({
         "method": fits["method"],
         "curve": [f if isinstance(f, str) and f else (m or "") for f, m in zip(fits["formula"], fits["model"])],
@@ -180,7 +180,7 @@ def render() -> None:
     if other is not None:
         extra = run_input(other, suite, metric, stage, 1)
         if extra is None:
-            st.info(f"Run *{other.label}* has no {stage} scores for {suite} / {metric} to compare.")
+            st.info(f"Run *{ui.md(other.label)}* has no {stage} scores for {ui.md(suite)} / {ui.md(metric)} to compare.")
         else:
             inputs.append(extra)
     if not inputs:

@@ -22,9 +22,12 @@ Modules, in the order the analysis runs:
 - :mod:`.config`      the ``evaluate.analysis`` config section
 - :mod:`.inputs`      scores.parquet checked, sample values, suite roles, score lookup
 - :mod:`.learning`    learning vs forgetting rows and the Pareto frontier
+- :mod:`.significance` paired tests (McNemar, paired bootstrap, sacrebleu's paired-bs), FDR
+- :mod:`.comparisons` which test per metric, items lined up from eval/samples, labels vs base
 - :mod:`.saturation`  saturation points, bootstrap bands (:mod:`.curves`: the curve families
   and their fits; :mod:`.verdict`: what an interval allows one to conclude, rounded)
 - :mod:`.ranking`     early-vs-final rank agreement
+- :mod:`.probes`      how well each KL probe predicts the benchmark drops over the cells
 """
 from __future__ import annotations
 
@@ -33,7 +36,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from curatune.evaluate.analysis.config import AnalysisConfig
+from curatune.evaluate.analysis.comparisons import (
+    SampleItems,
+    compare_cells,
+    mark_frontier_ordering,
+    significance_vs_base,
+)
+from curatune.evaluate.analysis.config import AnalysisConfig, SignificanceConfig
 from curatune.evaluate.analysis.inputs import (
     SampleStore,
     ScoreIndex,
@@ -45,6 +54,7 @@ from curatune.evaluate.analysis.learning import (
     pareto_frontier,
     pareto_table,
 )
+from curatune.evaluate.analysis.probes import probe_correlations
 from curatune.evaluate.analysis.ranking import early_vs_final, rank_agreement, spearman
 from curatune.evaluate.analysis.saturation import (
     CURVE_COLUMNS,
@@ -55,8 +65,8 @@ from curatune.evaluate.metrics import MetricTable
 from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet
 
 __all__ = [
-    "CURVE_COLUMNS", "AnalysisConfig", "MetricTable", "analyze_run", "fit_curve", "load_scores",
-    "pareto_frontier", "pareto_table", "rank_agreement", "spearman",
+    "CURVE_COLUMNS", "AnalysisConfig", "MetricTable", "SignificanceConfig", "analyze_run", "compare_cells",
+    "fit_curve", "load_scores", "pareto_frontier", "pareto_table", "rank_agreement", "spearman",
 ]
 
 
@@ -99,6 +109,10 @@ def analyze_run(
         notes.append("no base-model scores (stage 'base'): learning and forgetting cannot be measured")
     samples = SampleStore(run_dir)
     rows = learning_forgetting_rows(index, roles, table)
+    items = SampleItems(run_dir)
+    significance = significance_vs_base(run_dir, rows, index, roles, table, config.significance, items)
+    pareto = pareto_table(rows, roles, with_base=has_base)
+    mark_frontier_ordering(pareto, rows, index, roles, table, config.significance, items)
     saturation, curves = SaturationAnalysis(index, roles, table, config, samples).run(progress)
     analysis = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -114,9 +128,11 @@ def analyze_run(
             },
         },
         "learning_forgetting": rows,
-        "pareto": pareto_table(rows, roles, with_base=has_base),
+        "pareto": pareto,
+        "significance": significance,
         "saturation": saturation,
         "early_vs_final": early_vs_final(index, roles, table, config.top_k),
+        "probe_correlations": probe_correlations(rows, roles),
         "inputs": {"score_rows": int(len(scores)), "sample_files_read": samples.files_read},
         "warnings": notes,
     }

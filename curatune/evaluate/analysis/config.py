@@ -10,6 +10,29 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class SignificanceConfig(BaseModel):
+    """Paired tests of every (cell, stage, suite) against the base model (see docs/analysis.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(
+        default=0.05, gt=0, lt=1,
+        description="A change is labelled significant when its adjusted p-value is below this.",
+    )
+    fdr: Literal["fdr_bh", "holm"] = Field(
+        default="fdr_bh",
+        description="How p-values are adjusted over all cells x stages x suites of a run: fdr_bh "
+        "(Benjamini-Hochberg: at most alpha of the significant labels are expected to be false) or holm "
+        "(at most alpha chance of any false label; stricter, misses more real changes).",
+    )
+    n_resamples: int = Field(
+        default=1000, ge=100,
+        description="Bootstrap resamples of the paired bootstrap (1000 = sacrebleu's --paired-bs default).",
+    )
+    seed: int = Field(default=12345, description="Seed of the paired bootstrap (12345 = sacrebleu's default).")
+    ci_level: float = Field(default=0.95, gt=0, lt=1, description="Coverage of the intervals of each difference.")
+
+
 class AnalysisConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +85,7 @@ class AnalysisConfig(BaseModel):
     )
     ci_level: float = Field(default=0.95, gt=0, lt=1, description="Coverage of the bootstrap confidence bands.")
     seed: int = Field(default=0, description="Random seed of the bootstrap; same seed, same numbers.")
+    significance: SignificanceConfig = Field(default_factory=SignificanceConfig)
     top_k: int = Field(
         default=3, ge=1, description="Early-vs-final agreement: overlap of the k best cells by early and by final score."
     )

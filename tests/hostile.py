@@ -1,0 +1,71 @@
+"""Helpers for the hostile-input tests: run the real CLI entry point in-process and check
+that it ended cleanly (status 2, one message, no traceback)."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from curatune import cli
+
+#: A fast curation for tests that only care about loading and writing: exact dedup only.
+FAST_CURATE = ["--set", "curate.steps=[{name: exact}]", "--set", "curate.workers=1", "-q"]
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(args: list[str], capsys) -> CliResult:
+    """``curatune ARGS`` through :func:`curatune.cli.main` (its error handling included)."""
+    argv = sys.argv
+    sys.argv = ["curatune", *[str(a) for a in args]]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return CliResult(code, captured.out, captured.err)
+
+
+def assert_clean_error(result: CliResult, *names: str) -> str:
+    """Status 2, one 'error:' message naming each of ``names``, no traceback; returns the message."""
+    assert result.code == 2, (result.code, result.out, result.err)
+    assert "Traceback" not in result.err + result.out
+    assert result.err.count("error:") == 1, result.err
+    message = " ".join(result.err.split())  # rich wraps long lines
+    for name in names:
+        assert " ".join(str(name).split()) in message, (name, message)
+    return message
+
+
+def write_jsonl(path: Path, rows: list, extra_lines: list[str] = ()) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r) for r in rows] + list(extra_lines)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def good_rows(n: int, tag: str) -> list[dict]:
+    return [{"prompt": f"{tag} question number {i} about a distinct topic", "completion": f"{tag} answer {i}"}
+            for i in range(n)]
+
+
+def assert_accounting(run_dir: Path) -> dict:
+    """records in = kept + removed, in the report and in the parquet files."""
+    report = json.loads((run_dir / "curate" / "report.json").read_text())
+    kept = pd.read_parquet(run_dir / "curate" / "kept.parquet")
+    removed = pd.read_parquet(run_dir / "curate" / "removed.parquet")
+    assert report["input_records"] == report["kept"] + report["removed"]
+    assert len(kept) == report["kept"] and len(removed) == report["removed"]
+    assert removed["reason"].notna().all()
+    return report
