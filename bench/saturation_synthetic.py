@@ -8,6 +8,13 @@ after a change can be measured with the same curves)::
     git archive COMMIT | tar -x -C /tmp/old && \
       OMP_NUM_THREADS=1 PYTHONPATH=/tmp/old nice -n 10 python bench/saturation_synthetic.py --label before
 
+On a loaded machine the families can be measured in parallel parts and joined (this is how
+the recorded numbers were made)::
+
+    ... saturation_synthetic.py --label after --families exponential power_law log_logistic --out /tmp/a.json
+    ... saturation_synthetic.py --label after --families shifted_power weibull unsaturated --out /tmp/b.json
+    python bench/saturation_synthetic.py --label after --combine /tmp/a.json /tmp/b.json
+
 Curves: chrF-like scores (0-100 scale, so the default epsilon 0.01 x 100 = 1 point per
 doubling) at sizes 100-3200 doubling, 3 seeds per size, Gaussian noise of sd 0.5 / 1 / 2
 points per cell, 50 curves per (family, noise) setting. The true saturation point follows
@@ -177,8 +184,8 @@ def measure(rows: list[dict], truths: list[float]) -> dict:
             if verdict == "point":  # the number the reader sees, rounded as shown
                 determined_errors.append(abs(row["saturation_point"] - truth) / truth)
             covered.append(lo <= truth <= hi)
-        else:  # never saturates: right when no point is given
-            errors.append(0.0 if point is None else np.inf)
+        else:  # never saturates: wrong when a point or a bounded range is claimed
+            errors.append(np.inf if verdict in ("point", "range") else 0.0)
             covered.append(not np.isfinite(hi))
     errors = np.array(errors)
     shares = pd.Series(verdicts).value_counts(normalize=True).round(3).to_dict()
@@ -244,10 +251,18 @@ def render(results: dict) -> str:
         "",
         "Sizes 100-3200 doubling, 3 seeds, chrF-like scores, epsilon = 1 point per doubling, "
         f"{results['curves_per_setting']} curves per setting, true point drawn in 200-6400 "
-        "(never, for `unsaturated`). Error: |point - truth| / truth (no point = infinite error). "
+        "(never, for `unsaturated`, where a point or bounded range counts as an infinite error). "
+        "Error: |point - truth| / truth of the fit's unrounded point (no point = infinite error). "
         "Coverage: share of curves whose 95 % interval holds the truth. `point`: share of curves "
         "given a point (the rest are a range, 'beyond', 'not reached' or 'not determined'). "
-        "'within 10% of points': the same share among the curves given a point.",
+        "'within 10% of points': the same share among the curves given a point, as printed (rounded). "
+        "'true family told': a fit of the generating family alone (no choice to get wrong), the best a "
+        "curve fit can do with these sizes, seeds and noise. What it means: docs/analysis.md, "
+        "'How well it works'.",
+        "",
+        f"Machine: {results.get('machine')}, shared with other jobs (load average shown). Seconds are wall "
+        "time summed over the processes that measured parts of a label (joined with --combine); the "
+        "analysis itself needs a few CPU seconds per setting.",
         "",
     ]
     for label in labels:
@@ -301,10 +316,11 @@ def main() -> None:
     parser.add_argument("--noises", nargs="*", type=float, default=list(NOISES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "saturation_synthetic.json")
-    parser.add_argument("--combine", nargs="*", type=Path, default=[],
-                        help="instead of measuring: add the settings of these result files' runs to --out")
+    parser.add_argument("--combine", nargs="*", type=Path, default=None,
+                        help="instead of measuring: add the settings of these result files' runs to --out "
+                        "(no files: only re-render the .md)")
     args = parser.parse_args()
-    if args.combine:
+    if args.combine is not None:
         combine(args.out, args.combine)
         return
     config = AnalysisConfig(n_bootstrap=args.n_bootstrap)

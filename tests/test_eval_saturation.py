@@ -64,7 +64,7 @@ def test_still_climbing_curve_is_not_reached_and_noisy_late_plateau_is_not_deter
     scores.curve("climb", SIZES, [0, 1, 2], "task", "chrf", lambda n: 10 + 3 * np.log2(n), noise=0.5, rng_seed=1)
     # Saturates near 11,000 by the definition, but with 2 points of noise the sizes up to 3,200
     # cannot tell that from a plateau much earlier or far past the search range.
-    late = lambda n: 70 - 120 * np.power(n, -0.35)  # noqa: E731
+    late = lambda n: 70 - 120 * np.power(n, -0.35)
     assert 3200 < brute_force_saturation(late, 100, LIMIT, 1.0) < LIMIT
     scores.curve("late", SIZES, [0, 1, 2], "task", "chrf", late, noise=2.0, rng_seed=2)
     analysis = analyze_run(scores.write(tmp_path), AnalysisConfig(n_bootstrap=200))
@@ -116,7 +116,7 @@ def test_round_size_and_outward_bounds():
 
 
 def test_verdicts():
-    common = dict(smallest=100, largest_trained=3200, search_limit=25_600, has_interval=True)
+    common = {"smallest": 100, "largest_trained": 3200, "search_limit": 25_600, "has_interval": True}
     wide = decide(5107.4, 3658.0, 7536.0, **common)  # the study's old full/BLEU numbers
     assert (wide.verdict, wide.point, wide.lo, wide.hi) == ("range", 5100, 3600, 7600)
     assert wide.text == "between 3,600 and 7,600 (best fit ≈ 5,100)"

@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass
 
 #: The point is reported as a number only when its interval spans at most this ratio
-#: (hi / lo). bench/saturation_synthetic.py measured what a wider cut costs: see
-#: docs/analysis.md, "Saturation verdict".
+#: (hi / lo), i.e. about +-12 % around it. bench/saturation_synthetic.py measures how often
+#: the points printed under this cut lie within 10 % of the truth (docs/analysis.md, "How
+#: well it works"); other cuts were not measured.
 POINT_MAX_RATIO = 1.25
 
 SATURATED = "saturated"
