@@ -3,8 +3,8 @@
     nice python bench/curate_pipeline.py            # default pipeline + semantic step
     nice python bench/curate_pipeline.py --demo     # also the demo dataset with semantic on
 
-Part 1 runs `run_curate` with the default steps (exact, quality, language, near_dup,
-decontaminate) on every file of t0_train_50k (category = template file name) and
+Part 1 runs `run_curate` with the default steps in their default order (quality,
+language, exact, near_dup, decontaminate) on every file of t0_train_50k (category = template file name) and
 records per-step seconds, wall and CPU time and the machine load (the machine is
 shared). Part 2 runs the semantic step (MiniLM embeddings, k-means, cosine pairs) on the
 records part 1 kept, with an empty embedding cache, then again with the warm cache.
@@ -44,7 +44,7 @@ def main() -> None:
 
     from curatune.config import validate_config
     from curatune.curate.base import CurateContext, RichProgress
-    from curatune.curate.config import SemanticDedupConfig
+    from curatune.curate.config import DEFAULT_STEPS, SemanticDedupConfig
     from curatune.curate.dedup import SemanticDedup
     from curatune.curate.stage import run_curate
     from curatune.records import frame_to_records
@@ -56,8 +56,8 @@ def main() -> None:
     # user-oriented instructions + ARC-Easy), so that step does real work.
     eval_paths = [str(SI.parents[3] / "human_eval/user_oriented_instructions.jsonl"),
                   str(ROOT.parent / "shared/data/bench/mc/arc_easy.jsonl")]
-    steps = [{"name": "exact"}, {"name": "quality"}, {"name": "language"}, {"name": "near_dup"},
-             {"name": "decontaminate", "extra_paths": eval_paths}]
+    steps = [{"name": c.model_fields["name"].default} for c in DEFAULT_STEPS]  # in the default order
+    steps = [dict(s, extra_paths=eval_paths) if s["name"] == "decontaminate" else s for s in steps]
     cfg = validate_config({"run_dir": str(tmp / "run"),
                            "data": {"sources": [{"path": str(SI), "category": "{file}"}]},
                            "curate": {"workers": 2, "cache_dir": str(tmp / "cache"), "steps": steps}})
