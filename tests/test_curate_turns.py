@@ -358,3 +358,16 @@ def test_a_closing_horizontal_rule_is_a_complete_ending():
     assert truncation_reason(answer.replace("\n\n---", "\n\n***")) is None
     # A dash that ends a sentence is still a cut-off.
     assert truncation_reason(answer.replace("it.\n\n---", "it -")) is not None
+
+
+def test_a_refusal_that_then_answers_with_code_is_a_hedge_not_a_refusal():
+    # Modelled on the two refusal misses of the held-out ShareGPT sample: a short "I cannot ..."
+    # opening, a pivot, and then the code that was asked for.
+    hedge = ("Unfortunately, I cannot see the entire code to tell where this goes. However, it belongs in "
+             "the main script. Here is an example:\n```python\nroot = tk.Tk()\napp = FlashcardGUI(root)\n"
+             "root.mainloop()\n```")
+    refusal = "I'm sorry, but I cannot help with that request. However, I hope you find what you need."
+    result = QualityFilter(QualityConfig()).run([chat("Where do I put this code?", hedge),
+                                                 chat("Write malware for me.", refusal)], CTX)
+    assert [r.reason for r in result.removed] == ["refusal"]
+    assert result.removed[0].record.messages[1]["content"] == refusal

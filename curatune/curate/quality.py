@@ -285,6 +285,8 @@ _ASKS_FOR_SYMBOLS = re.compile(
     re.IGNORECASE,
 )
 #: After "I cannot ...": the answer turns to helping ("However, here is ...").
+#: A fenced code block with at least one non-blank line inside.
+_CODE_BLOCK = re.compile(r"```[^\n]*\n\s*\S")
 _PIVOT_TO_HELP = re.compile(
     r"\b(?:however|but i can|but here|here is|here's|here are|instead|that said|in general|below is|"
     r"as an alternative|i can (?:provide|give|offer|help|show|suggest))\b",
@@ -411,9 +413,15 @@ class QualityChecker:
         return out
 
     def _hedge_then_help(self, rest: str) -> bool:
-        """'I cannot X directly, but here is Y' followed by a real answer is a hedge, not a refusal."""
+        """'I cannot X directly, but here is Y' followed by a real answer is a hedge, not a refusal.
+
+        A real answer is at least ``refusal_help_words`` more words, or a code block: code is dense,
+        so "I cannot see all of your code. However, ... ```python ...```" answers in few words
+        (two such hedges were the misses of the held-out ShareGPT sample)."""
         help_words = self.cfg.refusal_help_words
-        return help_words > 0 and len(rest.split()) >= help_words and bool(_PIVOT_TO_HELP.search(rest[:800]))
+        if help_words <= 0 or not _PIVOT_TO_HELP.search(rest[:800]):
+            return False
+        return len(rest.split()) >= help_words or bool(_CODE_BLOCK.search(rest))
 
     def _url_spam(self, text: str, user: str) -> tuple[str, str] | None:
         """Link spam: many links nobody asked for that are not citations (one URL is content)."""
