@@ -139,3 +139,17 @@ def test_prompts_file_errors_name_the_line(tmp_path):
     path.write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"prompt": ""}) + "\n")
     with pytest.raises(DataError, match="prompts.jsonl: line 2: field 'prompt'"):
         load_retention_prompts(path)
+
+
+def test_greedy_decoding_uses_the_supported_cache_argument(tiny):
+    """transformers 5.24 deprecates `past_key_values=` (removed in 5.40); the probe must not rely on it."""
+    import warnings
+
+    from curatune.evaluate.retention import greedy_answers
+
+    model, tok = tiny
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        answers = greedy_answers(model, tok, ids, max_new_tokens=4, batch_size=2)
+    assert all(1 <= len(a) <= 4 for a in answers)

@@ -296,7 +296,7 @@ class LoglikelihoodScorer:
         if positions is not None:
             kwargs["position_ids"] = positions.to(device)
         if cache is not None:
-            kwargs[_cache_argument(self.model)] = cache
+            kwargs[cache_argument(self.model)] = cache
         keep_dev = keep.to(device)
         logits = None
         if self._mask_logits_ok is None and not _accepts_logits_to_keep(self.model):
@@ -320,7 +320,7 @@ class LoglikelihoodScorer:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         wanted = targets.to(device)[keep_dev]
         token_lp = logprobs.gather(1, wanted[:, None]).squeeze(1)
-        return token_lp.tolist(), logprobs.argmax(dim=-1).tolist(), _output_cache(output)
+        return token_lp.tolist(), logprobs.argmax(dim=-1).tolist(), output_cache(output)
 
 
 #: What one extra forward pass costs, in padded tokens: on CPU a small model streams all its
@@ -390,7 +390,7 @@ def _model_device(model) -> torch.device:
         return torch.device("cpu")
 
 
-def _cache_argument(model) -> str:
+def cache_argument(model) -> str:
     """The forward argument that takes a KV cache: ``cache`` from transformers 5.24 on
     (``past_key_values`` still works there but warns, and goes away in 5.40), else
     ``past_key_values``."""
@@ -401,7 +401,7 @@ def _cache_argument(model) -> str:
         return "past_key_values"
 
 
-def _output_cache(output):
+def output_cache(output):
     """The KV cache a forward pass returned, under its new name (``cache``) or its old one."""
     if "cache" in getattr(type(output), "__dataclass_fields__", {}):
         return output.cache

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from curatune.errors import DataError, ModelError
-from curatune.evaluate.lm_scoring import ItemScores, _accepts_logits_to_keep
+from curatune.evaluate.lm_scoring import ItemScores, _accepts_logits_to_keep, cache_argument, output_cache
 from curatune.jsonl import iter_jsonl
 from curatune.rundir import atomic_path
 
@@ -251,6 +251,7 @@ def greedy_answers(model, tokenizer, prompt_ids: Sequence[Sequence[int]], max_ne
     model's generation_config can never leak in.
     """
     device = next(model.parameters()).device
+    cache_kw = cache_argument(model)  # `cache` on transformers >= 5.24 (`past_key_values` warns there)
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
@@ -272,7 +273,7 @@ def greedy_answers(model, tokenizer, prompt_ids: Sequence[Sequence[int]], max_ne
             positions = (mask.cumsum(1) - 1).clamp_min(0)
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                         logits_to_keep=1)
-            cache = out.past_key_values
+            cache = output_cache(out)
             done = torch.zeros(len(batch), dtype=torch.bool, device=device)
             next_pos = positions[:, -1] + 1
             for _ in range(max_new_tokens):
@@ -286,8 +287,8 @@ def greedy_answers(model, tokenizer, prompt_ids: Sequence[Sequence[int]], max_ne
                     break
                 mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=device)], dim=1)
                 out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                            past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
+                            use_cache=True, **{cache_kw: cache})
+                cache = output_cache(out)
                 next_pos = next_pos + 1
             if bar is not None:
                 bar.update(len(batch))
