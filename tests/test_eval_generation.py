@@ -6,8 +6,10 @@ import torch
 
 from curatune.evaluate.generation import (
     GenerationSettings,
+    GreedyDecoder,
     cut_at_stop,
     encode_prompts,
+    eos_token_ids,
     format_prompt,
     generate,
     prompt_messages,
@@ -108,19 +110,73 @@ def test_eos_ends_answer(tiny_model_dir):
     assert len(ids) <= 2 and calls["n"] == 3
 
 
-def test_max_new_tokens_bounds_the_answer(tiny, monkeypatch):
+def test_max_new_tokens_bounds_the_answer(tiny):
     model, tokenizer = tiny
-    new_tokens = []
-    original = model.generate
+    prompts = encode_prompts(tokenizer, _prompts(tokenizer))
+    decoder = GreedyDecoder(model, tokenizer, 5, eos_token_ids(model, tokenizer), [], tokenizer.pad_token_id or 0)
+    answers = decoder.decode(prompts)
+    assert all(len(a) <= 5 for a in answers) and max(map(len, answers)) == 5
 
-    def recording_generate(*args, **kwargs):
-        out = original(*args, **kwargs)
-        new_tokens.append(out.shape[1] - kwargs["input_ids"].shape[1])
-        return out
 
-    monkeypatch.setattr(model, "generate", recording_generate)
-    out = generate(model, tokenizer, _prompts(tokenizer), GenerationSettings(max_new_tokens=5, batch_size=4), progress=False)
-    assert new_tokens == [5, 5] and all(out.outputs)
+def _reference_generate(model, tokenizer, prompts, settings):
+    """transformers' own greedy ``generate`` on the same left-padded batches (the reference)."""
+    from transformers import GenerationConfig
+
+    eos = eos_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=settings.max_new_tokens,
+                              eos_token_id=eos, pad_token_id=pad, temperature=None, top_p=None, top_k=None,
+                              stop_strings=settings.stop or None)
+    encoded = encode_prompts(tokenizer, prompts)
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    outputs = [""] * len(prompts)
+    for start in range(0, len(order), settings.batch_size):
+        batch = order[start:start + settings.batch_size]
+        width = max(len(encoded[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(batch):
+            ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
+            mask[row, width - len(encoded[i]):] = 1
+        with torch.no_grad():
+            generated = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                       tokenizer=tokenizer)
+        for row, i in enumerate(batch):
+            new = generated[row, width:].tolist()
+            new = new[:next((k for k, t in enumerate(new) if t in eos), len(new))]
+            outputs[i] = cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), settings.stop).strip()
+    return outputs
+
+
+@pytest.mark.parametrize("stop", [[], ["e"]])
+def test_answers_equal_transformers_generate(tiny, stop):
+    """The loop that drops finished rows picks the same tokens as transformers' greedy generate."""
+    model, tokenizer = tiny
+    prompts = _prompts(tokenizer)
+    settings = GenerationSettings(max_new_tokens=20, batch_size=4, stop=stop)
+    ours = generate(model, tokenizer, prompts, settings, progress=False).outputs
+    assert ours == _reference_generate(model, tokenizer, prompts, settings)
+    if stop:  # the stop string really ended some answers early
+        full = generate(model, tokenizer, prompts, GenerationSettings(20, 4), progress=False).outputs
+        assert sum(o != f for o, f in zip(ours, full)) >= 2
+
+
+def test_finished_rows_leave_the_batch(tiny):
+    """Rows that hit a stop string are not computed any further (generate() keeps them)."""
+    model, tokenizer = tiny
+    prompts = _prompts(tokenizer)
+    rows_per_call = []
+    def record(module, args, kwargs):
+        rows_per_call.append(kwargs["input_ids"].shape[0])
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        generate(model, tokenizer, prompts, GenerationSettings(max_new_tokens=20, batch_size=8, stop=["e"]),
+                 progress=False)
+    finally:
+        handle.remove()
+    assert rows_per_call[0] == len(prompts) and min(rows_per_call) < len(prompts)
+    assert rows_per_call == sorted(rows_per_call, reverse=True)
 
 
 def test_long_prompts_are_cut_from_the_start(tiny):

@@ -6,6 +6,14 @@ last assistant turn, through the tokenizer's chat template with
 left-padded (a decoder continues from the right edge), and decoded greedily. An answer
 ends at an EOS token or at the first configured stop string, which is cut from it.
 Outputs come back in the caller's order.
+
+The decoding loop is written here rather than calling ``model.generate`` for one reason:
+a row that has finished leaves the batch at once (its KV-cache row is dropped), where
+``generate`` keeps computing every finished row until the slowest answer of the batch
+ends. Task answers vary a lot in length (a caption of 10 tokens beside one of 60), so
+most of a batch's steps ran on finished rows. The tokens chosen are the same argmax
+``generate`` picks (bench/eval_generation.py checks the outputs equal on the Multi30k
+task workload); sampling settings in a model's generation_config can never leak in.
 """
 from __future__ import annotations
 
@@ -14,9 +22,13 @@ from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from curatune.chat_format import PLAIN_TEMPLATE
+from curatune.evaluate.lm_scoring import (
+    _accepts_logits_to_keep,
+    cache_argument,
+    output_cache,
+)
 
 
 @dataclass
@@ -83,20 +95,6 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-class _StopStrings(StoppingCriteria):
-    """Marks a row finished once its generated text contains a stop string."""
-
-    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_length: int):
-        self.tokenizer = tokenizer
-        self.stops = [s for s in stops if s]
-        self.prompt_length = prompt_length
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
-        done = [any(stop in text for stop in self.stops) for text in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
 def _context_limit(model: Any) -> int | None:
     config = getattr(model, "config", None)
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
@@ -135,47 +133,84 @@ def generate(
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = eos_ids[0] if eos_ids else 0
-    gen_config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=settings.max_new_tokens,
-        eos_token_id=eos_ids or None,
-        pad_token_id=pad_id,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        use_cache=True,
-    )
+    decoder = GreedyDecoder(model, tokenizer, settings.max_new_tokens, eos_ids, settings.stop, pad_id)
 
     # Longest first: the first batch shows memory problems early; similar lengths pad little.
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     outputs: list[str] = [""] * len(encoded)
-    device = model.device
     batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
     bar = tqdm(batches, desc=description, unit="batch", leave=False, disable=not progress)
     for batch in bar:
-        width = max(len(encoded[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids = encoded[i]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
-        stopping = StoppingCriteriaList()
-        if settings.stop:
-            stopping.append(_StopStrings(tokenizer, settings.stop, width))
-        generated = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            generation_config=gen_config,
-            stopping_criteria=stopping,
-        )
-        for row, i in enumerate(batch):
-            new_tokens = generated[row, width:].tolist()
-            for at, token in enumerate(new_tokens):
-                if token in eos_ids:
-                    new_tokens = new_tokens[:at]
-                    break
+        for i, new_tokens in zip(batch, decoder.decode([encoded[i] for i in batch])):
             text = tokenizer.decode(new_tokens, skip_special_tokens=True)
             outputs[i] = cut_at_stop(text, settings.stop).strip()
     return GenerationOutput(outputs, truncated)
+
+
+class GreedyDecoder:
+    """Greedy decoding of one left-padded batch with a KV cache; finished rows leave the batch.
+
+    ``decode`` returns each row's new tokens without the EOS that ended it. A row finishes at
+    an EOS token, when its decoded text contains a stop string (checked as ``generate``'s
+    ``stop_strings`` would, on the text of the new tokens), or after ``max_new_tokens``.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, eos_ids: Sequence[int],
+                 stop: Sequence[str], pad_id: int):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.eos_ids = set(eos_ids)
+        self.stop = [s for s in stop if s]
+        self.pad_id = pad_id
+        self.cache_kw = cache_argument(model)  # `cache` on transformers >= 5.24
+        self.keep_last_logits = _accepts_logits_to_keep(model)
+
+    def decode(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+        device = self.model.device
+        width = max(len(ids) for ids in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids):] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        # positions as generate() computes them: pads get 1, real tokens count from 0
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        extra = {"logits_to_keep": 1} if self.keep_last_logits else {}
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+        cache = output_cache(out)
+        can_drop_rows = hasattr(cache, "batch_select_indices")
+
+        answers: list[list[int]] = [[] for _ in prompts]
+        finished = [False] * len(prompts)
+        rows = list(range(len(prompts)))  # the prompt each cache row belongs to
+        next_position = positions[:, -1] + 1
+        for step in range(self.max_new_tokens):
+            tokens = out.logits[:, -1, :].argmax(dim=-1)
+            for r, token in enumerate(tokens.tolist()):
+                prompt = rows[r]
+                if not finished[prompt]:
+                    finished[prompt] = self._ends(answers[prompt], token)
+            running = [r for r, prompt in enumerate(rows) if not finished[prompt]]
+            if not running or step == self.max_new_tokens - 1:
+                break
+            if len(running) < len(rows) and can_drop_rows:
+                keep = torch.tensor(running, device=device)
+                cache.batch_select_indices(keep)
+                tokens, mask, next_position = tokens[keep], mask[keep], next_position[keep]
+                rows = [rows[r] for r in running]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position[:, None],
+                             use_cache=True, **{self.cache_kw: cache})
+            cache = output_cache(out)
+            next_position = next_position + 1
+        return answers
+
+    def _ends(self, answer: list[int], token: int) -> bool:
+        """Take a row's next token; whether the answer has ended (EOS, not kept, or a stop string)."""
+        if token in self.eos_ids:
+            return True
+        answer.append(token)
+        return bool(self.stop) and any(stop in self.tokenizer.decode(answer, skip_special_tokens=True)
+                                       for stop in self.stop)
