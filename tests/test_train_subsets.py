@@ -6,14 +6,20 @@ import random
 
 import pandas as pd
 import pytest
+from train_helpers import curated_run_dir, make_records, tiny_config
 
 from curatune.config import validate_config
 from curatune.errors import ConfigError, DataError
 from curatune.records import Record, frame_to_records
 from curatune.rundir import read_json
 from curatune.train.plan import plan_sweep
-from curatune.train.subsets import SubsetPlan, carve_heldout, category_counts, make_split, stratified_order
-from train_helpers import curated_run_dir, make_records, tiny_config
+from curatune.train.subsets import (
+    SubsetPlan,
+    carve_heldout,
+    category_counts,
+    make_split,
+    stratified_order,
+)
 
 
 def test_subsets_are_nested_for_every_seed():

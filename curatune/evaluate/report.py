@@ -94,9 +94,31 @@ def run_summary(run: RunDir) -> dict[str, Any]:
             "kept": report.get("kept"),
             "removed": int(sum(removed.values())) if removed else 0,
             "removed_by_reason": removed,
+            "accounting": curate_accounting(report),
             "audit": _audit(run),
         }
     return summary
+
+
+def curate_accounting(report: dict[str, Any]) -> dict[str, Any]:
+    """The curation invariants, stated for records and for turns, and whether they hold.
+
+    records: in = kept + dropped. A trimmed record is counted among the kept (its clean prefix
+    is kept); the turns it lost are ledger rows with action "trim", so the ledger has more rows
+    than records dropped and ``in == kept + len(removed.parquet)`` does not hold with trims.
+    turns (messages): in = kept + removed, the removed turns of drops and trims together.
+    """
+    dropped = sum(int(v) for v in (report.get("removed_by_reason") or {}).values())
+    records = {"in": report.get("input_records"), "kept": report.get("kept"), "dropped": dropped,
+               "trimmed": int(report.get("trimmed_records") or 0),
+               "kept_trimmed": int(report.get("kept_trimmed") or 0)}
+    records["holds"] = None if None in (records["in"], records["kept"]) else records["in"] == records["kept"] + dropped
+    out: dict[str, Any] = {"records": records}
+    if report.get("turns_in") is not None:
+        turns = {"in": report.get("turns_in"), "kept": report.get("turns_kept"), "removed": report.get("turns_removed")}
+        turns["holds"] = None if None in turns.values() else turns["in"] == turns["kept"] + turns["removed"]
+        out["turns"] = turns
+    return out
 
 
 def paired_draw_summary(run: RunDir) -> dict[str, Any] | None:
@@ -307,11 +329,11 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
     if curate:
         reasons = sorted(curate["removed_by_reason"].items(), key=lambda kv: -kv[1])
         detail = ", ".join(f"{escape(str(r))} {n}" for r, n in reasons[:5]) + (", ..." if len(reasons) > 5 else "")
-        grid.add_row(
-            "curate",
-            f"{curate['input_records']} records in, {curate['kept']} kept, {curate['removed']} removed"
-            + (f" ({detail})" if detail else ""),
-        )
+        grid.add_row("curate", _accounting_line(curate.get("accounting") or {}, curate) + (f" ({detail})" if detail else ""))
+        turns = (curate.get("accounting") or {}).get("turns")
+        if turns:
+            grid.add_row("", f"turns (messages): {turns['in']} in = {turns['kept']} kept + {turns['removed']} removed "
+                             "(by drops and trims)" + _unbalanced(turns))
         grid.add_row("audit", _audit_line(curate.get("audit")))
     else:
         grid.add_row("curate", "[dim]not run[/dim]")
@@ -333,6 +355,20 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
             grid.add_row("paired draw" if seed == next(iter(paired["differing_records"])) else "",
                          f"seed {seed}: records differing from the raw subset of the same size: {counts}")
     console.print(grid)
+
+
+def _accounting_line(accounting: dict[str, Any], curate: dict[str, Any]) -> str:
+    """records in = kept + dropped, with the trims among the kept said out loud."""
+    records = accounting.get("records") or {"in": curate["input_records"], "kept": curate["kept"],
+                                            "dropped": curate["removed"], "kept_trimmed": 0, "holds": None}
+    trimmed = records.get("kept_trimmed") or 0
+    among = f" ({trimmed} of them trimmed: turns cut, each in the ledger)" if trimmed else ""
+    return (f"{records['in']} records in = {records['kept']} kept{among} + {records['dropped']} dropped"
+            + _unbalanced(records))
+
+
+def _unbalanced(counts: dict[str, Any]) -> str:
+    return " [red](does not add up: curate/report.json is inconsistent)[/red]" if counts.get("holds") is False else ""
 
 
 def _audit_line(audit: dict[str, Any] | None) -> str:
