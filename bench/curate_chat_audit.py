@@ -137,8 +137,14 @@ def score_holdout(sample: pd.DataFrame, kept: pd.DataFrame, labels_path: Path, a
                          "unlabelled_available": available.get(reason, 0),
                          "wrong": [{"id": rid, "note": labels[(rid, reason)].get("note", "")} for rid in rows["id"]
                                    if labels.get((rid, reason), {}).get("verdict") == "wrong"]}
+    for rule, n in available.items():
+        if rule not in rules:  # nothing left to sample: every flagged record was labelled before
+            rules[rule] = {"sampled": 0, "labelled": 0, "right": 0, "unlabelled_available": n, "wrong": []}
     kept_verdicts = [labels.get((rid, "kept"), {}).get("verdict") for rid in kept["id"]]
     counts = {v: sum(k == v for k in kept_verdicts) for v in KEPT_VERDICTS}
+    counts["clean_with_out_of_scope_problem"] = sum(
+        labels.get((rid, "kept"), {}).get("verdict") == "clean"
+        and labels[(rid, "kept")].get("note", "").startswith("out of scope") for rid in kept["id"])
     tally = _tally(["right" if v == "clean" else ("wrong" if v in KEPT_VERDICTS else None) for v in kept_verdicts])
     return {"rules": rules, "kept_sample": {**tally, "verdicts": counts, "not_clean": [
         {"id": rid, "verdict": labels[(rid, "kept")]["verdict"], "note": labels[(rid, "kept")].get("note", "")}
@@ -165,6 +171,11 @@ def write_holdout_results(source: str, seed: int, summary: dict) -> None:
         counts = by_reason.get(reason, {})
         actions = r.get("sampled_by_action", {})
         interval = f"{r['wilson_low']:.2f}–{r['wilson_high']:.2f}" if "precision" in r else "—"
+        if not r["sampled"]:
+            lines.append(f"| {reason} | {counts.get('dropped', 0)} | {counts.get('trimmed', 0)} | 0 of "
+                         f"{summary['flagged_records'].get(reason)} flagged records (all labelled in earlier samples) | "
+                         "0 | — | — | — |")
+            continue
         lines.append(f"| {reason} | {counts.get('dropped', 0)} | {counts.get('trimmed', 0)} | {r['unlabelled_available']} | "
                      f"{r['sampled']} ({actions.get('drop', 0)}/{actions.get('trim', 0)}) | {r['right']}/{r['labelled']} | "
                      f"{r.get('precision', '—')} | {interval} |")
@@ -173,7 +184,10 @@ def write_holdout_results(source: str, seed: int, summary: dict) -> None:
     v = k["verdicts"]
     lines += ["", f"Kept sample: {k['right']}/{k['labelled']} clean ({k.get('precision', '—')}, Wilson {interval}); "
               f"{v['should_be_removed']} should have been removed, {v['defect_in_earlier_turn']} have a defect in an "
-              "earlier turn only.", "", "## Wrong verdicts and unclean kept records", ""]
+              f"earlier turn only. Clean means free of what the rules target (cut-off turns, refusals, boilerplate, "
+              f"empty turns, degenerate repetition, wrong language, duplicates); correctness is not judged. "
+              f"{v['clean_with_out_of_scope_problem']} of the clean ones have a problem no rule targets (notes "
+              "starting 'out of scope').", "", "## Wrong verdicts and unclean kept records", ""]
     for reason, r in sorted(summary["rules"].items()):
         lines += [f"- `{w['id']}` ({reason}): {w['note']}" for w in r["wrong"]]
     lines += [f"- `{w['id']}` (kept, {w['verdict']}): {w['note']}" for w in k["not_clean"]]
@@ -183,7 +197,7 @@ def write_holdout_results(source: str, seed: int, summary: dict) -> None:
 def _clip(text: str, head: int, tail: int) -> str:
     if len(text) <= head + tail + 40:
         return text
-    return f"{text[:head]}\n   [... {len(text) - head - tail} chars ...]\n{text[-tail:]}"
+    return f"{text[:head]}\n   [... {len(text) - head - tail} chars ...]\n{text[-tail:] if tail else ''}"
 
 
 def dump(sample: pd.DataFrame, kept: pd.DataFrame, path: Path) -> None:
@@ -295,7 +309,9 @@ def holdout(args, run_dir: Path) -> None:
     sample, kept = draw_holdout(run_dir, args.holdout, args.rules, exclude)
     ledger = pd.read_parquet(run_dir / "curate" / "removed.parquet", columns=["id", "reason", "step"])
     ledger = ledger[(ledger["step"] != "load") & ~ledger["id"].isin(exclude)].drop_duplicates(["id", "reason"])
-    available = {str(k): int(v) for k, v in ledger["reason"].value_counts().items()}
+    available = {rule: int((ledger["reason"] == rule).sum()) for rule in args.rules}
+    flagged = pd.read_parquet(run_dir / "curate" / "removed.parquet", columns=["id", "reason"])
+    flagged_records = {rule: int(flagged.loc[flagged["reason"] == rule, "id"].nunique()) for rule in args.rules}
     if args.dump:
         dump(sample, kept, args.dump)
         print(f"wrote {args.dump}: {len(sample)} flagged + {len(kept)} kept records")
@@ -306,7 +322,7 @@ def holdout(args, run_dir: Path) -> None:
         "rules_sampled": args.rules, "excluded_labelled_ids": len(exclude),
         **{k: report.get(k) for k in ("input_records", "kept", "removed", "trimmed_records", "turns_in", "turns_kept",
                                       "turns_removed", "by_reason")},
-        **scores, "load_average_now": [round(x, 2) for x in os.getloadavg()],
+        "flagged_records": flagged_records, **scores, "load_average_now": [round(x, 2) for x in os.getloadavg()],
     }
     write_holdout_results(args.source, args.holdout, summary)
     print(json.dumps({r: {k: v for k, v in s.items() if k != "wrong"} for r, s in scores["rules"].items()}, indent=1))
