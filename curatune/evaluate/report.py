@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from curatune.config import format_validation_error
+from curatune.curate.accounting import curate_accounting
 from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
@@ -98,27 +99,6 @@ def run_summary(run: RunDir) -> dict[str, Any]:
             "audit": _audit(run),
         }
     return summary
-
-
-def curate_accounting(report: dict[str, Any]) -> dict[str, Any]:
-    """The curation invariants, stated for records and for turns, and whether they hold.
-
-    records: in = kept + dropped. A trimmed record is counted among the kept (its clean prefix
-    is kept); the turns it lost are ledger rows with action "trim", so the ledger has more rows
-    than records dropped and ``in == kept + len(removed.parquet)`` does not hold with trims.
-    turns (messages): in = kept + removed, the removed turns of drops and trims together.
-    """
-    dropped = sum(int(v) for v in (report.get("removed_by_reason") or {}).values())
-    records = {"in": report.get("input_records"), "kept": report.get("kept"), "dropped": dropped,
-               "trimmed": int(report.get("trimmed_records") or 0),
-               "kept_trimmed": int(report.get("kept_trimmed") or 0)}
-    records["holds"] = None if None in (records["in"], records["kept"]) else records["in"] == records["kept"] + dropped
-    out: dict[str, Any] = {"records": records}
-    if report.get("turns_in") is not None:
-        turns = {"in": report.get("turns_in"), "kept": report.get("turns_kept"), "removed": report.get("turns_removed")}
-        turns["holds"] = None if None in turns.values() else turns["in"] == turns["kept"] + turns["removed"]
-        out["turns"] = turns
-    return out
 
 
 def paired_draw_summary(run: RunDir) -> dict[str, Any] | None:
