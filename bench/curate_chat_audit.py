@@ -18,6 +18,14 @@
    Wilson 95% interval and the share of kept records that are clean, and writes
    bench/results/curate_chat_audit.md and .json (one section per source).
 
+5. ``--holdout SEED --rules refusal truncated``: a fresh held-out sample, drawn after the rules
+   were tuned: every id already in ``bench/labels/*.jsonl`` (other than this sample's own file,
+   ``bench/labels/<source>_seed<SEED>.jsonl``) is excluded, then per rule
+   ``DataFrame.sample(n=min(25, available), random_state=SEED)`` of the ledger rows (one per
+   record, ordered by id) and the same for 60 kept records. Kept rows are labelled
+   ``clean``, ``should_be_removed`` or ``defect_in_earlier_turn``. Results go to
+   bench/results/curate_chat_audit_seed<SEED>.md and .json.
+
 Labels hold ids and verdicts only, never data text.
 """
 from __future__ import annotations
@@ -55,7 +63,7 @@ def cpu() -> float:
 
 def run_pipeline(source: str, run_dir: Path) -> dict:
     from curatune.config import validate_config
-    from curatune.curate.pipeline import run_curate
+    from curatune.curate.stage import run_curate
     from curatune.rundir import RunDir
 
     cfg = validate_config({"run_dir": str(run_dir), "data": {"sources": [{"path": str(SOURCES[source])}]},
@@ -86,10 +94,110 @@ def draw_sample(run_dir: Path, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return sample, _draw(kept, KEPT, seed)
 
 
+def labelled_ids(exclude_file: Path) -> set[str]:
+    """Every record id in bench/labels/*.jsonl except ``exclude_file`` (the held-out sample's own labels)."""
+    ids: set[str] = set()
+    for path in sorted(LABELS.glob("*.jsonl")):
+        if path.resolve() == exclude_file.resolve():
+            continue
+        ids |= {json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    return ids
+
+
+def draw_holdout(run_dir: Path, seed: int, rules: list[str], exclude: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A fresh sample: per rule up to PER_RULE ledger rows and KEPT kept records, none labelled before."""
+    from curatune.records import with_ledger_defaults
+
+    removed = with_ledger_defaults(pd.read_parquet(run_dir / "curate" / "removed.parquet"))
+    removed = removed[(removed["step"] != "load") & ~removed["id"].isin(exclude)]
+    parts = []
+    for rule in rules:
+        rows = removed[removed["reason"] == rule].drop_duplicates("id").sort_values("id")
+        parts.append(rows.sample(n=min(PER_RULE, len(rows)), random_state=seed))
+    sample = pd.concat(parts, ignore_index=True)
+    kept = pd.read_parquet(run_dir / "curate" / "kept.parquet")
+    kept = kept[~kept["id"].isin(exclude)].sort_values("id")
+    return sample, kept.sample(n=min(KEPT, len(kept)), random_state=seed).reset_index(drop=True)
+
+
+KEPT_VERDICTS = ("clean", "should_be_removed", "defect_in_earlier_turn")
+
+
+def score_holdout(sample: pd.DataFrame, kept: pd.DataFrame, labels_path: Path, available: dict[str, int]) -> dict:
+    labels = {}
+    if labels_path.exists():
+        for line in labels_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                labels[(row["id"], row["reason"])] = row
+    rules = {}
+    for reason, rows in sample.groupby("reason"):
+        verdicts = [labels.get((rid, reason), {}).get("verdict") for rid in rows["id"]]
+        rules[reason] = {**_tally(verdicts, actions=dict(rows["action"].value_counts())),
+                         "unlabelled_available": available.get(reason, 0),
+                         "wrong": [{"id": rid, "note": labels[(rid, reason)].get("note", "")} for rid in rows["id"]
+                                   if labels.get((rid, reason), {}).get("verdict") == "wrong"]}
+    for rule, n in available.items():
+        if rule not in rules:  # nothing left to sample: every flagged record was labelled before
+            rules[rule] = {"sampled": 0, "labelled": 0, "right": 0, "unlabelled_available": n, "wrong": []}
+    kept_verdicts = [labels.get((rid, "kept"), {}).get("verdict") for rid in kept["id"]]
+    counts = {v: sum(k == v for k in kept_verdicts) for v in KEPT_VERDICTS}
+    counts["clean_with_out_of_scope_problem"] = sum(
+        labels.get((rid, "kept"), {}).get("verdict") == "clean"
+        and labels[(rid, "kept")].get("note", "").startswith("out of scope") for rid in kept["id"])
+    tally = _tally(["right" if v == "clean" else ("wrong" if v in KEPT_VERDICTS else None) for v in kept_verdicts])
+    return {"rules": rules, "kept_sample": {**tally, "verdicts": counts, "not_clean": [
+        {"id": rid, "verdict": labels[(rid, "kept")]["verdict"], "note": labels[(rid, "kept")].get("note", "")}
+        for rid in kept["id"] if labels.get((rid, "kept"), {}).get("verdict") in KEPT_VERDICTS[1:]]}}
+
+
+def write_holdout_results(source: str, seed: int, summary: dict) -> None:
+    name = f"curate_chat_audit_seed{seed}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    lines = [f"# Chat curation rules: held-out hand labels (seed {seed}), {source}", "",
+             f"Written by `python bench/curate_chat_audit.py {source} --holdout {seed} --rules "
+             f"{' '.join(summary['rules_sampled'])}`. A fresh sample drawn after the rules were tuned (and after the "
+             "refusal fix ef9ad37): every id already in `bench/labels/*.jsonl` is excluded, then per rule "
+             f"`DataFrame.sample(n=min({PER_RULE}, available), random_state={seed})` over the ledger rows (one per record, "
+             f"ordered by id) and {KEPT} kept records the same way. Labels: `bench/labels/{source}_seed{seed}.jsonl`. "
+             "Precision = right / labelled with a Wilson 95% interval.", "",
+             f"Run: {summary['input_records']} records in, {summary['kept']} kept, {summary['removed']} dropped, "
+             f"{summary.get('trimmed_records')} trims; turns {summary.get('turns_in')} in, {summary.get('turns_kept')} kept, "
+             f"{summary.get('turns_removed')} removed.", "",
+             "| rule | dropped | trimmed | unlabelled before this draw | sampled (drop/trim) | right | precision | Wilson 95% |",
+             "|---|---:|---:|---:|---|---:|---:|---|"]
+    by_reason = summary.get("by_reason") or {}
+    for reason, r in sorted(summary["rules"].items()):
+        counts = by_reason.get(reason, {})
+        actions = r.get("sampled_by_action", {})
+        interval = f"{r['wilson_low']:.2f}–{r['wilson_high']:.2f}" if "precision" in r else "—"
+        if not r["sampled"]:
+            lines.append(f"| {reason} | {counts.get('dropped', 0)} | {counts.get('trimmed', 0)} | 0 of "
+                         f"{summary['flagged_records'].get(reason)} flagged records (all labelled in earlier samples) | "
+                         "0 | — | — | — |")
+            continue
+        lines.append(f"| {reason} | {counts.get('dropped', 0)} | {counts.get('trimmed', 0)} | {r['unlabelled_available']} | "
+                     f"{r['sampled']} ({actions.get('drop', 0)}/{actions.get('trim', 0)}) | {r['right']}/{r['labelled']} | "
+                     f"{r.get('precision', '—')} | {interval} |")
+    k = summary["kept_sample"]
+    interval = f"{k['wilson_low']:.2f}–{k['wilson_high']:.2f}" if "precision" in k else "—"
+    v = k["verdicts"]
+    lines += ["", f"Kept sample: {k['right']}/{k['labelled']} clean ({k.get('precision', '—')}, Wilson {interval}); "
+              f"{v['should_be_removed']} should have been removed, {v['defect_in_earlier_turn']} have a defect in an "
+              f"earlier turn only. Clean means free of what the rules target (cut-off turns, refusals, boilerplate, "
+              f"empty turns, degenerate repetition, wrong language, duplicates); correctness is not judged. "
+              f"{v['clean_with_out_of_scope_problem']} of the clean ones have a problem no rule targets (notes "
+              "starting 'out of scope').", "", "## Wrong verdicts and unclean kept records", ""]
+    for reason, r in sorted(summary["rules"].items()):
+        lines += [f"- `{w['id']}` ({reason}): {w['note']}" for w in r["wrong"]]
+    lines += [f"- `{w['id']}` (kept, {w['verdict']}): {w['note']}" for w in k["not_clean"]]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
 def _clip(text: str, head: int, tail: int) -> str:
     if len(text) <= head + tail + 40:
         return text
-    return f"{text[:head]}\n   [... {len(text) - head - tail} chars ...]\n{text[-tail:]}"
+    return f"{text[:head]}\n   [... {len(text) - head - tail} chars ...]\n{text[-tail:] if tail else ''}"
 
 
 def dump(sample: pd.DataFrame, kept: pd.DataFrame, path: Path) -> None:
@@ -159,6 +267,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="Score an existing run directory without re-running.")
     parser.add_argument("--dump", type=Path, default=None, help="Print the sample to this file for labelling.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--holdout", type=int, default=None, metavar="SEED",
+                        help="Draw a fresh held-out sample with this random_state, excluding every labelled id.")
+    parser.add_argument("--rules", nargs="+", default=["refusal", "truncated"], help="Rules of the held-out sample.")
     args = parser.parse_args()
     if not SOURCES[args.source].exists():
         sys.exit(f"needs {SOURCES[args.source]}")
@@ -167,6 +278,9 @@ def main() -> None:
     if not args.reuse:
         timing = run_pipeline(args.source, run_dir)
         print(json.dumps({k: v for k, v in timing.items() if k != "report"}), flush=True)
+    if args.holdout is not None:
+        holdout(args, run_dir)
+        return
     sample, kept = draw_sample(run_dir, args.seed)
     if args.dump:
         dump(sample, kept, args.dump)
@@ -187,6 +301,32 @@ def main() -> None:
         summary["timing"] = {k: v for k, v in timing.items() if k != "report"}
     write_results(args.source, summary)
     print(json.dumps(scores, indent=1))
+
+
+def holdout(args, run_dir: Path) -> None:
+    labels_path = LABELS / f"{args.source}_seed{args.holdout}.jsonl"
+    exclude = labelled_ids(labels_path)
+    sample, kept = draw_holdout(run_dir, args.holdout, args.rules, exclude)
+    ledger = pd.read_parquet(run_dir / "curate" / "removed.parquet", columns=["id", "reason", "step"])
+    ledger = ledger[(ledger["step"] != "load") & ~ledger["id"].isin(exclude)].drop_duplicates(["id", "reason"])
+    available = {rule: int((ledger["reason"] == rule).sum()) for rule in args.rules}
+    flagged = pd.read_parquet(run_dir / "curate" / "removed.parquet", columns=["id", "reason"])
+    flagged_records = {rule: int(flagged.loc[flagged["reason"] == rule, "id"].nunique()) for rule in args.rules}
+    if args.dump:
+        dump(sample, kept, args.dump)
+        print(f"wrote {args.dump}: {len(sample)} flagged + {len(kept)} kept records")
+    scores = score_holdout(sample, kept, labels_path, available)
+    report = json.loads((run_dir / "curate" / "report.json").read_text())
+    summary = {
+        "source": str(SOURCES[args.source].relative_to(ROOT.parent)), "random_state": args.holdout,
+        "rules_sampled": args.rules, "excluded_labelled_ids": len(exclude),
+        **{k: report.get(k) for k in ("input_records", "kept", "removed", "trimmed_records", "turns_in", "turns_kept",
+                                      "turns_removed", "by_reason")},
+        "flagged_records": flagged_records, **scores, "load_average_now": [round(x, 2) for x in os.getloadavg()],
+    }
+    write_holdout_results(args.source, args.holdout, summary)
+    print(json.dumps({r: {k: v for k, v in s.items() if k != "wrong"} for r, s in scores["rules"].items()}, indent=1))
+    print(json.dumps({k: v for k, v in scores["kept_sample"].items() if k != "not_clean"}))
 
 
 def write_results(source: str, summary: dict) -> None:

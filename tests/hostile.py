@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from curatune import cli
+from curatune.records import with_ledger_defaults
 
 #: A fast curation for tests that only care about loading and writing: exact dedup only.
 FAST_CURATE = ["--set", "curate.steps=[{name: exact}]", "--set", "curate.workers=1", "-q"]
@@ -61,11 +62,14 @@ def good_rows(n: int, tag: str) -> list[dict]:
 
 
 def assert_accounting(run_dir: Path) -> dict:
-    """records in = kept + removed, in the report and in the parquet files."""
+    """records in = kept + dropped (trimmed records are among the kept; their cut turns are ledger
+    rows with action "trim"), and turns in = kept + removed, in the report and in the parquet files."""
     report = json.loads((run_dir / "curate" / "report.json").read_text())
     kept = pd.read_parquet(run_dir / "curate" / "kept.parquet")
-    removed = pd.read_parquet(run_dir / "curate" / "removed.parquet")
+    removed = with_ledger_defaults(pd.read_parquet(run_dir / "curate" / "removed.parquet"))
     assert report["input_records"] == report["kept"] + report["removed"]
-    assert len(kept) == report["kept"] and len(removed) == report["removed"]
+    assert len(kept) == report["kept"] and (removed["action"] == "drop").sum() == report["removed"]
+    assert (removed["action"] == "trim").sum() == report.get("trimmed_records", 0)
+    assert report["turns_in"] == report["turns_kept"] + report["turns_removed"]
     assert removed["reason"].notna().all()
     return report

@@ -507,3 +507,47 @@ def test_pages_with_over_100_cells(monkeypatch, tmp_path):
         if page == "learning":  # too many points to label them all by default
             assert at.checkbox(key="lf_labels").value is False
             assert sum(len(t["x"]) for t in figures(at)[0]["data"] if t["name"] in ("lora", "qlora", "full")) == 107
+
+
+def test_curation_browser_shows_trims_as_kept_with_turns_cut(monkeypatch, audit_run_dir):
+    """A trim is not a removal: the browser labels it, filters on it, counts records and turns, and
+    shows the kept prefix with the cut messages marked."""
+    run, ids = audit_run_dir
+    at = app(monkeypatch, run, page="curation")
+    table = frame(at, "action", "turns", "preview")
+    trim = table[table["id"] == ids["trim"]].iloc[0]
+    assert trim["action"] == "trimmed (kept, turns cut)" and trim["turns"] == "2 of 4 cut"
+    assert set(table.loc[table["id"] != ids["trim"], "action"]) == {"dropped"}
+    assert "21 dropped records and 1 trims (records kept with 2 turns cut)" in texts(at.caption)
+
+    at.multiselect(key="removed_actions:raw").set_value(["trim"]).run()
+    assert_clean(at)
+    assert list(frame(at, "action", "turns", "preview")["id"]) == [ids["trim"]]
+    assert "1 of 22 ledger rows match: 0 dropped records and 1 trims" in texts(at.caption)
+    assert "**Trimmed, not dropped**: the first 2 of 4 messages are kept" in texts(at.markdown)
+    body = next(b for b in html_bodies(at) if "ct-msg" in b)
+    assert "✂ cut from here by the trim" in body and "ct-cut" in body and "<mark>made of</mark>" in body
+
+    at.multiselect(key="removed_actions:raw").set_value(["drop"]).run()
+    assert ids["trim"] not in set(frame(at, "action", "turns", "preview")["id"])
+
+
+def test_curation_summary_counts_records_and_turns_with_trims(monkeypatch, audit_run_dir):
+    run, _ = audit_run_dir
+    report_path = Path(run) / "curate" / "report.json"
+    report = json.loads(report_path.read_text())
+    # What a run with one trim reports: the trimmed record is among the kept, its cut turns are removed turns.
+    report.update(trimmed_records=1, kept_trimmed=1, turns_in=2 * report["input_records"] + 2,
+                  turns_kept=2 * report["kept"], turns_removed=2 * 20 + 2)
+    report_path.write_text(json.dumps(report))
+    at = app(monkeypatch, run, page="curation")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Dropped"] == "20" and metrics["Trimmed records"] == "1" and metrics["Turns removed"] == "42"
+    caption = texts(at.caption)
+    assert "Records: 460 in = 440 kept + 20 dropped (1 of the kept are trimmed" in caption
+    assert "Turns (messages): 922 in = 880 kept + 42 removed." in caption and not at.warning
+
+    report["turns_removed"] = 41
+    report_path.write_text(json.dumps(report))
+    at = app(monkeypatch, run, page="curation")
+    assert "do not add up" in texts(at.warning)

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from curatune.cli import app, main
 from curatune.errors import CuratuneError
-from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS
-from curatune.rundir import RunDir, read_json
+from curatune.records import LEDGER_COLUMNS, RECORD_COLUMNS, with_ledger_defaults
+from curatune.rundir import RunDir, atomic_write_json, read_json
 from curatune.testing.fixture_run import build_fixture_run
 
 runner = CliRunner()
@@ -47,7 +47,9 @@ def test_fixture_run_follows_the_contract(fixture_run):
     report = read_json(run.curate_report)
     assert list(kept.columns) == RECORD_COLUMNS
     assert list(removed.columns) == RECORD_COLUMNS + LEDGER_COLUMNS
-    assert report["input_records"] == len(kept) + len(removed) == report["kept"] + sum(report["removed_by_reason"].values())
+    # records in = kept + dropped (the fixture's ledger predates trims: every row is a drop)
+    drops = with_ledger_defaults(removed)["action"] == "drop"
+    assert drops.all() and report["input_records"] == len(kept) + drops.sum() == report["kept"] + sum(report["removed_by_reason"].values())
     plan = read_json(run.plan)
     assert len(plan["cells"]) == 2 * 4 * 2
     failed = list(run.train.glob("*/n*/s*/failed.json"))
@@ -92,7 +94,7 @@ def test_report_shows_every_section(fixture_run):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "fixture" in out and "synthetic test fixture" in out
-    assert "460 records in, 440 kept, 20 removed" in out
+    assert "460 records in = 440 kept + 20 dropped" in out
     assert "15 cells done of 16 planned, 1 failed" in out and "full-n400-s1" in out
     for title in ("Scores", "Learning vs forgetting", "Saturation", "Early checkpoint vs final"):
         assert title in out
@@ -211,7 +213,7 @@ def test_report_on_a_run_that_only_curated(tmp_path):
     atomic_write_json(run.curate_report, {"input_records": 10, "kept": 7, "removed_by_reason": {"exact_duplicate": 3}})
     result = invoke(run.root)
     assert result.exit_code == 0, result.output
-    assert "only-curated" in result.output and "10 records in, 7 kept, 3 removed" in result.output
+    assert "only-curated" in result.output and "10 records in = 7 kept + 3 dropped" in result.output
     assert "sweep   not run" in result.output and "No evaluation yet" in result.output
 
 
@@ -245,3 +247,59 @@ def test_report_on_fixture_variants(tmp_path, options):
     else:
         assert statuses == {"interpolated"}
         assert {p["method"] for p in analysis["pareto"]} == {"base", "lora", "full", "qlora"}
+
+
+def _chat(*texts: str) -> dict:
+    return {"messages": [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(texts)]}
+
+
+def test_report_states_the_accounting_for_records_and_turns_with_trims(tmp_path):
+    """With trims the ledger has more rows than records dropped: in == kept + len(removed.parquet)
+    is false, and the report states what holds: records in = kept (trimmed ones among them) + dropped,
+    turns in = kept + removed."""
+    from curatune.config import validate_config
+    from curatune.curate.stage import run_curate
+
+    good = ("What is the boiling point of water at sea level?", "Water boils at 100 degrees Celsius at sea level.")
+    rows = [
+        # a clean first exchange, then a refusal: trimmed to the first exchange
+        _chat(*good, "And can you tell me how to pick a lock?", "I'm sorry, but I cannot help with that request."),
+        # an empty assistant turn: that exchange goes, the rest is kept (a trim)
+        _chat("Name a large ocean, please.", "", "Name the largest ocean on Earth.", "The Pacific Ocean is the largest."),
+        _chat("Which planet is known as the red planet?", "Mars is known as the red planet because of iron oxide."),
+        _chat("Which planet is known as the red planet?", "Mars is known as the red planet because of iron oxide."),
+        _chat("Who wrote the play Romeo and Juliet?", "William Shakespeare wrote Romeo and Juliet around 1595."),
+    ]
+    source = tmp_path / "chats.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = validate_config({"run_dir": str(tmp_path / "run"), "data": {"sources": [{"path": str(source)}]},
+                              "curate": {"progress": False}})
+    run = RunDir(config.run_dir)
+    run_curate(config, run, force=True)
+    report = read_json(run.curate_report)
+    kept, removed = pd.read_parquet(run.kept), with_ledger_defaults(pd.read_parquet(run.removed))
+    trims, drops = removed[removed["action"] == "trim"], removed[removed["action"] == "drop"]
+    assert len(trims) == 2 and len(drops) == 1  # the refusal and the empty turn; the exact duplicate
+    assert report["input_records"] == 5 != len(kept) + len(removed)  # the old statement fails with trims
+    assert report["input_records"] == len(kept) + len(drops) == report["kept"] + report["removed"]
+    assert set(trims["kept_as"]) <= set(kept["id"])  # trimmed records are among the kept
+    assert report["turns_in"] == sum(len(r["messages"]) for r in rows) == 14
+    assert report["turns_in"] == report["turns_kept"] + report["turns_removed"] == kept["messages"].map(len).sum() + 2 + 2 + 2
+
+    data = json.loads(runner.invoke(app, ["report", str(run.root), "--json"]).output)
+    accounting = data["run"]["curate"]["accounting"]
+    assert accounting["records"] == {"in": 5, "kept": 4, "dropped": 1, "trimmed": 2, "kept_trimmed": 2, "holds": True}
+    assert accounting["turns"] == {"in": 14, "kept": 8, "removed": 6, "holds": True}
+    out = invoke(run.root).output
+    assert "5 records in = 4 kept (2 of them trimmed: turns cut, each in the ledger) + 1 dropped" in out
+    assert "turns (messages): 14 in = 8 kept + 6 removed" in out and "does not add up" not in out
+
+
+def test_report_says_when_the_curation_counts_do_not_add_up(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.write_manifest({"name": "bad-counts"}, "curate")
+    atomic_write_json(run.curate_report, {"input_records": 10, "kept": 8, "removed_by_reason": {"exact_duplicate": 3},
+                                          "turns_in": 20, "turns_kept": 16, "turns_removed": 6})
+    out = invoke(run.root).output
+    assert "10 records in = 8 kept + 3 dropped (does not add up" in out
+    assert "20 in = 16 kept + 6 removed (by drops and trims) (does not add up" in out

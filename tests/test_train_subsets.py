@@ -6,14 +6,20 @@ import random
 
 import pandas as pd
 import pytest
+from train_helpers import curated_run_dir, make_records, tiny_config
 
 from curatune.config import validate_config
 from curatune.errors import ConfigError, DataError
 from curatune.records import Record, frame_to_records
 from curatune.rundir import read_json
 from curatune.train.plan import plan_sweep
-from curatune.train.subsets import SubsetPlan, carve_heldout, category_counts, make_split, stratified_order
-from train_helpers import curated_run_dir, make_records, tiny_config
+from curatune.train.subsets import (
+    SubsetPlan,
+    carve_heldout,
+    category_counts,
+    make_split,
+    stratified_order,
+)
 
 
 def test_subsets_are_nested_for_every_seed():
@@ -243,3 +249,34 @@ def test_report_shows_the_paired_draw(tmp_path):
     text = console.export_text()
     differing = read_json(curated_dir.plan)["paired_draw"]["differing_records"]["0"]
     assert f"seed 0: records differing from the raw subset of the same size: n20: {differing['20']}" in text
+
+
+def test_raw_data_repairs_empty_turns_as_curation_does(tmp_path, tiny_model_dir):
+    """train.data = raw must not train on an empty assistant turn: the exchange around an empty turn
+    goes (curate/turns.py repair_empty_turns), and a record with no complete exchange left goes."""
+    from curatune.curate.turns import repair_empty_turns
+    from curatune.rundir import RunDir
+
+    def chat(*texts):
+        return {"messages": [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(texts)]}
+
+    rows = [chat(f"Say {i}", f"{i}") for i in range(26)]
+    rows.append(chat("Name a colour.", "Red.", "Another?", ""))  # empty last answer: its exchange goes
+    rows.append(chat("Hi", "", "Name a fruit.", "Apple."))  # empty first answer: its exchange goes
+    rows.append(chat("", "orphan answer", "q", ""))  # nothing complete is left: the record goes
+    path = tmp_path / "raw.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = RunDir(tmp_path / "run")
+    config = validate_config({
+        "run_dir": str(run_dir.root), "model": {"base": str(tiny_model_dir)},
+        "data": {"sources": [{"path": str(path)}], "heldout_size": 4},
+        "train": {"data": "raw", "sizes": [10, 24]},
+    })
+    plan = plan_sweep(config, run_dir)
+    records = plan.subsets.pool + frame_to_records(pd.read_parquet(run_dir.heldout))
+    assert len(records) == 28 and plan.pool_size == 24  # 29 rows, one left out
+    assert all(m["content"].strip() for r in records for m in r.messages)
+    texts = {tuple(m["content"] for m in r.messages) for r in records}
+    assert ("Name a colour.", "Red.") in texts and ("Name a fruit.", "Apple.") in texts
+    assert all(repair_empty_turns(r) is None for r in records)
+    assert any("2 records had empty turns" in n and "1 had no complete exchange" in n for n in read_json(run_dir.plan)["notes"])

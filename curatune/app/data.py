@@ -30,6 +30,7 @@ from curatune.app.discovery import (  # noqa: F401
 from curatune.app.discovery import discover_runs as _discover_runs
 from curatune.curate.audit import normalize_ledger
 from curatune.errors import CuratuneError
+from curatune.records import with_ledger_defaults
 from curatune.rundir import (  # noqa: F401  (CELL_STATUSES is re-exported for the views)
     CELL_STATUSES,
     DONE,
@@ -90,6 +91,7 @@ def _ledger_with_text(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
     for column in ("detail", "duplicate_of", "category", "source"):
         if column not in frame.columns:
             frame[column] = None
+    frame = with_ledger_defaults(frame)  # action/turn/span/kept_as; an older ledger reads as drops
     frame["text"] = frame["messages"].map(conversation_text) if "messages" in frame.columns else ""
     return frame
 

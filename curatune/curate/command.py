@@ -38,13 +38,14 @@ def _summary(report: dict[str, Any], console: Console, run_dir: Path) -> None:
                       str(step.get("trimmed", 0)), seconds, reasons)
     console.print(table)
     console.print(
-        f"[bold]{report['input_records']}[/bold] records in -> [bold green]{report['kept']} kept[/bold green], "
-        f"{report['removed']} removed ({report['seconds']:.1f} s){' [dim](finished earlier; unchanged)[/dim]' if report.get('resumed') else ''}"
+        f"[bold]{report['input_records']}[/bold] records in = [bold green]{report['kept']} kept[/bold green]"
+        f"{_trimmed_among_kept(report)} + {report['removed']} dropped ({report['seconds']:.1f} s)"
+        f"{' [dim](finished earlier; unchanged)[/dim]' if report.get('resumed') else ''}"
     )
     if "turns_in" in report:
         console.print(
-            f"[bold]{report['turns_in']}[/bold] turns in -> {report['turns_kept']} kept, {report['turns_removed']} removed; "
-            f"{report.get('trimmed_records', 0)} conversations trimmed (cut before a failing exchange)"
+            f"[bold]{report['turns_in']}[/bold] turns in = {report['turns_kept']} kept + {report['turns_removed']} removed "
+            f"(by drops and by {report.get('trimmed_records', 0)} trims: conversations cut before a failing exchange)"
         )
     detection = report.get("detection")
     if detection:
@@ -56,6 +57,12 @@ def _summary(report: dict[str, Any], console: Console, run_dir: Path) -> None:
             det.add_row(flaw, str(row["labeled"]), str(row["found"]), fmt(row["recall"]), str(row["predicted"]), fmt(row["precision"]))
         console.print(det)
     console.print(f"wrote {run_dir / 'curate'}/kept.parquet, removed.parquet, report.json")
+
+
+def _trimmed_among_kept(report: dict) -> str:
+    """Trimmed records are kept (their clean prefix); their cut turns are in the ledger."""
+    trimmed = report.get("kept_trimmed") or 0
+    return f" ({trimmed} of them trimmed)" if trimmed else ""
 
 
 def _absolute(path: str) -> str:

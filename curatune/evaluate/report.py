@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from curatune.config import format_validation_error
+from curatune.curate.accounting import curate_accounting
 from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
@@ -94,6 +95,7 @@ def run_summary(run: RunDir) -> dict[str, Any]:
             "kept": report.get("kept"),
             "removed": int(sum(removed.values())) if removed else 0,
             "removed_by_reason": removed,
+            "accounting": curate_accounting(report),
             "audit": _audit(run),
         }
     return summary
@@ -307,11 +309,11 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
     if curate:
         reasons = sorted(curate["removed_by_reason"].items(), key=lambda kv: -kv[1])
         detail = ", ".join(f"{escape(str(r))} {n}" for r, n in reasons[:5]) + (", ..." if len(reasons) > 5 else "")
-        grid.add_row(
-            "curate",
-            f"{curate['input_records']} records in, {curate['kept']} kept, {curate['removed']} removed"
-            + (f" ({detail})" if detail else ""),
-        )
+        grid.add_row("curate", _accounting_line(curate.get("accounting") or {}, curate) + (f" ({detail})" if detail else ""))
+        turns = (curate.get("accounting") or {}).get("turns")
+        if turns:
+            grid.add_row("", f"turns (messages): {turns['in']} in = {turns['kept']} kept + {turns['removed']} removed "
+                             "(by drops and trims)" + _unbalanced(turns))
         grid.add_row("audit", _audit_line(curate.get("audit")))
     else:
         grid.add_row("curate", "[dim]not run[/dim]")
@@ -333,6 +335,20 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
             grid.add_row("paired draw" if seed == next(iter(paired["differing_records"])) else "",
                          f"seed {seed}: records differing from the raw subset of the same size: {counts}")
     console.print(grid)
+
+
+def _accounting_line(accounting: dict[str, Any], curate: dict[str, Any]) -> str:
+    """records in = kept + dropped, with the trims among the kept said out loud."""
+    records = accounting.get("records") or {"in": curate["input_records"], "kept": curate["kept"],
+                                            "dropped": curate["removed"], "kept_trimmed": 0, "holds": None}
+    trimmed = records.get("kept_trimmed") or 0
+    among = f" ({trimmed} of them trimmed: turns cut, each in the ledger)" if trimmed else ""
+    return (f"{records['in']} records in = {records['kept']} kept{among} + {records['dropped']} dropped"
+            + _unbalanced(records))
+
+
+def _unbalanced(counts: dict[str, Any]) -> str:
+    return " [red](does not add up: curate/report.json is inconsistent)[/red]" if counts.get("holds") is False else ""
 
 
 def _audit_line(audit: dict[str, Any] | None) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curatune.config import ExperimentConfig, validate_config
+from curatune.curate.turns import repair_empty_turns
 from curatune.data.loaders import load_sources
 from curatune.errors import ConfigError, DataError
 from curatune.records import Record, frame_to_records, records_to_frame
@@ -46,27 +47,62 @@ class SweepPlan:
         return [r.id for r in self.subsets.subset(spec.seed, spec.size)]
 
 
-def load_training_records(config: ExperimentConfig, run_dir: RunDir) -> list[Record]:
+@dataclass
+class RawRecords:
+    """The raw sources' records as a ``train.data = raw`` run can train on them."""
+
+    records: list[Record]
+    repaired: int = 0  # records that lost the exchanges around an empty turn
+    dropped: int = 0  # records with no complete exchange left after that
+
+    @classmethod
+    def load(cls, config: ExperimentConfig) -> "RawRecords":
+        """Load the sources and repair empty turns exactly as curation's first pass does
+        (curate/turns.py: the exchange of an empty assistant turn goes, and a record with no
+        complete exchange left goes): an empty assistant turn is never a training target, and a
+        raw run differs from a curated one by the rules, not by this."""
+        raw = cls([])
+        for record in load_sources(config.data.sources).records:
+            repair = repair_empty_turns(record)
+            if repair is None:
+                raw.records.append(record)
+            elif repair.record is None:
+                raw.dropped += 1
+            else:
+                raw.records.append(repair.record)
+                raw.repaired += 1
+        return raw
+
+    def note(self) -> str | None:
+        if not (self.repaired or self.dropped):
+            return None
+        return (f"raw data: {self.repaired} records had empty turns and lost those exchanges, {self.dropped} "
+                "had no complete exchange left and were left out (as curation's empty_turn repair does)")
+
+
+def load_training_records(config: ExperimentConfig, run_dir: RunDir) -> tuple[list[Record], list[str]]:
+    """The records the sweep draws from, and notes on what loading changed."""
     if config.train.data == "raw":
         if not config.data.sources:
             raise ConfigError("train.data = raw but data.sources is empty: list the training files")
-        return list(load_sources(config.data.sources).records)
+        raw = RawRecords.load(config)
+        return raw.records, [note] if (note := raw.note()) else []
     if not run_dir.kept.exists():
         raise DataError(
             f"{run_dir.kept} not found: run `curatune curate CONFIG` first, or set train.data = raw "
             "to train on the raw sources"
         )
-    return frame_to_records(read_run_parquet(run_dir.kept))
+    return frame_to_records(read_run_parquet(run_dir.kept)), []
 
 
 def paired_raw_pool(config: ExperimentConfig, heldout: list[Record]) -> list[Record]:
     """The raw pool a ``train.data = raw`` run with the same held-out split draws from: the raw
-    sources' records minus the held-out ones (by id)."""
+    sources' records (empty turns repaired, as that run loads them) minus the held-out ones (by id)."""
     if not config.data.sources:
         raise ConfigError("train.draw = paired orders the curated records like the raw sources, but "
                           "data.sources is empty: list the raw training files")
     held = {r.id for r in heldout}
-    return [r for r in load_sources(config.data.sources).records if r.id not in held]
+    return [r for r in RawRecords.load(config).records if r.id not in held]
 
 
 def load_eval_records(config: ExperimentConfig) -> list[Record] | None:
@@ -80,11 +116,10 @@ def load_eval_records(config: ExperimentConfig) -> list[Record] | None:
 
 def plan_sweep(config: ExperimentConfig, run_dir: RunDir) -> SweepPlan:
     """Fix the split and subsets, write heldout/pool/subsets/plan; return the plan."""
-    records = load_training_records(config, run_dir)
+    records, notes = load_training_records(config, run_dir)
     if not records:
         raise DataError("no training records (the curated set or the sources are empty)")
     existing = read_heldout(run_dir)
-    notes = []
     if existing is not None:
         split = make_split(records, None, 0, config.train.heldout_seed, config.train.stratify, existing)
         if not config.data.eval_sources and len(existing) != config.data.heldout_size:

@@ -5,22 +5,46 @@ import pandas as pd
 import streamlit as st
 
 from curatune.app import charts, ui
+from curatune.app.auditview import messages_html
 from curatune.app.data import RunData
 from curatune.app.diffview import conversation_text, similarity, word_diff_html
-from curatune.curate.audit import LabelStore, summarize, table_rows
+from curatune.curate.accounting import curate_accounting
+from curatune.curate.audit import AuditItem, LabelStore, summarize, table_rows
 
 BROWSER_LIMIT = 1000  # records offered in the picker at once; the search narrows it down
 
 
 def summary(report: dict) -> None:
-    n_in = report.get("input_records")
-    kept = report.get("kept")
-    removed = sum(int(v) for v in (report.get("removed_by_reason") or {}).values())
+    accounting = curate_accounting(report)
+    records = accounting["records"]
+    n_in, kept = records["in"], records["kept"]
     cols = st.columns(4)
     cols[0].metric("Input records", f"{n_in:,}" if n_in is not None else "—")
-    cols[1].metric("Kept", f"{kept:,}" if kept is not None else "—")
-    cols[2].metric("Removed", f"{removed:,}")
+    cols[1].metric("Kept", f"{kept:,}" if kept is not None else "—",
+                   help="Records kept, trimmed ones included: a trimmed record keeps its clean prefix.")
+    cols[2].metric("Dropped", f"{records['dropped']:,}", help="Records removed whole.")
     cols[3].metric("Kept share", f"{kept / n_in:.1%}" if n_in and kept is not None else "—")
+    turns = accounting.get("turns")
+    if turns:
+        cols = st.columns(4)
+        cols[0].metric("Turns in", f"{turns['in']:,}")
+        cols[1].metric("Turns kept", f"{turns['kept']:,}")
+        cols[2].metric("Turns removed", f"{turns['removed']:,}", help="By drops and by trims together.")
+        cols[3].metric("Trimmed records", f"{records['kept_trimmed']:,}",
+                       help="Kept records that lost turns: cut before the first failing exchange.")
+    statement = (f"Records: {_n(n_in)} in = {_n(kept)} kept + {records['dropped']:,} dropped"
+                 + (f" ({records['kept_trimmed']:,} of the kept are trimmed: their cut turns are in the ledger)"
+                    if records["kept_trimmed"] else "") + ".")
+    if turns:
+        statement += f" Turns (messages): {_n(turns['in'])} in = {_n(turns['kept'])} kept + {_n(turns['removed'])} removed."
+    st.caption(statement)
+    if records["holds"] is False or (turns and turns["holds"] is False):
+        st.warning("These counts do not add up: curate/report.json is inconsistent (edited, or from another tool). "
+                   "Re-run `curatune curate CONFIG --force`.")
+
+
+def _n(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else "—"
 
 
 def funnel_and_reasons(report: dict) -> None:
@@ -112,45 +136,82 @@ def _share(value) -> str:
     return "—" if value is None else f"{float(value):.0%}"
 
 
+#: How the browser names a ledger row's action.
+ACTION_NAMES = {"drop": "dropped", "trim": "trimmed (kept, turns cut)"}
+
+
 def browser(run: RunData) -> None:
-    st.subheader("Removed records")
-    st.caption("Every record curation removed, with its reason. For duplicates, the kept twin is shown "
-               "side by side: words only in the removed record are struck out, words only in the twin are green.")
+    st.subheader("Dropped and trimmed records")
+    st.caption("Every record curation dropped, and every conversation it trimmed (kept, with the turns from the "
+               "first failing exchange on cut), with the reason. For duplicates, the kept twin is shown side by "
+               "side: words only in the removed record are struck out, words only in the twin are green.")
     removed = run.removed_with_text()
     if removed is None:
         ui.missing_note(run, run.dir.removed, "The removal ledger", "the curate stage")
         return
     if removed.empty:
-        st.success("No record was removed.")
+        st.success("No record was dropped or trimmed.")
         return
-    c1, c2, c3 = st.columns([2, 2, 3])
+    c0, c1, c2, c3 = st.columns([2, 2, 2, 3])
+    actions = [a for a in ACTION_NAMES if (removed["action"] == a).any()]
+    chosen_actions = c0.multiselect("Action", actions, default=actions, key=f"removed_actions:{run.label}",
+                                    format_func=ACTION_NAMES.get)
     reasons = sorted(removed["reason"].dropna().astype(str).unique())
     chosen = c1.multiselect("Reason", reasons, default=reasons, key=f"removed_reasons:{run.label}")
     steps = sorted(removed["step"].dropna().astype(str).unique())
     chosen_steps = c2.multiselect("Step", steps, default=steps, key=f"removed_steps:{run.label}")
     query = c3.text_input("Search text, id or detail", key="removed_search",
                           placeholder="e.g. a brand name, or a record id")
-    mask = removed["reason"].astype(str).isin(chosen) & removed["step"].astype(str).isin(chosen_steps)
+    mask = (removed["reason"].astype(str).isin(chosen) & removed["step"].astype(str).isin(chosen_steps)
+            & removed["action"].isin(chosen_actions))
     if query:
         needle = query.lower()
         haystack = (removed["text"] + " " + removed["id"].astype(str) + " " + removed["detail"].fillna("").astype(str))
         mask &= haystack.str.lower().str.contains(needle, regex=False)
     shown = removed[mask]
-    st.caption(f"{len(shown):,} of {len(removed):,} removed records match.")
+    trims = shown["action"] == "trim"
+    st.caption(f"{len(shown):,} of {len(removed):,} ledger rows match: {int((~trims).sum()):,} dropped records and "
+               f"{int(trims.sum()):,} trims (records kept with {int(shown.loc[trims].apply(_turns_cut, axis=1).sum()):,} "
+               "turns cut).")
     if shown.empty:
         return
-    table = shown.assign(preview=shown["text"].map(lambda t: ui.preview(t, 120)))
-    st.dataframe(table[["id", "reason", "step", "detail", "category", "duplicate_of", "preview"]],
+    table = shown.assign(
+        preview=shown["text"].map(lambda t: ui.preview(t, 120)),
+        action=shown["action"].map(ACTION_NAMES),
+        turns=shown.apply(_turns_column, axis=1),
+    )
+    st.dataframe(table[["id", "action", "reason", "turns", "step", "detail", "category", "duplicate_of", "preview"]],
                  hide_index=True, height=260, key="removed_table", placeholder="—")
     options = list(shown.index[:BROWSER_LIMIT])
     if len(shown) > BROWSER_LIMIT:
         st.caption(f"The picker offers the first {BROWSER_LIMIT:,}; search to narrow down.")
     pick = st.selectbox(
         "Inspect record", options, key="removed_pick",
-        format_func=lambda i: f"{removed.at[i, 'reason']} · {removed.at[i, 'id']} · {ui.preview(removed.at[i, 'text'], 70)}",
+        format_func=lambda i: (f"{'✂ trimmed' if removed.at[i, 'action'] == 'trim' else 'dropped'} · "
+                               f"{removed.at[i, 'reason']} · {removed.at[i, 'id']} · {ui.preview(removed.at[i, 'text'], 70)}"),
     )
     if pick is not None:
         show_record(run, removed, removed.loc[pick])
+
+
+def _message_count(row: pd.Series) -> int:
+    messages = row.get("messages")
+    return 0 if messages is None or isinstance(messages, float) else len(messages)
+
+
+def _turns_cut(row: pd.Series) -> int:
+    """Messages a trim cut (from its ``turn`` to the end); a drop removes them all."""
+    total = _message_count(row)
+    if row["action"] == "trim" and 0 <= int(row["turn"]) < total:
+        return total - int(row["turn"])
+    return total
+
+
+def _turns_column(row: pd.Series) -> str:
+    total = _message_count(row)
+    if row["action"] == "trim":
+        return f"{_turns_cut(row)} of {total} cut"
+    return f"all {total}"
 
 
 def show_record(run: RunData, removed: pd.DataFrame, row: pd.Series) -> None:
@@ -161,6 +222,9 @@ def show_record(run: RunData, removed: pd.DataFrame, row: pd.Series) -> None:
     st.markdown(meta)
     st.caption(f"id {ui.code(row['id'])} · category {ui.md(row.get('category') or '—')} · "
                f"source {ui.md(row.get('source') or '—')}")
+    if row["action"] == "trim":
+        show_trim(row)
+        return
     twin_id = row.get("duplicate_of")
     if not isinstance(twin_id, str) or not twin_id:
         ui.text_box(row["text"])
@@ -180,6 +244,20 @@ def show_record(run: RunData, removed: pd.DataFrame, row: pd.Series) -> None:
     with right:
         st.markdown(f"**Twin {ui.code(twin_id)}** ({where})")
         ui.text_box(twin_text, html_body=right_html)
+
+
+def show_trim(row: pd.Series) -> None:
+    """A trimmed conversation: kept, with the cut messages dashed and the flagged span marked."""
+    item = AuditItem(reason=str(row["reason"]), id=str(row["id"]), action="trim", turn=int(row["turn"]),
+                     span=row["span"] if isinstance(row.get("span"), str) else "",
+                     messages=[{"role": str(m.get("role", "?")), "content": str(m.get("content") or "")}
+                               for m in (row["messages"] if row["messages"] is not None else [])])
+    total, cut = len(item.messages), _turns_cut(row)
+    kept_as = row.get("kept_as")
+    kept = f" as record {ui.code(kept_as)}" if isinstance(kept_as, str) and kept_as else ""
+    st.markdown(f"**Trimmed, not dropped**: the first {total - cut} of {total} messages are kept{kept}; "
+                f"messages {total - cut}–{total - 1} ({cut}) were cut.")
+    st.html(messages_html(item))
 
 
 def find_twin(run: RunData, removed: pd.DataFrame, twin_id: str) -> tuple[pd.Series | None, str]:
