@@ -24,6 +24,7 @@ torch and transformers are imported inside functions: importing this module stay
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from curatune.errors import ModelError
@@ -39,8 +40,6 @@ def virtual_token_problem(method: str, model: Any) -> str | None:
     """Why ``method`` (prompt_tuning or prefix_tuning) cannot work on ``model`` here, or None.
 
     Checked before training, so such a cell fails in seconds with the reason."""
-    import inspect
-
     config = getattr(model, "config", None)
     config = getattr(config, "text_config", None) or config
     model_type = getattr(config, "model_type", "?")
@@ -196,8 +195,6 @@ def _without_placeholders(criteria, n: int):
 
 def _cache_argument(model: Any) -> str:
     """``cache`` from transformers 5.24 on (``past_key_values`` before it)."""
-    import inspect
-
     try:
         return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     except (TypeError, ValueError):  # pragma: no cover
