@@ -9,6 +9,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from train_helpers import curated_run_dir, make_records
 
 from curatune.config import validate_config
 from curatune.errors import ConfigError
@@ -19,7 +20,6 @@ from curatune.rundir import CellInfo, list_cells, read_json
 from curatune.train.merge import run_merges
 from curatune.train.merge_config import MergeRecipe
 from curatune.train.sweep import run_sweep
-from train_helpers import curated_run_dir, make_records
 
 IDS = torch.tensor([[1, 5, 9, 13, 17, 21, 25]])
 
