@@ -10,6 +10,7 @@ from train_helpers import curated_run_dir, make_records, tiny_config
 
 from curatune.evaluate.generation import GenerationSettings, generate
 from curatune.evaluate.lm_scoring import LoglikelihoodScorer
+from curatune.evaluate.retention import greedy_answers
 from curatune.models import load_cell_model
 from curatune.rundir import list_cells, read_json
 from curatune.train.sweep import run_sweep
@@ -68,6 +69,15 @@ def test_wrapper_matches_peft_forward_and_greedy_decoding(tiny_model_dir, method
             seq = torch.cat([seq, nxt], dim=1)
         expected = tokenizer.decode(seq[0, len(tokenizer.encode(text)):], skip_special_tokens=True).strip()
         assert out == expected
+
+    # the retention probe's own decoding loop (left padding, position ids, its own KV cache)
+    prompts = [tokenizer.encode(t) for t in TEXTS]
+    answers = greedy_answers(wrapped, tokenizer, prompts, 5, batch_size=3)
+    for prompt, answer in zip(prompts, answers):
+        seq = torch.tensor([prompt])
+        for token in answer:
+            assert int(_peft_logits(model, seq)[0, -1].argmax()) == token
+            seq = torch.cat([seq, torch.tensor([[token]])], dim=1)
 
 
 @pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning"])
