@@ -31,6 +31,7 @@ from curatune.errors import ConfigError
 from curatune.evaluate.config import EvaluateConfig
 from curatune.safe_yaml import YamlSyntaxError, load_user_yaml, read_user_yaml_file
 from curatune.train.config import TrainConfig
+from curatune.train.merge_config import MergeConfig
 
 FORMATS = ("auto", "alpaca", "dolly", "prompt_completion", "sharegpt", "openai", "gpteacher", "parallel")
 
@@ -183,6 +184,7 @@ class ExperimentConfig(BaseModel):
     curate: CurateConfig = Field(default_factory=CurateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    merge: MergeConfig = Field(default_factory=MergeConfig)
 
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -41,6 +41,7 @@ from curatune.rundir import (
     parse_cell_key,
 )
 from curatune.terminal import quiet_model_loading
+from curatune.virtual_tokens import PROMPT_LEARNING
 
 #: What a weights folder may carry into an export: weights, configs, tokenizer, chat template.
 #: The trainer's pickled arguments and optimizer state never leave the run.
@@ -110,6 +111,9 @@ def export_cell(run_dir: RunDir | str | Path, key: str, out: str | Path, *, stag
         raise CuratuneError(f"cell {key} kept no {stage} weights (train.keep_weights); nothing to export")
     if merge and not cell.is_adapter:
         raise CuratuneError(f"--merge applies to LoRA cells; {key} already holds full weights")
+    if merge and cell.method in PROMPT_LEARNING:
+        raise CuratuneError(f"--merge: {key} is a {cell.method} cell, whose virtual tokens are a prefix of every "
+                            "input, not a weight update; export it without --merge (a peft adapter)")
     base_id = base_model or base_model_id(cell.base_model, cell.base_model_path)
     facts = RunFacts.read(run_dir)
     adapter = cell.is_adapter and not merge

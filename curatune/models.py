@@ -46,6 +46,7 @@ except ImportError:  # Windows
 from curatune.errors import ModelError
 from curatune.runcheck import cell_repair_hint
 from curatune.rundir import CellInfo
+from curatune.virtual_tokens import VirtualTokenLM, is_virtual_token_adapter
 
 DEFAULT = "default"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -548,7 +549,8 @@ def ensure_pad_token(tokenizer: Any, model: Any = None) -> None:
 
 def load_cell_model(cell: CellInfo, stage: str = "final", base_model_name: str | None = None,
                     dtype: Any = "auto", device: str = "auto"):
-    """(model, tokenizer) of a done cell at ``stage``, in eval mode, LoRA merged into the base.
+    """(model, tokenizer) of a done cell at ``stage``, in eval mode, LoRA merged into the base
+    (prompt and prefix tuning are not mergeable: they come as a :class:`VirtualTokenLM`).
 
     A LoRA/QLoRA cell loads its base model (``base_model_name``, else the local path
     recorded in done.json, else the recorded name) unquantized and merges the adapter.
@@ -586,7 +588,11 @@ def load_weights_dir(weights: Path, adapter_base: str | None, dtype: Any = "auto
         if not (Path(weights) / "adapter_model.safetensors").is_file():
             raise ModelError(f"{weights}: no adapter_model.safetensors (curatune loads safetensors weights only)")
         model = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch_dtype, use_safetensors=True)
-        model = PeftModel.from_pretrained(model, weights).merge_and_unload()
+        model = PeftModel.from_pretrained(model, weights)
+        if is_virtual_token_adapter(model):  # nothing to merge: virtual tokens stay a prefix of every input
+            model = VirtualTokenLM(model)
+        else:
+            model = model.merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype, use_safetensors=True)
     model.config.use_cache = True

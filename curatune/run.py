@@ -23,6 +23,7 @@ from curatune.curate.stage import run_curate
 from curatune.data.demo import generate_demo_dataset
 from curatune.evaluate.report import build_report, render_report
 from curatune.rundir import RunDir, atomic_write_text
+from curatune.train.merge import run_merges
 from curatune.train.sweep import run_sweep
 
 console = Console(stderr=True)
@@ -40,7 +41,7 @@ def run_all(config: ExperimentConfig, *, stages: tuple[str, ...] = STAGES) -> di
     timings: dict[str, float] = {}
     actions = {
         "curate": lambda: run_curate(config, run_dir, labels=config.data.labels),
-        "sweep": lambda: run_sweep(config, run_dir),
+        "sweep": lambda: _sweep_and_merge(config, run_dir),
         "evaluate": lambda: run_evaluate(config, run_dir),
         "report": lambda: render_report(build_report(run_dir.root), Console()),
     }
@@ -52,6 +53,13 @@ def run_all(config: ExperimentConfig, *, stages: tuple[str, ...] = STAGES) -> di
     if "report" not in stages or len(stages) > 1:
         console.print("wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     return timings
+
+
+def _sweep_and_merge(config: ExperimentConfig, run_dir: RunDir) -> None:
+    """The sweep, then the merged cells of the merge: section (they are built from finished cells)."""
+    run_sweep(config, run_dir)
+    if config.merge.recipes:
+        run_merges(config, run_dir)
 
 
 # ----------------------------------------------------------------------------- the demo

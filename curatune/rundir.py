@@ -22,6 +22,10 @@ Layout (documented in the README, keep both in step)::
           checkpoints/                trainer checkpoints to resume from (train.checkpoint_steps)
           early/, final/              weights: a peft adapter (lora, qlora) or a full model
           done.json | failed.json     written last: finished, or the error of the last attempt
+        <parent method>+<merge>/n<size>/s<seed>/   a merged cell (`curatune merge`, the merge: section),
+                                    e.g. lora+ties/n128/s0: early/, final/ and done.json as above, plus
+          recipe.json                 its recipe: parents (cell keys), type, weights, density, ...
+                                    Its size is the largest parent size, its seed the smallest parent seed.
       eval/
         parts/<suite>/<cell>__<stage>.json        one finished evaluation unit (rows, signatures,
                                                   fingerprint); scores.parquet is rebuilt from these
@@ -82,6 +86,9 @@ LOG = "train_log.jsonl"
 EARLY = "early"
 FINAL = "final"
 CHECKPOINTS = "checkpoints"
+RECIPE = "recipe.json"
+#: Joins a merged cell's parent method and merge name: lora+ties, full+dare_linear, lora+scaled0.5.
+MERGE_SEPARATOR = "+"
 #: A cell's status, in the order the app lists them.
 CELL_STATUSES = ("done", "running", "failed", "pending")
 
@@ -416,8 +423,17 @@ class CellInfo:
 
     @property
     def is_adapter(self) -> bool:
-        """Every method but a full fine-tune saves a peft adapter (train.config.ADAPTER_METHODS)."""
-        return self.method != "full"
+        """Every method but a full fine-tune saves a peft adapter (train.config.ADAPTER_METHODS);
+        a merged cell saves what its parents saved."""
+        return trained_method(self.method) != "full"
+
+    @property
+    def is_merged(self) -> bool:
+        return is_merged_method(self.method)
+
+    def recipe(self) -> dict[str, Any] | None:
+        """recipe.json of a merged cell (parents, type, weights, density, ...), else None."""
+        return read_json_or_none(self.path / RECIPE) if self.is_merged else None
 
     @property
     def log_path(self) -> Path:
@@ -463,12 +479,25 @@ class CellInfo:
 
 
 def list_cells(run_dir: "RunDir | str | Path") -> list[CellInfo]:
-    """Every cell of train/plan.json with its status (empty before the sweep planned)."""
+    """Every cell of train/plan.json with its status (empty before the sweep planned), then the
+    merged cells on disk."""
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not run_dir.plan.exists():
         return []
     plan = read_json(run_dir.plan)
-    return [CellInfo.from_dir(run_dir, c["method"], int(c["size"]), int(c["seed"])) for c in plan["cells"]]
+    cells = [CellInfo.from_dir(run_dir, c["method"], int(c["size"]), int(c["seed"])) for c in plan["cells"]]
+    merged = [CellInfo.from_dir(run_dir, *key) for key, _ in run_dir.cell_folders() if is_merged_method(key[0])]
+    return cells + merged
+
+
+def is_merged_method(method: str) -> bool:
+    """Whether a method name is a merged cell's (``<parent method>+<merge>``)."""
+    return MERGE_SEPARATOR in method
+
+
+def trained_method(method: str) -> str:
+    """The training method behind a cell's weights: the method itself, or a merged cell's parents' method."""
+    return method.split(MERGE_SEPARATOR, 1)[0]
 
 
 # ----------------------------------------------------------------------------- tolerant readers

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,16 @@ from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
 from curatune.evaluate.metrics import COMET_LIKE_NOTE
-from curatune.rundir import BASE, FAILED, RunDir, cell_key, cell_status, read_json
+from curatune.rundir import (
+    BASE,
+    DONE,
+    FAILED,
+    RunDir,
+    cell_key,
+    cell_status,
+    read_json,
+    read_json_or_none,
+)
 
 # ----------------------------------------------------------------------------- gathering
 
@@ -121,10 +131,14 @@ def sweep_status(run: RunDir) -> dict[str, Any] | None:
     if not run.train.exists():
         return None
     done, failed = [], []
+    costs: dict[str, list[dict[str, Any]]] = {}
     for (method, size, seed), folder in run.cell_folders():
         status = cell_status(folder)
         if status == "done":
             done.append(cell_key(method, size, seed))
+            marker = read_json_or_none(folder / DONE)
+            if isinstance(marker, dict):
+                costs.setdefault(method, []).append(marker)
         elif status == "failed":
             try:
                 error = str(read_json(folder / FAILED).get("error", "")).strip().splitlines()
@@ -141,7 +155,18 @@ def sweep_status(run: RunDir) -> dict[str, Any] | None:
         "done": len(done),
         "failed": failed,
         "pending": [c for c in planned if c not in finished] if planned is not None else [],
+        "methods": {method: _method_cost(markers) for method, markers in sorted(costs.items())},
     }
+
+
+def _method_cost(markers: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a method costs, from its done cells: trainable parameters, weights on disk, seconds a cell."""
+    def median(key: str) -> float | None:
+        values = [m[key] for m in markers if isinstance(m.get(key), (int, float))]
+        return float(statistics.median(values)) if values else None
+
+    return {"cells": len(markers), "trainable_parameters": median("trainable_parameters"),
+            "weights_bytes": median("weights_bytes"), "train_seconds": median("train_seconds")}
 
 
 def ensure_analysis(run: RunDir, progress: bool = False) -> dict[str, Any]:
@@ -326,6 +351,12 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
             grid.add_row("", f"[red]failed[/red] {escape(failure['cell'])}: {escape(failure['error'])}")
         if len(sweep["failed"]) > 5:
             grid.add_row("", f"... and {len(sweep['failed']) - 5} more failed cells")
+        for i, (method, cost) in enumerate((sweep.get("methods") or {}).items()):
+            params, size, seconds = cost["trainable_parameters"], cost["weights_bytes"], cost["train_seconds"]
+            grid.add_row("cost per method" if i == 0 else "",
+                         f"{escape(method)}: {f'{params:,.0f}' if params is not None else '—'} trainable parameters, "
+                         f"{f'{size / 1e6:.2f} MB' if size is not None else '—'} weights, "
+                         f"{f'{seconds:.0f} s' if seconds is not None else '—'} training a cell (median of {cost['cells']})")
     else:
         grid.add_row("sweep", "[dim]not run[/dim]")
     paired = summary.get("paired_draw")

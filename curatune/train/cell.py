@@ -58,6 +58,11 @@ from curatune.rundir import (
 )
 from curatune.tracking import tensorboard_callback, trainer_report_to
 from curatune.train.config import ADAPTER_METHODS
+from curatune.virtual_tokens import (
+    PROMPT_LEARNING,
+    VirtualTokenLM,
+    virtual_token_problem,
+)
 
 #: Settings that change what a cell learns; a finished cell trained with other values is stale.
 _FINGERPRINT_TRAIN_KEYS = (
@@ -202,6 +207,11 @@ def load_base_for_training(config: ExperimentConfig, method: str, model_path: Pa
     model.config.use_cache = False  # the KV cache is useless (and wasteful) during training
     if method in ("lora", "qlora"):
         model = _wrap_lora(config, model, quantized=method == "qlora")
+    elif method in PROMPT_LEARNING:
+        problem = virtual_token_problem(method, model)  # fail now, with the reason, not after training
+        if problem:
+            raise ModelError(problem)
+        model = get_peft_model(model, peft_config(config, method, model_path))
     elif method in ADAPTER_METHODS:
         model = get_peft_model(model, peft_config(config, method))
     return tokenizer, model
@@ -258,9 +268,16 @@ def _wrap_lora(config: ExperimentConfig, model, quantized: bool):
     return get_peft_model(model, lora)
 
 
-def peft_config(config: ExperimentConfig, method: str):
-    """peft's config for the adapter methods beyond LoRA (dora, ia3, loha, lokr)."""
-    from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig
+def peft_config(config: ExperimentConfig, method: str, model_path: Path | None = None):
+    """peft's config for the adapter methods beyond LoRA (dora, ia3, loha, lokr, prompt and prefix tuning)."""
+    from peft import (
+        IA3Config,
+        LoHaConfig,
+        LoKrConfig,
+        LoraConfig,
+        PrefixTuningConfig,
+        PromptTuningConfig,
+    )
 
     s = config.train.method_settings(method)
     if method == "dora":
@@ -273,6 +290,13 @@ def peft_config(config: ExperimentConfig, method: str):
         factory = LoHaConfig if method == "loha" else LoKrConfig
         return factory(r=s.r, alpha=s.alpha, module_dropout=s.dropout, target_modules=s.target_modules,
                        task_type="CAUSAL_LM")
+    if method == "prompt_tuning":
+        text = {"prompt_tuning_init_text": s.init_text, "tokenizer_name_or_path": str(model_path)} if s.init == "text" else {}
+        return PromptTuningConfig(num_virtual_tokens=s.num_virtual_tokens, prompt_tuning_init=s.init.upper(),
+                                  task_type="CAUSAL_LM", **text)
+    if method == "prefix_tuning":
+        return PrefixTuningConfig(num_virtual_tokens=s.num_virtual_tokens, prefix_projection=s.prefix_projection,
+                                  encoder_hidden_size=s.encoder_hidden_size, task_type="CAUSAL_LM")
     raise ValueError(f"no peft config for method {method!r}")
 
 
@@ -694,6 +718,8 @@ def _run_hook(hook: Callable, config: ExperimentConfig, run_dir: RunDir, spec: C
     """Call the evaluate hook with the final model (in memory) and the early one (from early/)."""
     info = CellInfo.from_dir(run_dir, spec.method, spec.size, spec.seed)
     trained.eval()
+    if spec.method in PROMPT_LEARNING:  # evaluated through the prefix, as loaded cells are
+        trained = VirtualTokenLM(trained)
     hook(info, "final", trained, tokenizer, config, run_dir)
     early_model, early_tokenizer = load_weights_dir(
         spec.path(run_dir) / EARLY, str(base_path) if spec.method != "full" else None,

@@ -5,12 +5,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from curatune.config import load_config
+from curatune.config import format_validation_error, load_config
 from curatune.errors import ConfigError
 from curatune.rundir import RunDir, list_cells
+from curatune.train.merge import run_merges
+from curatune.train.merge_config import MergeRecipe
 from curatune.train.plan import plan_sweep
 from curatune.train.sweep import run_sweep
 
@@ -55,6 +58,7 @@ def register(app: typer.Typer) -> None:
             return
 
         summary = run_sweep(cfg, rd, only=only or None, progress=not no_progress)
+        merged = run_merges(cfg, rd, progress=not no_progress) if cfg.merge.recipes else {"failed": {}}
         for note in summary["notes"]:
             console.print(f"[yellow]note:[/] {note}")
         _print_cells(rd)
@@ -63,11 +67,65 @@ def register(app: typer.Typer) -> None:
             f"({len(summary['ran'])} trained now, {len(summary['already_done'])} already done), "
             f"{len(summary['failed'])} failed, in {summary['wall_seconds']:.0f} s"
         )
-        if summary["failed"]:
-            for key, error in summary["failed"].items():
+        failed = {**summary["failed"], **merged["failed"]}
+        if failed:
+            for key, error in failed.items():
                 console.print(f"[red]failed[/] {key}: {error}", highlight=False)
             console.print("re-run the same command to retry failed cells")
             raise typer.Exit(1)
+
+    @app.command("merge")
+    def merge_command(
+        run_dir: Path = typer.Argument(..., help="A run directory whose sweep has finished cells."),
+        config: Optional[Path] = typer.Option(None, "--config", help="Experiment YAML whose merge: section to "
+                                              "build; default RUN_DIR/config.yaml."),
+        type_: Optional[str] = typer.Option(None, "--type", help="Build one merge instead of the config's: "
+                                            "task_arithmetic, ties, dare_linear, dare_ties or scaled."),
+        parents: Optional[str] = typer.Option(None, "--parents", help="With --type: comma-separated cell keys, "
+                                              "e.g. lora-n128-s0,lora-n128-s1."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="With --type: comma-separated weights, one per parent."),
+        density: Optional[float] = typer.Option(None, "--density", help="With --type: fraction kept by ties / dare."),
+        scale: Optional[float] = typer.Option(None, "--scale", help="With --type scaled: the update's scale."),
+        name: Optional[str] = typer.Option(None, "--name", help="With --type: the merged cell's method name."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress lines."),
+    ) -> None:
+        """Build merged cells from finished ones (task arithmetic, TIES, DARE, scaled LoRA), as the merge: section of the config says, or one given with --type.
+
+        Each merged cell is a cell like a trained one, in RUN_DIR/train/<method>+<merge>/n<size>/s<seed>/ with early/, final/, done.json and recipe.json (parents, type, weights, density); `curatune evaluate` scores it and the report and the app show it beside its parents. Exit status: 0 all built, 1 some failed, 2 bad input.
+        """
+        cfg = load_config(config or RunDir(run_dir).config, [f"run_dir={run_dir}"])
+        recipes = None
+        if type_ is not None:
+            recipes = [_recipe_from_flags(type_, parents, weights, density, scale, name)]
+        elif parents or weights or density is not None or scale is not None or name:
+            raise ConfigError("--parents, --weights, --density, --scale and --name describe a merge given with --type")
+        if recipes is None and not cfg.merge.recipes:
+            raise ConfigError(f"{config or RunDir(run_dir).config}: no merge.recipes; add some, or give one with --type")
+        summary = run_merges(cfg, RunDir(run_dir), recipes, progress=not no_progress)
+        _print_cells(RunDir(run_dir))
+        console.print(f"{len(summary['done'])} merged cells built, {len(summary['skipped'])} already there, "
+                      f"{len(summary['failed'])} failed")
+        if summary["failed"]:
+            for key, error in summary["failed"].items():
+                console.print(f"[red]failed[/] {key}: {error}", highlight=False)
+            raise typer.Exit(1)
+
+
+def _recipe_from_flags(type_: str, parents: str | None, weights: str | None, density: float | None,
+                       scale: float | None, name: str | None) -> MergeRecipe:
+    raw: dict = {"type": type_, "parents": [p.strip() for p in (parents or "").split(",") if p.strip()]}
+    if weights:
+        try:
+            raw["weights"] = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise ConfigError(f"--weights {weights!r}: expected comma-separated numbers") from None
+    for key, value in (("density", density), ("scale", scale), ("name", name)):
+        if value is not None:
+            raw[key] = value
+    try:
+        return MergeRecipe.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "curatune merge")) from None
 
 
 def _print_cells(run_dir) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-METHODS = ("full", "lora", "qlora", "dora", "ia3", "loha", "lokr")
+METHODS = ("full", "lora", "qlora", "dora", "ia3", "loha", "lokr", "prompt_tuning", "prefix_tuning")
 #: Methods whose cells save a peft adapter on top of the unchanged base (every method but full).
 ADAPTER_METHODS = tuple(m for m in METHODS if m != "full")
 
@@ -60,6 +60,46 @@ class LycorisSettings(BaseModel):
         default="all-linear", description="Modules that get the update: 'all-linear' or a list of module names."
     )
     learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate of these cells.")
+
+
+class PromptTuningSettings(BaseModel):
+    """Prompt tuning (Lester et al. 2021): learned input embeddings put before every example."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_virtual_tokens: int = Field(default=20, ge=1, description="Learned virtual tokens before every input.")
+    init: Literal["sample_vocab", "random", "text"] = Field(
+        default="sample_vocab",
+        description="Initial virtual tokens: sample_vocab (embeddings of random vocabulary tokens, the "
+        "scale the model expects), random (peft's normal init), or text (the embeddings of init_text).",
+    )
+    init_text: str | None = Field(
+        default=None, description="With init = text: a task description whose tokens seed the virtual tokens."
+    )
+    learning_rate: float = Field(
+        default=3e-2, gt=0, description="Peak learning rate (only a few thousand parameters learn: high rates suit)."
+    )
+
+    @model_validator(mode="after")
+    def _text_init_has_text(self) -> "PromptTuningSettings":
+        if self.init == "text" and not self.init_text:
+            raise ValueError("init = text needs init_text")
+        return self
+
+
+class PrefixTuningSettings(BaseModel):
+    """Prefix tuning (Li & Liang 2021): a learned key/value prefix in every attention layer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_virtual_tokens: int = Field(default=20, ge=1, description="Length of the learned prefix.")
+    prefix_projection: bool = Field(
+        default=False,
+        description="Reparametrize the prefix through a two-layer MLP while training (Li & Liang's "
+        "stabilizer; many more trainable parameters).",
+    )
+    encoder_hidden_size: int = Field(default=512, ge=1, description="Hidden size of that MLP (prefix_projection only).")
+    learning_rate: float = Field(default=1e-2, gt=0, description="Peak learning rate of prefix-tuning cells.")
 
 
 class FullSettings(BaseModel):
@@ -136,7 +176,8 @@ class TrainConfig(BaseModel):
         default=["lora", "full"],
         description="Fine-tuning methods: full, lora (peft), qlora (4-bit bitsandbytes; needs a CUDA GPU), "
         "dora (LoRA with weight decomposition), ia3 (learned activation scales), loha, lokr (LyCORIS low-rank "
-        "updates). Each has its own settings section below.",
+        "updates), prompt_tuning (learned input embeddings), prefix_tuning (a learned key/value prefix). "
+        "Each has its own settings section below.",
     )
     stratify: bool = Field(
         default=True,
@@ -186,6 +227,8 @@ class TrainConfig(BaseModel):
     ia3: IA3Settings = Field(default_factory=IA3Settings)
     loha: LycorisSettings = Field(default_factory=LycorisSettings)
     lokr: LycorisSettings = Field(default_factory=LycorisSettings)
+    prompt_tuning: PromptTuningSettings = Field(default_factory=PromptTuningSettings)
+    prefix_tuning: PrefixTuningSettings = Field(default_factory=PrefixTuningSettings)
 
     # ---- what each cell keeps
     early_fraction: float = Field(

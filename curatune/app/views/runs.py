@@ -85,6 +85,7 @@ def sweep(run: RunData) -> None:
     done = int(counts.get("done", 0))
     st.progress(done / len(cells), text=f"{done} of {len(cells)} cells finished")
     st.plotly_chart(charts.status_grid_figure(cells), key="status_grid")
+    _method_costs(cells)
 
     left, right = st.columns([2, 1])
     shown = left.multiselect("Show cells that are", list(CELL_STATUSES), default=list(CELL_STATUSES),
@@ -116,6 +117,23 @@ def sweep(run: RunData) -> None:
         for row in failed.head(30).itertuples():
             with st.expander(ui.md(f"{row.cell}: {ui.preview(row.error, 120)}")):
                 st.code(row.traceback or row.error, language="text")
+
+
+def _method_costs(cells: pd.DataFrame) -> None:
+    """What each method costs: trainable parameters, weights on disk and wall time (medians of done cells)."""
+    done = cells[cells["status"] == "done"]
+    if done.empty:
+        return
+    cost = done.groupby("method").agg(cells=("cell", "count"), trainable=("trainable_parameters", "median"),
+                                      weights=("weights_bytes", "median"), wall=("wall_seconds", "median"))
+    cost["weights MB"] = cost["weights"] / 1e6
+    cost["wall time"] = cost["wall"].map(format_seconds)
+    st.markdown("**Cost per method** (medians over done cells; merged cells have their own method)")
+    st.dataframe(cost.reset_index()[["method", "cells", "trainable", "weights MB", "wall time"]].rename(
+        columns={"trainable": "trainable params"}), hide_index=True, key="method_costs", column_config={
+        "trainable params": st.column_config.NumberColumn(format="%d"),
+        "weights MB": st.column_config.NumberColumn(format="%.2f"),
+    })
 
 
 def _status_style(status: str) -> str:
