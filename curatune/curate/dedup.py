@@ -34,7 +34,7 @@ from curatune.curate.static_embeddings import embed_static
 from curatune.curate.template_text import TemplateStripper, numbers
 from curatune.curate.text import jaccard, normalize, shingle_set
 from curatune.models import pick_device
-from curatune.records import Record
+from curatune.records import Record, message_text
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def _conversation_keys(record: Record) -> list[bytes]:
     keys: list[bytes] = []
     started = False
     for i, message in enumerate(record.messages):
-        part = normalize(message["content"])
+        part = normalize(message_text(message))
         if part:
             digest.update(((" " if started else "") + part).encode("utf-8"))
             started = True
@@ -286,7 +286,7 @@ class NearDupDedup(Step):
 
         def of(i: int) -> set[int]:
             if i not in shingles:
-                answers = "\n".join(m["content"] for m in records[i].messages if m["role"] == "assistant")
+                answers = "\n".join(message_text(m) for m in records[i].messages if m["role"] == "assistant")
                 shingles[i] = shingle_set(answers, cfg.ngram)
             return shingles[i]
 
