@@ -10,9 +10,12 @@ every removed record to the record kept for it: curatune's estimated Jaccard (th
 detail) and, as the reference, the exact Jaccard of the two records' word 5-gram shingle sets
 (``curatune.curate.text.shingle_set``, the same shingles the MinHash signs).
 
-The hand-check sample: the 15 removals under chain: false whose sha256("near:" + id) is
-smallest (seeded, stable). Labels (ids and verdicts, no text) are in
-bench/labels/gpteacher_toolformer_near_dup.jsonl; the script reports their precision.
+The hand-check samples (default pipeline): the 15 removals under chain: false whose
+sha256("near:" + id) is smallest (seeded, stable), labelled right when the record is a copy of
+the record kept for it; and the 10 records that chain: true removed but chain: false keeps
+("rescued"), labelled right when keeping them is right (they are not a copy of the record
+chain: true removed them against). Labels (ids and verdicts, no text) are in
+bench/labels/gpteacher_toolformer_near_dup.jsonl; the script reports both counts.
 Writes bench/results/curate_near_dup_chaining.md and .json.
 """
 from __future__ import annotations
@@ -97,9 +100,16 @@ def _distribution(values: np.ndarray) -> dict:
     }
 
 
-def sample(near: pd.DataFrame) -> pd.DataFrame:
+def sample(near: pd.DataFrame, n: int = SAMPLE) -> pd.DataFrame:
     keys = near["id"].map(lambda rid: hashlib.sha256(f"near:{rid}".encode()).hexdigest())
-    return near.assign(_key=keys.values).sort_values("_key").head(SAMPLE)
+    return near.assign(_key=keys.values).sort_values("_key").head(n)
+
+
+def rescued(old: dict, new: dict) -> pd.DataFrame:
+    """Records chain: true removed as near-duplicates that chain: false keeps."""
+    kept_now = set(new["_by_id"]) - set(new["_near"]["id"])
+    near = old["_near"]
+    return near[near["id"].isin(kept_now)]
 
 
 def dump(rows: pd.DataFrame, by_id: dict, path: Path) -> None:
@@ -114,17 +124,17 @@ def dump(rows: pd.DataFrame, by_id: dict, path: Path) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def labelled_precision(rows: pd.DataFrame) -> dict | None:
+def labelled_precision(rows: pd.DataFrame, reason: str) -> dict | None:
     if not LABELS.exists():
         return None
-    labels = {d["id"]: d for d in map(json.loads, LABELS.read_text().splitlines()) if d.get("reason") == "near_duplicate"}
+    labels = {d["id"]: d for d in map(json.loads, LABELS.read_text().splitlines()) if d.get("reason") == reason}
     verdicts = [labels[i]["verdict"] for i in rows["id"] if i in labels]
     right = sum(v == "right" for v in verdicts)
     return {"sampled": int(len(rows)), "labelled": len(verdicts), "right": right,
             "missing_labels": [i for i in rows["id"] if i not in labels]}
 
 
-def markdown(results: list[dict], check: dict | None) -> str:
+def markdown(results: list[dict], check: dict | None, check_rescued: dict | None) -> str:
     out = ["# Near-duplicate clusters that chain (GPTeacher Toolformer)", "",
            "`gpteacher/Toolformer` (7,673 records), threshold 0.7, in two setups: the default pipeline (quality, "
            "language, exact, near_dup, decontaminate) and near_dup alone with `response_threshold: 0` (text "
@@ -154,6 +164,10 @@ def markdown(results: list[dict], check: dict | None) -> str:
         out += ["", f"Hand check of {check['sampled']} seeded removals of the default pipeline under chain: false "
                 f"(bench/labels/gpteacher_toolformer_near_dup.jsonl): {check['right']} of {check['labelled']} "
                 "labelled right (a copy of the kept record as far as training is concerned)."]
+    if check_rescued:
+        out += ["", f"Hand check of {check_rescued['sampled']} seeded records that chain: true removed and chain: false "
+                f"keeps: {check_rescued['right']} of {check_rescued['labelled']} labelled right to keep (not a copy of "
+                "the record chain: true removed them against)."]
     return "\n".join(out) + "\n"
 
 
@@ -168,17 +182,20 @@ def main() -> None:
         for i, setup in enumerate(SETUPS):
             for chain in (True, False):
                 results.append(run(setup, chain, Path(tmp) / f"{i}_chain_{chain}"))
-    new = results[1]
+    old, new = results[0], results[1]
     rows = sample(new["_near"])
+    saved = sample(rescued(old, new), 10)
     if args.dump:
         dump(rows, new["_by_id"], args.dump)
-    check = labelled_precision(rows)
+        dump(saved, old["_by_id"], args.dump.with_suffix(".rescued.txt"))
+    check, check_rescued = labelled_precision(rows, "near_duplicate"), labelled_precision(saved, "rescued")
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "curate_near_dup_chaining.json").write_text(
-        json.dumps({"runs": public, "hand_check": check, "sample_ids": list(rows["id"])}, indent=1) + "\n")
-    (RESULTS / "curate_near_dup_chaining.md").write_text(markdown(public, check))
-    print(markdown(public, check))
+    (RESULTS / "curate_near_dup_chaining.json").write_text(json.dumps(
+        {"runs": public, "hand_check": check, "sample_ids": list(rows["id"]), "hand_check_rescued": check_rescued,
+         "rescued_sample_ids": list(saved["id"])}, indent=1) + "\n")
+    (RESULTS / "curate_near_dup_chaining.md").write_text(markdown(public, check, check_rescued))
+    print(markdown(public, check, check_rescued))
 
 
 if __name__ == "__main__":
