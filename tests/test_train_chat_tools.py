@@ -296,3 +296,52 @@ def _with_template(tokenizer, template: str):
     tok = copy.deepcopy(tokenizer)
     tok.chat_template = template
     return tok
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def _tool_records(n: int) -> list[Record]:
+    """``n`` distinct tool-calling conversations (call, result, answer) plus their schema."""
+    records = []
+    for i in range(n):
+        city = f"City{i}"
+        records.append(Record.make([
+            {"role": "user", "content": f"What is the weather in {city}?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}]},
+            {"role": "tool", "content": json.dumps({"temperature": i % 30})},
+            {"role": "assistant", "content": f"It is {i % 30} degrees in {city}."},
+        ], source=f"tools.jsonl:{i + 1}", meta={"tools": [WEATHER_TOOL]}))
+    return records
+
+
+@pytest.mark.slow
+def test_sweep_trains_tool_conversations_with_the_configured_template(tmp_path, tiny_model_dir):
+    from train_helpers import curated_run_dir, tiny_config
+    from transformers import AutoTokenizer
+
+    from curatune.rundir import list_cells
+    from curatune.train.sweep import run_sweep
+
+    run_dir = curated_run_dir(tmp_path / "run", _tool_records(12))
+    config = tiny_config(run_dir, tiny_model_dir, sizes=[4], methods=["lora"], max_seq_length=256,
+                         heldout_size=2, chat_template=TOOL_TEMPLATE)
+    summary = run_sweep(config, run_dir, progress=False)
+    assert summary["cells_done"] == 1 and not summary["failed"]
+    (cell,) = list_cells(run_dir)
+    saved = AutoTokenizer.from_pretrained(cell.path / "final")
+    assert saved.chat_template == TOOL_TEMPLATE  # evaluation prompts the cell as it was trained
+
+
+def test_sweep_with_a_template_that_drops_tool_calls_stops_before_training(tmp_path, tiny_model_dir):
+    from train_helpers import curated_run_dir, tiny_config
+
+    from curatune.rundir import list_cells
+    from curatune.train.sweep import run_sweep
+
+    run_dir = curated_run_dir(tmp_path / "run", _tool_records(12))
+    config = tiny_config(run_dir, tiny_model_dir, sizes=[4], methods=["lora"], max_seq_length=256, heldout_size=2)
+    with pytest.raises(DataError, match=r"tools\.jsonl:\d+: the model's chat template does not render tool calls"):
+        run_sweep(config, run_dir, progress=False)
+    assert all(c.status == "pending" for c in list_cells(run_dir))  # not one failed cell per grid point
