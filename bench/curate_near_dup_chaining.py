@@ -14,7 +14,7 @@ The hand-check samples (default pipeline): the 15 removals under chain: false wh
 sha256("near:" + id) is smallest (seeded, stable), labelled right when the record is a copy of
 the record kept for it; and the 10 records that chain: true removed but chain: false keeps
 ("rescued"), labelled right when keeping them is right (they are not a copy of the record
-chain: true removed them against). Labels (ids and verdicts, no text) are in
+chain: true removed them against); and the same 10 for near_dup alone without the answer check. Labels (ids and verdicts, no text) are in
 bench/labels/gpteacher_toolformer_near_dup.jsonl; the script reports both counts.
 Writes bench/results/curate_near_dup_chaining.md and .json.
 """
@@ -134,7 +134,8 @@ def labelled_precision(rows: pd.DataFrame, reason: str) -> dict | None:
             "missing_labels": [i for i in rows["id"] if i not in labels]}
 
 
-def markdown(results: list[dict], check: dict | None, check_rescued: dict | None) -> str:
+def markdown(results: list[dict], check: dict | None, check_rescued: dict | None,
+             check_text_only: dict | None) -> str:
     out = ["# Near-duplicate clusters that chain (GPTeacher Toolformer)", "",
            "`gpteacher/Toolformer` (7,673 records), threshold 0.7, in two setups: the default pipeline (quality, "
            "language, exact, near_dup, decontaminate) and near_dup alone with `response_threshold: 0` (text "
@@ -168,6 +169,9 @@ def markdown(results: list[dict], check: dict | None, check_rescued: dict | None
         out += ["", f"Hand check of {check_rescued['sampled']} seeded records that chain: true removed and chain: false "
                 f"keeps: {check_rescued['right']} of {check_rescued['labelled']} labelled right to keep (not a copy of "
                 "the record chain: true removed them against)."]
+    if check_text_only:
+        out += ["", f"The same for near_dup alone (response_threshold 0): {check_text_only['right']} of "
+                f"{check_text_only['labelled']} of {check_text_only['sampled']} rescued records labelled right to keep."]
     return "\n".join(out) + "\n"
 
 
@@ -185,17 +189,21 @@ def main() -> None:
     old, new = results[0], results[1]
     rows = sample(new["_near"])
     saved = sample(rescued(old, new), 10)
+    saved_text_only = sample(rescued(results[2], results[3]), 10)
     if args.dump:
         dump(rows, new["_by_id"], args.dump)
         dump(saved, old["_by_id"], args.dump.with_suffix(".rescued.txt"))
+        dump(saved_text_only, results[2]["_by_id"], args.dump.with_suffix(".rescued_text_only.txt"))
     check, check_rescued = labelled_precision(rows, "near_duplicate"), labelled_precision(saved, "rescued")
+    check_text_only = labelled_precision(saved_text_only, "rescued_text_only")
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "curate_near_dup_chaining.json").write_text(json.dumps(
         {"runs": public, "hand_check": check, "sample_ids": list(rows["id"]), "hand_check_rescued": check_rescued,
-         "rescued_sample_ids": list(saved["id"])}, indent=1) + "\n")
-    (RESULTS / "curate_near_dup_chaining.md").write_text(markdown(public, check, check_rescued))
-    print(markdown(public, check, check_rescued))
+         "rescued_sample_ids": list(saved["id"]), "hand_check_rescued_text_only": check_text_only,
+         "rescued_text_only_sample_ids": list(saved_text_only["id"])}, indent=1) + "\n")
+    (RESULTS / "curate_near_dup_chaining.md").write_text(markdown(public, check, check_rescued, check_text_only))
+    print(markdown(public, check, check_rescued, check_text_only))
 
 
 if __name__ == "__main__":
