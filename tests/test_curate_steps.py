@@ -405,3 +405,17 @@ def test_model_score_keeps_top_fraction(tiny_model_dir, score):
     assert all(r.reason == "low_model_score" for r in result.removed)
     assert all("model_score" in r.meta for r in result.kept)
     assert result.counters["score"] == score
+
+
+def test_curate_summary_prints_the_similarity_to_kept_and_the_chain_warning():
+    from rich.console import Console
+
+    from curatune.curate.command import _similarity_line
+
+    a, b, c = _chain()
+    result = NearDupDedup(NearDupConfig(chain=True)).run([a, b, c], CTX)
+    console = Console(record=True, width=200)
+    _similarity_line({"name": "near_dup", "counters": result.counters}, console)
+    text = console.export_text()
+    assert "near_dup: similarity of removed records to the record kept: min 0." in text
+    assert "warning:" in text and "chain: true removed 1 of 2" in text
