@@ -30,7 +30,7 @@ from curatune.curate.config import CurateConfig
 from curatune.errors import ConfigError
 from curatune.evaluate.config import EvaluateConfig
 from curatune.safe_yaml import YamlSyntaxError, load_user_yaml, read_user_yaml_file
-from curatune.train.config import TrainConfig
+from curatune.train.config import TrainConfig, is_template_text
 from curatune.train.merge_config import MergeConfig
 
 FORMATS = ("auto", "alpaca", "dolly", "prompt_completion", "sharegpt", "openai", "gpteacher", "parallel")
@@ -332,6 +332,10 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
             data["labels"] = _resolve(data["labels"], base)
     if isinstance(raw.get("run_dir"), str):
         raw["run_dir"] = _resolve(raw["run_dir"], base)
+    train = raw.get("train")
+    if isinstance(train, dict) and isinstance(train.get("chat_template"), str) and train["chat_template"].strip() \
+            and not is_template_text(train["chat_template"]):
+        train["chat_template"] = _resolve(train["chat_template"], base)  # a file path, not the template itself
     launch = (raw.get("train") or {}).get("launch") if isinstance(raw.get("train"), dict) else None
     if isinstance(launch, dict) and isinstance(launch.get("accelerate_config"), str):
         launch["accelerate_config"] = _resolve(launch["accelerate_config"], base)

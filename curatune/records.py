@@ -18,7 +18,13 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+
+#: Optional message keys besides role and content (OpenAI's tool-calling shape):
+#: ``tool_calls`` on an assistant message: [{"type": "function", "function": {"name", "arguments": {...}},
+#: "id"?}]; ``tool_call_id`` and ``name`` on a ``tool`` message (the result of a call).
+#: On disk (Parquet) ``tool_calls`` is a JSON string: arguments differ in shape from call to call.
+MESSAGE_EXTRAS = ("tool_calls", "tool_call_id", "name")
 
 RECORD_COLUMNS = ["id", "messages", "category", "source", "meta"]
 #: Extra columns of a removal ledger (curate/removed.parquet). ``action``: "drop" (the record
@@ -44,18 +50,64 @@ def with_ledger_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def content_id(messages: list[dict[str, str]]) -> str:
-    """Stable content hash of a conversation: same messages, same id, on any machine."""
+def content_id(messages: list[dict[str, Any]], tools: Any = None) -> str:
+    """Stable content hash of a conversation: same messages, same id, on any machine.
+
+    Tool calls, tool-result links and the tool schemas count (two chats that differ only in a
+    call's arguments are different records); a plain chat hashes as it always has."""
     canonical = json.dumps(
-        [[m["role"], m["content"]] for m in messages], ensure_ascii=False, separators=(",", ":")
+        [[m["role"], m["content"]] + ([{k: m[k] for k in MESSAGE_EXTRAS if k in m}] if _extras(m) else [])
+         for m in messages] + ([["tools", tools]] if tools else []),
+        ensure_ascii=False, separators=(",", ":"), sort_keys=True,
     )
     return hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _extras(message: dict[str, Any]) -> bool:
+    return any(message.get(k) is not None for k in MESSAGE_EXTRAS)
+
+
+def clean_message(message: dict[str, Any]) -> dict[str, Any]:
+    """role, content and whichever tool keys are set (Parquet fills absent ones with None)."""
+    out: dict[str, Any] = {"role": message["role"], "content": message["content"]}
+    for key in MESSAGE_EXTRAS:
+        value = message.get(key)
+        if value is None:
+            continue
+        if key == "tool_calls" and isinstance(value, str):
+            value = json.loads(value)
+        out[key] = value
+    return out
+
+
+def tool_call_text(call: dict[str, Any]) -> str:
+    """A tool call as text for the rules that read text: ``name({"arg": ...})``."""
+    function = call.get("function", call)
+    arguments = function.get("arguments", {})
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False, sort_keys=True)
+    return f"{function.get('name', '')}({arguments})"
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """What a message says, for curation: its content, then its tool calls (an assistant turn that
+    only calls a tool is not empty)."""
+    calls = message.get("tool_calls") or []
+    if not calls:
+        return message["content"]
+    text = "\n".join(tool_call_text(c) for c in calls)
+    return f"{message['content']}\n{text}" if message["content"] else text
+
+
+def has_tools(messages: list[dict[str, Any]], tools: Any = None) -> bool:
+    """True for a tool-calling conversation: tool schemas, a tool call, or a tool result."""
+    return bool(tools) or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
 
 
 @dataclass
 class Record:
     id: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     category: str | None = None
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
@@ -69,23 +121,33 @@ class Record:
         source: str = "",
         meta: dict[str, Any] | None = None,
     ) -> "Record":
-        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-        return cls(content_id(messages), messages, category, source, dict(meta or {}))
+        messages = [clean_message(m) for m in messages]
+        meta = dict(meta or {})
+        return cls(content_id(messages, meta.get("tools")), messages, category, source, meta)
 
     # Views used by curation steps, training and evaluation alike.
     @property
     def prompt(self) -> str:
-        """Everything the model sees before its last answer, as plain text."""
-        return "\n".join(m["content"] for m in self.messages[: self.last_assistant_index])
+        """Everything the model sees before its last answer, as plain text (tool calls included)."""
+        return "\n".join(message_text(m) for m in self.messages[: self.last_assistant_index])
 
     @property
     def response(self) -> str:
         """The last assistant turn: what fine-tuning teaches and evaluation compares."""
-        return self.messages[self.last_assistant_index]["content"]
+        return message_text(self.messages[self.last_assistant_index])
 
     @property
     def text(self) -> str:
-        return "\n".join(m["content"] for m in self.messages)
+        return "\n".join(message_text(m) for m in self.messages)
+
+    @property
+    def tools(self) -> list[dict[str, Any]] | None:
+        """The function schemas the conversation may call (the source row's ``tools``), or None."""
+        return self.meta.get("tools") or None
+
+    @property
+    def uses_tools(self) -> bool:
+        return has_tools(self.messages, self.tools)
 
     @property
     def last_assistant_index(self) -> int:
@@ -97,7 +159,7 @@ class Record:
     def to_row(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "messages": self.messages,
+            "messages": [_stored(m) for m in self.messages],
             "category": self.category,
             "source": self.source,
             "meta": standard_json(self.meta),
@@ -106,7 +168,7 @@ class Record:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Record":
         meta = row.get("meta")
-        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+        messages = [clean_message(m) for m in row["messages"]]
         category = row.get("category")
         if isinstance(category, float):  # pandas NaN for a missing category
             category = None
@@ -117,6 +179,13 @@ class Record:
             source=row.get("source") or "",
             meta=json.loads(meta) if isinstance(meta, str) and meta else {},
         )
+
+
+def _stored(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as written to Parquet: tool calls as one JSON string (their arguments have no fixed shape)."""
+    if "tool_calls" not in message:
+        return message
+    return {**message, "tool_calls": json.dumps(message["tool_calls"], ensure_ascii=False, sort_keys=True)}
 
 
 def standard_json(value: Any) -> str:

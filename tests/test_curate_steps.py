@@ -126,6 +126,49 @@ def test_near_dup_non_english_and_very_long():
     assert len(result.removed) == 2
 
 
+def _chain(shift: int = 25, length: int = 200) -> list[Record]:
+    """A~B and B~C at 5-gram Jaccard ~0.77, A~C ~0.59: one union-find component (threshold 0.7).
+    Equal word lengths, so keep 'best' falls back to input order (A first)."""
+    words = [f"w{i:04d}" for i in range(length + 2 * shift)]
+    return [rec("Rewrite this.", " ".join(words[s : s + length])) for s in (0, shift, 2 * shift)]
+
+
+def test_near_dup_removes_only_records_close_to_the_kept_one():
+    a, b, c = _chain()
+    result = NearDupDedup(NearDupConfig()).run([a, b, c], CTX)
+    # c is far from a (the record kept) though connected through b: it is kept, as its own representative.
+    assert [r.id for r in result.kept] == [a.id, c.id]
+    assert [(r.record.id, r.duplicate_of) for r in result.removed] == [(b.id, a.id)]
+    sim = result.counters["similarity_to_kept"]
+    assert sim["removed"] == 1 and sim["below_threshold"] == 0 and sim["min"] >= 0.7
+    assert result.counters["split_components"] == 1 and result.counters["connected_components"] == 1
+    assert "warnings" not in result.counters
+
+
+def test_near_dup_chain_option_keeps_union_find_with_a_warning(caplog):
+    a, b, c = _chain()
+    result = NearDupDedup(NearDupConfig(chain=True)).run([a, b, c], CTX)
+    assert [r.id for r in result.kept] == [a.id]
+    assert {r.record.id: r.duplicate_of for r in result.removed} == {b.id: a.id, c.id: a.id}
+    sim = result.counters["similarity_to_kept"]
+    assert sim["below_threshold"] == 1 and sim["min"] < 0.7
+    detail = {r.record.id: r.detail for r in result.removed}[c.id]
+    assert float(detail.split()[2]) < 0.7  # the ledger states the low similarity
+    assert "below 0.7" in result.counters["warnings"][0]
+    assert any("chain: true" in m for m in caplog.messages)
+
+
+def test_near_dup_removed_record_goes_to_the_closest_representative():
+    # Two representatives (a, c) in one component; d is close to c only.
+    a, b, c = _chain()
+    words = c.response.split()
+    d = rec("Rewrite this.", " ".join(words[:-1] + ["zzzzz"]))
+    result = NearDupDedup(NearDupConfig()).run([a, b, c, d], CTX)
+    partner = {r.record.id: r.duplicate_of for r in result.removed}
+    assert partner == {b.id: a.id, d.id: c.id}
+    assert {r.cluster_id for r in result.removed} == {f"near-{a.id}", f"near-{c.id}"}
+
+
 # ----------------------------------------------------------------------------- quality
 
 
@@ -362,3 +405,17 @@ def test_model_score_keeps_top_fraction(tiny_model_dir, score):
     assert all(r.reason == "low_model_score" for r in result.removed)
     assert all("model_score" in r.meta for r in result.kept)
     assert result.counters["score"] == score
+
+
+def test_curate_summary_prints_the_similarity_to_kept_and_the_chain_warning():
+    from rich.console import Console
+
+    from curatune.curate.command import _similarity_line
+
+    a, b, c = _chain()
+    result = NearDupDedup(NearDupConfig(chain=True)).run([a, b, c], CTX)
+    console = Console(record=True, width=200)
+    _similarity_line({"name": "near_dup", "counters": result.counters}, console)
+    text = console.export_text()
+    assert "near_dup: similarity of removed records to the record kept: min 0." in text
+    assert "warning:" in text and "chain: true removed 1 of 2" in text

@@ -81,9 +81,16 @@ def test_sharegpt_role_names_map_to_three_roles():
 
 
 def test_sharegpt_unknown_role_is_rejected_naming_the_role():
-    exc = rejection("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "x"}, {"from": "gpt", "value": "a"}]})
+    exc = rejection("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "narrator", "value": "x"}, {"from": "gpt", "value": "a"}]})
     assert exc.reason == "unknown_role"
-    assert "function_call" in exc.message and "conversations[1]" in exc.message
+    assert "narrator" in exc.message and "conversations[1]" in exc.message
+
+
+def test_sharegpt_function_call_that_is_not_json_is_rejected_naming_the_turn():
+    # function_call is a known speaker now (tool calling); its value must be the call as JSON.
+    exc = rejection("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "x"}, {"from": "gpt", "value": "a"}]})
+    assert exc.reason == "bad_tool_call"
+    assert "conversations[1].value" in exc.message and "not JSON" in exc.message
 
 
 def test_openai_content_parts_are_joined():

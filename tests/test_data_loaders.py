@@ -84,7 +84,7 @@ def test_sharegpt_with_system_roles_and_an_unknown_role():
     assert [m["role"] for m in result.records[1].messages] == ["system", "user", "assistant"]
     assert reasons(result) == {"3": "unknown_role"}
     detail = result.rejected["detail"].iloc[0]
-    assert "sharegpt.json:3" in detail and "'observation'" in detail and "conversations[1]" in detail
+    assert "sharegpt.json:3" in detail and "'narrator'" in detail and "conversations[1]" in detail
 
 
 def test_openai_messages():
@@ -218,7 +218,7 @@ def test_every_bad_chat_row_is_rejected_with_reason():
         "5": "empty_content", "6": "missing_field", "8": "not_an_object",
     }
     details = dict(zip(result.rejected["reason"], result.rejected["detail"]))
-    assert "bad_chats.jsonl:3: messages[1].role is 'tool'" in details["unknown_role"]
+    assert "bad_chats.jsonl:3: messages[1].role is 'narrator'" in details["unknown_role"]
     assert "bad_chats.jsonl:5: messages[1].content (assistant turn) is empty" in details["empty_content"]
 
 

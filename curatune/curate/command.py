@@ -37,6 +37,8 @@ def _summary(report: dict[str, Any], console: Console, run_dir: Path) -> None:
         table.add_row(step["name"], str(step["input"]), str(step["kept"]), str(step["removed"]),
                       str(step.get("trimmed", 0)), seconds, reasons)
     console.print(table)
+    for step in report["steps"]:
+        _similarity_line(step, console)
     console.print(
         f"[bold]{report['input_records']}[/bold] records in = [bold green]{report['kept']} kept[/bold green]"
         f"{_trimmed_among_kept(report)} + {report['removed']} dropped ({report['seconds']:.1f} s)"
@@ -63,6 +65,20 @@ def _trimmed_among_kept(report: dict) -> str:
     """Trimmed records are kept (their clean prefix); their cut turns are in the ledger."""
     trimmed = report.get("kept_trimmed") or 0
     return f" ({trimmed} of them trimmed)" if trimmed else ""
+
+
+def _similarity_line(step: dict[str, Any], console: Console) -> None:
+    """near_dup: how close the removed records are to the record kept for them (and any warning)."""
+    similarity = step.get("counters", {}).get("similarity_to_kept")
+    if not similarity or not similarity.get("removed"):
+        return
+    bins = ", ".join(f"{k} {v}" for k, v in similarity["bins"].items() if v)
+    console.print(
+        f"{step['name']}: similarity of removed records to the record kept: min {similarity['min']}, "
+        f"median {similarity['median']}; {bins}"
+    )
+    for warning in step["counters"].get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 def _absolute(path: str) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -23,17 +24,19 @@ from curatune.curate.embeddings import embed_texts, kmeans_labels, resolve_dtype
 from curatune.curate.minhash import (
     _sign_chunk,
     connected_clusters,
-    estimated_jaccard,
     lsh_params,
     verified_pairs,
 )
+from curatune.curate.near_clusters import assign_representatives, similarity_report
 from curatune.curate.parallel import effective_workers, parallel_map
 from curatune.curate.quality import heuristic_quality, truncation_reason
 from curatune.curate.static_embeddings import embed_static
 from curatune.curate.template_text import TemplateStripper, numbers
 from curatune.curate.text import jaccard, normalize, shingle_set
 from curatune.models import pick_device
-from curatune.records import Record
+from curatune.records import Record, message_text
+
+logger = logging.getLogger(__name__)
 
 
 def keep_order(records: Sequence[Record], policy: str) -> np.ndarray:
@@ -121,7 +124,7 @@ def _conversation_keys(record: Record) -> list[bytes]:
     keys: list[bytes] = []
     started = False
     for i, message in enumerate(record.messages):
-        part = normalize(message["content"])
+        part = normalize(message_text(message))
         if part:
             digest.update(((" " if started else "") + part).encode("utf-8"))
             started = True
@@ -231,17 +234,45 @@ class NearDupDedup(Step):
             answers_differ = int((~agree).sum())
             left, right = left[agree], right[agree]
         labels = connected_clusters(len(records), left, right)
-
-        def describe(i: int, k: int) -> str:
-            sim = estimated_jaccard(sig, np.array([i]), np.array([k]))[0]
-            return f"estimated Jaccard {sim:.2f} with {records[k].id} ({cfg.ngram}-gram shingles)"
-
-        result = resolve_clusters(records, labels, cfg.keep, "near_duplicate", "near", describe)
-        result.counters.update(
-            {"bands": bands, "rows": rows, "candidates": int(pairs.candidates), "verified_pairs": int(len(pairs.left)),
-             "pairs_with_different_answers": answers_differ}
+        sizes = np.bincount(labels)
+        shared = np.flatnonzero(sizes[labels] > 1)
+        rank = np.zeros(len(records), dtype=np.int64)
+        if len(shared):
+            rank[shared] = keep_order([records[i] for i in shared], cfg.keep)
+        check_answers = cfg.field == "text" and cfg.response_threshold > 0
+        assignment = assign_representatives(
+            sig, labels, rank, cfg.threshold, cfg.chain,
+            (lambda a, b: self._answers_agree(records, a, b)) if check_answers else None,
         )
-        return result
+        kept, removed = [], []
+        for i, record in enumerate(records):
+            k = int(assignment.kept_for[i])
+            if k < 0:
+                kept.append(record)
+                continue
+            removed.append(Removal(
+                record, "near_duplicate",
+                f"estimated Jaccard {assignment.similarity[i]:.2f} with {records[k].id} ({cfg.ngram}-gram shingles)",
+                duplicate_of=records[k].id, cluster_id=f"near-{records[k].id}",
+            ))
+        similarity = similarity_report(assignment.similarity, cfg.threshold)
+        counters = {
+            "bands": bands, "rows": rows, "candidates": int(pairs.candidates), "verified_pairs": int(len(pairs.left)),
+            "pairs_with_different_answers": answers_differ,
+            "clusters": len({int(k) for k in assignment.kept_for if k >= 0}),
+            "connected_components": assignment.components, "split_components": assignment.split_components,
+            "largest_component": assignment.largest_component, "chain": cfg.chain,
+            "similarity_to_kept": similarity,
+        }
+        if cfg.chain and similarity["below_threshold"]:
+            warning = (
+                f"near_dup chain: true removed {similarity['below_threshold']} of {similarity['removed']} records whose "
+                f"own similarity to the kept record is below {cfg.threshold} (down to {similarity['min']}); "
+                "chain: false removes only records close to the record kept"
+            )
+            logger.warning(warning)
+            counters["warnings"] = [warning]
+        return StepResult(kept, removed, counters)
 
     def _answers_agree(self, records: list[Record], left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Exact Jaccard of the assistant turns' shingles >= response_threshold, per candidate pair.
@@ -255,7 +286,7 @@ class NearDupDedup(Step):
 
         def of(i: int) -> set[int]:
             if i not in shingles:
-                answers = "\n".join(m["content"] for m in records[i].messages if m["role"] == "assistant")
+                answers = "\n".join(message_text(m) for m in records[i].messages if m["role"] == "assistant")
                 shingles[i] = shingle_set(answers, cfg.ngram)
             return shingles[i]
 

@@ -480,6 +480,8 @@ class TurnVerdict(NamedTuple):
 
 def first_failure(checker: QualityChecker, messages: list[dict[str, str]]) -> TurnVerdict | None:
     for turn in assistant_turns(messages):
+        if turn.is_tool_call:
+            continue  # a tool call is structured output: the text rules (empty, short, cut off, ...) do not apply
         found = checker.check(turn.context_chars, lambda t=turn: t.context, turn.user, turn.response,
                               next_user=turn.next_user)
         if found:

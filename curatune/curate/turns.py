@@ -13,7 +13,7 @@ from typing import Iterator
 from pydantic import BaseModel
 
 from curatune.curate.base import TRIM, CurateContext, Removal, Rule, Step, StepResult
-from curatune.records import Record
+from curatune.records import Record, message_text
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,12 @@ class AssistantTurn:
 
     @property
     def response(self) -> str:
-        return self.messages[self.index]["content"]
+        return message_text(self.messages[self.index])
+
+    @property
+    def is_tool_call(self) -> bool:
+        """The turn calls a tool: structured output, not an answer for the text rules to judge."""
+        return bool(self.messages[self.index].get("tool_calls"))
 
     @property
     def next_user(self) -> str | None:
@@ -39,7 +44,7 @@ class AssistantTurn:
     @property
     def context(self) -> str:
         """Every message before this turn, joined (built on demand: long chats would cost O(n^2))."""
-        return "\n".join(m["content"] for m in self.messages[: self.index])
+        return "\n".join(message_text(m) for m in self.messages[: self.index])
 
 
 def assistant_turns(messages: list[dict[str, str]]) -> Iterator[AssistantTurn]:
@@ -53,12 +58,12 @@ def assistant_turns(messages: list[dict[str, str]]) -> Iterator[AssistantTurn]:
             exchange_start = i + 1
         elif message["role"] == "user":
             user = message["content"]
-        context_chars += len(message["content"])
+        context_chars += len(message_text(message))
 
 
 def is_complete(messages: list[dict[str, str]]) -> bool:
     """A trainable conversation: at least one non-empty user turn and one non-empty assistant turn."""
-    roles = {m["role"] for m in messages if m["content"].strip()}
+    roles = {m["role"] for m in messages if message_text(m).strip()}
     return "user" in roles and "assistant" in roles
 
 
@@ -100,7 +105,8 @@ def repair_empty_turns(record: Record) -> Repair | None:
     * an empty user turn that is the whole question: the exchange it opens goes.
     """
     messages = record.messages
-    empty = [i for i, m in enumerate(messages) if m["role"] != "system" and not m["content"].strip()]
+    # A tool result may be empty (a call that returns nothing); only user and assistant turns must say something.
+    empty = [i for i, m in enumerate(messages) if m["role"] in ("user", "assistant") and not message_text(m).strip()]
     if not empty:
         return None
     drop: set[int] = set()

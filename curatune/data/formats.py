@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Iterable
 
 from curatune.errors import DataError
+from curatune.records import message_text
 
 # ----------------------------------------------------------------------------- reasons
 
@@ -34,6 +35,7 @@ REASONS = {
     "no_assistant_turn": "the conversation has no assistant turn",
     "unknown_role": "a turn's role/from is not one of the known speaker names",
     "undecodable_text": "the row contains bytes that are not valid in the file's encoding",
+    "bad_tool_call": "a tool call has no function name, or its arguments (or the row's tools) are not valid JSON",
 }
 
 
@@ -198,7 +200,17 @@ ROLE_ALIASES = {
     "bard": "assistant",
     "assistant": "assistant",
     "model": "assistant",
+    # Tool results: OpenAI "tool" (legacy "function"), ShareGPT/LLaMA-Factory "observation", Llama 3 "ipython".
+    "tool": "tool",
+    "function": "tool",
+    "observation": "tool",
+    "ipython": "tool",
+    # ShareGPT/LLaMA-Factory: an assistant turn whose value is the call, {"name", "arguments"} as JSON.
+    "function_call": "assistant",
 }
+
+#: Speaker names whose turn is a tool call written as JSON text (the value becomes ``tool_calls``).
+CALL_SPEAKERS = {"function_call"}
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -254,6 +266,8 @@ class RowConverter:
         category = self._category(row)
         consumed = self._used if used_system or not fm.system else self._used - {fm.system}
         meta = {k: v for k, v in row.items() if k not in consumed}
+        if row.get("tools") is not None and fm.kind != "instruction":
+            meta["tools"] = normalize_tools(row["tools"])
         return Converted(messages, category, meta)
 
     # -- the two shapes of raw data
@@ -287,7 +301,7 @@ class RowConverter:
         # and ledgered); only a conversation with no non-empty user or assistant turn is rejected.
         for role in ("user", "assistant"):
             present = [i for i, m in enumerate(messages) if m["role"] == role]
-            if present and not any(messages[i]["content"].strip() for i in present):
+            if present and not any(message_text(messages[i]).strip() for i in present):
                 i = present[0]
                 key = "value" if "value" in turns[i] else "content"
                 raise RowRejected("empty_content", f"{field}[{i}].{key} ({role} turn) is empty or whitespace only")
@@ -302,8 +316,6 @@ class RowConverter:
         content_key = "value" if "value" in turn else "content"
         if turn.get(role_key) is None:
             raise RowRejected("missing_field", f"{where} has no 'from' or 'role'")
-        if content_key not in turn:
-            raise RowRejected("missing_field", f"{where} has no 'value' or 'content'")
         speaker = turn[role_key]
         if not isinstance(speaker, str):
             raise RowRejected("wrong_type", f"{where}.{role_key} must be text, got {_type_name(speaker)}")
@@ -313,8 +325,23 @@ class RowConverter:
                 "unknown_role",
                 f"{where}.{role_key} is {speaker!r}; known: {', '.join(sorted(ROLE_ALIASES))}",
             )
-        content = _content_text(turn[content_key], f"{where}.{content_key}")
-        return {"role": role, "content": content}
+        calls = tool_calls_of(turn, speaker.strip().lower(), content_key, where)
+        if content_key not in turn and not calls:
+            raise RowRejected("missing_field", f"{where} has no 'value' or 'content'")
+        if calls and (speaker.strip().lower() in CALL_SPEAKERS or turn.get(content_key) is None):
+            content = ""  # the value was the call itself, or OpenAI's content: null beside tool_calls
+        else:
+            content = _content_text(turn[content_key], f"{where}.{content_key}")
+        message: dict[str, Any] = {"role": role, "content": content}
+        if calls:
+            if role != "assistant":
+                raise RowRejected("bad_tool_call", f"{where} is a {role} turn with tool calls (only assistant turns call tools)")
+            message["tool_calls"] = calls
+        if role == "tool":
+            for key in ("tool_call_id", "name"):
+                if isinstance(turn.get(key), str) and turn[key]:
+                    message[key] = turn[key]
+        return message
 
     def _with_system(
         self, row: dict[str, Any], messages: list[dict[str, str]]
@@ -362,6 +389,78 @@ class RowConverter:
         for i, m in enumerate(messages):
             if _LONE_SURROGATE.search(m["content"]):
                 raise RowRejected("undecodable_text", f"turn {i} ({m['role']}) contains undecodable bytes")
+
+
+def tool_calls_of(turn: dict[str, Any], speaker: str, content_key: str, where: str) -> list[dict[str, Any]]:
+    """A turn's tool calls in OpenAI's shape with arguments as an object, or [] when it has none.
+
+    Read from OpenAI's ``tool_calls`` (or legacy ``function_call``) field, or from the JSON value
+    of a ShareGPT ``function_call`` turn ({"name", "arguments"} or a list of them)."""
+    if speaker in CALL_SPEAKERS:
+        raw = turn.get(content_key)
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raise RowRejected("bad_tool_call", f"{where}.{content_key} (a function_call turn) is not JSON") from None
+        raw_calls = raw if isinstance(raw, list) else [raw]
+        return [_tool_call(c, f"{where}.{content_key}") for c in raw_calls]
+    if turn.get("tool_calls") is not None:
+        raw_calls = turn["tool_calls"]
+        if isinstance(raw_calls, str):
+            raw_calls = _parse_json_text(raw_calls, f"{where}.tool_calls")
+        if not isinstance(raw_calls, list):
+            raise RowRejected("bad_tool_call", f"{where}.tool_calls must be a list, got {_type_name(raw_calls)}")
+        return [_tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(raw_calls)]
+    if turn.get("function_call") is not None:
+        return [_tool_call(turn["function_call"], f"{where}.function_call")]
+    return []
+
+
+def _tool_call(raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise RowRejected("bad_tool_call", f"{where} must be an object, got {_type_name(raw)}")
+    function = raw.get("function") if isinstance(raw.get("function"), dict) else raw
+    name = function.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RowRejected("bad_tool_call", f"{where} has no function name")
+    arguments = function.get("arguments", function.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            raise RowRejected("bad_tool_call", f"{where}: the arguments of {name!r} are not valid JSON") from None
+    if not isinstance(arguments, dict):
+        raise RowRejected("bad_tool_call", f"{where}: the arguments of {name!r} must be a JSON object")
+    call: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments}}
+    if isinstance(raw.get("id"), str) and raw["id"]:
+        call["id"] = raw["id"]
+    return call
+
+
+def normalize_tools(raw: Any) -> list[dict[str, Any]]:
+    """The row's function schemas as OpenAI tools ({"type": "function", "function": {...}}).
+
+    Accepts a list or its JSON text (LLaMA-Factory's sharegpt format stores a string), with or
+    without the {"type": "function"} wrapper."""
+    if isinstance(raw, str):
+        if not raw.strip():
+            return []
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise RowRejected("bad_tool_call", "field 'tools' is text that is not JSON") from None
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise RowRejected("bad_tool_call", f"field 'tools' must be a list of function schemas, got {_type_name(raw)}")
+    tools = []
+    for j, tool in enumerate(raw):
+        function = tool.get("function") if isinstance(tool, dict) and isinstance(tool.get("function"), dict) else tool
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise RowRejected("bad_tool_call", f"tools[{j}] has no function name")
+        tools.append({"type": "function", "function": function})
+    return tools
 
 
 def _scalar_text(value: Any, where: str) -> str:

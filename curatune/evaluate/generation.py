@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from curatune.chat_format import PLAIN_TEMPLATE
+from curatune.chat_format import ChatSettings
 from curatune.evaluate.lm_scoring import (
     _accepts_logits_to_keep,
     cache_argument,
@@ -45,7 +45,7 @@ class GenerationOutput:
     truncated_prompts: int = 0
 
 
-def prompt_messages(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+def prompt_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The conversation up to (not including) its last assistant turn."""
     for i in range(len(messages) - 1, -1, -1):
         if messages[i]["role"] == "assistant":
@@ -53,16 +53,20 @@ def prompt_messages(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     return [dict(m) for m in messages]
 
 
-def format_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+def format_prompt(tokenizer: Any, messages: Sequence[dict[str, Any]], chat: ChatSettings | None = None,
+                  tools: list[dict[str, Any]] | None = None) -> str:
     """The text the model continues, rendered as in training (curatune.chat_format).
 
-    A tokenizer without a chat template gets training's documented plain template (a
-    fine-tuned cell's tokenizer carries it already; the base model's does not), passed
-    per call so a shared, cached tokenizer is never modified.
+    ``chat``: the run's train.chat_template / system_prompt, so the base model and every cell
+    see the template and system prompt the cells were trained with. Without a configured
+    template, a tokenizer without one gets training's documented plain template (a fine-tuned
+    cell's tokenizer carries it already; the base model's does not), passed per call so a
+    shared, cached tokenizer is never modified.
     """
-    template = None if getattr(tokenizer, "chat_template", None) else PLAIN_TEMPLATE
+    chat = chat or ChatSettings()
     return tokenizer.apply_chat_template(
-        prompt_messages(messages), tokenize=False, add_generation_prompt=True, chat_template=template
+        chat.messages(prompt_messages(messages)), tools=tools or None, tokenize=False, add_generation_prompt=True,
+        chat_template=chat.template_for(tokenizer),
     )
 
 

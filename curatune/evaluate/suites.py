@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from curatune.chat_format import ChatSettings
 from curatune.config import ExperimentConfig
 from curatune.data.loaders import load_path
 from curatune.errors import DataError
@@ -217,6 +218,8 @@ class GenerationTask(Suite):
             "n": len(self.items),
             "metrics": self.metrics,
             "generation": {"max_new_tokens": settings.max_new_tokens, "stop": settings.stop},
+            # Prompts change with the chat settings; keys only when set, so older parts stay current.
+            **({"chat": chat} if (chat := _chat_identity(self.ctx.config.train)) else {}),
             "embedder": self.ctx.config.model.embedder if "comet_like" in self.metrics else None,
             # comet_like v1 predates this key (adding it would rescore every existing run for
             # nothing); any later version changes the fingerprint, so parts scored by another
@@ -227,7 +230,8 @@ class GenerationTask(Suite):
 
     def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
         records = self.items
-        prompts = [format_prompt(tokenizer, r.messages) for r in records]
+        chat = ChatSettings.from_train(self.ctx.config.train)  # the cells' template and system prompt
+        prompts = [format_prompt(tokenizer, r.messages, chat, r.tools) for r in records]
         generated = generate(
             model, tokenizer, prompts, self.settings, progress=self.ctx.progress, description=f"{label} {self.name}"
         )
@@ -391,3 +395,14 @@ def build_suites(ctx: EvalContext) -> list[Suite]:
 def fingerprint_digest(parts: dict[str, Any]) -> str:
     text = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _chat_identity(train: Any) -> dict[str, Any]:
+    """train.chat_template (by hash) and train.system_prompt when set: they change every prompt."""
+    chat = ChatSettings.from_train(train)
+    out: dict[str, Any] = {}
+    if chat.template:
+        out["chat_template_sha1"] = hashlib.sha1(chat.template.encode("utf-8")).hexdigest()
+    if chat.system_prompt:
+        out["system_prompt"] = chat.system_prompt
+    return out

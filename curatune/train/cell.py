@@ -33,7 +33,12 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from curatune.chat_format import PaddingCollator, encode, ensure_chat_template
+from curatune.chat_format import (
+    ChatSettings,
+    PaddingCollator,
+    apply_chat_settings,
+    encode,
+)
 from curatune.config import ExperimentConfig
 from curatune.errors import ModelError, WriteError, environment_error, is_disk_error
 from curatune.model_card import RunFacts, base_model_id, describe_weights_folder
@@ -96,9 +101,25 @@ def fingerprint(config: ExperimentConfig, spec: CellSpec, subset_ids: list[str])
         settings["qlora"] = train.qlora.model_dump(mode="json")
     if spec.method not in ("full", "lora", "qlora"):
         settings[spec.method] = train.method_settings(spec.method).model_dump(mode="json")
+    chat = _chat_fingerprint(train)
+    if chat:  # only when set: cells trained before these settings existed stay current
+        settings["chat"] = chat
     settings["base_model"] = config.model.base
     settings["subset_sha1"] = hashlib.sha1("\n".join(subset_ids).encode()).hexdigest()
     return json.loads(json.dumps(settings, default=str))
+
+
+def _chat_fingerprint(train: Any) -> dict[str, Any]:
+    """The chat settings that differ from their defaults (the template by its hash)."""
+    chat: dict[str, Any] = {}
+    template = train.chat_template_text()
+    if template:
+        chat["chat_template_sha1"] = hashlib.sha1(template.encode("utf-8")).hexdigest()
+    if train.system_prompt:
+        chat["system_prompt"] = train.system_prompt
+    if train.train_on_inputs:
+        chat["train_on_inputs"] = True
+    return chat
 
 
 def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -157,15 +178,32 @@ def subset_records(run_dir: RunDir, spec: CellSpec, pool: list[Record] | None = 
     return out
 
 
+def check_tool_rendering(config: ExperimentConfig, run_dir: RunDir, model_path: Path) -> int:
+    """Render every tool-calling record of the pool with the template the cells will use; the first
+    one the template cannot render raises one DataError (file:row) before any cell starts, instead of
+    every cell failing on it. Returns how many tool-calling records were checked."""
+    from transformers import AutoTokenizer
+
+    records = [r for r in load_pool(run_dir) if r.uses_tools]
+    if not records:
+        return 0
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
+    chat = ChatSettings.from_train(config.train)
+    apply_chat_settings(tokenizer, chat)
+    for record in records:
+        encode(tokenizer, record, config.train.max_seq_length, chat)
+    return len(records)
+
+
 class EncodedDataset:
     """A list of tokenized examples; the map-style dataset the Trainer iterates."""
 
-    def __init__(self, tokenizer, records: list[Record], max_length: int):
+    def __init__(self, tokenizer, records: list[Record], max_length: int, chat: ChatSettings | None = None):
         self.examples = []
         self.truncated = 0
         self.without_target = 0  # answer entirely cut off by max_length: nothing to learn
         for record in records:
-            enc = encode(tokenizer, record, max_length)
+            enc = encode(tokenizer, record, max_length, chat)
             if enc.trained_tokens == 0:
                 self.without_target += 1
                 continue
@@ -194,7 +232,7 @@ def load_base_for_training(config: ExperimentConfig, method: str, model_path: Pa
 
     trust = config.model.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
-    ensure_chat_template(tokenizer)
+    apply_chat_settings(tokenizer, ChatSettings.from_train(config.train))  # saved with the cell's weights
     ensure_pad_token(tokenizer)
     # Master weights in float32 unless asked otherwise; bf16 training is autocast on top.
     dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
@@ -576,7 +614,7 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     set_seed(spec.seed)  # before the adapter is created: its random init is part of the cell
     tokenizer, model = load_base_for_training(config, spec.method, base_path)
     trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    dataset = EncodedDataset(tokenizer, records, config.train.max_seq_length)
+    dataset = EncodedDataset(tokenizer, records, config.train.max_seq_length, ChatSettings.from_train(config.train))
     if len(dataset) == 0:
         raise ModelError(
             f"{spec.key}: no example keeps any answer token within train.max_seq_length = "

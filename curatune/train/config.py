@@ -5,9 +5,18 @@ GPU raise ``per_device_batch_size`` and ``max_seq_length``.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from curatune.errors import ConfigError
+
+
+def is_template_text(value: str) -> bool:
+    """A chat_template value that is the template itself rather than the path of a file."""
+    return "{{" in value or "{%" in value
+
 
 METHODS = ("full", "lora", "qlora", "dora", "ia3", "loha", "lokr", "prompt_tuning", "prefix_tuning")
 #: Methods whose cells save a peft adapter on top of the unchanged base (every method but full).
@@ -209,6 +218,23 @@ class TrainConfig(BaseModel):
     max_seq_length: int = Field(
         default=384, ge=16, description="Tokens per example; longer examples are cut at the end (counted in done.json)."
     )
+    # ---- chat formatting (also used by evaluation prompts, so a cell is prompted as it was trained)
+    chat_template: str | None = Field(
+        default=None,
+        description="A Jinja chat template (the text, or the path of a file holding it) used instead of the "
+        "model's own, e.g. for a base model without one; saved with every cell. Unset: the model's template, "
+        "or curatune's plain '### User:' template when it has none. Needed for tool-calling data when the "
+        "model's template ignores tools and tool_calls.",
+    )
+    train_on_inputs: bool = Field(
+        default=False,
+        description="false: the loss covers the assistant turns only (tool calls included). true: every token "
+        "of the rendered conversation (system, user and tool turns too).",
+    )
+    system_prompt: str | None = Field(
+        default=None,
+        description="A system message added to every record that has none, in training and in evaluation prompts.",
+    )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory (slower).")
     bf16: Literal["auto"] | bool = Field(
         default="auto",
@@ -299,6 +325,27 @@ class TrainConfig(BaseModel):
         if len(set(methods)) != len(methods):
             raise ValueError("methods must be distinct")
         return methods
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_or_file(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not is_template_text(value) and not Path(value).expanduser().is_file():
+            raise ValueError(
+                f"{value!r} is neither a Jinja template (no '{{{{' or '{{%') nor an existing file holding one"
+            )
+        return value
+
+    def chat_template_text(self) -> str | None:
+        """The configured template itself (read from its file when a path was given), or None."""
+        if self.chat_template is None or is_template_text(self.chat_template):
+            return self.chat_template
+        path = Path(self.chat_template).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"train.chat_template: cannot read {path} ({exc.strerror or exc})") from None
 
     @field_validator("evaluate_hook")
     @classmethod

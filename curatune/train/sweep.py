@@ -31,6 +31,7 @@ from curatune.terminal import bars_enabled, log_line, quiet_library_warnings
 from curatune.tracking import check_trackers
 from curatune.train.cell import (
     CellOutcome,
+    check_tool_rendering,
     load_pool,
     planned_steps,
     qlora_problem,
@@ -329,7 +330,8 @@ def run_sweep(config: ExperimentConfig, run_dir: RunDir | str | os.PathLike | No
             plan.notes.append(f"{damage}; training cell {spec.key} again")
     todo = [s for s in grid if s not in done]
     if todo and executor == "local":  # a missing model is one error (exit 2), not a failure of every cell
-        resolve_model_path(config.model.base, trust_remote_code=config.model.trust_remote_code)
+        base_path = resolve_model_path(config.model.base, trust_remote_code=config.model.trust_remote_code)
+        check_tool_rendering(config, run_dir, base_path)  # a template that drops tool calls: one error, not N failed cells
     summary = SweepSummary(len(grid), already_done=[s.key for s in done], oversized=plan.oversized,
                            pool_size=plan.pool_size, heldout_size=plan.heldout_size, notes=plan.notes)
 
