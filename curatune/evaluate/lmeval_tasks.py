@@ -90,20 +90,25 @@ def load_tasks(spec: LmEvalSuite) -> LoadedTasks:
     path = Path(spec.path).expanduser().resolve() if spec.path else None
     if path is not None and not path.exists():
         raise ConfigError(f"suite {spec.name!r}: {path}: no such task YAML file or folder")
-    if path is not None and path.is_dir() and not spec.task:
-        raise ConfigError(f"suite {spec.name!r}: {path} is a folder of task YAMLs; name the one to run with task "
-                          f"(found: {', '.join(_local_task_names(path)) or 'none'})")
     data_root = (path if path.is_dir() else path.parent) if path is not None else None
     target = spec.task or str(path)
     with _lm_eval_quiet(), _working_dir(data_root):
-        # A local task needs lm-eval's own registry only when it refers to a registered task (a
-        # group listing mmlu subjects); indexing it takes tens of seconds, so it is tried second.
-        found = None
-        if path is not None:
-            found = _try_load(spec, target, include=data_root, defaults=False, missing_ok=True)
-        if found is None:
-            found = _try_load(spec, target, include=data_root, defaults=True, missing_ok=False)
-    manager, loaded = found
+        if path is None:
+            manager = _task_manager(None, registry=True)
+            loaded = _load(spec, manager, target, registry_next=False)
+        else:
+            # Indexing lm-eval's own registry takes tens of seconds; a local task needs it only
+            # when it refers to registered tasks (a local group listing mmlu subjects).
+            manager = _task_manager(data_root, registry=False)
+            if path.is_dir() and not spec.task:
+                raise ConfigError(f"suite {spec.name!r}: {path} is a folder of task YAMLs; name the one to run "
+                                  f"with task (found: {', '.join(manager.all_tasks) or 'none'})")
+            if spec.task and spec.task not in manager.all_tasks:
+                raise _unknown_task(spec, manager, data_root)
+            loaded = _load(spec, manager, target, registry_next=True)
+            if loaded is None:
+                manager = _task_manager(data_root, registry=True)
+                loaded = _load(spec, manager, target, registry_next=False)
     tasks, groups = loaded["tasks"], loaded["groups"]
     name = _configured_name(spec, path, tasks, groups)
     if name in groups:
@@ -117,21 +122,31 @@ def load_tasks(spec: LmEvalSuite) -> LoadedTasks:
     return LoadedTasks(name, objects, dict(tasks), n_docs, filters, data_root, manager)
 
 
-def _try_load(spec: LmEvalSuite, target: str, *, include: Path | None, defaults: bool, missing_ok: bool):
+def _task_manager(include: Path | None, *, registry: bool) -> Any:
     from lm_eval.tasks import TaskManager  # optional dependency
 
-    manager = TaskManager(include_path=str(include) if include else None, include_defaults=defaults)
+    return TaskManager(include_path=str(include) if include else None, include_defaults=registry)
+
+
+def _load(spec: LmEvalSuite, manager: Any, target: str, *, registry_next: bool) -> dict[str, Any] | None:
+    """The built task (lm-eval's {"tasks", "groups"}); None when a name it refers to is not
+    indexed and ``registry_next`` says lm-eval's registry is tried next."""
     try:
-        return manager, manager.load([target])
+        return manager.load([target])
     except KeyError:
-        if missing_ok:
+        if registry_next:
             return None
-        close = difflib.get_close_matches(target, manager.all_tasks, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        where = f" (nor in {include})" if include else ""
-        raise ConfigError(f"suite {spec.name!r}: lm-eval has no task, group or tag {target!r}{where}{hint}") from None
+        raise _unknown_task(spec, manager, getattr(manager, "include_path", None)) from None
     except Exception as exc:  # noqa: BLE001 - network, missing data file, a broken YAML: all the user's to fix
         raise DataError(_load_failure(spec, target, exc)) from None
+
+
+def _unknown_task(spec: LmEvalSuite, manager: Any, where: Any) -> ConfigError:
+    target = spec.task or str(spec.path)
+    close = difflib.get_close_matches(target, manager.all_tasks, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    place = f" in {where}" if where else ""
+    return ConfigError(f"suite {spec.name!r}: lm-eval has no task, group or tag {target!r}{place}{hint}")
 
 
 def _load_failure(spec: LmEvalSuite, target: str, exc: Exception) -> str:
@@ -140,16 +155,6 @@ def _load_failure(spec: LmEvalSuite, target: str, exc: Exception) -> str:
         return text + " (check the YAML and its dataset_kwargs.data_files, relative to the YAML's folder)"
     return (text + " (a registered task downloads its dataset from the Hugging Face hub; offline, write a task "
             "YAML over local files and give it as path: see docs/evaluate.md)")
-
-
-def _local_task_names(folder: Path) -> list[str]:
-    names = []
-    for yaml_file in sorted(folder.rglob("*.y*ml")):
-        for line in yaml_file.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith(("task:", "group:")):
-                names.append(line.split(":", 1)[1].strip().strip("'\""))
-                break
-    return names
 
 
 def _configured_name(spec: LmEvalSuite, path: Path | None, tasks: dict, groups: dict) -> str:
@@ -334,12 +339,9 @@ def convert_results(out: dict[str, Any], spec: LmEvalSuite, loaded: LoadedTasks)
     skipped: set[str] = set()
     for leaf, task in loaded.leaves.items():
         wanted = loaded.filters[leaf]
-        ids = loaded.doc_ids.get(leaf) or list(range(loaded.n_docs[leaf]))
         rows = [s for s in out["samples"].get(leaf, []) if s.get("filter", "none") == wanted]
-        for sample in sorted(rows, key=lambda s: s["doc_id"]):
-            # with `samples`, lm-eval numbers the chosen documents 0..k-1 in their original order
-            original = ids[sample["doc_id"]] if len(ids) < loaded.n_docs[leaf] else sample["doc_id"]
-            per_item.append(_item_row(leaf, original, sample, task, skipped))
+        for sample in sorted(rows, key=lambda s: s["doc_id"]):  # doc_id: the document's index in the task
+            per_item.append(_item_row(leaf, int(sample["doc_id"]), sample, task, skipped))
     if not per_item:
         raise DataError(f"suite {spec.name!r}: lm-eval returned no samples for {loaded.name!r}")
 
