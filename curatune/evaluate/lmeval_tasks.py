@@ -81,6 +81,9 @@ class LoadedTasks:
     filters: dict[str, str]  # leaf task name -> the filter whose results are reported
     data_root: Path | None  # the folder relative data_files resolve against (local YAML)
     manager: Any  # the TaskManager that built them (simple_evaluate would otherwise index lm-eval's registry)
+    #: what each leaf task is, as loaded (simple_evaluate later writes its settings into the config)
+    config_digests: dict[str, str] = field(default_factory=dict)
+    data_digests: dict[str, str] = field(default_factory=dict)  # local data file name -> content hash
     doc_ids: dict[str, list[int]] = field(default_factory=dict)  # leaf -> scored documents (all when absent)
 
 
@@ -119,7 +122,8 @@ def load_tasks(spec: LmEvalSuite) -> LoadedTasks:
         objects = list(tasks.values())
     filters = {leaf: _reported_filter(spec, leaf, task) for leaf, task in tasks.items()}
     n_docs = {leaf: len(task.eval_docs) for leaf, task in tasks.items()}
-    return LoadedTasks(name, objects, dict(tasks), n_docs, filters, data_root, manager)
+    configs, data = _task_digests(tasks, data_root)
+    return LoadedTasks(name, objects, dict(tasks), n_docs, filters, data_root, manager, configs, data)
 
 
 def _task_manager(include: Path | None, *, registry: bool) -> Any:
@@ -184,17 +188,20 @@ def task_fingerprint(loaded: LoadedTasks) -> dict[str, Any]:
     each task's resolved config and the content of its local data files, the scored documents."""
     import lm_eval  # optional dependency, present once tasks are loaded
 
-    configs = {}
-    data = {}
-    for leaf, task in sorted(loaded.leaves.items()):
+    doc_ids = {leaf: hashlib.sha1(json.dumps(ids).encode()).hexdigest()[:16] for leaf, ids in loaded.doc_ids.items()}
+    return {"lm_eval": lm_eval.__version__, "task": loaded.name, "configs": loaded.config_digests,
+            "data": loaded.data_digests, "docs": doc_ids, "n_docs": loaded.n_docs, "filters": loaded.filters}
+
+
+def _task_digests(tasks: dict[str, Any], data_root: Path | None) -> tuple[dict[str, str], dict[str, str]]:
+    configs, data = {}, {}
+    for leaf, task in sorted(tasks.items()):
         config = _stable(task.dump_config())
         config.get("metadata", {}).pop("config_source", None)  # where the YAML sits, not what it says
         configs[leaf] = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-        for file in _local_data_files(task, loaded.data_root):
-            data[str(file.name)] = _file_digest(file)
-    doc_ids = {leaf: hashlib.sha1(json.dumps(ids).encode()).hexdigest()[:16] for leaf, ids in loaded.doc_ids.items()}
-    return {"lm_eval": lm_eval.__version__, "task": loaded.name, "configs": configs, "data": data,
-            "docs": doc_ids, "n_docs": loaded.n_docs, "filters": loaded.filters}
+        for file in _local_data_files(task, data_root):
+            data[file.name] = _file_digest(file)
+    return configs, data
 
 
 def _stable(value: Any) -> Any:
@@ -320,10 +327,10 @@ def run_tasks(model: Any, tokenizer: Any, spec: LmEvalSuite, loaded: LoadedTasks
     """Score one loaded model on the suite's lm-eval task through ``lm_eval.simple_evaluate``."""
     from lm_eval import simple_evaluate  # optional dependency
 
-    lm = _lm_class()(model, tokenizer, batch_size=spec.batch_size, fast_loglikelihood=spec.scorer == "curatune",
-                     progress=progress)
     samples = {leaf: ids for leaf, ids in loaded.doc_ids.items() if len(ids) < loaded.n_docs[leaf]}
     with _lm_eval_quiet(), _rng_kept(), _no_environment_report():
+        lm = _lm_class()(model, tokenizer, batch_size=spec.batch_size, fast_loglikelihood=spec.scorer == "curatune",
+                         progress=progress)
         out = simple_evaluate(
             model=lm, tasks=list(loaded.objects), task_manager=loaded.manager, num_fewshot=spec.num_fewshot,
             fewshot_random_seed=spec.fewshot_seed, samples=samples or None, log_samples=True,
