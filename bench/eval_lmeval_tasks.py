@@ -245,8 +245,9 @@ def main(argv=None) -> int:
             else:
                 doc_ids = runs["curatune"]["doc_ids"][task] if "curatune" in runs else None
                 if doc_ids is None:  # the subset curatune's limit picks (same function, same seed)
-                    from curatune.evaluate.suites import select_subset
                     from lm_eval.tasks import TaskManager
+
+                    from curatune.evaluate.suites import select_subset
 
                     n = len(TaskManager(include_path=str(folder), include_defaults=False).load([task])["tasks"][task].eval_docs)
                     doc_ids = select_subset(n, args.limit_for(task), 0)

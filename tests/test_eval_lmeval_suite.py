@@ -110,6 +110,66 @@ def test_decontamination_reads_the_yaml_data_files_not_the_yaml(tasks_dir):
     assert {f.name for f in lm_eval_data_files(str(tasks_dir))} == {"mc.jsonl", "gsm.jsonl"}
 
 
+def _loaded(leaves: dict, name: str, filters: dict | None = None):
+    from curatune.evaluate.lmeval_tasks import LoadedTasks
+
+    return LoadedTasks(name, [], leaves, {leaf: 2 for leaf in leaves}, filters or {leaf: "none" for leaf in leaves},
+                       None, None, lm_eval_version="0.4.13")
+
+
+def test_conversion_of_lm_eval_output_types_without_lm_eval(no_lm_eval):
+    """lm-eval's per-sample log (shapes as in 0.4.13) becomes per-item columns the paired tests read:
+    0/1 values, log-likelihoods for perplexities (ratio test), no column for list-valued metrics."""
+    from types import SimpleNamespace
+
+    from curatune.evaluate.lmeval_tasks import convert_results
+
+    spec = LmEvalSuite(name="x", task="tag_of_two")
+    generate, rolling, lambada = (SimpleNamespace(OUTPUT_TYPE=t) for t in
+                                  ("generate_until", "loglikelihood_rolling", "loglikelihood"))
+    out = {
+        "results": {"ifeval_like": {"prompt_level_strict_acc,none": 0.5, "inst_level_strict_acc,none": 0.75,
+                                    "prompt_level_strict_acc_stderr,none": "N/A"}},
+        "versions": {"ifeval_like": 4.0}, "n-shot": {"ifeval_like": 0},
+        "samples": {"ifeval_like": [
+            {"doc_id": d, "doc": {}, "target": "", "arguments": [("Write two lines.", {"until": []})],
+             "resps": [[f"answer {d}"]], "filtered_resps": [f"answer {d}"], "filter": "none",
+             "metrics": ["prompt_level_strict_acc", "inst_level_strict_acc"],
+             "prompt_level_strict_acc": bool(d), "inst_level_strict_acc": [True, bool(d)]} for d in (0, 1)]},
+    }
+    run = convert_results(out, spec, _loaded({"ifeval_like": generate}, "ifeval_like"))
+    assert run.metrics == {"prompt_level_strict_acc": 0.5, "inst_level_strict_acc": 0.75}
+    frame = pd.DataFrame(run.per_item)
+    assert list(frame["prompt_level_strict_acc"]) == [0.0, 1.0] and "inst_level_strict_acc" not in frame.columns
+    assert list(frame["output"]) == ["answer 0", "answer 1"] and list(frame["example_id"]) == ["ifeval_like/0",
+                                                                                                  "ifeval_like/1"]
+    assert any("inst_level_strict_acc" in note and "no paired test" in note for note in run.notes)
+    assert "lm-eval:0.4.13|task:ifeval_like|version:4.0|num_fewshot:0" in run.signature
+
+    # a tag (no aggregate of its own): wikitext-like rolling perplexity and lambada-like loglikelihood
+    out = {
+        "results": {"wiki": {"word_perplexity,none": 9.0}, "lamb": {"acc,none": 0.5, "perplexity,none": 3.0}},
+        "higher_is_better": {"wiki": {"word_perplexity": False}, "lamb": {"acc": True, "perplexity": False}},
+        "samples": {
+            "wiki": [{"doc_id": 0, "target": "", "arguments": [("text",)], "resps": [[-20.0]],
+                      "filtered_resps": [-20.0], "filter": "none", "metrics": ["word_perplexity"],
+                      "word_perplexity": (-20.0, 10)}],
+            "lamb": [{"doc_id": d, "target": " word", "arguments": [("ctx", " word")], "resps": [[(-1.0, True)]],
+                      "filtered_resps": [(-1.0, True)], "filter": "none", "metrics": ["perplexity", "acc"],
+                      "perplexity": -1.0 - d, "acc": 1 - d} for d in (0, 1)],
+        },
+    }
+    run = convert_results(out, spec, _loaded({"wiki": rolling, "lamb": lambada}, "tag_of_two"))
+    frame = pd.DataFrame(run.per_item).set_index("example_id")
+    assert frame.loc["wiki/0", "loglik"] == -20.0 and frame.loc["wiki/0", "n_words"] == 10
+    assert list(frame.loc[["lamb/0", "lamb/1"], "loglik"]) == [-1.0, -2.0]
+    assert frame.loc["lamb/1", "perplexity"] == pytest.approx(np.exp(2.0))
+    assert run.metrics["acc"] == 0.5 and any("no aggregate" in note for note in run.notes)
+    # aggregated as lm-eval aggregates them: exp(-summed log-likelihood / words), exp(-mean log-likelihood)
+    assert run.metrics["word_perplexity"] == pytest.approx(np.exp(2.0))
+    assert run.metrics["perplexity"] == pytest.approx(np.exp(1.5))
+
+
 # ----------------------------------------------------------------------------- with lm-eval
 
 

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -84,12 +85,13 @@ class LoadedTasks:
     #: what each leaf task is, as loaded (simple_evaluate later writes its settings into the config)
     config_digests: dict[str, str] = field(default_factory=dict)
     data_digests: dict[str, str] = field(default_factory=dict)  # local data file name -> content hash
+    lm_eval_version: str = ""
     doc_ids: dict[str, list[int]] = field(default_factory=dict)  # leaf -> scored documents (all when absent)
 
 
 def load_tasks(spec: LmEvalSuite) -> LoadedTasks:
     """Build the suite's lm-eval task (downloading a registry task's dataset when needed)."""
-    import_lm_eval(spec.name)
+    lm_eval = import_lm_eval(spec.name)
     path = Path(spec.path).expanduser().resolve() if spec.path else None
     if path is not None and not path.exists():
         raise ConfigError(f"suite {spec.name!r}: {path}: no such task YAML file or folder")
@@ -123,7 +125,8 @@ def load_tasks(spec: LmEvalSuite) -> LoadedTasks:
     filters = {leaf: _reported_filter(spec, leaf, task) for leaf, task in tasks.items()}
     n_docs = {leaf: len(task.eval_docs) for leaf, task in tasks.items()}
     configs, data = _task_digests(tasks, data_root)
-    return LoadedTasks(name, objects, dict(tasks), n_docs, filters, data_root, manager, configs, data)
+    return LoadedTasks(name, objects, dict(tasks), n_docs, filters, data_root, manager, configs, data,
+                       lm_eval.__version__)
 
 
 def _task_manager(include: Path | None, *, registry: bool) -> Any:
@@ -186,10 +189,8 @@ def _reported_filter(spec: LmEvalSuite, leaf: str, task: Any) -> str:
 def task_fingerprint(loaded: LoadedTasks) -> dict[str, Any]:
     """What the scores depend on besides the model and the suite settings: lm-eval's version,
     each task's resolved config and the content of its local data files, the scored documents."""
-    import lm_eval  # optional dependency, present once tasks are loaded
-
     doc_ids = {leaf: hashlib.sha1(json.dumps(ids).encode()).hexdigest()[:16] for leaf, ids in loaded.doc_ids.items()}
-    return {"lm_eval": lm_eval.__version__, "task": loaded.name, "configs": loaded.config_digests,
+    return {"lm_eval": loaded.lm_eval_version, "task": loaded.name, "configs": loaded.config_digests,
             "data": loaded.data_digests, "docs": doc_ids, "n_docs": loaded.n_docs, "filters": loaded.filters}
 
 
@@ -352,19 +353,13 @@ def convert_results(out: dict[str, Any], spec: LmEvalSuite, loaded: LoadedTasks)
     if not per_item:
         raise DataError(f"suite {spec.name!r}: lm-eval returned no samples for {loaded.name!r}")
 
-    metrics, n_items = _corpus_metrics(out, spec, loaded, per_item)
+    metrics, n_items, aggregated = _corpus_metrics(out, loaded, per_item)
     notes = [f"{metric}: lm-eval's per-item values are not single numbers (e.g. one per instruction), so the "
              "samples have no column for it and it gets no paired test" for metric in sorted(skipped) if metric in metrics]
-    if loaded.name not in out["results"] or not any(k in out["results"][loaded.name] for k in _keys(out, loaded)):
-        if len(loaded.leaves) > 1:
-            notes.append(f"lm-eval reports no aggregate for {loaded.name!r}; each metric is the mean over its "
-                         f"{len(per_item)} items")
+    if not aggregated:
+        notes.append(f"lm-eval reports no aggregate for {loaded.name!r}; each metric is the mean over its "
+                     f"{len(per_item)} items")
     return TaskRun(metrics, n_items, per_item, _signature(out, spec, loaded, len(per_item)), notes)
-
-
-def _keys(out: dict[str, Any], loaded: LoadedTasks) -> list[str]:
-    filters = set(loaded.filters.values())
-    return [k for k in out["results"].get(loaded.name, {}) if "," in k and k.split(",", 1)[1] in filters]
 
 
 def _item_row(leaf: str, doc_index: int, sample: dict[str, Any], task: Any, skipped: set[str]) -> dict[str, Any]:
@@ -393,6 +388,10 @@ def _item_row(leaf: str, doc_index: int, sample: dict[str, Any], task: Any, skip
         value = sample.get(metric)
         if metric in _RATIO_METRICS and isinstance(value, (list, tuple)) and len(value) == 2:
             row["loglik"], row[_RATIO_METRICS[metric]] = float(value[0]), float(value[1])
+        elif metric == "perplexity" and isinstance(value, (int, float, np.floating)):
+            # lm-eval's per-item "perplexity" (lambada) is the log-likelihood; its aggregate is
+            # exp(-mean): keep the log-likelihood, as the lambada kind does, for the ratio test
+            row["loglik"], row["perplexity"] = float(value), math.exp(min(-float(value), 700.0))
         elif isinstance(value, (bool, int, float, np.integer, np.floating)):
             row[metric] = float(value)
         else:
@@ -417,10 +416,10 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _corpus_metrics(out: dict[str, Any], spec: LmEvalSuite, loaded: LoadedTasks,
-                    per_item: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, int]]:
-    """lm-eval's aggregate of the configured task (group, or single task) for the reported filter;
-    for a tag (no aggregate) the mean of the per-item values."""
+def _corpus_metrics(out: dict[str, Any], loaded: LoadedTasks,
+                    per_item: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, int], bool]:
+    """lm-eval's aggregate of the configured task (group, or single task) for the reported filter,
+    and True; for a tag or a group without an aggregate, the mean of the per-item values and False."""
     results = out["results"].get(loaded.name, {})
     filters = set(loaded.filters.values())
     metrics: dict[str, float] = {}
@@ -431,28 +430,41 @@ def _corpus_metrics(out: dict[str, Any], spec: LmEvalSuite, loaded: LoadedTasks,
         if metric.endswith("_stderr") or filter_name not in filters or isinstance(value, str):
             continue
         metrics[metric] = float(value)
-    if not metrics:
-        frame = pd.DataFrame(per_item)
+    frame = pd.DataFrame(per_item)
+    aggregated = bool(metrics)
+    if not aggregated:
         names = {m for leaf in loaded.leaves for m in out.get("higher_is_better", {}).get(leaf, {})}
         for metric in sorted(names):
-            if metric in frame.columns:
-                metrics[metric] = float(pd.to_numeric(frame[metric], errors="coerce").mean())
+            value = _mean_over_items(frame, metric)
+            if value is not None:
+                metrics[metric] = value
     counts = {}
-    frame = pd.DataFrame(per_item)
     for metric in metrics:
         column = metric if metric in frame.columns else ("loglik" if metric in _RATIO_METRICS else None)
         counts[metric] = int(frame[column].notna().sum()) if column in frame.columns else len(per_item)
-    return metrics, counts
+    return metrics, counts, aggregated
+
+
+def _mean_over_items(frame: pd.DataFrame, metric: str) -> float | None:
+    """A metric over all items, aggregated as lm-eval aggregates it: perplexities from summed
+    log-likelihoods and lengths, everything else as the mean of the per-item values."""
+    if metric in _RATIO_METRICS and {"loglik", _RATIO_METRICS[metric]} <= set(frame.columns):
+        rows = frame.dropna(subset=[_RATIO_METRICS[metric]])
+        per_unit = -rows["loglik"].sum() / rows[_RATIO_METRICS[metric]].sum()
+        return float(per_unit / math.log(2) if metric == "bits_per_byte" else math.exp(min(per_unit, 700.0)))
+    if metric == "perplexity" and {"loglik", "perplexity"} <= set(frame.columns):
+        return float(math.exp(min(-frame.dropna(subset=["perplexity"])["loglik"].mean(), 700.0)))
+    if metric in frame.columns:
+        return float(pd.to_numeric(frame[metric], errors="coerce").mean())
+    return None
 
 
 def _signature(out: dict[str, Any], spec: LmEvalSuite, loaded: LoadedTasks, n: int) -> str:
-    import lm_eval  # optional dependency
-
     versions = out.get("versions", {})
     shots = sorted({int(v) for k, v in out.get("n-shot", {}).items() if k in loaded.leaves})
     version = versions.get(loaded.name, versions.get(next(iter(loaded.leaves)), "?"))
     filters = sorted(set(loaded.filters.values()))
-    return (f"lm-eval:{lm_eval.__version__}|task:{loaded.name}|version:{version}|"
+    return (f"lm-eval:{loaded.lm_eval_version}|task:{loaded.name}|version:{version}|"
             f"num_fewshot:{','.join(map(str, shots)) or '0'}|fewshot_seed:{spec.fewshot_seed}|"
             f"filter:{','.join(filters)}|chat_template:{'yes' if spec.apply_chat_template else 'no'}|"
             f"scorer:{spec.scorer}|n:{n}")
