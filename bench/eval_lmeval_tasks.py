@@ -204,7 +204,13 @@ def main(argv=None) -> int:
     parser.add_argument("--max-gen-toks", type=int, default=0, help="gsm8k generation budget (0 = the task's 256)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS / "eval_lmeval_tasks.json"))
+    parser.add_argument("--render", metavar="JSON", help="only re-render the Markdown table of a results JSON")
     args = parser.parse_args(argv)
+    if args.render:
+        from curatune.rundir import atomic_write_text, read_json
+
+        atomic_write_text(Path(args.render).with_suffix(".md"), render_markdown(read_json(args.render)))
+        return 0
     args.limit_for = lambda name: args.gsm8k_limit if "gsm8k" in name else args.limit
     try:
         import lm_eval
@@ -300,7 +306,11 @@ def render_markdown(report: dict) -> str:
               "(the already-loaded model in HFLM, simple_evaluate). One run each, alternating who goes first, on a "
               "shared machine (see the load). Signatures:", ""]
     lines += [f"- {name}: `{t['signature']}`" for name, t in report["tasks"].items()]
-    lines.append("")
+    lines += ["", "Generation (gsm8k) runs the same HFLM code in both contenders (only log-likelihood requests take "
+              "curatune's scorer); its times come from one run each on a loaded machine and are not a speed comparison.",
+              "", "Samples file per model (parquet, whole few-shot prompts kept): "
+              + ", ".join(f"{name} {t['samples_parquet_bytes'] / t['items'] / 1024:.1f} KiB per item"
+                          for name, t in report["tasks"].items()) + ".", ""]
     return "\n".join(lines)
 
 
