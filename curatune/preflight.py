@@ -6,11 +6,13 @@ Nothing is loaded or downloaded: a hub id passes on its shape, since only the hu
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from curatune.config import ExperimentConfig, SourceConfig
 from curatune.data.loaders import expand_path
 from curatune.errors import CuratuneError
+from curatune.evaluate.config import lm_eval_missing_message
 from curatune.models import model_name_problem
 from curatune.rundir import RunDir
 from curatune.tracking import tracker_problems
@@ -33,6 +35,8 @@ def config_problems(config: ExperimentConfig) -> list[str]:
         path = getattr(suite, "path", None)
         if path and not path.startswith("hf:") and not Path(path).exists():
             problems.append(f"evaluate.suites.{i}.path = {path}: no such file or folder (suite {suite.name!r})")
+        if suite.kind == "lm_eval" and importlib.util.find_spec("lm_eval") is None:
+            problems.append(f"evaluate.suites.{i}: {lm_eval_missing_message(suite.name)}")
     for key, embedder in (("base", False), ("embedder", True)):
         problem = model_name_problem(getattr(config.model, key), embedder=embedder)
         if problem:

@@ -59,7 +59,9 @@ def _evaluate(tmp_path, model_dir, name, rows, output_type, fields, metrics, max
     (tmp_path / f"{name}.yaml").write_text(TASK.format(name=name, data=json.dumps(str(data)), output_type=output_type,
                                                        fields=fields, metrics=metrics))
     lm = HFLM(pretrained=str(model_dir), dtype="float32", device="cpu", batch_size=4, max_length=max_length)
-    out = simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=str(tmp_path)),
+    # include_defaults=False: only the task written here (indexing lm-eval's registry takes ~50 s)
+    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    out = simple_evaluate(model=lm, tasks=[name], task_manager=manager,
                           num_fewshot=0, log_samples=True, bootstrap_iters=0, verbosity="ERROR")
     results = {k.split(",")[0]: v for k, v in out["results"][name].items()}
     return results, sorted(out["samples"][name], key=lambda s: s["doc_id"])

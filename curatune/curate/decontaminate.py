@@ -2,7 +2,9 @@
 
 Evaluation texts come from ``data.eval_sources`` (held-out target-task data) and every
 ``evaluate.suites[].path`` (benchmark files), read generically: each string field of each
-JSONL/JSON item is one evaluation text, so any suite format works without a parser.
+JSONL/JSON item is one evaluation text, so any suite format works without a parser. For an
+``lm_eval`` suite the path is a task YAML: its local ``dataset_kwargs.data_files`` are read
+(:func:`lm_eval_data_files`); a registry task's hub dataset is not seen.
 
 A record is contaminated when the fraction of n-grams it shares with one evaluation
 text, relative to the shorter of the two, reaches ``min_overlap`` and at least
@@ -25,6 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from curatune.curate.base import (
     CurateContext,
@@ -118,6 +121,48 @@ def read_eval_texts(path: str) -> list[tuple[str, str]]:
                     if line.strip():
                         out.append((f"{file.name}:{line_no}", line.rstrip("\n")))
     return out
+
+
+class _TaskYamlLoader(yaml.SafeLoader):
+    """Safe YAML that reads lm-eval task files: their ``!function module.name`` tags become None
+    (only the plain data_files keys matter here)."""
+
+
+_TaskYamlLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def lm_eval_data_files(path: str) -> list[Path]:
+    """The local data files of the lm-eval task YAML(s) at ``path`` (a file, or a folder of them):
+    their ``dataset_kwargs.data_files`` (and those of files they ``include``), relative ones taken
+    against the folder of ``path``, as the lm_eval suite kind loads them."""
+    root = Path(os.path.expanduser(path))
+    yamls = sorted(root.rglob("*.yaml")) + sorted(root.rglob("*.yml")) if root.is_dir() else [root]
+    base = root if root.is_dir() else root.parent
+    found: dict[Path, None] = {}
+    for file in yamls:
+        for name in _task_data_files(file, depth=0):
+            candidate = Path(os.path.expanduser(name))
+            candidate = candidate if candidate.is_absolute() else base / candidate
+            if candidate.is_file():
+                found[candidate.resolve()] = None
+    return list(found)
+
+
+def _task_data_files(file: Path, depth: int) -> list[str]:
+    try:
+        config = yaml.load(file.read_text(encoding="utf-8"), Loader=_TaskYamlLoader)  # noqa: S506 - a SafeLoader
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"{file}: cannot read the lm-eval task YAML ({exc})") from None
+    if not isinstance(config, dict):
+        return []
+    names: list[str] = []
+    files = (config.get("dataset_kwargs") or {}).get("data_files") if isinstance(config.get("dataset_kwargs"), dict) else None
+    for value in (files.values() if isinstance(files, dict) else [files]):
+        names += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+    included = config.get("include")
+    if isinstance(included, str) and depth < 5 and (file.parent / included).is_file():
+        names += _task_data_files(file.parent / included, depth + 1)
+    return names
 
 
 def _plain(row: dict) -> dict:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from curatune.config import ExperimentConfig
 from curatune.curate.base import CurateContext, Progress, RichProgress
-from curatune.curate.decontaminate import read_eval_texts
+from curatune.curate.decontaminate import lm_eval_data_files, read_eval_texts
 from curatune.curate.detection import detection_report, read_labels
 from curatune.curate.pipeline import CurationPipeline
 from curatune.data.loaders import expand_path, load_sources
@@ -36,7 +36,11 @@ def eval_items_loader(config: ExperimentConfig) -> Callable[[], list[tuple[str, 
                 items.append((f"{record.source}:{record.id}:response", record.response))
         for suite in config.evaluate.suites:
             path = getattr(suite, "path", None) if not isinstance(suite, dict) else suite.get("path")
-            if path:
+            kind = getattr(suite, "kind", None) if not isinstance(suite, dict) else suite.get("kind")
+            if path and kind == "lm_eval":  # a task YAML: the items are its local data files
+                for data_file in lm_eval_data_files(str(path)):
+                    items += read_eval_texts(str(data_file))
+            elif path:
                 items += read_eval_texts(str(path))
         return items
 

@@ -20,6 +20,15 @@ Stage = Literal["base", "early", "final"]
 
 _SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+#: Oldest lm-evaluation-harness the lm_eval suite kind works with (its TaskManager.load API).
+LMEVAL_MIN_VERSION = "0.4.13"
+
+
+def lm_eval_missing_message(suite: str) -> str:
+    """What a user reads when an lm_eval suite is configured but lm-eval is not installed."""
+    return (f"suite {suite!r} (kind lm_eval) needs EleutherAI's lm-evaluation-harness, which is not installed: "
+            "pip install 'curatune[lmeval]' (or pip install 'lm-eval>=" + LMEVAL_MIN_VERSION + "')")
+
 
 class _SuiteBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -128,8 +137,69 @@ class RetentionSuite(_SuiteBase):
     )
 
 
+class LmEvalSuite(_SuiteBase):
+    kind: Literal["lm_eval"] = "lm_eval"
+    limit: Optional[int] = Field(
+        default=None,
+        ge=1,
+        description="Score a fixed random subset of this many documents of each task (each subject of a group "
+        "such as mmlu, like lm-eval's --limit), the same for every model, chosen with evaluate.seed. Empty = all.",
+    )
+    task: Optional[str] = Field(
+        default=None,
+        description="An EleutherAI lm-evaluation-harness task, group or tag name (e.g. mmlu, gsm8k, ifeval; "
+        "its dataset is downloaded from the Hugging Face hub), or the name of a task defined in the YAML "
+        "file(s) at path. Empty = the task of the single YAML file at path. Needs `pip install "
+        "'curatune[lmeval]'`.",
+    )
+    path: Optional[str] = Field(
+        default=None,
+        description="A task YAML file, or a folder of them, in lm-eval's format (lm-eval's include_path): "
+        "e.g. dataset_path: json with dataset_kwargs.data_files over local JSONL files, which runs offline. "
+        "Relative data_files in the YAML resolve against the YAML's folder (the folder, for a folder).",
+    )
+    num_fewshot: Optional[int] = Field(
+        default=None, ge=0,
+        description="Few-shot examples per prompt. Empty = the task's own default (0 when it sets none); a "
+        "task whose YAML fixes num_fewshot: 0 stays zero-shot (lm-eval's rule).",
+    )
+    fewshot_seed: int = Field(
+        default=1234,
+        description="Seed of the few-shot example choice (lm-eval's fewshot_random_seed; 1234 is its default, "
+        "so the prompts are those of published lm-eval numbers).",
+    )
+    filter: Optional[str] = Field(
+        default=None,
+        description="Which of the task's lm-eval filters to report when it has several (gsm8k: strict-match "
+        "or flexible-extract). Empty = the task's first filter ('none' for tasks without filters).",
+    )
+    scorer: Literal["curatune", "lm_eval"] = Field(
+        default="curatune",
+        description="Who computes log-likelihood requests (multiple-choice and loglikelihood tasks): curatune "
+        "(the shared-prefix scorer of the multiple_choice kind, lm-eval's tokenization, the same numbers item "
+        "by item, faster) or lm_eval (its HFLM). Generation and rolling log-likelihood always run in lm-eval's HFLM.",
+    )
+    batch_size: int = Field(default=16, ge=1, description="Sequences per forward pass (and per generate() call).")
+    apply_chat_template: bool = Field(
+        default=False,
+        description="Wrap prompts in the model's chat template (few-shot examples as turns), as lm-eval's "
+        "--apply_chat_template --fewshot_as_multiturn; for instruct models on tasks such as ifeval.",
+    )
+    gen_kwargs: dict[str, Union[int, float, bool, str, list[str]]] = Field(
+        default_factory=dict,
+        description="Overrides of the task's generation settings, e.g. {max_gen_toks: 128} to bound a gsm8k "
+        "answer on CPU (lm-eval's --gen_kwargs).",
+    )
+
+    @model_validator(mode="after")
+    def _task_or_path(self) -> "LmEvalSuite":
+        if not self.task and not self.path:
+            raise ValueError("give task (an lm-eval task name such as mmlu) or path (a task YAML over local files)")
+        return self
+
+
 SuiteConfig = Annotated[
-    Union[GenerationSuite, MultipleChoiceSuite, PerplexitySuite, LambadaSuite, RetentionSuite],
+    Union[GenerationSuite, MultipleChoiceSuite, PerplexitySuite, LambadaSuite, RetentionSuite, LmEvalSuite],
     Field(discriminator="kind"),
 ]
 
@@ -156,7 +226,7 @@ class EvaluateConfig(BaseModel):
     suites: list[SuiteConfig] = Field(
         default_factory=list,
         description="Evaluation suites, each {name, kind, ...}; kind is generation, multiple_choice, "
-        "perplexity, lambada or retention, e.g. [{name: task, kind: generation, metrics: [chrf, field_f1]}, "
+        "perplexity, lambada, retention or lm_eval (an lm-evaluation-harness task by name or YAML), e.g. [{name: task, kind: generation, metrics: [chrf, field_f1]}, "
         "{name: arc_easy, kind: multiple_choice, path: data/arc_easy.jsonl, limit: 500}, {name: retention, "
         "kind: retention}]; docs/evaluate.md lists each kind's keys. Empty = the target task on the held-out "
         "split (kind generation, name 'task') plus the data-free retention probe (name 'retention').",

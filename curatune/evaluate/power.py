@@ -163,6 +163,8 @@ def _item_count(spec: Any, config: Any, run: RunDir | None, scores: pd.DataFrame
             return len(perplexity.load_text_items(spec.path, limit=spec.limit, seed=config.evaluate.seed)), "file"
         elif spec.kind == "lambada":
             return len(perplexity.load_lambada_items(spec.path, limit=spec.limit, seed=config.evaluate.seed)), "file"
+        elif spec.kind == "lm_eval":  # lm-eval knows its documents (per subtask, for a group) once it loads them
+            return None, "unknown before lm-eval loads the task"
         else:  # generation on the held-out split (not carved yet before a run)
             if spec.path is None:
                 limit = spec.limit if spec.limit is not None else config.evaluate.limit_heldout
@@ -195,7 +197,7 @@ def _headline(spec: Any, config: Any, scores: pd.DataFrame | None) -> str | None
         return "bits_per_byte"
     if spec.kind == "retention":
         return "kl_divergence"
-    metrics = list(spec.metrics or [])
+    metrics = list(getattr(spec, "metrics", None) or [])  # lm_eval suites: lm-eval's metrics, known after a run
     ranked = [m for m in PRIMARY_PREFERENCE if m in metrics]
     return ranked[0] if ranked else None
 

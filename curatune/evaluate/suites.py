@@ -10,6 +10,8 @@ resumed run rescoring nothing is safe), and scores one loaded model at a time in
 * ``multiple_choice``, ``perplexity``, ``lambada``, ``retention``: log-likelihood scoring
   from :mod:`curatune.evaluate.multiple_choice`, :mod:`~curatune.evaluate.perplexity` and
   :mod:`~curatune.evaluate.retention`.
+* ``lm_eval``: an lm-evaluation-harness task by name or YAML, run by lm-eval
+  (:mod:`curatune.evaluate.lmeval_tasks`; optional dependency).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from curatune.chat_format import ChatSettings
 from curatune.config import ExperimentConfig
 from curatune.data.loaders import load_path
 from curatune.errors import DataError
-from curatune.evaluate import multiple_choice, perplexity, retention
+from curatune.evaluate import lmeval_tasks, multiple_choice, perplexity, retention
 from curatune.evaluate.generation import GenerationSettings, format_prompt, generate
 from curatune.evaluate.lm_scoring import ItemScores
 from curatune.evaluate.metrics import (
@@ -382,8 +384,35 @@ class RetentionProbe(Suite):
                                     f"|max_new_tokens:{self.spec.max_new_tokens}")
 
 
+class LmEvalTask(Suite):
+    """An lm-evaluation-harness task (registry name or local YAML), scored by lm-eval itself."""
+
+    kind = "lm_eval"
+
+    def __init__(self, spec: Any, ctx: EvalContext):
+        super().__init__(spec, ctx)
+        lmeval_tasks.import_lm_eval(spec.name)  # a missing lm-eval stops the run before any model loads
+
+    def _load(self) -> lmeval_tasks.LoadedTasks:
+        loaded = lmeval_tasks.load_tasks(self.spec)
+        seed = self.ctx.evaluate.seed
+        loaded.doc_ids = {leaf: select_subset(n, self.spec.limit, seed) for leaf, n in loaded.n_docs.items()}
+        if not any(loaded.doc_ids.values()):
+            raise DataError(f"suite {self.name}: lm-eval task {loaded.name!r} has no documents to score")
+        return loaded
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), **lmeval_tasks.task_fingerprint(self.items)}
+
+    def score(self, model: Any, tokenizer: Any, label: str) -> SuiteScore:
+        run = lmeval_tasks.run_tasks(model, tokenizer, self.spec, self.items, progress=self.ctx.progress)
+        frame = samples_frame(run.per_item)
+        return SuiteScore(run.metrics, run.n_items, frame, {m: run.signature for m in run.metrics}, run.notes)
+
+
 SUITE_KINDS: dict[str, type[Suite]] = {
-    cls.kind: cls for cls in (GenerationTask, MultipleChoiceTask, PerplexityTask, LambadaTask, RetentionProbe)
+    cls.kind: cls
+    for cls in (GenerationTask, MultipleChoiceTask, PerplexityTask, LambadaTask, RetentionProbe, LmEvalTask)
 }
 
 

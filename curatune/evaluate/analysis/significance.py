@@ -99,7 +99,8 @@ def _binary(values: Sequence[float], name: str) -> np.ndarray:
 
 
 #: Metrics whose per-item values are correct (1) or not (0): McNemar's test applies.
-BINARY_METRICS = ("acc", "acc_norm", "exact_match", "json_valid", "answer_agreement")
+BINARY_METRICS = ("acc", "acc_norm", "exact_match", "json_valid", "answer_agreement",
+                  "prompt_level_strict_acc", "prompt_level_loose_acc")
 
 
 def is_binary(values: Sequence[float]) -> bool:
