@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--curate", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--make-demo", help=argparse.SUPPRESS)
+    parser.add_argument("--make-files", help=argparse.SUPPRESS)
     parser.add_argument("--before", required=False, help="Commit to compare with (default: the merge base with main).")
     args = parser.parse_args()
     if args.phase:
@@ -180,6 +181,9 @@ def main() -> None:
         return
     if args.curate:
         print(json.dumps({"kept": curate_into(args.curate[0], Path(args.curate[1]))["kept"]}))
+        return
+    if args.make_files:
+        print(json.dumps(write_single_files(Path(args.make_files))))
         return
     if args.make_demo:
         from curatune.data.demo import generate_demo_dataset
@@ -197,7 +201,7 @@ def main() -> None:
                  "after": (ROOT, _git("rev-parse", "--short", "HEAD") + ("+changes" if _dirty() else ""))}
         load_before = os.getloadavg()
         checks = check_outputs(before_code, work)
-        inputs = write_single_files(work)
+        inputs = child(ROOT, "--make-files", str(work))  # in a child: the parent stays small (its RSS is inherited)
         phases: dict = {label: {} for label in codes}
         for phase in PHASES:
             for label, (code, _) in codes.items():
