@@ -24,6 +24,11 @@ SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 
 
+def _shown(error: str) -> str:
+    """The message without the file name, a tab written as \\t (it would split a table cell)."""
+    return error.split(": ", 1)[1].replace("\t", "\\t")
+
+
 def outcome(reader, path: Path) -> dict:
     """What a reader makes of a file: its rows, encoding and warnings, or its one error."""
     try:
@@ -55,7 +60,7 @@ def main() -> None:
              "Identical = same rows (position, parsed value, raw text, error), encoding and warnings, "
              "or the same error message for a file that cannot be read.", "",
              "| file | rows | encoding | identical | streamed in s |", "|---|---:|---|---|---:|"]
-    lines += [f"| {r['file']} | {r['rows'] if r['error'] is None else 'error: ' + r['error'].split(': ', 1)[1].replace(chr(9), '\\t')} | "
+    lines += [f"| {r['file']} | {r['rows'] if r['error'] is None else 'error: ' + _shown(r['error'])} | "
               f"{r['encoding'] or '-'} | {'yes' if r['identical'] else 'NO'} | {r['stream_seconds']} |"
               for r in rows_out]
     (RESULTS / "data_streaming_real.md").write_text("\n".join(lines) + "\n")
