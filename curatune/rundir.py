@@ -49,7 +49,6 @@ tolerant readers. Stages, the report and the app build no run-directory path of 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import platform
@@ -133,9 +132,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue())
+    # Straight into the temp file: through a BytesIO the file's bytes were held twice more.
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            frame.to_parquet(f, index=False)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_json(path: str | os.PathLike) -> Any:

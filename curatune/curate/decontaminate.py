@@ -38,7 +38,7 @@ from curatune.curate.base import (
     text_of,
 )
 from curatune.curate.config import DecontaminateConfig
-from curatune.curate.parallel import parallel_map
+from curatune.curate.parallel import parallel_imap
 from curatune.curate.text import WordHasher, ngram_hashes, words
 from curatune.errors import DataError
 from curatune.jsonl import iter_jsonl
@@ -292,12 +292,13 @@ class Decontaminate(Step):
         if not items or not records:
             return StepResult(list(records), [], {"eval_texts": len(items)})
         index = EvalIndex(items, cfg.ngram, cfg.min_words)
-        chunks = [([text_of(r, "text") for r in c], cfg.min_overlap, cfg.min_shared_ngrams) for c in chunked(records, 2000)]
+        # Texts built a chunk at a time as workers take them, not the whole corpus at once.
+        chunks = (([text_of(r, "text") for r in c], cfg.min_overlap, cfg.min_shared_ngrams) for c in chunked(records, 2000))
         with context.progress.task("decontamination", len(records)) as task:
-            parts = parallel_map(
-                _match_chunk, chunks, context.workers, task, [len(c[0]) for c in chunks],
+            parts = list(parallel_imap(
+                _match_chunk, chunks, context.workers, task, lambda chunk: len(chunk[0]),
                 initializer=_set_index, initargs=(index,),
-            )
+            ))
         kept, removed = [], []
         for record, match in zip(records, (m for part in parts for m in part)):
             if match is None:

@@ -28,11 +28,11 @@ from curatune.curate.minhash import (
     verified_pairs,
 )
 from curatune.curate.near_clusters import assign_representatives, similarity_report
-from curatune.curate.parallel import effective_workers, parallel_map
+from curatune.curate.parallel import effective_workers, parallel_imap
 from curatune.curate.quality import heuristic_quality, truncation_reason
 from curatune.curate.static_embeddings import embed_static
 from curatune.curate.template_text import TemplateStripper, numbers
-from curatune.curate.text import jaccard, normalize, shingle_set
+from curatune.curate.text import ngram_hashes, normalize, sorted_jaccard, words
 from curatune.models import pick_device
 from curatune.records import Record, message_text
 
@@ -205,24 +205,29 @@ class NearDupDedup(Step):
     config_class = NearDupConfig
     reasons = ("near_duplicate",)
 
-    def signatures(self, texts: list[str], context: CurateContext) -> np.ndarray:
+    def signatures(self, records: Sequence[Record], context: CurateContext) -> np.ndarray:
+        """MinHash signature of each record's text, shape (records, num_perm)."""
         cfg = self.config
         workers = effective_workers(context.workers)
         # Enough chunks to balance the workers and keep the progress bar moving.
         # (below ~2000 records one process is faster than starting a pool).
-        size = max(2000, min(5000, math.ceil(len(texts) / (workers * 4)) or 1))
-        chunks = [(list(c), cfg.ngram, cfg.num_perm, cfg.seed) for c in chunked(texts, size)]
-        with context.progress.task("near-dup: MinHash", len(texts)) as task:
-            parts = parallel_map(_sign_chunk, chunks, workers, task, [len(c[0]) for c in chunks])
-        if not parts:
-            return np.zeros((0, cfg.num_perm), dtype=np.uint32)
-        return np.concatenate(parts)
+        size = max(2000, min(5000, math.ceil(len(records) / (workers * 4)) or 1))
+        # Texts are built a chunk at a time as workers take them, and each chunk's signatures
+        # go straight into one array: never the whole corpus' text, nor the signatures twice.
+        chunks = (([text_of(r, cfg.field) for r in c], cfg.ngram, cfg.num_perm, cfg.seed) for c in chunked(records, size))
+        out = np.empty((len(records), cfg.num_perm), dtype=np.uint32)
+        start = 0
+        with context.progress.task("near-dup: MinHash", len(records)) as task:
+            for part in parallel_imap(_sign_chunk, chunks, workers, task, lambda chunk: len(chunk[0])):
+                out[start : start + len(part)] = part
+                start += len(part)
+        return out
 
     def run(self, records: list[Record], context: CurateContext) -> StepResult:
         cfg = self.config
         if len(records) < 2:
             return StepResult(list(records), [], {"candidates": 0, "verified_pairs": 0, "clusters": 0})
-        sig = self.signatures([text_of(r, cfg.field) for r in records], context)
+        sig = self.signatures(records, context)
         # Records with no words have the empty signature; leave them to exact dedup.
         usable = (sig != np.uint32(0xFFFFFFFF)).any(axis=1)
         bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
@@ -282,15 +287,18 @@ class NearDupDedup(Step):
         the text threshold without being the same conversation.
         """
         cfg = self.config
-        shingles: dict[int, set[int]] = {}
+        # Sorted unique hashes per record (8 bytes a shingle; a Python set of ints took ~60).
+        shingles: dict[int, np.ndarray] = {}
 
-        def of(i: int) -> set[int]:
+        def of(i: int) -> np.ndarray:
             if i not in shingles:
                 answers = "\n".join(message_text(m) for m in records[i].messages if m["role"] == "assistant")
-                shingles[i] = shingle_set(answers, cfg.ngram)
+                hashes, _ = ngram_hashes([words(answers)], cfg.ngram)
+                shingles[i] = np.unique(hashes)
             return shingles[i]
 
-        return np.array([jaccard(of(a), of(b)) >= cfg.response_threshold for a, b in zip(left.tolist(), right.tolist())],
+        return np.array([sorted_jaccard(of(a), of(b)) >= cfg.response_threshold
+                         for a, b in zip(left.tolist(), right.tolist())],
                         dtype=bool)
 
 

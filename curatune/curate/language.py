@@ -34,7 +34,7 @@ from curatune.curate.base import (
     chunked,
 )
 from curatune.curate.config import LanguageConfig
-from curatune.curate.parallel import parallel_map
+from curatune.curate.parallel import parallel_imap
 from curatune.curate.prose import letters, prose
 from curatune.records import Record
 
@@ -160,10 +160,11 @@ class LanguageFilter(Step):
             return StepResult(list(records), [])
         targets = frozenset(lang.lower() for lang in cfg.languages)
         cfg_dict = cfg.model_dump()
-        chunks = [([_view(r, cfg.field) for r in c], targets, cfg_dict) for c in chunked(records, 2000)]
+        # Chunks built lazily as workers take them (curate.parallel): few exist at a time.
+        chunks = (([_view(r, cfg.field) for r in c], targets, cfg_dict) for c in chunked(records, 2000))
         with context.progress.task("language ID", len(records)) as task:
-            parts = parallel_map(_identify_chunk, chunks, context.workers, task, [len(c[0]) for c in chunks])
-        verdicts = [v for part in parts for v in part]
+            parts = list(parallel_imap(_identify_chunk, chunks, context.workers, task, lambda chunk: len(chunk[0])))
+        verdicts = (v for part in parts for v in part)
         kept, removed = [], []
         languages: dict[str, int] = {}
         for record, verdict in zip(records, verdicts):

@@ -32,7 +32,7 @@ from curatune.curate.base import (
     chunked,
 )
 from curatune.curate.config import QUALITY_DEFAULT_ACTIONS, QualityConfig
-from curatune.curate.parallel import parallel_map
+from curatune.curate.parallel import parallel_imap
 from curatune.curate.prose import prose_lines
 from curatune.curate.repetition import (
     RepetitionLimits,
@@ -536,9 +536,9 @@ class QualityFilter(Step):
         cfg = self.config
         cfg_dict = cfg.model_dump()
         actions = {**QUALITY_DEFAULT_ACTIONS, **cfg.actions}
-        chunks = [(cfg_dict, [r.messages for r in c]) for c in chunked(records, 1000)]
+        chunks = ((cfg_dict, [r.messages for r in c]) for c in chunked(records, 1000))  # built as workers take them
         with context.progress.task("quality filters", len(records)) as task:
-            parts = parallel_map(_check_chunk, chunks, context.workers, task, [len(c[1]) for c in chunks])
+            parts = list(parallel_imap(_check_chunk, chunks, context.workers, task, lambda chunk: len(chunk[1])))
         verdicts = (v for part in parts for v in part)
         kept, removed = [], []
         for record, verdict in zip(records, verdicts):

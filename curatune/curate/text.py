@@ -129,6 +129,14 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b)
 
 
+def sorted_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`jaccard` of two sets given as sorted arrays of unique values (``np.unique``)."""
+    if not len(a) and not len(b):
+        return 1.0
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / (len(a) + len(b) - shared)
+
+
 def shingle_set(text: str, n: int) -> set[int]:
     """Exact shingle set of one text (for tests, detail strings and benchmarks)."""
     hashes, _ = ngram_hashes([words(text)], n)

@@ -31,6 +31,7 @@ import glob
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import logging
 import lzma
@@ -41,7 +42,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -474,7 +475,8 @@ class RawRow:
 
 @dataclass
 class FileRead:
-    rows: list[RawRow]
+    #: A list, or an iterator that reads the file as it is consumed (read ``warnings`` after it).
+    rows: Iterable[RawRow]
     container: str
     encoding: str | None
     warnings: list[str] = field(default_factory=list)
@@ -739,14 +741,19 @@ def _encode(text: str, encoding: str) -> bytes:
 
 def parse_csv(text: str, where: str, delimiter: str) -> list[RawRow]:
     """Rows of a CSV/TSV with a header line; all values stay text."""
+    return list(iter_csv_rows(io.StringIO(text, newline=""), where, delimiter))
+
+
+def iter_csv_rows(lines: Iterable[str], where: str, delimiter: str) -> Iterator[RawRow]:
+    """:func:`parse_csv` over lines read one at a time (a file opened with ``newline=""``)."""
     # strict: an unclosed quote raises instead of silently swallowing the rest of the file.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    rows: list[RawRow] = []
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    number = 0  # data rows so far (blank lines are not rows)
     row_start_line = 1  # a row may span lines (quoted newlines); report where it starts
     try:
         header = next(reader, None)
         if header is None:
-            return rows
+            return
         header = [name.strip() or f"column_{i + 1}" for i, name in enumerate(header)]
         duplicates = sorted(name for name, n in Counter(header).items() if n > 1)
         if duplicates:
@@ -756,19 +763,18 @@ def parse_csv(text: str, where: str, delimiter: str) -> list[RawRow]:
             line, row_start_line = row_start_line, reader.line_num + 1
             if not fields or (len(fields) == 1 and not fields[0].strip() and len(header) > 1):
                 continue  # blank line
-            number = len(rows) + 1
+            number += 1
             while len(fields) > len(header) and fields[-1] == "":
                 fields = fields[:-1]  # trailing delimiters
             if len(fields) != len(header):
                 message = f"line {line}: {len(fields)} field(s), the header has {len(header)}"
-                rows.append(RawRow(str(number), None, delimiter.join(fields), ("malformed_row", message)))
+                yield RawRow(str(number), None, delimiter.join(fields), ("malformed_row", message))
                 continue
-            rows.append(RawRow(str(number), dict(zip(header, fields))))
+            yield RawRow(str(number), dict(zip(header, fields)))
     except csv.Error as exc:
         kind = "TSV" if delimiter == "\t" else "CSV"
         hint = " (a quote that is never closed?)" if "end of data" in str(exc) else ""
         raise DataError(f"{where}: not valid {kind} in the row starting at line {row_start_line}: {exc}{hint}") from None
-    return rows
 
 
 def read_parquet(source: str | io.BytesIO, where: str) -> list[RawRow]:
@@ -819,6 +825,18 @@ def read_file(path: str, encoding: str | None) -> FileRead:
         streamed = read_jsonl_streaming(path, encoding)
         if streamed is not None:
             return streamed
+    if container in ("csv", "tsv", "json", "jsonl"):
+        # Read as a stream when the encoding allows: rows come one at a time, not the file
+        # whole in memory (bytes, then text, then rows).
+        decoding = detect_stream_decoding(path, encoding)
+        if decoding is not None and container in ("csv", "tsv"):
+            rows = stream_csv(path, decoding, "\t" if container == "tsv" else ",")
+            return FileRead(rows, container, decoding.encoding, list(decoding.warnings))
+        if decoding is not None:  # a JSON array (a .jsonl holding one array, too)
+            streamed = stream_json_array(path, decoding)
+            if streamed is not None:
+                streamed.warnings[:0] = decoding.warnings
+                return streamed
     data = read_bytes(path)
     if container == "parquet":
         return FileRead(read_parquet(io.BytesIO(data), path), "parquet", None)
@@ -932,6 +950,312 @@ def _peek(stream: io.BufferedIOBase, size: int = 4096) -> bytes:
         return b""  # the read that follows raises the same error with its message
 
 
+# ============================================================================= streaming CSV, TSV and JSON arrays
+
+
+@dataclass
+class StreamDecoding:
+    """How to decode a file as a stream: what :func:`decode_text` would decide on the whole."""
+
+    codec: str  # for io.TextIOWrapper
+    errors: str  # "strict", or "surrogateescape" when bad bytes become lone surrogates (rows rejected)
+    encoding: str  # the name reported in file stats (decode_text's)
+    warnings: list[str] = field(default_factory=list)
+
+
+def detect_stream_decoding(path: str, encoding: str | None) -> StreamDecoding | None:
+    """:func:`decode_text`'s choice of encoding, made over the file in 1 MB pieces cut at newlines
+    instead of on the whole file in memory (a compressed file is decompressed once for this).
+
+    Each piece decodes on its own: a newline byte never sits inside a character in UTF-8 or
+    a single-byte encoding. Returns None when the whole-file reader must decide: a file whose
+    newline is not the byte 0x0a (UTF-16/32), or text that fails in the given encoding (its
+    error names the line and the encoding that would work, which needs the whole text).
+    """
+    with _open_data_file(path) as stream:
+        head = _peek(stream)
+        if not _newline_is_one_byte(head, encoding):
+            return None
+        if encoding is not None:
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise DataError(f"{path}: unknown encoding {encoding!r}") from None
+        codec = encoding or _encoding_from_bom(head) or "utf-8"
+        scan = _EncodingScan(codec, try_legacy=encoding is None and codec == "utf-8")
+        try:
+            for piece in _newline_pieces(stream):
+                scan.add(piece)
+        except _DECOMPRESSION_ERRORS as exc:
+            raise DataError(f"{path}: cannot decompress the {Path(path).suffix} file ({exc})") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if scan.first_error is None:
+        return StreamDecoding(codec, "strict", codec)
+    if scan.clean_non_ascii:  # mostly valid: keep it, reject the rows holding bad bytes
+        warning = (f"{path}: {scan.bad_lines} line(s) hold bytes that are not valid {codec} (first at byte "
+                   f"offset {scan.first_error}); rows holding them are rejected as undecodable_text")
+        return StreamDecoding(codec, "surrogateescape", codec, [warning])
+    if not scan.try_legacy:
+        return None  # the whole-file reader raises the error with the line and a hint
+    legacy = "cp1252" if scan.cp1252_ok else "latin-1"
+    return StreamDecoding(legacy, "strict", legacy,
+                          [f"{path}: not UTF-8; decoded as {legacy} (set `encoding:` to choose another)"])
+
+
+class _EncodingScan:
+    """Tallies, piece by piece, what decode_text looks at: the first bad byte, how many lines
+    hold bad bytes, whether some non-ASCII line decodes cleanly, and whether cp1252 would do."""
+
+    def __init__(self, codec: str, try_legacy: bool):
+        self.codec = codec
+        self.try_legacy = try_legacy
+        self.offset = 0  # bytes before the current piece
+        self.first_error: int | None = None
+        self.bad_lines = 0
+        self.clean_non_ascii = False
+        self.cp1252_ok = True
+
+    def add(self, piece: bytes) -> None:
+        try:
+            piece.decode(self.codec)
+        except UnicodeDecodeError as exc:
+            self._bad_piece(piece, exc)
+        else:
+            self.clean_non_ascii = self.clean_non_ascii or not piece.isascii()
+        self.offset += len(piece)
+
+    def _bad_piece(self, piece: bytes, exc: UnicodeDecodeError) -> None:
+        if self.first_error is None:
+            self.first_error = self.offset + exc.start
+        for line in piece.split(b"\n"):
+            try:
+                line.decode(self.codec)
+            except UnicodeDecodeError:
+                self.bad_lines += 1
+            else:
+                self.clean_non_ascii = self.clean_non_ascii or not line.isascii()
+        if self.try_legacy and self.cp1252_ok:
+            try:
+                piece.decode("cp1252")
+            except UnicodeDecodeError:
+                self.cp1252_ok = False
+
+
+def _newline_pieces(stream: io.BufferedIOBase) -> Iterator[bytes]:
+    """The stream in pieces of about 1 MB that end just after a newline (the last piece: at the end)."""
+    rest = b""
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        chunk = rest + chunk if rest else chunk
+        cut = chunk.rfind(b"\n") + 1
+        if cut == 0:
+            rest = chunk  # a line longer than the chunk: gather more
+            continue
+        rest = chunk[cut:]
+        yield chunk[:cut]
+    if rest:
+        yield rest
+
+
+def open_text_stream(path: str, decoding: StreamDecoding) -> io.TextIOWrapper:
+    """The file's text, decoded as it is read (``newline=""``: line ends left as they are, for csv)."""
+    return io.TextIOWrapper(_open_data_file(path), encoding=decoding.codec, errors=decoding.errors, newline="")
+
+
+def _without_leading_bom(lines: Iterable[str]) -> Iterator[str]:
+    """The lines, the first without byte-order marks (the whole-file reader strips them too)."""
+    lines = iter(lines)
+    first = next(lines, None)
+    if first is None:
+        return
+    yield first.lstrip("\ufeff")
+    yield from lines
+
+
+def stream_csv(path: str, decoding: StreamDecoding, delimiter: str) -> Iterator[RawRow]:
+    """CSV/TSV rows read from the file as they are consumed: memory holds one row, not the file."""
+    with open_text_stream(path, decoding) as text:
+        yield from iter_csv_rows(_without_leading_bom(text), path, delimiter)
+
+
+#: Characters of text read at a time from a streamed JSON array.
+_TEXT_CHUNK = 1 << 20
+
+
+class JsonArrayStream:
+    """A JSON document whose top level is an array, read record by record from a text stream.
+
+    Same rows, warnings and errors as :class:`JsonDocumentReader` on the whole text (row
+    labels count from 0, a trailing comma is tolerated, an array cut off mid-file yields
+    every complete record and one warning, a syntax error is one DataError with line,
+    column and byte offset), but only the unread part of the text around the current
+    record is held. A record longer than what is buffered is decoded again after reading
+    more, reading twice as much each time.
+    """
+
+    def __init__(self, text: io.TextIOBase, where: str, encoding: str):
+        self.stream = text
+        self.where = where
+        self.encoding = encoding
+        self.decoder = json.JSONDecoder()
+        self.warnings: list[str] = []
+        self.buffer = ""
+        self.eof = False
+        # Where the buffer starts in the file: bytes, line number, characters since that line began.
+        self.base_bytes = 0
+        self.base_line = 1
+        self.base_column = 0
+
+    def starts_with_array(self) -> bool:
+        """Is the first non-blank character '['? (reads the first chunk; BOMs skipped)"""
+        self._more(_TEXT_CHUNK)
+        self.buffer = self.buffer.lstrip("\ufeff")
+        pos = self._skip(0)
+        return pos < len(self.buffer) and self.buffer[pos] == "["
+
+    def rows(self) -> Iterator[RawRow]:
+        pos = self._skip(self._skip(0) + 1)  # after the '['
+        if pos < len(self.buffer) and self.buffer[pos] == "]":
+            return
+        count = 0
+        while True:
+            if pos >= len(self.buffer):
+                self._report_cut(pos, count)
+                return
+            decoded = self._decode_at(pos, count)
+            if decoded is None:
+                return
+            value, end = decoded
+            yield RawRow(str(count), value)
+            count += 1
+            pos = self._drop_read(self._skip(end))
+            if pos >= len(self.buffer):
+                self._report_cut(pos, count)
+                return
+            if self.buffer[pos] == "]":
+                return
+            if self.buffer[pos] != ",":
+                raise self._error_at(pos, "expected ',' or ']' after an array element")
+            pos = self._skip(pos + 1)
+            if pos < len(self.buffer) and self.buffer[pos] == "]":  # tolerate a trailing comma
+                return
+
+    # -- reading
+
+    def _more(self, chars: int) -> bool:
+        """Append about ``chars`` characters to the buffer; False at the end of the text."""
+        if self.eof:
+            return False
+        try:
+            piece = self.stream.read(chars)
+        except (_DECOMPRESSION_ERRORS + (UnicodeDecodeError,)) as exc:
+            raise DataError(f"{self.where}: cannot read the file ({exc})") from None
+        if not piece:
+            self.eof = True
+            return False
+        self.buffer += piece
+        return True
+
+    def _skip(self, pos: int) -> int:
+        """Past whitespace, reading more when the buffer ends in it."""
+        while True:
+            pos = _WHITESPACE.match(self.buffer, pos).end()  # type: ignore[union-attr]
+            if pos < len(self.buffer) or not self._more(_TEXT_CHUNK):
+                return pos
+
+    def _drop_read(self, pos: int) -> int:
+        """Forget the text before ``pos`` (keeping the counts that locate errors); the new pos."""
+        if pos < _TEXT_CHUNK:
+            return pos
+        dropped = self.buffer[:pos]
+        self.base_bytes += len(_encode(dropped, self.encoding))
+        newlines = dropped.count("\n")
+        if newlines:
+            self.base_line += newlines
+            self.base_column = len(dropped) - dropped.rfind("\n") - 1
+        else:
+            self.base_column += len(dropped)
+        self.buffer = self.buffer[pos:]
+        return 0
+
+    def _decode_at(self, pos: int, complete: int) -> tuple[Any, int] | None:
+        """One JSON value at ``pos``, reading more while the text ends inside it; None (cut
+        reported) when the file ends inside it."""
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buffer, pos)
+            except json.JSONDecodeError as exc:
+                if self._cut_off(exc) and self._more(max(_TEXT_CHUNK, len(self.buffer) - pos)):
+                    continue
+                if self._cut_off(exc):
+                    self._report_cut(pos, complete)
+                    return None
+                raise self._error_at(exc.pos, exc.msg) from None
+            except ValueError as exc:
+                raise self._error_at(pos, _json_error(exc)) from None
+            except RecursionError:
+                raise self._error_at(pos, "the value starting here is nested too deeply to read") from None
+            # A number may go on past the end of the buffer ("12" of "12345"): read on first.
+            if end >= len(self.buffer) and self._more(_TEXT_CHUNK):
+                continue
+            return value, end
+
+    def _cut_off(self, exc: json.JSONDecodeError) -> bool:
+        if exc.msg.startswith("Unterminated string"):
+            return True
+        rest = self.buffer[exc.pos:].strip()
+        return rest == "" or any(word.startswith(rest) for word in ("true", "false", "null"))
+
+    # -- positions in the whole file
+
+    def _location(self, pos: int) -> tuple[int, int, int]:
+        """(line, column, byte offset) of buffer position ``pos`` in the file."""
+        line = self.base_line + self.buffer.count("\n", 0, pos)
+        last_newline = self.buffer.rfind("\n", 0, pos)
+        column = pos - last_newline if last_newline >= 0 else self.base_column + pos + 1
+        return line, column, self.base_bytes + len(_encode(self.buffer[:pos], self.encoding))
+
+    def _report_cut(self, pos: int, complete: int) -> None:
+        while self._more(_TEXT_CHUNK):
+            pass  # the cut is at the end of the file; count what follows it
+        line, _, offset = self._location(pos)
+        unread = len(_encode(self.buffer[pos:], self.encoding))
+        self.warnings.append(
+            f"{self.where}: the JSON is cut off at line {line} (byte offset {offset}): "
+            f"loaded the {complete} complete record(s) of that array before the cut; "
+            f"{unread} byte(s) after it could not be read"
+        )
+
+    def _error_at(self, pos: int, message: str) -> DataError:
+        line, column, offset = self._location(pos)
+        return DataError(f"{self.where}: not valid JSON at line {line}, column {column} (byte offset {offset}): {message}")
+
+
+def stream_json_array(path: str, decoding: StreamDecoding) -> FileRead | None:
+    """A JSON file (or a .jsonl holding one array) whose top level is an array, as a stream of
+    rows; None when the top level is something else (the whole-file reader handles it)."""
+    text = open_text_stream(path, decoding)
+    reader = JsonArrayStream(text, path, decoding.encoding)
+    try:
+        is_array = reader.starts_with_array()
+    except BaseException:
+        text.close()
+        raise
+    if not is_array:
+        text.close()
+        return None
+
+    def rows() -> Iterator[RawRow]:
+        with text:
+            yield from reader.rows()
+
+    # reader.warnings is the list the FileRead holds: a cut found while reading shows up in it.
+    return FileRead(rows(), "json", decoding.encoding, reader.warnings)
+
+
 _DECOMPRESSION_ERRORS = (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile)
 
 
@@ -985,27 +1309,32 @@ class FileLoader:
 
     def load(self, into: _Loaded) -> None:
         read = read_file(self.path, self.source.encoding)
-        converter, format_name = self._converter(read.rows)
-        kept = rejected = 0
-        for raw in read.rows:
+        # Rows may come from a stream (CSV, TSV, JSON arrays): the format is detected on the
+        # first rows, then each row becomes a record or a ledger row as it is read.
+        rows = iter(read.rows)
+        head = list(itertools.islice(rows, DETECTION_SAMPLE * 4))
+        converter, format_name = self._converter(head)
+        count = kept = rejected = 0
+        for raw in itertools.chain(head, rows):
+            count += 1
             try:
                 into.records.append(self._record(raw, converter))
                 kept += 1
             except RowRejected as exc:
                 into.ledger.append(self._ledger_row(raw, exc.reason, exc.message, read.encoding))
                 rejected += 1
-        check_accounting(len(read.rows), kept, rejected, self.path)
-        into.input_count += len(read.rows)
-        into.warnings += read.warnings
-        if not read.rows:
+        check_accounting(count, kept, rejected, self.path)
+        into.input_count += count
+        into.warnings += read.warnings  # after the rows: a streaming reader adds its warnings as it reads
+        if not count:
             into.warnings.append(f"{self.path}: no rows (empty file)")
         into.stats.append({
             "path": self.path, "container": read.container, "format": format_name,
-            "encoding": read.encoding, "rows": len(read.rows), "kept": kept, "rejected": rejected,
+            "encoding": read.encoding, "rows": count, "kept": kept, "rejected": rejected,
         })
 
     def _converter(self, rows: list[RawRow]) -> tuple[RowConverter | None, str | None]:
-        sample = [r.value for r in rows[: DETECTION_SAMPLE * 4] if r.error is None and isinstance(r.value, dict)]
+        sample = [r.value for r in rows if r.error is None and isinstance(r.value, dict)]
         if not sample:
             return None, None  # nothing to detect from: every row is rejected on its own
         name, field_map = resolve_field_map(self.source.format, self.source.mapping, sample, self.path)
