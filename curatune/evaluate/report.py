@@ -28,7 +28,7 @@ from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
 from curatune.evaluate.metrics import COMET_LIKE_NOTE
-from curatune.rundir import BASE, FAILED, RunDir, cell_key, cell_status, read_json
+from curatune.rundir import BASE, FAILED, RunDir, cell_key, cell_status, plan_lr, read_json
 
 # ----------------------------------------------------------------------------- gathering
 
@@ -119,20 +119,20 @@ def sweep_status(run: RunDir) -> dict[str, Any] | None:
     if not run.train.exists():
         return None
     done, failed = [], []
-    for (method, size, seed), folder in run.cell_folders():
+    for cell, folder in run.cell_folders():
         status = cell_status(folder)
         if status == "done":
-            done.append(cell_key(method, size, seed))
+            done.append(cell_key(*cell))
         elif status == "failed":
             try:
                 error = str(read_json(folder / FAILED).get("error", "")).strip().splitlines()
             except (OSError, ValueError, AttributeError):
                 error = ["failed.json unreadable"]
-            failed.append({"cell": cell_key(method, size, seed), "error": error[0] if error else ""})
+            failed.append({"cell": cell_key(*cell), "error": error[0] if error else ""})
     planned = None
     if run.plan.exists():
         plan = _read_json_file(run.plan)
-        planned = [cell_key(c["method"], c["size"], c["seed"]) for c in plan.get("cells", [])]
+        planned = [cell_key(c["method"], c["size"], c["seed"], plan_lr(c)) for c in plan.get("cells", [])]
     finished = set(done) | {f["cell"] for f in failed}
     return {
         "planned": len(planned) if planned is not None else None,
