@@ -28,7 +28,15 @@ from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
 from curatune.evaluate.metrics import COMET_LIKE_NOTE
-from curatune.rundir import BASE, FAILED, RunDir, cell_key, cell_status, plan_lr, read_json
+from curatune.rundir import (
+    BASE,
+    FAILED,
+    RunDir,
+    cell_key,
+    cell_status,
+    plan_lr,
+    read_json,
+)
 
 # ----------------------------------------------------------------------------- gathering
 

@@ -24,13 +24,17 @@ from curatune.rundir import (
     read_json,
 )
 from curatune.train.cell import fingerprint, fingerprint_diff
-from curatune.train.validation import carve_validation, read_validation, write_validation
 from curatune.train.subsets import (
     SubsetPlan,
     category_counts,
     make_split,
     read_heldout,
     write_heldout,
+)
+from curatune.train.validation import (
+    carve_validation,
+    read_validation,
+    write_validation,
 )
 
 
