@@ -34,6 +34,7 @@ from curatune.rundir import (
     RunDir,
     cell_key,
     cell_status,
+    format_lr,
     plan_lr,
     read_json,
 )
@@ -291,6 +292,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     if analysis is None:
         console.print(f"\n[bold red]analysis unavailable:[/bold red] {escape(report['analysis_error'])}", highlight=False)
         return
+    _render_lr_selection(analysis, console)
     _render_learning_forgetting(analysis, console)
     _render_significance(analysis, console)
     _render_saturation(analysis, console)
@@ -440,7 +442,8 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
         return
     roles = analysis["suites"]
     task = ", ".join(f"{s}/{roles['primary_metrics'][s]}" for s in roles["task"])
-    keys = [("method", "left"), ("size", "right"), ("seeds", "right")]
+    with_lr = any(point.get("lr") is not None for point in pareto)
+    keys = [("method", "left"), ("size", "right"), ("seeds", "right"), *([("lr", "right")] if with_lr else [])]
     values = [("task gain\n(pts)", "right"), ("general\ndrop (pts)", "right"), ("Pareto", "center"),
               *[(f"{suite}\n{roles['primary_metrics'][suite]} drop", "right") for suite in roles["general"]]]
     rows = []
@@ -451,6 +454,7 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
             Text(point["method"]),
             "" if is_base else str(point["size"]),
             "" if is_base else str(point["n_seeds"]),
+            *([format_lr(point["lr"]) if point.get("lr") is not None else ""] if with_lr else []),
         ], [
             Text(_signed(gain), style="" if gain is None or is_base else ("green" if gain > 0 else "red")),
             _signed(point["general_drop"]),
@@ -466,6 +470,28 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
         f"★ = Pareto frontier of task gain vs {forgetting}: no other row learns more while forgetting less; "
         "≈ = its task gain over the next frontier point below is not significant (paired test).[/dim]"
     )
+
+
+def _render_lr_selection(analysis: dict[str, Any], console: Console) -> None:
+    """The learning rate each (method, size) keeps, with every rate's mean validation loss."""
+    selection = analysis.get("lr_selection") or {}
+    if not selection.get("active"):
+        return
+    table = Table(title="Learning-rate selection (lowest mean validation loss over seeds)", title_justify="left")
+    for name, justify in (("method", "left"), ("size", "right"), ("selected lr", "right"),
+                          ("validation loss", "right"), ("seeds", "right"), ("every rate: mean loss (seeds)", "left")):
+        table.add_column(name, justify=justify)
+    for choice in selection.get("selected") or []:
+        others = "  ".join(
+            f"{format_lr(c['lr'])}: {_num(c['mean_validation_loss'], 4)} ({len(c['seeds'])})"
+            + ("" if c["complete"] else " incomplete") for c in choice["candidates"])
+        table.add_row(choice["method"], str(choice["size"]), format_lr(choice["lr"]) + (" (tie)" if choice["tie"] else ""),
+                      _num(choice["mean_validation_loss"], 4), str(choice["n_seeds"]), others)
+    console.print()
+    console.print(table)
+    unselected = selection.get("unselected_cells") or []
+    console.print(f"[dim]Comparisons below use the selected rate's cells only; {len(unselected)} cells of other "
+                  "rates are listed in eval/analysis.json (lr_selection.cells).[/dim]")
 
 
 #: Markers of the significance labels in the report's table.

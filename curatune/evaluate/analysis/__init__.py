@@ -129,6 +129,8 @@ def analyze_run(
     significance = significance_vs_base(run_dir, rows, index, roles, table, config.significance, items)
     pareto = pareto_table(rows, roles, with_base=has_base)
     mark_frontier_ordering(pareto, rows, index, roles, table, config.significance, items)
+    for point in pareto:  # the selected rate each (method, size) point stands for (None without a grid)
+        point["lr"] = selection.selected_rate(point["method"], int(point.get("size") or 0))
     saturation, curves = SaturationAnalysis(index, roles, table, config, samples).run(progress)
     analysis = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
