@@ -35,6 +35,7 @@ from curatune.rundir import (
     cell_key,
     cell_status,
     format_lr,
+    parse_cell_key,
     plan_lr,
     read_json,
 )
@@ -176,20 +177,28 @@ def _analyze(run: RunDir, config: AnalysisConfig, progress) -> dict[str, Any]:
         return analyze_run(run, config, progress=progress, write=False)
 
 
-def score_table(scores: pd.DataFrame, columns: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Final-stage scores per (method, size), mean and spread over seeds, base model first."""
-    final = scores[scores["stage"].isin(["base", "final"])]
+def score_table(scores: pd.DataFrame, columns: list[tuple[str, str]],
+                selected: set[str] | None = None) -> list[dict[str, Any]]:
+    """Final-stage scores per (method, size), and per learning rate in a grid run, mean and spread
+    over seeds, base model first. ``selected``: the grid cells the learning-rate selection kept (a
+    grid row says whether its rate is the selected one)."""
+    final = scores[scores["stage"].isin(["base", "final"])].copy()
+    # a grid cell's rate from its key; -1 stands for "no grid" so groupby keeps those rows
+    final["lr"] = [(lambda p: p.lr if p and p.lr is not None else -1.0)(parse_cell_key(c)) for c in final["cell"]]
     rows = []
-    groups = final.groupby(["method", "size"], sort=False)
-    keys = sorted(groups.groups, key=lambda k: (k[0] != BASE, k[0], k[1]))
-    for method, size in keys:
-        group = groups.get_group((method, size))
+    groups = final.groupby(["method", "size", "lr"], sort=False)
+    keys = sorted(groups.groups, key=lambda k: (k[0] != BASE, k[0], k[1], k[2]))
+    for method, size, lr in keys:
+        group = groups.get_group((method, size, lr))
         row: dict[str, Any] = {
             "method": method,
             "size": int(size),
+            "lr": None if lr < 0 else float(lr),
             "n_seeds": int(group["cell"].nunique()),
             "scores": {},
         }
+        if lr >= 0 and selected is not None:
+            row["selected"] = bool(set(group["cell"]) & selected)
         for suite, metric in columns:
             values = group[(group["suite"] == suite) & (group["metric"] == metric)]["value"].dropna()
             if values.empty:
@@ -256,7 +265,9 @@ def build_report(path: str | Path, suite: str | None = None, metric: str | None 
         report["analysis_error"] = str(exc)
     columns = choose_columns(scores, analysis, suite, metric)
     report["columns"] = [f"{s}/{m}" for s, m in columns]
-    report["scores"] = score_table(scores, columns)
+    selection = (analysis or {}).get("lr_selection") or {}
+    report["scores"] = score_table(scores, columns, set(selection.get("selected_cells") or [])
+                                   if selection.get("active") else None)
     report["score_rows"] = int(len(scores))
     if analysis is not None:
         report["analysis"] = _filter_analysis(analysis, suite, metric)
@@ -377,6 +388,7 @@ def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, cons
         arrow = {"higher": " ↑", "lower": " ↓"}.get(directions.get(metric, ""), "")
         headers.append(f"{suite}\n{metric}{arrow}")
     base_row = next((r for r in report["scores"] if r["method"] == BASE), None)
+    with_lr = any(r.get("lr") is not None for r in report["scores"])
     rows = []
     for row in report["scores"]:
         cells = []
@@ -395,11 +407,15 @@ def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, cons
             cells.append(Text(text, style=style))
         is_base = row["method"] == BASE
         keys = [Text(row["method"]), "" if is_base else str(row["size"]), "" if is_base else str(row["n_seeds"])]
+        if with_lr:
+            lr = "" if row.get("lr") is None else format_lr(row["lr"]) + (" ✓" if row.get("selected") else "")
+            keys.append(lr)
         rows.append((keys, cells, "bold" if is_base else None))
     _print_split_table(console, "Scores (final checkpoint; mean ± sd over seeds)",
-                       [("method", "left"), ("size", "right"), ("seeds", "right")],
+                       [("method", "left"), ("size", "right"), ("seeds", "right"), *([("lr", "right")] if with_lr else [])],
                        [(h, "right") for h in headers], rows)
-    console.print("[dim]green: better than the base model, red: worse[/dim]")
+    console.print("[dim]green: better than the base model, red: worse"
+                  + ("; ✓ = the selected learning rate of that method and size" if with_lr else "") + "[/dim]")
     if any(column.split("/", 1)[1] == "comet_like" for column in report["columns"]):
         console.print(f"[dim]{escape(COMET_LIKE_NOTE)}[/dim]", highlight=False)
 
