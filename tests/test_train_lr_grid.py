@@ -143,6 +143,30 @@ def test_validation_carve_is_seeded_and_too_large_a_split_is_an_error():
         carve_validation(records, 30, 7, True)
 
 
+def test_validation_loss_matches_the_models_own_loss(tiny_model_dir):
+    """The token-weighted mean of transformers' per-record loss (labels shifted inside the model)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from curatune.chat_format import IGNORE_INDEX, encode, ensure_chat_template
+    from curatune.train.validation import validation_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ensure_chat_template(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    records = make_records(5)
+    result = validation_loss(model, tokenizer, records, max_length=64, batch_size=2)  # padded batches
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for record in records:
+            enc = encode(tokenizer, record, 64)
+            n = sum(1 for label in enc.labels[1:] if label != IGNORE_INDEX)
+            loss = model(input_ids=torch.tensor([enc.input_ids]), labels=torch.tensor([enc.labels])).loss
+            total, tokens = total + float(loss) * n, tokens + n
+    assert result["records"] == 5 and result["tokens"] == tokens
+    assert result["loss"] == pytest.approx(total / tokens, abs=2e-6)
+
+
 # ----------------------------------------------------------------------------- the selection rule
 
 
@@ -252,3 +276,64 @@ def test_report_shows_the_selected_learning_rates(tmp_path):
     score_rows = [[c.strip() for c in line.split("│")[1:6]] for line in text.splitlines() if "±" in line and "│" in line]
     assert score_rows == [["lora", "4", "2", "1e-4 ✓", "0.405 ±0.007"], ["lora", "4", "2", "1e-3", "0.905 ±0.007"],
                           ["lora", "8", "2", "1e-4", "0.455 ±0.007"], ["lora", "8", "2", "1e-3 ✓", "0.555 ±0.007"]]
+
+
+# ----------------------------------------------------------------------------- end to end on the tiny model
+
+
+@pytest.mark.slow
+def test_grid_sweep_records_validation_losses_and_evaluates_the_selected_cells_fully(tmp_path, tiny_model_dir):
+    import torch
+
+    from curatune.evaluate.runner import run_evaluate
+    from curatune.train.sweep import run_sweep
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_dir = curated_run_dir(tmp_path / "run", make_records(24))
+        config = validate_config({
+            "run_dir": str(run_dir.root),
+            "model": {"base": str(tiny_model_dir), "dtype": "float32", "device": "cpu"},
+            "data": {"heldout_size": 4},
+            "train": {"sizes": [4], "methods": ["lora", "full"], "epochs": 1, "per_device_batch_size": 2,
+                      "max_seq_length": 64, "cpu_threads": 1, "validation_size": 6,
+                      "learning_rates": {"lora": [1e-5, 5e-3]}},
+            "evaluate": {
+                "suites": [{"name": "task", "kind": "generation", "max_new_tokens": 4},
+                           {"name": "general", "kind": "generation", "max_new_tokens": 4}],
+                "stages": ["base", "final"], "lr_grid_cells": "selected",
+                "analysis": {"n_bootstrap": 0},
+            },
+        })
+        summary = run_sweep(config, run_dir, progress=False)
+        assert summary["cells_done"] == 3 and not summary["failed"]
+        done = {c.key: c.done for c in list_cells(run_dir)}
+        assert set(done) == {"lora-lr1e-5-n4-s0", "lora-lr5e-3-n4-s0", "full-n4-s0"}
+        assert (run_dir.root / "train" / "lora" / "lr5e-3" / "n4" / "s0" / "final").is_dir()
+        assert done["lora-lr5e-3-n4-s0"]["learning_rate"] == 5e-3 and done["full-n4-s0"]["learning_rate"] == 2e-5
+        for record in done.values():  # every cell scored the same 6 validation records
+            assert record["validation_records"] == 6 and record["validation_loss"] > 0
+        # the two rates really trained differently: their validation losses differ
+        assert done["lora-lr1e-5-n4-s0"]["validation_loss"] != done["lora-lr5e-3-n4-s0"]["validation_loss"]
+        log = read_jsonl_max_lr(run_dir.cell("lora", 4, 0, 5e-3) / "train_log.jsonl")
+        assert 0 < log <= 5e-3 and log > 1e-4  # the peak rate of the schedule is the grid rate
+
+        run_evaluate(config, run_dir, progress=False)
+        analysis = json.loads(run_dir.analysis.read_text())
+        chosen = analysis["lr_selection"]["selected"][0]
+        best = min((1e-5, 5e-3), key=lambda lr: (done[cell_key("lora", 4, 0, lr)]["validation_loss"], lr))
+        assert chosen["lr"] == best
+        loser = cell_key("lora", 4, 0, 5e-3 if best == 1e-5 else 1e-5)
+        scores = pd.read_parquet(run_dir.scores)
+        suites = scores.groupby("cell")["suite"].agg(lambda s: sorted(set(s))).to_dict()
+        assert suites[cell_key("lora", 4, 0, best)] == ["general", "task"]  # the full evaluation
+        assert suites["full-n4-s0"] == ["general", "task"]  # no grid: evaluated as always
+        assert suites[loser] == ["task"]  # not selected: task suite only
+        assert {r["cell"] for r in analysis["learning_forgetting"]} == {cell_key("lora", 4, 0, best), "full-n4-s0"}
+    finally:
+        torch.set_num_threads(before)
+
+
+def read_jsonl_max_lr(path) -> float:
+    return max(line["learning_rate"] for line in map(json.loads, path.read_text().splitlines()))
