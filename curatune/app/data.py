@@ -409,6 +409,13 @@ def prefixed_columns(frame: pd.DataFrame, prefix: str) -> list[str]:
     return [c for c in frame.columns if c.startswith(prefix + ".")]
 
 
+def unselected_cells(analysis: dict | None) -> set[str]:
+    """Cells of a learning-rate grid whose rate was not selected (analysis.json lr_selection): the
+    pages that compare methods or sizes leave them out, as the analysis does."""
+    selection = (analysis or {}).get("lr_selection") or {}
+    return set(selection.get("unselected_cells") or []) if selection.get("active") else set()
+
+
 def pareto_points(analysis: dict | None) -> pd.DataFrame:
     """analysis.json ``pareto``: (method, size) points averaged over seeds, the frontier marked.
 
