@@ -3,7 +3,8 @@
 What runs is a stock ``transformers.Trainer`` on a causal LM (optionally wrapped by
 peft); curatune adds only callbacks: a JSONL log, the early checkpoint, and progress.
 
-A cell folder ``train/<method>/n<size>/s<seed>/`` goes through these states:
+A cell folder ``train/<method>/n<size>/s<seed>/`` (``train/<method>/lr<lr>/n<size>/s<seed>/`` in a
+learning-rate grid) goes through these states:
 
 * nothing, or leftovers of a killed attempt -> the next attempt starts clean, or resumes
   from the last complete trainer checkpoint in ``checkpoints/`` (``checkpoint_steps`` > 0);
@@ -585,7 +586,8 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         checkpoint = _resumable_checkpoint(config, cell_dir, settings, at_early)
         elapsed_before = _reset_cell(cell_dir, checkpoint)
         atomic_write_json(cell_dir / CELL, {
-            "method": spec.method, "size": spec.size, "seed": spec.seed, "key": spec.key, "lr": spec.lr,
+            "method": spec.method, "size": spec.size, "seed": spec.seed, "key": spec.key,
+            **({"lr": spec.lr} if spec.lr is not None else {}),
             "base_model": config.model.base, "base_model_path": str(base_path),
             "planned_steps": total_steps, "early_step": at_early,
             "started": now_iso(), "resumed_from": checkpoint.name if checkpoint else None,
@@ -641,7 +643,8 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     trained = trainer.model
     del trainer, model
     validation = None
-    if is_main_process() and run_dir.validation.exists():  # the final model's loss on the validation split
+    if run_dir.validation.exists():  # the final model's loss on the validation split
+        # every rank computes it: a sharded (FSDP) model needs all ranks in each forward pass
         validation = validation_loss(trained, tokenizer, read_validation(run_dir), config.train.max_seq_length,
                                      config.train.per_device_batch_size)
     if hook is not None and is_main_process():
@@ -774,7 +777,8 @@ def record_failure(run_dir: RunDir, spec: CellSpec, error: str, trace: str) -> N
     cell_dir = spec.path(run_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cell_dir / FAILED, {
-        "method": spec.method, "size": spec.size, "seed": spec.seed, "key": spec.key, "lr": spec.lr,
+        "method": spec.method, "size": spec.size, "seed": spec.seed, "key": spec.key,
+        **({"lr": spec.lr} if spec.lr is not None else {}),
         "error": error, "traceback": trace, "when": now_iso(),
     })
 
