@@ -73,6 +73,8 @@ def test_learning_rates_are_checked(tmp_path):
                           ({"lorax": [1e-4]}, "not a method")):
         with pytest.raises(ConfigError, match=message):
             validate_config({**base, "train": {**base["train"], "learning_rates": grid}})
+    with pytest.raises(ConfigError, match="needs a validation split"):
+        validate_config({**base, "train": {**base["train"], "learning_rates": {"lora": [1e-4]}, "validation_size": 0}})
     config = validate_config({**base, "train": {**base["train"], "learning_rates": {"lora": [5e-4, 1e-4]}}})
     assert config.train.grid_rates("lora") == [1e-4, 5e-4] and config.train.grid_rates("full") == [None]
     assert config.train.effective_validation_size() == 100

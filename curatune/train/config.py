@@ -292,6 +292,9 @@ class TrainConfig(BaseModel):
         unused = [m for m in self.learning_rates if m not in self.methods]
         if unused:
             raise ValueError(f"learning_rates lists {', '.join(unused)}, which train.methods does not train")
+        if self.learning_rates and self.validation_size == 0:
+            raise ValueError("learning_rates needs a validation split to select a rate on: set validation_size "
+                             "above 0 (or leave it unset for 100)")
         return self
 
     @field_validator("evaluate_hook")
