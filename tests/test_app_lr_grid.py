@@ -36,3 +36,12 @@ def test_saturation_page_plots_only_the_selected_cells(monkeypatch, grid_dir):
     points = [t for t in figures(at)[0]["data"] if t.get("name") == "lora" or "lora" in str(t.get("name"))]
     ys = sorted(y for t in points for y in (t.get("y") or []) if y is not None)
     assert ys and max(ys) < 0.9  # the unselected rate at n=4 (0.90, 0.91) is not plotted
+
+
+def test_runs_page_lists_each_grid_cell_with_its_rate_and_validation_loss(monkeypatch, grid_dir):
+    at = app(monkeypatch, grid_dir, page="runs")
+    table = next(df.value for df in at.dataframe if "cell" in getattr(df.value, "columns", []))
+    table = getattr(table, "data", table)  # a Styler carries its frame in .data
+    assert {"lr", "validation loss"} <= set(table.columns) and len(table) == 8
+    row = table[table["cell"] == "lora-lr1e-3-n8-s1"].iloc[0]
+    assert row["lr"] == 1e-3 and row["validation loss"] == pytest.approx(0.71)
