@@ -38,6 +38,7 @@ from curatune.rundir import (
     CellInfo,
     RunDir,
     atomic_write_text,
+    cell_key,
     parse_cell_key,
 )
 from curatune.terminal import quiet_model_loading
@@ -87,7 +88,7 @@ def find_cell(run_dir: RunDir, key: str) -> CellInfo:
         raise CuratuneError(f"{key!r}: not a cell key (expected <method>-n<size>-s<seed>, e.g. lora-n400-s0)")
     cell = CellInfo.from_dir(run_dir, *parsed)
     if cell.status != "done":
-        known = sorted(f"{m}-n{n}-s{s}" for (m, n, s), _ in run_dir.cell_folders())
+        known = sorted(cell_key(*cell) for cell, _ in run_dir.cell_folders())
         hint = f"; cells in this run: {', '.join(known)}" if known else ""
         raise CuratuneError(f"{run_dir.root}: cell {key} is {cell.status}, not done{hint}")
     return cell

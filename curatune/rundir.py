@@ -16,7 +16,11 @@ Layout (documented in the README, keep both in step)::
         pool.parquet                the records subsets are drawn from (held-out removed)
         sweep_config.json           training settings the finished cells were trained with
         subsets.parquet             which record ids each (seed, size) subset holds
-        <method>/n<size>/s<seed>/   one cell (key "<method>-n<size>-s<seed>"):
+        validation.parquet          the validation split (train.learning_rates / train.validation_size):
+                                    carved from the pool before subsetting, never trained on
+        <method>/n<size>/s<seed>/   one cell (key "<method>-n<size>-s<seed>"); a cell of a learning-rate
+                                    grid (train.learning_rates) lives in <method>/lr<lr>/n<size>/s<seed>/
+                                    (key "<method>-lr<lr>-n<size>-s<seed>", lr as format_lr writes it):
           cell.json                   settings of the current attempt, written when it starts
           train_log.jsonl             one line per logged step
           checkpoints/                trainer checkpoints to resume from (train.checkpoint_steps)
@@ -26,6 +30,7 @@ Layout (documented in the README, keep both in step)::
                                     e.g. lora+ties/n128/s0: early/, final/ and done.json as above, plus
           recipe.json                 its recipe: parents (cell keys), type, weights, density, ...
                                     Its size is the largest parent size, its seed the smallest parent seed.
+                                      (done.json holds validation_loss when a validation split exists)
       eval/
         parts/<suite>/<cell>__<stage>.json        one finished evaluation unit (rows, signatures,
                                                   fingerprint); scores.parquet is rebuilt from these
@@ -33,7 +38,8 @@ Layout (documented in the README, keep both in step)::
         retention/<suite>-<digest>.safetensors    the base model's cached answers for a retention probe
         scores.parquet              long form: cell, method, size, seed, stage, suite, metric, value, n_items
         signatures.json             metric signatures per suite (sacrebleu-style)
-        analysis.json               learning vs forgetting, saturation fits, early-vs-final agreement
+        analysis.json               learning vs forgetting, saturation fits, early-vs-final agreement,
+                                    the learning-rate selection (lr_selection)
         saturation_curves.parquet   fitted curves with confidence bands, for plots
       tensorboard/<cell>/           event files when train.report_to has tensorboard: training
                                     logs from the Trainer, evaluation scores from evaluate
@@ -59,7 +65,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import pandas as pd
 import yaml
@@ -217,18 +223,28 @@ class RunDir:
         return self.train / "pool.parquet"
 
     @property
+    def validation(self) -> Path:
+        return self.train / "validation.parquet"
+
+    @property
     def sweep_config(self) -> Path:
         return self.train / "sweep_config.json"
 
-    def cell(self, method: str, size: int, seed: int) -> Path:
-        return self.train / method / f"n{size}" / f"s{seed}"
+    def cell(self, method: str, size: int, seed: int, lr: float | None = None) -> Path:
+        """train/<method>/n<size>/s<seed>, or train/<method>/lr<lr>/n<size>/s<seed> for a cell of a
+        learning-rate grid (a cell without lr keeps the folder it always had)."""
+        if lr is None:
+            return self.train / method / f"n{size}" / f"s{seed}"
+        return self.train / method / f"lr{format_lr(lr)}" / f"n{size}" / f"s{seed}"
 
-    def cell_folders(self) -> Iterator[tuple[tuple[str, int, int], Path]]:
-        """((method, size, seed), folder) of every cell folder on disk, planned or not."""
+    def cell_folders(self) -> Iterator[tuple["CellId", Path]]:
+        """(CellId, folder) of every cell folder on disk, planned or not."""
         if not self.train.is_dir():
             return
-        for folder in sorted(self.train.glob("*/n*/s*")):
-            parsed = parse_cell_key(f"{folder.parts[-3]}-{folder.parts[-2]}-{folder.parts[-1]}")
+        found = [(f"{f.parts[-3]}-{f.parts[-2]}-{f.parts[-1]}", f) for f in self.train.glob("*/n*/s*")]
+        found += [(f"{f.parts[-4]}-{f.parts[-3]}-{f.parts[-2]}-{f.parts[-1]}", f) for f in self.train.glob("*/lr*/n*/s*")]
+        for key, folder in sorted(found, key=lambda kf: kf[1]):
+            parsed = parse_cell_key(key)
             if parsed is not None and folder.is_dir():
                 yield parsed, folder
 
@@ -362,36 +378,68 @@ def git_commit() -> str | None:
 # ----------------------------------------------------------------------------- cells
 
 
-def cell_key(method: str, size: int, seed: int) -> str:
-    """The name of a cell everywhere: scores, samples, logs and the app."""
-    return f"{method}-n{int(size)}-s{int(seed)}"
+def format_lr(lr: float) -> str:
+    """A learning rate as it appears in cell keys and folder names: the shortest scientific form
+    that reads back as the same float (2e-4, 2.5e-05 -> 2.5e-5, 0.001 -> 1e-3)."""
+    mantissa, _, exponent = f"{float(lr):e}".partition("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    text = f"{mantissa}e{int(exponent)}"
+    if float(text) != float(lr):  # more digits than %e keeps: fall back to the exact repr
+        text = repr(float(lr))
+    return text
 
 
-_CELL_KEY = re.compile(r"^(?P<method>.+)-n(?P<size>\d+)-s(?P<seed>\d+)$")
+def cell_key(method: str, size: int, seed: int, lr: float | None = None) -> str:
+    """The name of a cell everywhere: scores, samples, logs and the app.
+
+    ``<method>-n<size>-s<seed>``; a cell of a learning-rate grid adds its rate after the method,
+    ``<method>-lr<lr>-n<size>-s<seed>`` (e.g. lora-lr2e-4-n100-s0). A cell without lr keeps the
+    key it always had, so runs made before learning-rate grids read unchanged."""
+    if lr is None:
+        return f"{method}-n{int(size)}-s{int(seed)}"
+    return f"{method}-lr{format_lr(lr)}-n{int(size)}-s{int(seed)}"
 
 
-def parse_cell_key(key: str) -> tuple[str, int, int] | None:
-    """(method, size, seed) of a cell key, None for anything else (e.g. "base")."""
-    match = _CELL_KEY.match(key)
-    if not match:
-        return None
-    return match["method"], int(match["size"]), int(match["seed"])
+_CELL_KEY = re.compile(
+    r"^(?P<method>.+?)(?:-lr(?P<lr>\d+(?:\.\d+)?(?:e[-+]?\d+)?))?-n(?P<size>\d+)-s(?P<seed>\d+)$"
+)
 
 
-@dataclass(frozen=True)
-class CellSpec:
-    """One cell of the sweep grid: a method trained on a subset size with a seed."""
+class CellId(NamedTuple):
+    """What a cell key names: (method, size, seed, lr); lr is None outside a learning-rate grid."""
 
     method: str
     size: int
     seed: int
+    lr: float | None = None
+
+
+def parse_cell_key(key: str) -> CellId | None:
+    """CellId(method, size, seed, lr) of a cell key, None for anything else (e.g. "base")."""
+    match = _CELL_KEY.match(key)
+    if not match:
+        return None
+    lr = float(match["lr"]) if match["lr"] else None
+    return CellId(match["method"], int(match["size"]), int(match["seed"]), lr)
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell of the sweep grid: a method trained on a subset size with a seed, and with a
+    learning rate of ``train.learning_rates`` when the method has a learning-rate grid
+    (None: the method's single configured rate)."""
+
+    method: str
+    size: int
+    seed: int
+    lr: float | None = None
 
     @property
     def key(self) -> str:
-        return cell_key(self.method, self.size, self.seed)
+        return cell_key(self.method, self.size, self.seed, self.lr)
 
     def path(self, run_dir: "RunDir") -> Path:
-        return run_dir.cell(self.method, self.size, self.seed)
+        return run_dir.cell(self.method, self.size, self.seed, self.lr)
 
 
 def cell_status(folder: Path) -> str:
@@ -418,10 +466,17 @@ class CellInfo:
     done: dict[str, Any] | None = None
     failed: dict[str, Any] | None = None
     cell: dict[str, Any] | None = field(default=None, repr=False)  # cell.json: settings of the attempt
+    lr: float | None = None  # the cell's rate in a learning-rate grid; None outside one
 
     @property
     def key(self) -> str:
-        return cell_key(self.method, self.size, self.seed)
+        return cell_key(self.method, self.size, self.seed, self.lr)
+
+    @property
+    def validation_loss(self) -> float | None:
+        """Mean per-token loss on train/validation.parquet (done.json), when the run has that split."""
+        value = (self.done or {}).get("validation_loss")
+        return float(value) if isinstance(value, (int, float)) else None
 
     @property
     def is_adapter(self) -> bool:
@@ -468,16 +523,17 @@ class CellInfo:
         return None
 
     @classmethod
-    def from_dir(cls, run_dir: "RunDir | str | Path", method: str, size: int, seed: int) -> "CellInfo":
+    def from_dir(cls, run_dir: "RunDir | str | Path", method: str, size: int, seed: int,
+                 lr: float | None = None) -> "CellInfo":
         run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-        path = run_dir.cell(method, size, seed)
+        path = run_dir.cell(method, size, seed, lr)
         done = read_json_or_none(path / DONE)
         failed = read_json_or_none(path / FAILED) if done is None else None
         status = cell_status(path)
         damage = damaged_done_marker(path)
         if damage:  # a done.json that does not parse is not done: show it as failed, with the repair
             done, failed, status = None, {"error": f"{damage}; {cell_repair_hint(path)}"}, "failed"
-        return cls(method, size, seed, path, status, done, failed, read_json_or_none(path / CELL))
+        return cls(method, size, seed, path, status, done, failed, read_json_or_none(path / CELL), lr)
 
 
 def list_cells(run_dir: "RunDir | str | Path") -> list[CellInfo]:
@@ -487,7 +543,8 @@ def list_cells(run_dir: "RunDir | str | Path") -> list[CellInfo]:
     if not run_dir.plan.exists():
         return []
     plan = read_json(run_dir.plan)
-    cells = [CellInfo.from_dir(run_dir, c["method"], int(c["size"]), int(c["seed"])) for c in plan["cells"]]
+    cells = [CellInfo.from_dir(run_dir, c["method"], int(c["size"]), int(c["seed"]), plan_lr(c))
+             for c in plan["cells"]]
     merged = [CellInfo.from_dir(run_dir, *key) for key, _ in run_dir.cell_folders() if is_merged_method(key[0])]
     return cells + merged
 
@@ -500,6 +557,12 @@ def is_merged_method(method: str) -> bool:
 def trained_method(method: str) -> str:
     """The training method behind a cell's weights: the method itself, or a merged cell's parents' method."""
     return method.split(MERGE_SEPARATOR, 1)[0]
+
+
+def plan_lr(cell: dict[str, Any]) -> float | None:
+    """The learning rate of a train/plan.json cell entry (absent in plans without a grid)."""
+    lr = cell.get("lr")
+    return float(lr) if lr is not None else None
 
 
 # ----------------------------------------------------------------------------- tolerant readers

@@ -36,10 +36,12 @@ from curatune.rundir import (  # noqa: F401  (CELL_STATUSES is re-exported for t
     DONE,
     FAILED,
     LOG,
+    CellId,
     RunDir,
     cell_key,
     cell_status,
     parse_cell_key,
+    plan_lr,
 )
 
 
@@ -178,23 +180,23 @@ def _marker(path: Path, stamp: tuple[int, int]) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _cell_rows(cells: tuple[tuple[str, int, int, str], ...], stamps: tuple) -> list[dict]:
+def _cell_rows(cells: tuple[tuple[str, int, int, float | None, str], ...], stamps: tuple) -> list[dict]:
     rows = []
-    for (method, size, seed, path), (done, failed, log, _started) in zip(cells, stamps):
+    for (method, size, seed, lr, path), (done, failed, log, _started) in zip(cells, stamps):
         folder = Path(path)
         status = cell_status(folder)
         row: dict[str, Any] = {
-            "cell": cell_key(method, size, seed), "method": method, "size": size, "seed": seed,
+            "cell": cell_key(method, size, seed, lr), "method": method, "size": size, "seed": seed, "lr": lr,
             "status": "pending", "wall_seconds": None, "steps": None, "final_loss": None,
             "train_examples": None, "tokens_per_second": None, "trainable_parameters": None,
-            "weights_bytes": None, "error": "", "traceback": "",
+            "weights_bytes": None, "validation_loss": None, "error": "", "traceback": "",
             "last_activity": None, "path": path,
         }
         if status == "done":
             info = _marker(folder / DONE, done)
             row["status"] = "done"
             for key in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second",
-                        "trainable_parameters", "weights_bytes"):
+                        "trainable_parameters", "weights_bytes", "validation_loss"):
                 row[key] = info.get(key)
             row["error"] = info.get("_unreadable", "")
         elif status == "failed":
@@ -304,29 +306,31 @@ class RunData:
 
     def cells(self) -> pd.DataFrame:
         """Every sweep cell, planned or found on disk, with its status and timings."""
-        planned: dict[tuple[str, int, int], Path] = {}
+        planned: dict[CellId, Path] = {}
         plan = self.plan() or {}
         for cell in plan.get("cells") or []:
             try:
-                key = (str(cell["method"]), int(cell["size"]), int(cell["seed"]))
+                key = CellId(str(cell["method"]), int(cell["size"]), int(cell["seed"]), plan_lr(cell))
             except (KeyError, TypeError, ValueError) as exc:
                 raise RunFileError(f"{self.dir.plan}: a cell lacks method/size/seed ({cell!r})") from exc
             path = Path(cell["path"]) if cell.get("path") else self.dir.cell(*key)
             planned[key] = path if path.is_absolute() else self.root / path
         for key, folder in self.dir.cell_folders():  # cells on disk but not (yet) in a plan
             planned.setdefault(key, folder)
-        cells = tuple((m, n, s, str(p)) for (m, n, s), p in sorted(planned.items()))
+        # sorted with a missing lr first (None does not compare with floats)
+        ordered = sorted(planned.items(), key=lambda kv: (kv[0].method, kv[0].size, kv[0].seed, kv[0].lr or 0.0))
+        cells = tuple((m, n, s, lr, str(p)) for (m, n, s, lr), p in ordered)
         # The cache key of each cell's row: the stamps of every file its status is read from.
         stamps = tuple(
             (file_stamp(Path(p) / DONE), file_stamp(Path(p) / FAILED), file_stamp(Path(p) / LOG), Path(p).is_dir())
             for *_, p in cells
         )
         frame = pd.DataFrame(_cell_rows(cells, stamps), columns=[
-            "cell", "method", "size", "seed", "status", "wall_seconds", "steps", "final_loss",
-            "train_examples", "tokens_per_second", "trainable_parameters", "weights_bytes", "error", "traceback",
-            "last_activity", "path"])
-        for column in ("wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second",
-                       "trainable_parameters", "weights_bytes"):
+            "cell", "method", "size", "seed", "lr", "status", "wall_seconds", "steps", "final_loss",
+            "train_examples", "tokens_per_second", "trainable_parameters", "weights_bytes", "validation_loss",
+            "error", "traceback", "last_activity", "path"])
+        for column in ("lr", "wall_seconds", "steps", "final_loss", "train_examples", "tokens_per_second",
+                       "trainable_parameters", "weights_bytes", "validation_loss"):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
         return frame
 
@@ -335,7 +339,7 @@ class RunData:
         rows = []
         for suite, cell, stage, file in self.dir.sample_files():
             parsed = parse_cell_key(cell)
-            method, size, seed = parsed if parsed else (cell, 0, 0)  # the base model: ("base", 0, 0)
+            method, size, seed = parsed[:3] if parsed else (cell, 0, 0)  # the base model: ("base", 0, 0)
             rows.append({"suite": suite, "cell": cell, "stage": stage, "method": method,
                          "size": size, "seed": seed, "path": str(file)})
         return pd.DataFrame(rows, columns=["suite", "cell", "stage", "method", "size", "seed", "path"])
@@ -405,6 +409,13 @@ def learning_forgetting_frame(analysis: dict | None) -> pd.DataFrame:
 def prefixed_columns(frame: pd.DataFrame, prefix: str) -> list[str]:
     """Columns ``<prefix>.<...>`` of a flattened table (per-suite or per-metric values)."""
     return [c for c in frame.columns if c.startswith(prefix + ".")]
+
+
+def unselected_cells(analysis: dict | None) -> set[str]:
+    """Cells of a learning-rate grid whose rate was not selected (analysis.json lr_selection): the
+    pages that compare methods or sizes leave them out, as the analysis does."""
+    selection = (analysis or {}).get("lr_selection") or {}
+    return set(selection.get("unselected_cells") or []) if selection.get("active") else set()
 
 
 def pareto_points(analysis: dict | None) -> pd.DataFrame:

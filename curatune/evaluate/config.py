@@ -240,6 +240,15 @@ class EvaluateConfig(BaseModel):
         description="'done' scores the cells that finished training and lists the others as skipped; "
         "'all' requires every planned cell to be done and stops with an error otherwise.",
     )
+    lr_grid_cells: Literal["all", "selected"] = Field(
+        default="all",
+        description="With a learning-rate grid (train.learning_rates): 'all' scores every grid cell on every "
+        "suite; 'selected' gives the full evaluation only to the cells of each (method, size)'s selected rate "
+        "(lowest mean validation loss, docs/analysis.md) and scores the other rates' cells on the task suites "
+        "(evaluate.analysis.task_suites) only, beside the validation loss they recorded in training. The "
+        "selection is made from the cells done when `curatune evaluate` runs; a later run scores what a "
+        "changed selection newly needs.",
+    )
     limit_heldout: Optional[int] = Field(
         default=None,
         ge=1,

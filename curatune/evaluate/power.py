@@ -246,10 +246,19 @@ def power_table(config: Any, run: RunDir | None = None, *, drop: float = 0.02, a
 def sweep_size(config: Any) -> dict[str, int]:
     """Cells of the grid and evaluation units (model x stage x suite) it asks for; a suite's own
     ``stages`` (e.g. benchmarks at [base, final] only) count as configured."""
-    cells = len(config.train.methods) * len(config.train.sizes) * len(config.train.seeds)
+    train = config.train
+    per_size_seed = {m: len(train.grid_rates(m)) for m in train.methods}  # a method's rates (1 without a grid)
+    cells = sum(per_size_seed.values()) * len(train.sizes) * len(train.seeds)
+    # evaluate.lr_grid_cells = selected: per (method, size, seed) one rate gets every suite, the others the task suites
+    fully_scored = cells
+    if config.evaluate.lr_grid_cells == "selected":
+        fully_scored = len(train.methods) * len(train.sizes) * len(train.seeds)
     suites = config.evaluate.effective_suites()
+    task_suites = set(config.evaluate.analysis.task_suites)
     units = 0
     for spec in suites:
         stages = spec.stages or config.evaluate.stages
-        units += (1 if "base" in stages else 0) + cells * sum(1 for s in stages if s != "base")
-    return {"cells": cells, "suites": len(suites), "evaluation_units": units}
+        scored_cells = cells if spec.name in task_suites else fully_scored
+        units += (1 if "base" in stages else 0) + scored_cells * sum(1 for s in stages if s != "base")
+    return {"cells": cells, "suites": len(suites), "evaluation_units": units,
+            "learning_rates": {m: n for m, n in per_size_seed.items() if train.learning_rates.get(m)}}

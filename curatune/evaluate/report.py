@@ -37,6 +37,9 @@ from curatune.rundir import (
     RunDir,
     cell_key,
     cell_status,
+    format_lr,
+    parse_cell_key,
+    plan_lr,
     read_json,
     read_json_or_none,
 )
@@ -131,24 +134,21 @@ def sweep_status(run: RunDir) -> dict[str, Any] | None:
     if not run.train.exists():
         return None
     done, failed = [], []
-    costs: dict[str, list[dict[str, Any]]] = {}
-    for (method, size, seed), folder in run.cell_folders():
-        status = cell_status(folder)
-        if status == "done":
-            done.append(cell_key(method, size, seed))
-            marker = read_json_or_none(folder / DONE)
-            if isinstance(marker, dict):
-                costs.setdefault(method, []).append(marker)
+    format_lr,
+    parse_cell_key,
+    plan_lr,
+    read_json,
+    read_json_or_none,
         elif status == "failed":
             try:
                 error = str(read_json(folder / FAILED).get("error", "")).strip().splitlines()
             except (OSError, ValueError, AttributeError):
                 error = ["failed.json unreadable"]
-            failed.append({"cell": cell_key(method, size, seed), "error": error[0] if error else ""})
+            failed.append({"cell": cell_key(*cell), "error": error[0] if error else ""})
     planned = None
     if run.plan.exists():
         plan = _read_json_file(run.plan)
-        planned = [cell_key(c["method"], c["size"], c["seed"]) for c in plan.get("cells", [])]
+        planned = [cell_key(c["method"], c["size"], c["seed"], plan_lr(c)) for c in plan.get("cells", [])]
     finished = set(done) | {f["cell"] for f in failed}
     return {
         "planned": len(planned) if planned is not None else None,
@@ -194,20 +194,28 @@ def _analyze(run: RunDir, config: AnalysisConfig, progress) -> dict[str, Any]:
         return analyze_run(run, config, progress=progress, write=False)
 
 
-def score_table(scores: pd.DataFrame, columns: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Final-stage scores per (method, size), mean and spread over seeds, base model first."""
-    final = scores[scores["stage"].isin(["base", "final"])]
+def score_table(scores: pd.DataFrame, columns: list[tuple[str, str]],
+                selected: set[str] | None = None) -> list[dict[str, Any]]:
+    """Final-stage scores per (method, size), and per learning rate in a grid run, mean and spread
+    over seeds, base model first. ``selected``: the grid cells the learning-rate selection kept (a
+    grid row says whether its rate is the selected one)."""
+    final = scores[scores["stage"].isin(["base", "final"])].copy()
+    # a grid cell's rate from its key; -1 stands for "no grid" so groupby keeps those rows
+    final["lr"] = [(lambda p: p.lr if p and p.lr is not None else -1.0)(parse_cell_key(c)) for c in final["cell"]]
     rows = []
-    groups = final.groupby(["method", "size"], sort=False)
-    keys = sorted(groups.groups, key=lambda k: (k[0] != BASE, k[0], k[1]))
-    for method, size in keys:
-        group = groups.get_group((method, size))
+    groups = final.groupby(["method", "size", "lr"], sort=False)
+    keys = sorted(groups.groups, key=lambda k: (k[0] != BASE, k[0], k[1], k[2]))
+    for method, size, lr in keys:
+        group = groups.get_group((method, size, lr))
         row: dict[str, Any] = {
             "method": method,
             "size": int(size),
+            "lr": None if lr < 0 else float(lr),
             "n_seeds": int(group["cell"].nunique()),
             "scores": {},
         }
+        if lr >= 0 and selected is not None:
+            row["selected"] = bool(set(group["cell"]) & selected)
         for suite, metric in columns:
             values = group[(group["suite"] == suite) & (group["metric"] == metric)]["value"].dropna()
             if values.empty:
@@ -274,7 +282,9 @@ def build_report(path: str | Path, suite: str | None = None, metric: str | None 
         report["analysis_error"] = str(exc)
     columns = choose_columns(scores, analysis, suite, metric)
     report["columns"] = [f"{s}/{m}" for s, m in columns]
-    report["scores"] = score_table(scores, columns)
+    selection = (analysis or {}).get("lr_selection") or {}
+    report["scores"] = score_table(scores, columns, set(selection.get("selected_cells") or [])
+                                   if selection.get("active") else None)
     report["score_rows"] = int(len(scores))
     if analysis is not None:
         report["analysis"] = _filter_analysis(analysis, suite, metric)
@@ -310,6 +320,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     if analysis is None:
         console.print(f"\n[bold red]analysis unavailable:[/bold red] {escape(report['analysis_error'])}", highlight=False)
         return
+    _render_lr_selection(analysis, console)
     _render_learning_forgetting(analysis, console)
     _render_significance(analysis, console)
     _render_saturation(analysis, console)
@@ -414,6 +425,7 @@ def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, cons
         arrow = {"higher": " ↑", "lower": " ↓"}.get(directions.get(metric, ""), "")
         headers.append(f"{suite}\n{metric}{arrow}")
     base_row = next((r for r in report["scores"] if r["method"] == BASE), None)
+    with_lr = any(r.get("lr") is not None for r in report["scores"])
     rows = []
     for row in report["scores"]:
         cells = []
@@ -432,11 +444,15 @@ def _render_scores(report: dict[str, Any], analysis: dict[str, Any] | None, cons
             cells.append(Text(text, style=style))
         is_base = row["method"] == BASE
         keys = [Text(row["method"]), "" if is_base else str(row["size"]), "" if is_base else str(row["n_seeds"])]
+        if with_lr:
+            lr = "" if row.get("lr") is None else format_lr(row["lr"]) + (" ✓" if row.get("selected") else "")
+            keys.append(lr)
         rows.append((keys, cells, "bold" if is_base else None))
     _print_split_table(console, "Scores (final checkpoint; mean ± sd over seeds)",
-                       [("method", "left"), ("size", "right"), ("seeds", "right")],
+                       [("method", "left"), ("size", "right"), ("seeds", "right"), *([("lr", "right")] if with_lr else [])],
                        [(h, "right") for h in headers], rows)
-    console.print("[dim]green: better than the base model, red: worse[/dim]")
+    console.print("[dim]green: better than the base model, red: worse"
+                  + ("; ✓ = the selected learning rate of that method and size" if with_lr else "") + "[/dim]")
     if any(column.split("/", 1)[1] == "comet_like" for column in report["columns"]):
         console.print(f"[dim]{escape(COMET_LIKE_NOTE)}[/dim]", highlight=False)
 
@@ -479,7 +495,8 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
         return
     roles = analysis["suites"]
     task = ", ".join(f"{s}/{roles['primary_metrics'][s]}" for s in roles["task"])
-    keys = [("method", "left"), ("size", "right"), ("seeds", "right")]
+    with_lr = any(point.get("lr") is not None for point in pareto)
+    keys = [("method", "left"), ("size", "right"), ("seeds", "right"), *([("lr", "right")] if with_lr else [])]
     values = [("task gain\n(pts)", "right"), ("general\ndrop (pts)", "right"), ("Pareto", "center"),
               *[(f"{suite}\n{roles['primary_metrics'][suite]} drop", "right") for suite in roles["general"]]]
     rows = []
@@ -490,6 +507,7 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
             Text(point["method"]),
             "" if is_base else str(point["size"]),
             "" if is_base else str(point["n_seeds"]),
+            *([format_lr(point["lr"]) if point.get("lr") is not None else ""] if with_lr else []),
         ], [
             Text(_signed(gain), style="" if gain is None or is_base else ("green" if gain > 0 else "red")),
             _signed(point["general_drop"]),
@@ -505,6 +523,28 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
         f"★ = Pareto frontier of task gain vs {forgetting}: no other row learns more while forgetting less; "
         "≈ = its task gain over the next frontier point below is not significant (paired test).[/dim]"
     )
+
+
+def _render_lr_selection(analysis: dict[str, Any], console: Console) -> None:
+    """The learning rate each (method, size) keeps, with every rate's mean validation loss."""
+    selection = analysis.get("lr_selection") or {}
+    if not selection.get("active"):
+        return
+    table = Table(title="Learning-rate selection (lowest mean validation loss over seeds)", title_justify="left")
+    for name, justify in (("method", "left"), ("size", "right"), ("selected lr", "right"),
+                          ("validation loss", "right"), ("seeds", "right"), ("every rate: mean loss (seeds)", "left")):
+        table.add_column(name, justify=justify)
+    for choice in selection.get("selected") or []:
+        others = "  ".join(
+            f"{format_lr(c['lr'])}: {_num(c['mean_validation_loss'], 4)} ({len(c['seeds'])})"
+            + ("" if c["complete"] else " incomplete") for c in choice["candidates"])
+        table.add_row(choice["method"], str(choice["size"]), format_lr(choice["lr"]) + (" (tie)" if choice["tie"] else ""),
+                      _num(choice["mean_validation_loss"], 4), str(choice["n_seeds"]), others)
+    console.print()
+    console.print(table)
+    unselected = selection.get("unselected_cells") or []
+    console.print(f"[dim]Comparisons below use the selected rate's cells only; {len(unselected)} cells of other "
+                  "rates are listed in eval/analysis.json (lr_selection.cells).[/dim]")
 
 
 #: Markers of the significance labels in the report's table.

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from curatune.config import ExperimentConfig
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import analyze_run
+from curatune.evaluate.analysis.lr_selection import run_selection
 from curatune.evaluate.suites import (
     EvalContext,
     Suite,
@@ -239,6 +240,10 @@ class Evaluator:
         self.suites: list[Suite] = build_suites(self.ctx)
         self.store = PartStore(run_dir)
         self._suite_prints: dict[str, dict[str, Any]] = {}
+        # evaluate.lr_grid_cells = selected: grid cells of a rate that is not selected get the task suites only
+        self.task_only_cells: set[str] = set()
+        if config.evaluate.lr_grid_cells == "selected":
+            self.task_only_cells = run_selection(run_dir).unselected_cells
 
     def fingerprint(self, suite: Suite, target: Target) -> str:
         if suite.name not in self._suite_prints:  # loads the suite's items once
@@ -247,7 +252,10 @@ class Evaluator:
 
     def suites_for(self, target: Target) -> list[Suite]:
         """The suites that score this target's stage (a suite may be limited to some stages)."""
-        return [s for s in self.suites if s.spec.stages is None or target.stage in s.spec.stages]
+        suites = [s for s in self.suites if s.spec.stages is None or target.stage in s.spec.stages]
+        if target.cell in self.task_only_cells:
+            suites = [s for s in suites if s.name in self.config.evaluate.analysis.task_suites]
+        return suites
 
     def pending(self, target: Target) -> list[Suite]:
         return [s for s in self.suites_for(target) if not self.store.is_done(s.name, target, self.fingerprint(s, target))]

@@ -81,8 +81,9 @@ def plan(
                       spread, "—" if row.mde is None else f"{row.mde:.3g}",
                       "—" if row.items_for_drop is None else f"{row.items_for_drop:,}", row.note)
     console.print(table)
+    grid = "".join(f", {m}: {n} learning rates" for m, n in size["learning_rates"].items())
     console.print(f"sweep: {size['cells']} cells ({len(cfg.train.methods)} methods x {len(cfg.train.sizes)} sizes x "
-                  f"{len(cfg.train.seeds)} seeds), {size['evaluation_units']} evaluation units "
+                  f"{len(cfg.train.seeds)} seeds{grid}), {size['evaluation_units']} evaluation units "
                   f"(model x stage x suite, over {size['suites']} suites)")
     console.print("[dim]MDE: the smallest difference from the base model (metric units; 0.04 = 4 accuracy points) "
                   "a single paired test detects with the given power. With the false-discovery adjustment over "

@@ -3,7 +3,8 @@
 What runs is a stock ``transformers.Trainer`` on a causal LM (optionally wrapped by
 peft); curatune adds only callbacks: a JSONL log, the early checkpoint, and progress.
 
-A cell folder ``train/<method>/n<size>/s<seed>/`` goes through these states:
+A cell folder ``train/<method>/n<size>/s<seed>/`` (``train/<method>/lr<lr>/n<size>/s<seed>/`` in a
+learning-rate grid) goes through these states:
 
 * nothing, or leftovers of a killed attempt -> the next attempt starts clean, or resumes
   from the last complete trainer checkpoint in ``checkpoints/`` (``checkpoint_steps`` > 0);
@@ -68,6 +69,7 @@ from curatune.virtual_tokens import (
     VirtualTokenLM,
     virtual_token_problem,
 )
+from curatune.train.validation import read_validation, validation_loss
 
 #: Settings that change what a cell learns; a finished cell trained with other values is stale.
 _FINGERPRINT_TRAIN_KEYS = (
@@ -104,6 +106,8 @@ def fingerprint(config: ExperimentConfig, spec: CellSpec, subset_ids: list[str])
     chat = _chat_fingerprint(train)
     if chat:  # only when set: cells trained before these settings existed stay current
         settings["chat"] = chat
+    if spec.lr is not None:  # a grid cell: its own rate overrides the method's configured one
+        settings["learning_rate"] = spec.lr
     settings["base_model"] = config.model.base
     settings["subset_sha1"] = hashlib.sha1("\n".join(subset_ids).encode()).hexdigest()
     return json.loads(json.dumps(settings, default=str))
@@ -147,6 +151,11 @@ def planned_steps(config: ExperimentConfig, n_examples: int, world_size: int = 1
     batches_per_epoch = math.ceil(n_examples / (train.per_device_batch_size * world_size))
     steps_per_epoch = math.ceil(batches_per_epoch / train.gradient_accumulation_steps)
     return max(1, math.ceil(train.epochs * steps_per_epoch))
+
+
+def cell_learning_rate(config: ExperimentConfig, spec: CellSpec) -> float:
+    """The peak rate a cell trains at: its grid rate, else the method's configured learning_rate."""
+    return spec.lr if spec.lr is not None else config.train.learning_rate(spec.method)
 
 
 def early_step(config: ExperimentConfig, total_steps: int) -> int:
@@ -432,7 +441,7 @@ def describe_cell_weights(folder: Path, config: ExperimentConfig, run_dir: RunDi
                           base_path: str) -> None:
     """Model card and the base model's real name (hub id or the user's path) in a weights folder."""
     info = CellInfo(spec.method, spec.size, spec.seed, spec.path(run_dir), "running",
-                    done={"learning_rate": config.train.learning_rate(spec.method)})
+                    done={"learning_rate": cell_learning_rate(config, spec)}, lr=spec.lr)
     facts = RunFacts.read(run_dir)
     facts.config = config.resolved()  # the settings this cell trains with, whatever the manifest holds
     describe_weights_folder(folder, facts, info, stage, base_model=base_model_id(config.model.base, base_path),
@@ -575,7 +584,7 @@ def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path,
         per_device_train_batch_size=train.per_device_batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         max_steps=total_steps,
-        learning_rate=train.learning_rate(spec.method),
+        learning_rate=cell_learning_rate(config, spec),
         lr_scheduler_type=train.lr_scheduler,
         warmup_steps=train.warmup_ratio,  # a float in [0, 1) is a fraction of max_steps
         weight_decay=train.weight_decay,
@@ -640,6 +649,7 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         elapsed_before = _reset_cell(cell_dir, checkpoint)
         atomic_write_json(cell_dir / CELL, {
             "method": spec.method, "size": spec.size, "seed": spec.seed, "key": spec.key,
+            **({"lr": spec.lr} if spec.lr is not None else {}),
             "base_model": config.model.base, "base_model_path": str(base_path),
             "planned_steps": total_steps, "early_step": at_early,
             "started": now_iso(), "resumed_from": checkpoint.name if checkpoint else None,
@@ -694,6 +704,11 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     # Drop the trainer (optimizer state) before the hook loads the early model next to the final one.
     trained = trainer.model
     del trainer, model
+    validation = None
+    if run_dir.validation.exists():  # the final model's loss on the validation split
+        # every rank computes it: a sharded (FSDP) model needs all ranks in each forward pass
+        validation = validation_loss(trained, tokenizer, read_validation(run_dir), config.train.max_seq_length,
+                                     config.train.per_device_batch_size)
     if hook is not None and is_main_process():
         _run_hook(hook, config, run_dir, spec, trained, tokenizer, base_path)
     del trained
@@ -709,6 +724,7 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         "size": spec.size,
         "seed": spec.seed,
         "key": spec.key,
+        **({"lr": spec.lr} if spec.lr is not None else {}),
         "train_examples": len(dataset),
         "subset_records": len(records),
         "examples_without_answer_tokens": dataset.without_target,
@@ -730,7 +746,9 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         "evaluated_in_sweep": hook is not None,
         "base_model": config.model.base,
         "base_model_path": str(base_path),
-        "learning_rate": config.train.learning_rate(spec.method),
+        "learning_rate": cell_learning_rate(config, spec),
+        **({"validation_loss": validation["loss"], "validation_tokens": validation["tokens"],
+            "validation_records": validation["records"]} if validation is not None else {}),
         "trainable_parameters": trainable_parameters,
         "weights_bytes": _folder_bytes(cell_dir / FINAL),
         "bf16": use_bf16,
@@ -754,7 +772,7 @@ def _folder_bytes(folder: Path) -> int | None:
 
 def _run_hook(hook: Callable, config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, trained, tokenizer, base_path: Path) -> None:
     """Call the evaluate hook with the final model (in memory) and the early one (from early/)."""
-    info = CellInfo.from_dir(run_dir, spec.method, spec.size, spec.seed)
+    info = CellInfo.from_dir(run_dir, spec.method, spec.size, spec.seed, spec.lr)
     trained.eval()
     if spec.method in PROMPT_LEARNING:  # evaluated through the prefix, as loaded cells are
         trained = VirtualTokenLM(trained)
@@ -824,6 +842,7 @@ def record_failure(run_dir: RunDir, spec: CellSpec, error: str, trace: str) -> N
     cell_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cell_dir / FAILED, {
         "method": spec.method, "size": spec.size, "seed": spec.seed, "key": spec.key,
+        **({"lr": spec.lr} if spec.lr is not None else {}),
         "error": error, "traceback": trace, "when": now_iso(),
     })
 

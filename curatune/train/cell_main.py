@@ -20,10 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", required=True)
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--lr", type=float, default=None, help="the cell's rate in a learning-rate grid")
     args = parser.parse_args(argv)
     run_dir = RunDir(args.run_dir)
     config = read_sweep_config(run_dir)
-    outcome = run_cell(config, run_dir, CellSpec(args.method, args.size, args.seed))
+    outcome = run_cell(config, run_dir, CellSpec(args.method, args.size, args.seed, args.lr))
     return 0 if outcome.status in ("done", "skipped") else 1
 
 

@@ -188,6 +188,22 @@ class TrainConfig(BaseModel):
         "updates), prompt_tuning (learned input embeddings), prefix_tuning (a learned key/value prefix). "
         "Each has its own settings section below.",
     )
+    learning_rates: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="A learning-rate grid per method, e.g. {lora: [1e-4, 2e-4, 5e-4], full: [1e-5, 2e-5, 5e-5]}: "
+        "every listed rate becomes its own cell, trained on the same nested subsets. A method without an entry "
+        "trains at its single configured learning_rate, as without a grid. Each grid cell records its loss on "
+        "the validation split (train.validation_size) and the analysis keeps, per method and size, the rate "
+        "with the lowest mean validation loss over seeds (docs/analysis.md).",
+    )
+    validation_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="Records of the validation split, carved from the training pool (never the held-out "
+        "split) with validation_seed before any subset is drawn, so no cell trains on it; every cell records "
+        "its loss on it in done.json. Unset = 100 when train.learning_rates is set, else 0 (no split).",
+    )
+    validation_seed: int = Field(default=4321, description="Seed of the validation carve (independent of the subset seeds).")
     stratify: bool = Field(
         default=True,
         description="Draw the held-out split and every subset prefix in proportion to the record "
@@ -347,6 +363,30 @@ class TrainConfig(BaseModel):
         except OSError as exc:
             raise ConfigError(f"train.chat_template: cannot read {path} ({exc.strerror or exc})") from None
 
+    @field_validator("learning_rates")
+    @classmethod
+    def _learning_rates_valid(cls, grid: dict[str, list[float]]) -> dict[str, list[float]]:
+        for method, rates in grid.items():
+            if method not in METHODS:
+                raise ValueError(f"{method!r} is not a method (one of {', '.join(METHODS)})")
+            if not rates:
+                raise ValueError(f"{method}: give at least one learning rate")
+            if any(r <= 0 for r in rates):
+                raise ValueError(f"{method}: learning rates must be positive")
+            if len(set(rates)) != len(rates):
+                raise ValueError(f"{method}: learning rates must be distinct")
+        return {m: sorted(float(r) for r in rates) for m, rates in grid.items()}
+
+    @model_validator(mode="after")
+    def _grid_methods_trained(self) -> "TrainConfig":
+        unused = [m for m in self.learning_rates if m not in self.methods]
+        if unused:
+            raise ValueError(f"learning_rates lists {', '.join(unused)}, which train.methods does not train")
+        if self.learning_rates and self.validation_size == 0:
+            raise ValueError("learning_rates needs a validation split to select a rate on: set validation_size "
+                             "above 0 (or leave it unset for 100)")
+        return self
+
     @field_validator("evaluate_hook")
     @classmethod
     def _hook_shape(cls, hook: str | None) -> str | None:
@@ -369,3 +409,14 @@ class TrainConfig(BaseModel):
 
     def learning_rate(self, method: str) -> float:
         return self.method_settings(method).learning_rate
+
+    def grid_rates(self, method: str) -> list[float | None]:
+        """The learning rates a method's cells train at: its grid, or [None] (one cell at the method's
+        configured rate, keyed as before grids existed)."""
+        return list(self.learning_rates.get(method) or [None])
+
+    def effective_validation_size(self) -> int:
+        """Records of the validation split: the configured size, or 100 with a grid and 0 without."""
+        if self.validation_size is not None:
+            return self.validation_size
+        return 100 if self.learning_rates else 0

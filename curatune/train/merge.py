@@ -95,7 +95,7 @@ class MergePlan:
             if found is None:
                 raise ConfigError(f"merge recipe {recipe.type}: parent {key!r} is not a cell key (<method>-n<size>-s<seed>)")
             parsed.append(found)
-        methods = {method for method, _, _ in parsed}
+        methods = {p.method for p in parsed}
         if len(methods) != 1:
             raise ConfigError(f"merge recipe {recipe.type}: parents {recipe.parent_keys()} mix methods {sorted(methods)}; "
                               "merge cells of one method")
@@ -105,7 +105,7 @@ class MergePlan:
                               f"(mergeable: {', '.join(MERGEABLE_METHODS)})")
         self.parents = [CellInfo.from_dir(run_dir, *p) for p in parsed]
         self.spec = CellSpec(merged_method_name(recipe, self.parent_method),
-                             max(size for _, size, _ in parsed), min(seed for _, _, seed in parsed))
+                             max(p.size for p in parsed), min(p.seed for p in parsed))
         self.record = recipe_record(recipe)
 
     def parents_problem(self) -> str | None:

@@ -32,6 +32,11 @@ from curatune.train.subsets import (
     read_heldout,
     write_heldout,
 )
+from curatune.train.validation import (
+    carve_validation,
+    read_validation,
+    write_validation,
+)
 
 
 @dataclass
@@ -42,6 +47,7 @@ class SweepPlan:
     heldout_size: int
     oversized: list[int]
     notes: list[str] = field(default_factory=list)
+    validation_size: int = 0
 
     def subset_ids(self, spec: CellSpec) -> list[str]:
         return [r.id for r in self.subsets.subset(spec.seed, spec.size)]
@@ -137,10 +143,21 @@ def plan_sweep(config: ExperimentConfig, run_dir: RunDir) -> SweepPlan:
     if not split.pool:
         raise DataError("nothing left to train on after removing the held-out records")
 
+    validation = carve_validation(split.pool, config.train.effective_validation_size(), config.train.validation_seed,
+                                  config.train.stratify, read_validation(run_dir))
+    if validation.validation and not run_dir.validation.exists():
+        write_validation(run_dir, validation.validation)
+    if validation.note:
+        notes.append(validation.note)
+    if not validation.pool:
+        raise DataError("nothing left to train on after removing the held-out and validation records")
+    validation_ids = {r.id for r in validation.validation}
+
     raw_pool = None
     if config.train.draw == "paired" and config.train.data == "curated":
-        raw_pool = paired_raw_pool(config, split.heldout)
-    subsets = SubsetPlan.build(split.pool, config.train.seeds, config.train.sizes, config.train.stratify, raw_pool)
+        # the raw pool loses the same validation ids, so a raw run with this split stays paired
+        raw_pool = [r for r in paired_raw_pool(config, split.heldout) if r.id not in validation_ids]
+    subsets = SubsetPlan.build(validation.pool, config.train.seeds, config.train.sizes, config.train.stratify, raw_pool)
     if subsets.paired is not None and subsets.paired.not_in_raw:
         notes.append(
             f"paired draw: {subsets.paired.not_in_raw} curated records match no raw record by id (curation "
@@ -148,18 +165,17 @@ def plan_sweep(config: ExperimentConfig, run_dir: RunDir) -> SweepPlan:
         )
     if not subsets.sizes:  # nothing would train: an error, not a sweep of "0/0 cells" that exits 0
         raise ConfigError(
-            f"train.sizes {subsets.oversized}: every size exceeds the training pool of {len(split.pool)} "
-            f"records (curated records minus the held-out split); use sizes of at most {len(split.pool)}"
+            f"train.sizes {subsets.oversized}: every size exceeds the training pool of {len(validation.pool)} "
+            f"records (curated records minus the held-out split); use sizes of at most {len(validation.pool)}"
         )
     if subsets.oversized:
         notes.append(
-            f"sizes {subsets.oversized} exceed the training pool of {len(split.pool)} records and are "
+            f"sizes {subsets.oversized} exceed the training pool of {len(validation.pool)} records and are "
             "skipped (not capped)"
         )
-    # Smallest sizes first, every method and seed at a size before the next size: a sweep
-    # stopped half-way has comparable LoRA and full cells to evaluate, not one method only.
-    specs = [CellSpec(m, n, s) for n in subsets.sizes for s in config.train.seeds for m in config.train.methods]
-    plan = SweepPlan(specs, subsets, len(split.pool), len(split.heldout), subsets.oversized, notes)
+    specs = grid_specs(config, subsets.sizes)
+    plan = SweepPlan(specs, subsets, len(validation.pool), len(split.heldout), subsets.oversized, notes,
+                     len(validation.validation))
 
     atomic_write_parquet(run_dir.pool, records_to_frame(subsets.pool))
     atomic_write_parquet(run_dir.subsets, subsets.frame())
@@ -167,23 +183,35 @@ def plan_sweep(config: ExperimentConfig, run_dir: RunDir) -> SweepPlan:
     atomic_write_json(run_dir.plan, {
         "cells": [
             {"method": s.method, "size": s.size, "seed": s.seed, "key": s.key,
-             "path": str(s.path(run_dir).relative_to(run_dir.root))}
+             "path": str(s.path(run_dir).relative_to(run_dir.root)), **({"lr": s.lr} if s.lr is not None else {})}
             for s in specs
         ],
         "sizes": subsets.sizes,
         "seeds": config.train.seeds,
         "methods": config.train.methods,
-        "pool_size": len(split.pool),
+        "pool_size": len(validation.pool),
         "heldout_size": len(split.heldout),
+        "validation_size": len(validation.validation),
+        "learning_rates": config.train.learning_rates,
         "oversized": subsets.oversized,
         "data": config.train.data,
         "draw": config.train.draw if config.train.data == "curated" else "raw order",
         "paired_draw": subsets.paired.summary(subsets.sizes) if subsets.paired is not None else None,
-        "categories_pool": category_counts(split.pool),
+        "categories_pool": category_counts(validation.pool),
         "categories_heldout": category_counts(split.heldout),
         "notes": notes,
     })
     return plan
+
+
+def grid_specs(config: ExperimentConfig, sizes: list[int]) -> list[CellSpec]:
+    """Every cell of the grid: sizes x seeds x methods x each method's learning rates.
+
+    Smallest sizes first, every method, rate and seed at a size before the next size: a sweep
+    stopped half-way has comparable LoRA and full cells to evaluate, not one method only."""
+    train = config.train
+    return [CellSpec(m, n, s, lr) for n in sizes for s in train.seeds for m in train.methods
+            for lr in train.grid_rates(m)]
 
 
 def stale_cells(config: ExperimentConfig, run_dir: RunDir, plan: SweepPlan) -> list[str]:

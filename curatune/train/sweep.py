@@ -136,6 +136,8 @@ def launch_command(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec) ->
     cmd += ["--num_processes", str(launch.num_processes)]
     cmd += ["-m", "curatune.train.cell_main", "--run-dir", str(run_dir.root),
             "--method", spec.method, "--size", str(spec.size), "--seed", str(spec.seed)]
+    if spec.lr is not None:
+        cmd += ["--lr", repr(spec.lr)]
     return cmd
 
 
@@ -225,7 +227,7 @@ class RayExecutor:
         run_root = str(run_dir.root.resolve())
         config_dict = config.resolved()
         pending = {
-            task.remote(config_dict, run_root, (s.method, s.size, s.seed), hook): s for s in specs
+            task.remote(config_dict, run_root, (s.method, s.size, s.seed, s.lr), hook): s for s in specs
         }
         outcomes = []
         started = {s.key: time.perf_counter() for s in specs}

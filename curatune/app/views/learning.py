@@ -15,6 +15,7 @@ from curatune.app.data import (
 from curatune.errors import CuratuneError
 from curatune.evaluate.compare import compare_run_cells, interval_text
 from curatune.evaluate.metrics import COMET_LIKE_NOTE
+from curatune.rundir import format_lr
 
 TASK_GAIN, GENERAL_DROP = "task_gain", "general_drop"
 OVERALL_Y = "task gain (points)"
@@ -96,6 +97,7 @@ def render() -> None:
     )
     run = ui.require_run()
     analysis = run.analysis()
+    lr_selection_section(analysis)
     frame = learning_forgetting_frame(analysis)
     if analysis is None or frame.empty:
         ui.missing_note(run, run.dir.analysis, "Learning vs forgetting", "the analysis step of the evaluate stage",
@@ -142,7 +144,8 @@ def render() -> None:
 
     if points["task_gain"].notna().any():
         with st.expander("Seed means and the frontier (final checkpoints)"):
-            columns = ["method", "size", "n_seeds", "task_gain", "general_drop"]
+            columns = ["method", "size", "n_seeds", *(["lr"] if "lr" in points and points["lr"].notna().any() else []),
+                       "task_gain", "general_drop"]
             columns += [frontier_x] if frontier_x != GENERAL_DROP and frontier_x in points.columns else []
             table = points[columns + ["on_frontier"]]
             st.dataframe(table, hide_index=True, column_config={
@@ -174,6 +177,41 @@ def render() -> None:
     significance_table(analysis, stage)
     compare_cells_section(run, frame, stage)
     ui.analysis_notes(analysis)
+
+
+def lr_selection_tables(analysis: dict | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(selected rate per method and size, every grid cell with its validation loss); empty without a grid."""
+    selection = (analysis or {}).get("lr_selection") or {}
+    if not selection.get("active"):
+        return pd.DataFrame(), pd.DataFrame()
+    chosen = pd.DataFrame([{
+        "method": c["method"], "size": c["size"], "selected lr": format_lr(c["lr"]) + (" (tie)" if c.get("tie") else ""),
+        "mean validation loss": c["mean_validation_loss"], "seeds": c["n_seeds"],
+        "every rate: mean loss": "  ".join(f"{format_lr(o['lr'])}: {o['mean_validation_loss']:.4f}"
+                                           + ("" if o["complete"] else " (incomplete)") for o in c["candidates"]),
+    } for c in selection.get("selected") or []])
+    cells = pd.DataFrame(selection.get("cells") or [])
+    if not cells.empty:
+        cells["lr"] = cells["lr"].map(format_lr)
+    return chosen, cells
+
+
+def lr_selection_section(analysis: dict | None) -> None:
+    chosen, cells = lr_selection_tables(analysis)
+    if chosen.empty and cells.empty:
+        return
+    st.subheader("Selected learning rates")
+    st.caption("The run trained a learning-rate grid (train.learning_rates). Per method and size the rate with the "
+               "lowest mean validation loss over seeds is selected (validation split carved from the training "
+               "pool; a tie goes to the smaller rate). Everything below (points, frontier, tests, cell comparison) "
+               "uses the selected rate's cells only; the other cells are listed here.")
+    if not chosen.empty:
+        st.dataframe(chosen, hide_index=True)
+    if not cells.empty:
+        with st.expander(f"Every grid cell ({int((~cells['selected']).sum())} not selected)"):
+            st.dataframe(cells, hide_index=True, column_config={
+                "validation_loss": st.column_config.NumberColumn("validation loss", format="%.4f"),
+                "selected": st.column_config.CheckboxColumn("selected")})
 
 
 def significance_rows(analysis: dict, stage: str | None) -> pd.DataFrame:

@@ -99,12 +99,18 @@ def sweep(run: RunData) -> None:
     table["weights MB"] = table["weights_bytes"] / 1e6
     columns = ["cell", "status", "method", "size", "seed", "wall time", "steps", "final loss", "tokens/s",
                "examples", "trainable params", "weights MB", "last activity", "error"]
+    # a learning-rate grid (or a validation split): each cell's rate and validation loss beside its seed
+    extra = [c for c in ("lr", "validation_loss") if c in table.columns and table[c].notna().any()]
+    columns[5:5] = [c.replace("_", " ") for c in extra]
     table = table.rename(columns={"final_loss": "final loss", "tokens_per_second": "tokens/s",
-                                  "train_examples": "examples", "trainable_parameters": "trainable params"})
+                                  "train_examples": "examples", "trainable_parameters": "trainable params",
+                                  "validation_loss": "validation loss"})
     styled = table[columns].style.map(_status_style, subset=["status"])
     st.dataframe(styled, hide_index=True, key="cells_table", placeholder="—", column_config={
         "steps": st.column_config.NumberColumn(format="%d"),
         "final loss": st.column_config.NumberColumn(format="%.4f"),
+        "validation loss": st.column_config.NumberColumn(format="%.4f"),
+        "lr": st.column_config.NumberColumn(format="%.0e"),
         "tokens/s": st.column_config.NumberColumn(format="%.0f"),
         "trainable params": st.column_config.NumberColumn(format="%d"),
         "weights MB": st.column_config.NumberColumn(format="%.2f"),

@@ -11,6 +11,7 @@ from curatune.app.data import (
     analysis_suites,
     early_vs_final_frame,
     saturation_frame,
+    unselected_cells,
 )
 
 
@@ -37,6 +38,7 @@ def run_input(run: RunData, suite: str, metric: str, stage: str, style: int) -> 
     if scores is None:
         return None
     sel = scores[(scores["suite"] == suite) & (scores["metric"] == metric)]
+    sel = sel[~sel["cell"].isin(unselected_cells(run.analysis()))]  # a learning-rate grid: the selected rates
     points = sel[sel["stage"] == stage][["method", "size", "seed", "value"]]
     if points.empty:
         return None

@@ -21,6 +21,8 @@ Modules, in the order the analysis runs:
 
 - :mod:`.config`      the ``evaluate.analysis`` config section
 - :mod:`.inputs`      scores.parquet checked, sample values, suite roles, score lookup
+- :mod:`.lr_selection` with a learning-rate grid, the rate each (method, size) keeps (lowest
+  mean validation loss); the other rates' cells are left out of everything below
 - :mod:`.learning`    learning vs forgetting rows and the Pareto frontier
 - :mod:`.significance` paired tests (McNemar, paired bootstrap, sacrebleu's paired-bs), FDR
 - :mod:`.comparisons` which test per metric, items lined up from eval/samples, labels vs base
@@ -54,6 +56,7 @@ from curatune.evaluate.analysis.learning import (
     pareto_frontier,
     pareto_table,
 )
+from curatune.evaluate.analysis.lr_selection import run_selection
 from curatune.evaluate.analysis.probes import probe_correlations
 from curatune.evaluate.analysis.ranking import early_vs_final, rank_agreement, spearman
 from curatune.evaluate.analysis.saturation import (
@@ -62,7 +65,12 @@ from curatune.evaluate.analysis.saturation import (
     fit_curve,
 )
 from curatune.evaluate.metrics import MetricTable
-from curatune.rundir import RunDir, atomic_write_json, atomic_write_parquet
+from curatune.rundir import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_parquet,
+    parse_cell_key,
+)
 
 __all__ = [
     "CURVE_COLUMNS", "AnalysisConfig", "MetricTable", "SignificanceConfig", "analyze_run", "compare_cells",
@@ -100,19 +108,29 @@ def analyze_run(
     """
     config = config or AnalysisConfig()
     scores = load_scores(run_dir.scores)
+    # A learning-rate grid: each (method, size) is represented by its selected rate's cells only
+    # (lr_selection's rule); the other rates' cells stay listed in analysis["lr_selection"].
+    selection = run_selection(run_dir)
+    if selection.active:
+        scores = scores[~scores["cell"].isin(selection.unselected_cells)].reset_index(drop=True)
     table = MetricTable(config.metric_directions)
     roles = SuiteRoles.resolve(scores, config, table)
     index = ScoreIndex(scores)
-    notes = list(roles.warnings)
+    notes = list(roles.warnings) + selection.warnings
     has_base = bool((scores["stage"] == "base").any())
     if not has_base:
         notes.append("no base-model scores (stage 'base'): learning and forgetting cannot be measured")
     samples = SampleStore(run_dir)
     rows = learning_forgetting_rows(index, roles, table)
+    for row in rows:  # the rate a row was trained at, when it is a grid cell (None otherwise)
+        parsed = parse_cell_key(str(row.get("cell", "")))
+        row["lr"] = parsed.lr if parsed else None
     items = SampleItems(run_dir)
     significance = significance_vs_base(run_dir, rows, index, roles, table, config.significance, items)
     pareto = pareto_table(rows, roles, with_base=has_base)
     mark_frontier_ordering(pareto, rows, index, roles, table, config.significance, items)
+    for point in pareto:  # the selected rate each (method, size) point stands for (None without a grid)
+        point["lr"] = selection.selected_rate(point["method"], int(point.get("size") or 0))
     saturation, curves = SaturationAnalysis(index, roles, table, config, samples).run(progress)
     analysis = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -128,6 +146,7 @@ def analyze_run(
             },
         },
         "learning_forgetting": rows,
+        "lr_selection": selection.to_dict(),
         "pareto": pareto,
         "significance": significance,
         "saturation": saturation,

@@ -1,0 +1,116 @@
+"""Which learning rate of a grid (``train.learning_rates``) each method keeps, per subset size.
+
+The rule (docs/analysis.md, "Learning-rate selection"), as Biderman et al. (2024) compare LoRA and
+full fine-tuning each at its best learning rate:
+
+1. Per (method, size), every rate of the grid is a candidate. Its score is the mean, over
+   seeds, of the cells' ``validation_loss`` (done.json: mean per-token loss of the final model
+   on ``train/validation.parquet``, carved from the training pool, never the held-out split).
+2. Only rates with the most seeds finished at that (method, size) compete, so a rate is never
+   picked because its unlucky seeds are still missing; the others are listed as incomplete.
+3. The lowest mean wins; a tie (equal to the 6 decimals done.json stores) goes to the smaller
+   rate, the more conservative one (it moves the base model less).
+
+The selected cells stand for their (method, size) in everything that compares methods or sizes
+(learning vs forgetting, significance, the Pareto view, saturation, early vs final, ``curatune
+compare``); the others stay listed here with their validation losses. A run without a grid has no
+selection and every cell counts, as before.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from curatune.rundir import CellInfo, RunDir, list_cells
+
+RULE = ("per (method, size): the learning rate with the lowest mean validation loss over seeds (train/"
+        "validation.parquet, carved from the training pool); only rates with the most finished seeds compete; "
+        "a tie goes to the smaller rate")
+
+
+@dataclass
+class LrSelection:
+    """The outcome of the rule over a run's grid cells."""
+
+    choices: list[dict[str, Any]] = field(default_factory=list)  # one per (method, size)
+    cells: list[dict[str, Any]] = field(default_factory=list)  # every grid cell, selected or not
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.cells)
+
+    @property
+    def selected_cells(self) -> set[str]:
+        return {c["cell"] for c in self.cells if c["selected"]}
+
+    @property
+    def unselected_cells(self) -> set[str]:
+        """Grid cells that do not stand for their (method, size): left out of comparisons."""
+        return {c["cell"] for c in self.cells if not c["selected"]}
+
+    def selected_rate(self, method: str, size: int) -> float | None:
+        for choice in self.choices:
+            if choice["method"] == method and choice["size"] == size:
+                return choice["lr"]
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.active:
+            return {"rule": RULE, "active": False, "selected": [], "cells": [], "warnings": self.warnings}
+        return {"rule": RULE, "active": True, "selected": self.choices, "cells": self.cells,
+                "selected_cells": sorted(self.selected_cells), "unselected_cells": sorted(self.unselected_cells),
+                "warnings": self.warnings}
+
+
+def select_learning_rates(cells: list[CellInfo]) -> LrSelection:
+    """Apply the rule to the grid cells (``lr`` set) among ``cells``; other cells are not touched."""
+    grid = [c for c in cells if c.lr is not None]
+    selection = LrSelection()
+    if not grid:
+        return selection
+    losses: dict[tuple[str, int], dict[float, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for cell in grid:
+        loss = cell.validation_loss if cell.status == "done" else None
+        if loss is not None and np.isfinite(loss):
+            losses[(cell.method, cell.size)][cell.lr][cell.seed] = loss
+    chosen: dict[tuple[str, int], float] = {}
+    for (method, size), by_rate in sorted(losses.items()):
+        most = max(len(seeds) for seeds in by_rate.values())
+        candidates = []
+        for lr, seeds in sorted(by_rate.items()):
+            values = [seeds[s] for s in sorted(seeds)]
+            candidates.append({
+                "lr": lr, "mean_validation_loss": round(float(np.mean(values)), 6),
+                "sd_validation_loss": round(float(np.std(values, ddof=1)), 6) if len(values) > 1 else None,
+                "seeds": sorted(seeds), "complete": len(seeds) == most,
+            })
+        competing = [c for c in candidates if c["complete"]]
+        best = min(competing, key=lambda c: (c["mean_validation_loss"], c["lr"]))
+        ties = [c["lr"] for c in competing if c["mean_validation_loss"] == best["mean_validation_loss"]]
+        chosen[(method, size)] = best["lr"]
+        selection.choices.append({
+            "method": method, "size": size, "lr": best["lr"],
+            "mean_validation_loss": best["mean_validation_loss"], "n_seeds": len(best["seeds"]),
+            "tie": len(ties) > 1, "candidates": candidates,
+        })
+    for cell in sorted(grid, key=lambda c: (c.method, c.size, c.lr, c.seed)):
+        selected = chosen.get((cell.method, cell.size)) == cell.lr
+        selection.cells.append({
+            "cell": cell.key, "method": cell.method, "size": cell.size, "seed": cell.seed, "lr": cell.lr,
+            "status": cell.status, "validation_loss": cell.validation_loss, "selected": selected,
+        })
+    without = sorted({(c.method, c.size) for c in grid} - set(chosen))
+    if without:
+        selection.warnings.append(
+            "no learning rate selected for " + ", ".join(f"{m} n={n}" for m, n in without)
+            + ": none of their grid cells finished with a validation loss; their cells are left out of comparisons")
+    return selection
+
+
+def run_selection(run_dir: RunDir) -> LrSelection:
+    """The selection over the cells of train/plan.json (none before the sweep planned)."""
+    return select_learning_rates(list_cells(run_dir))

@@ -1,0 +1,47 @@
+"""The app on a learning-rate grid run: the Learning page shows the selected rates and lists every
+grid cell; its points and the Saturation page's points are the selected cells only."""
+from __future__ import annotations
+
+import pytest
+from lr_grid_fixture import grid_run
+from test_app_pages import app, figures
+
+from curatune.evaluate.analysis import analyze_run
+
+pytest.importorskip("streamlit")
+
+
+@pytest.fixture(scope="module")
+def grid_dir(tmp_path_factory):
+    run = grid_run(tmp_path_factory.mktemp("lr-grid") / "grid")
+    analyze_run(run)
+    return run.root
+
+
+def test_learning_page_shows_the_selected_rates_and_plots_only_their_cells(monkeypatch, grid_dir):
+    at = app(monkeypatch, grid_dir, page="learning")
+    assert "Selected learning rates" in [s.value for s in at.subheader]
+    chosen = at.dataframe[0].value
+    assert list(zip(chosen["size"], chosen["selected lr"])) == [(4, "1e-4"), (8, "1e-3")]
+    every = at.dataframe[1].value  # every grid cell, selected or not
+    assert len(every) == 8 and int(every["selected"].sum()) == 4
+    lora = next(t for t in figures(at)[0]["data"] if t["name"] == "lora")
+    assert len(lora["x"]) == 4  # 2 sizes x 2 seeds of the selected rates, not the 8 grid cells
+    compare_options = at.selectbox(key="lf_cmp_b").options
+    assert "lora-lr1e-3-n4-s0" not in compare_options and "lora-lr1e-4-n4-s0" in compare_options
+
+
+def test_saturation_page_plots_only_the_selected_cells(monkeypatch, grid_dir):
+    at = app(monkeypatch, grid_dir, page="saturation")
+    points = [t for t in figures(at)[0]["data"] if t.get("name") == "lora" or "lora" in str(t.get("name"))]
+    ys = sorted(y for t in points for y in (t.get("y") or []) if y is not None)
+    assert ys and max(ys) < 0.9  # the unselected rate at n=4 (0.90, 0.91) is not plotted
+
+
+def test_runs_page_lists_each_grid_cell_with_its_rate_and_validation_loss(monkeypatch, grid_dir):
+    at = app(monkeypatch, grid_dir, page="runs")
+    table = next(df.value for df in at.dataframe if "cell" in getattr(df.value, "columns", []))
+    table = getattr(table, "data", table)  # a Styler carries its frame in .data
+    assert {"lr", "validation loss"} <= set(table.columns) and len(table) == 8
+    row = table[table["cell"] == "lora-lr1e-3-n8-s1"].iloc[0]
+    assert row["lr"] == 1e-3 and row["validation loss"] == pytest.approx(0.71)
