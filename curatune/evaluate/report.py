@@ -134,11 +134,14 @@ def sweep_status(run: RunDir) -> dict[str, Any] | None:
     if not run.train.exists():
         return None
     done, failed = [], []
-    format_lr,
-    parse_cell_key,
-    plan_lr,
-    read_json,
-    read_json_or_none,
+    costs: dict[str, list[dict[str, Any]]] = {}
+    for cell, folder in run.cell_folders():
+        status = cell_status(folder)
+        if status == "done":
+            done.append(cell_key(*cell))
+            marker = read_json_or_none(folder / DONE)
+            if isinstance(marker, dict):
+                costs.setdefault(cell.method, []).append(marker)
         elif status == "failed":
             try:
                 error = str(read_json(folder / FAILED).get("error", "")).strip().splitlines()
