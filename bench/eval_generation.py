@@ -111,7 +111,11 @@ def contenders(max_new_tokens: int, stop: list[str]):
         settings = GenerationSettings(max_new_tokens, batch, stop)
         return lambda m, t, p: transformers_generate(m, t, p, settings)
 
-    return {"generate@16": theirs(16), "curatune@16": ours(16), "generate@64": theirs(64), "curatune@64": ours(64)}
+    every = {"generate@16": theirs(16), "curatune@16": ours(16), "generate@64": theirs(64), "curatune@64": ours(64)}
+    return {name: every[name] for name in CONTENDERS or every}
+
+
+CONTENDERS: list[str] = []  # --contenders: a subset (the first one is the reference for identity)
 
 
 def load_avg() -> float:
@@ -131,9 +135,9 @@ def measure(label: str, model, tokenizer, prompts, rounds: int, max_new_tokens: 
             outputs[name] = runs[name](model, tokenizer, prompts)
             times[name].append(time.perf_counter() - start)
             print(f"  {label} round {r} {name}: {times[name][-1]:.1f} s (load {loads[name][-1]:.1f})", flush=True)
-    reference = outputs["generate@16"]
+    reference = outputs[names[0]]
     new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in reference)
-    base_time = statistics.median(times["generate@16"])
+    base_time = statistics.median(times[names[0]])
     rows = []
     for name in names:
         same = sum(a == b for a, b in zip(outputs[name], reference))
@@ -141,7 +145,7 @@ def measure(label: str, model, tokenizer, prompts, rounds: int, max_new_tokens: 
         rows.append({"model": label, "contender": name, "identical_outputs": same, "items": len(prompts),
                      "seconds": [round(t, 2) for t in times[name]], "new_tokens": new_tokens,
                      "new_tokens_per_s": round(new_tokens / median, 1),
-                     "speedup_vs_generate16": round(base_time / median, 2),
+                     "speedup_vs_reference": round(base_time / median, 2),
                      "load_avg_1min": [round(x, 1) for x in loads[name]]})
     return {"rows": rows}
 
@@ -152,10 +156,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--contenders", nargs="*", default=[],
+                        help="a subset of generate@16 curatune@16 generate@64 curatune@64 (first = reference)")
     parser.add_argument("--cell", help="a fine-tuned cell's weights folder (final/) to measure as well")
     parser.add_argument("--out", default=str(RESULTS / "eval_generation"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    CONTENDERS[:] = args.contenders
     stop = ["\n"]
 
     model, tokenizer = load_model_and_tokenizer("default", dtype="float32", device="cpu")
@@ -184,12 +191,12 @@ def main() -> None:
         f"{args.threads} torch threads, {args.rounds} interleaved rounds; torch {meta['torch']}, transformers "
         f"{meta['transformers']}; machine shared with other jobs (load average per run shown).",
         "",
-        "| model | contender | identical outputs (vs generate@16) | new tokens/s (median) | speed-up vs generate@16 | seconds per round | load avg |",
+        "| model | contender | identical outputs (vs the first row) | new tokens/s (median) | speed-up vs the first row | seconds per round | load avg |",
         "|---|---|---|---:|---:|---|---|",
     ]
     for row in rows:
         lines.append(f"| {row['model']} | {row['contender']} | {row['identical_outputs']}/{row['items']} | "
-                     f"{row['new_tokens_per_s']} | {row['speedup_vs_generate16']}x | "
+                     f"{row['new_tokens_per_s']} | {row['speedup_vs_reference']}x | "
                      f"{', '.join(map(str, row['seconds']))} | {', '.join(map(str, row['load_avg_1min']))} |")
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -162,21 +162,33 @@ def test_answers_equal_transformers_generate(tiny, stop):
 
 
 def test_finished_rows_leave_the_batch(tiny):
-    """Rows that hit a stop string are not computed any further (generate() keeps them)."""
+    """Once half a batch has finished, the finished rows are not computed any further
+    (generate() keeps every row until the slowest one ends)."""
     model, tokenizer = tiny
-    prompts = _prompts(tokenizer)
+    prompts = encode_prompts(tokenizer, _prompts(tokenizer))
+
+    class FiveEndEarly(GreedyDecoder):
+        """Prompts 0-4 end after two tokens, 5 and 6 run to max_new_tokens."""
+        seen: dict[int, int] = {}
+
+        def _ends(self, answer, token):
+            order = self.seen.setdefault(id(answer), len(self.seen))
+            answer.append(token)
+            return order < 5 and len(answer) >= 2
+
     rows_per_call = []
+
     def record(module, args, kwargs):
         rows_per_call.append(kwargs["input_ids"].shape[0])
 
     handle = model.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        generate(model, tokenizer, prompts, GenerationSettings(max_new_tokens=20, batch_size=8, stop=["e"]),
-                 progress=False)
+        answers = FiveEndEarly(model, tokenizer, 10, [], [], tokenizer.pad_token_id or 0).decode(prompts)
     finally:
         handle.remove()
-    assert rows_per_call[0] == len(prompts) and min(rows_per_call) < len(prompts)
-    assert rows_per_call == sorted(rows_per_call, reverse=True)
+    assert [len(a) for a in answers] == [2] * 5 + [10, 10]
+    # prefill and the first step with all 7 rows, then only the 2 running ones
+    assert rows_per_call == [7, 7] + [2] * 8
 
 
 def test_long_prompts_are_cut_from_the_start(tiny):
