@@ -21,6 +21,7 @@ Layout (documented in the README, keep both in step)::
           train_log.jsonl             one line per logged step
           checkpoints/                trainer checkpoints to resume from (train.checkpoint_steps)
           early/, final/              weights: a peft adapter (lora, qlora) or a full model
+          predictions.parquet         task: classification only: the cell's label per test example
           done.json | failed.json     written last: finished, or the error of the last attempt
       eval/
         parts/<suite>/<cell>__<stage>.json        one finished evaluation unit (rows, signatures,
@@ -30,6 +31,8 @@ Layout (documented in the README, keep both in step)::
         scores.parquet              long form: cell, method, size, seed, stage, suite, metric, value, n_items
         signatures.json             metric signatures per suite (sacrebleu-style)
         analysis.json               learning vs forgetting, saturation fits, early-vs-final agreement
+        classification.json         task: classification only: paired tests of each size against
+                                    the zero-shot baseline and SetFit against the frozen-embedder head
         saturation_curves.parquet   fitted curves with confidence bands, for plots
       tensorboard/<cell>/           event files when train.report_to has tensorboard: training
                                     logs from the Trainer, evaluation scores from evaluate
@@ -82,6 +85,8 @@ LOG = "train_log.jsonl"
 EARLY = "early"
 FINAL = "final"
 CHECKPOINTS = "checkpoints"
+#: A classification cell's predicted label per test example (example_id, prediction).
+PREDICTIONS = "predictions.parquet"
 #: A cell's status, in the order the app lists them.
 CELL_STATUSES = ("done", "running", "failed", "pending")
 
@@ -239,6 +244,11 @@ class RunDir:
     @property
     def analysis(self) -> Path:
         return self.eval / "analysis.json"
+
+    @property
+    def classification(self) -> Path:
+        """eval/classification.json: the paired comparisons of a classification run."""
+        return self.eval / "classification.json"
 
     @property
     def saturation_curves(self) -> Path:
