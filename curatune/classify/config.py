@@ -60,7 +60,7 @@ class ClassifyConfig(BaseModel):
         default=None,
         description="Remove the text every row of a file shares at the start and end of the text field (the "
         "instruction of a prompt template, e.g. 'Is the review positive or negative?'). Unset = on for "
-        "prompt/completion files, off otherwise.",
+        "prompt/completion files of at least 20 rows, off otherwise.",
     )
     label_names: dict[str, str] = Field(
         default_factory=dict,

@@ -29,6 +29,9 @@ TEXT_FIELDS = ("text", "sentence", "review", "content", "document", "question", 
 LABEL_FIELDS = ("label", "labels", "class", "category", "target", "sentiment", "intent", "completion", "output")
 #: End-of-text markers that prompt/completion files append to the completion.
 END_MARKERS = ("<|endoftext|>", "</s>", "<|im_end|>", "<|eot_id|>")
+#: Files with fewer rows than this are not stripped unless classify.strip_template is true: in a
+#: handful of rows a shared opening word ("The ...") cannot be told apart from the template.
+MIN_TEMPLATE_ROWS = 20
 #: A label field with more distinct values than this share of its rows is free text, not labels.
 MAX_LABEL_SHARE = 0.5
 
@@ -59,8 +62,8 @@ def clean_label(value: object) -> str:
 
 
 def shared_template(texts: list[str]) -> tuple[str, str]:
-    """(prefix, suffix) every text shares, cut back to whitespace boundaries so a word that
-    merely happens to open every text (``The ...``) is not taken for the template."""
+    """(prefix, suffix) every text shares, cut back to whitespace boundaries so that a shared
+    start of a word (``Re`` of ``Review``/``Returned``) stays with the text."""
     if len(texts) < 2:
         return "", ""
     prefix = os.path.commonprefix(texts)
@@ -118,7 +121,10 @@ def _load_file(path: str, source: SourceConfig, config: ClassifyConfig) -> tuple
     keys = list(dict.fromkeys(k for r in rows[:100] for k in r.value))
     text_key = _pick(keys, source.mapping.get("text") or config.text_field, TEXT_FIELDS, "text", path)
     label_key = _pick(keys, source.mapping.get("label") or config.label_field, LABEL_FIELDS, "label", path)
-    strip = config.strip_template if config.strip_template is not None else {"prompt", "completion"} <= set(keys)
+    if config.strip_template is None:
+        strip = {"prompt", "completion"} <= set(keys) and len(rows) >= MIN_TEMPLATE_ROWS
+    else:
+        strip = config.strip_template
     kept = []
     for row in rows:
         text, label = row.value.get(text_key), row.value.get(label_key)

@@ -23,10 +23,15 @@ from curatune.classify.sweep import TASK
 from curatune.config import ExperimentConfig
 from curatune.errors import DataError
 from curatune.evaluate.analysis import analyze_run
-from curatune.evaluate.analysis.comparisons import SampleItems, compare_systems, label_family
+from curatune.evaluate.analysis.comparisons import (
+    SampleItems,
+    compare_systems,
+    label_family,
+)
 from curatune.evaluate.analysis.config import SignificanceConfig
 from curatune.evaluate.analysis.significance import macro_f1_statistics
 from curatune.models import load_embedder
+from curatune.runcheck import read_run_json
 from curatune.rundir import (
     BASE,
     PREDICTIONS,
@@ -36,7 +41,6 @@ from curatune.rundir import (
     atomic_write_parquet,
     list_cells,
 )
-from curatune.runcheck import read_run_json
 from curatune.runlock import holds_stage_lock
 
 METRICS = ("acc", "macro_f1")
@@ -49,7 +53,10 @@ SIGNATURES = {
 
 def score_labels(references: list[str], outputs: list[str], classes: list[str]) -> dict[str, float]:
     """Accuracy and macro-F1 with scikit-learn (the reference the paired bootstrap must reproduce)."""
-    from sklearn.metrics import accuracy_score, f1_score  # heavy import; only classification runs need it
+    from sklearn.metrics import (  # heavy import; only classification runs need it
+        accuracy_score,
+        f1_score,
+    )
 
     return {"acc": float(accuracy_score(references, outputs)),
             "macro_f1": float(f1_score(references, outputs, labels=classes, average="macro", zero_division=0))}

@@ -53,7 +53,9 @@ class ZeroShot:
 
 
 def make_head(settings: HeadSettings, seed: int):
-    from sklearn.linear_model import LogisticRegression  # heavy import; only classification runs need it
+    from sklearn.linear_model import (
+        LogisticRegression,  # heavy import; only classification runs need it
+    )
 
     return LogisticRegression(C=settings.C, max_iter=settings.max_iter, random_state=seed)
 

@@ -23,11 +23,20 @@ import pandas as pd
 
 from curatune.classify.config import ClassifyConfig
 from curatune.classify.data import LabelledData, load_labelled
-from curatune.classify.methods import CellOutcome, TextEncoder, train_logreg, train_setfit
+from curatune.classify.methods import (
+    CellOutcome,
+    TextEncoder,
+    train_logreg,
+    train_setfit,
+)
 from curatune.classify.subsets import Split, carve_test, nested_subsets
 from curatune.config import ExperimentConfig
 from curatune.errors import ConfigError, CuratuneError
-from curatune.models import load_embedder, load_trainable_embedder, resolve_embedder_path
+from curatune.models import (
+    load_embedder,
+    load_trainable_embedder,
+    resolve_embedder_path,
+)
 from curatune.rundir import (
     CELL,
     DONE,
@@ -54,8 +63,9 @@ def plan_classification(config: ExperimentConfig, run_dir: RunDir) -> tuple[Labe
     data = load_labelled(config.data.sources, settings)
     split = carve_test(data.records, settings.heldout_per_class, max(settings.sizes_per_class), settings.heldout_seed)
     subsets = nested_subsets(split.pool, settings.sizes_per_class, settings.seeds)
-    specs = [CellSpec(m, size, seed) for m in settings.methods for size in settings.sizes_per_class
-             for seed in settings.seeds]
+    # Smallest sizes first: an interrupted sweep already has the start of every curve.
+    specs = [CellSpec(m, size, seed) for size in settings.sizes_per_class for seed in settings.seeds
+             for m in settings.methods]
     atomic_write_parquet(run_dir.heldout, split.test)
     atomic_write_parquet(run_dir.pool, split.pool)
     atomic_write_parquet(run_dir.subsets, subsets)
