@@ -43,7 +43,8 @@ TASKS = {
 }
 
 
-def run_task(task: str, seeds: list[int], sizes: list[int], out_root: Path, setfit: dict) -> dict:
+def run_task(task: str, seeds: list[int], sizes: list[int], out_root: Path, setfit: dict,
+             evaluate_only: bool = False) -> dict:
     file, per_class, template = TASKS[task]
     run_dir = out_root / task
     config = validate_config({
@@ -55,7 +56,9 @@ def run_task(task: str, seeds: list[int], sizes: list[int], out_root: Path, setf
     })
     load_before = os.getloadavg()
     started = time.perf_counter()
-    sweep = run_classification_sweep(config, run_dir, progress=lambda key: print(f"[{task}] {key}", flush=True))
+    sweep = {"embed_seconds": None}
+    if not evaluate_only:  # --evaluate-only: score the cells a stopped sweep finished
+        sweep = run_classification_sweep(config, run_dir, progress=lambda key: print(f"[{task}] {key}", flush=True))
     sweep_seconds = time.perf_counter() - started
     evaluation = evaluate_classification(config, run_dir)
     rd = RunDir(run_dir)
@@ -89,7 +92,7 @@ def markdown(result: dict) -> str:
              f"{result['test_examples']} examples (balanced), pool {result['pool_examples']}. Seeds {result['seeds']}.",
              f"Zero-shot prompts: {result['zero_shot']['prompts']}. SetFit settings: {result['setfit_settings']}.", "",
              f"Machine load (1/5/15-min averages, 2 cores shared by 8 agents): before {result['load_average_before']}, "
-             f"after {result['load_average_after']}. Sweep {result['sweep_seconds']:.0f} s, evaluate "
+             f"after {result['load_average_after']}. Sweep {result['sweep_seconds']:.0f} s (0 with --evaluate-only), evaluate "
              f"{result['evaluate_seconds']:.0f} s (frozen embeddings of pool + test: {result['embed_seconds_frozen'] or 0:.1f} s).",
              "", "## Scores on the test split (mean over seeds, std)", "",
              "| method | per class | accuracy | macro-F1 |", "|---|---|---|---|"]
@@ -135,6 +138,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[8, 16, 32, 64])
     parser.add_argument("--num-iterations", type=int, default=20, help="classify.setfit.num_iterations")
     parser.add_argument("--max-length", type=int, default=256, help="classify.setfit.max_length")
+    parser.add_argument("--evaluate-only", action="store_true", help="score what an earlier run finished")
     parser.add_argument("--out", type=Path, default=Path("/tmp/curatune-setfit-bench"))
     args = parser.parse_args()
     if not TEMPLATES.is_dir():
@@ -142,7 +146,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     for task in args.tasks:
         result = run_task(task, args.seeds, args.sizes, args.out,
-                          {"num_iterations": args.num_iterations, "max_length": args.max_length})
+                          {"num_iterations": args.num_iterations, "max_length": args.max_length}, args.evaluate_only)
         result["commit"] = commit
         results = REPO / "bench" / "results"
         (results / f"setfit_{task}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from curatune.classify.methods import TextEncoder, ZeroShot
-from curatune.classify.sweep import TASK
+from curatune.classify.sweep import TASK, with_task_suite
 from curatune.config import ExperimentConfig
 from curatune.errors import DataError
 from curatune.evaluate.analysis import analyze_run
@@ -73,6 +73,7 @@ def evaluate_classification(config: ExperimentConfig, run_dir: RunDir | str | No
     if plan.get("task") != TASK:
         raise DataError(f"{run_dir.plan}: not a classification run (task: classification); "
                         "it was planned by a generation sweep")
+    config = with_task_suite(config)
     run_dir.write_manifest(config.resolved(), "evaluate")
     suite, classes = plan["suite"], list(plan["classes"])
     test = pd.read_parquet(run_dir.heldout)
@@ -97,7 +98,7 @@ def evaluate_classification(config: ExperimentConfig, run_dir: RunDir | str | No
         scored += 1
     atomic_write_parquet(run_dir.scores, pd.DataFrame(rows, columns=SCORE_COLUMNS))
     atomic_write_json(run_dir.signatures, {suite: SIGNATURES})
-    analysis_config = config.evaluate.analysis.model_copy(update={"task_suites": [suite]})
+    analysis_config = config.evaluate.analysis
     analysis = analyze_run(run_dir, analysis_config)
     comparisons = compare_classification(run_dir, suite, analysis_config.significance)
     comparisons["zero_shot"] = {"template": config.classify.zero_shot_template, "prompts": zero_shot.prompts,

@@ -57,6 +57,14 @@ from curatune.runlock import holds_stage_lock
 TASK = "classification"
 
 
+def with_task_suite(config: ExperimentConfig) -> ExperimentConfig:
+    """The config with the classification suite as the analysis' task suite, so that the resolved
+    config.yaml the report and the app read analyses the run as it was scored."""
+    analysis = config.evaluate.analysis.model_copy(update={"task_suites": [config.classify.suite]})
+    evaluate = config.evaluate.model_copy(update={"analysis": analysis})
+    return config.model_copy(update={"evaluate": evaluate})
+
+
 def plan_classification(config: ExperimentConfig, run_dir: RunDir) -> tuple[LabelledData, Split, list[CellSpec]]:
     """Read the data, carve the test split, draw the subsets and write the plan files."""
     settings = config.classify
@@ -121,6 +129,7 @@ def run_classification_sweep(config: ExperimentConfig, run_dir: RunDir | str | o
         unknown = [m for m in only if m not in settings.methods]
         if unknown:
             raise ConfigError(f"--only {unknown}: not in classify.methods {settings.methods}")
+    config = with_task_suite(config)
     run_dir.write_manifest(config.resolved(), "train")
     _, split, specs = plan_classification(config, run_dir)
     subsets = pd.read_parquet(run_dir.subsets)
