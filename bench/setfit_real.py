@@ -44,7 +44,7 @@ TASKS = {
 
 
 def run_task(task: str, seeds: list[int], sizes: list[int], out_root: Path, setfit: dict,
-             evaluate_only: bool = False) -> dict:
+             evaluate_only: bool = False, methods: tuple[str, ...] = ("setfit", "logreg")) -> dict:
     file, per_class, template = TASKS[task]
     run_dir = out_root / task
     config = validate_config({
@@ -52,7 +52,8 @@ def run_task(task: str, seeds: list[int], sizes: list[int], out_root: Path, setf
         "model": {"embedder": "default", "device": "cpu"},
         "data": {"sources": [{"path": str(TEMPLATES / file)}]},
         "classify": {"sizes_per_class": sizes, "seeds": seeds, "heldout_per_class": per_class,
-                     "zero_shot_template": template, "suite": task, "setfit": setfit},
+                     "zero_shot_template": template, "suite": task, "setfit": setfit,
+                     "methods": list(methods)},
     })
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -131,6 +132,53 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+COLOURS = {"setfit": "#d62728", "logreg": "#1f77b4", "base": "#7f7f7f"}
+
+
+def svg_curve(result: dict, metric: str = "acc", width: int = 420, height: int = 300) -> str:
+    """The saturation curve as a small SVG (no plotting library is installed here): mean over
+    seeds per size per class, log2 x axis, zero-shot as a dashed line."""
+    scores = pd.DataFrame(result["scores"])
+    scores = scores[scores["metric"] == metric]
+    sizes = sorted(int(s) for s in scores.loc[scores["method"] != "base", "size"].unique())
+    if not sizes:
+        return ""
+    left, right, top, bottom = 50, 110, 30, 40
+    lo = min(0.4, float(scores["value"].min()) - 0.05)
+    x_of = {s: left + (width - left - right) * (i / max(len(sizes) - 1, 1)) for i, s in enumerate(sizes)}
+
+    def y(v: float) -> float:
+        return top + (height - top - bottom) * (1 - (v - lo) / (1 - lo))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+             f'<text x="{left}" y="18" font-size="13">{result["task"]}: {metric} vs examples per class</text>']
+    for tick in [t / 10 for t in range(11) if t / 10 >= lo]:
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eee"/>'
+                     f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.1f}</text>')
+    for s in sizes:
+        parts.append(f'<text x="{x_of[s]:.1f}" y="{height - bottom + 16}" text-anchor="middle">{s}</text>')
+    base = scores.loc[scores["method"] == "base", "value"]
+    if len(base):
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(base.iloc[0]):.1f}" y2="{y(base.iloc[0]):.1f}" '
+                     f'stroke="{COLOURS["base"]}" stroke-dasharray="5,4"/><text x="{width - right + 6}" '
+                     f'y="{y(base.iloc[0]) + 4:.1f}" fill="{COLOURS["base"]}">zero-shot</text>')
+    for method in ("logreg", "setfit"):
+        points = scores[scores["method"] == method].groupby("size")["value"]
+        if not len(points):
+            continue
+        means = points.mean()
+        path = " ".join(f"{x_of[int(s)]:.1f},{y(v):.1f}" for s, v in means.items())
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{COLOURS[method]}" stroke-width="2"/>')
+        for s, values in points:
+            for v in values:  # every seed as a dot
+                parts.append(f'<circle cx="{x_of[int(s)]:.1f}" cy="{y(v):.1f}" r="2.5" fill="{COLOURS[method]}"/>')
+        last = means.index[-1]
+        parts.append(f'<text x="{x_of[int(last)] + 6:.1f}" y="{y(means.iloc[-1]) + 4:.1f}" '
+                     f'fill="{COLOURS[method]}">{method}</text>')
+    return "\n".join(parts + ["</svg>"]) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -138,6 +186,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[8, 16, 32, 64])
     parser.add_argument("--num-iterations", type=int, default=20, help="classify.setfit.num_iterations")
     parser.add_argument("--max-length", type=int, default=256, help="classify.setfit.max_length")
+    parser.add_argument("--methods", nargs="+", default=["setfit", "logreg"], help="classify.methods")
     parser.add_argument("--evaluate-only", action="store_true", help="score what an earlier run finished")
     parser.add_argument("--out", type=Path, default=Path("/tmp/curatune-setfit-bench"))
     args = parser.parse_args()
@@ -146,11 +195,15 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     for task in args.tasks:
         result = run_task(task, args.seeds, args.sizes, args.out,
-                          {"num_iterations": args.num_iterations, "max_length": args.max_length}, args.evaluate_only)
+                          {"num_iterations": args.num_iterations, "max_length": args.max_length}, args.evaluate_only,
+                          tuple(args.methods))
         result["commit"] = commit
         results = REPO / "bench" / "results"
         (results / f"setfit_{task}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
         (results / f"setfit_{task}.md").write_text(markdown(result) + f"\ncuratune commit {commit}\n")
+        for metric in ("acc", "macro_f1"):
+            (REPO / "docs" / "images").mkdir(exist_ok=True)
+            (REPO / "docs" / "images" / f"setfit_{task}_{metric}.svg").write_text(svg_curve(result, metric))
         print(markdown(result))
 
 
