@@ -223,3 +223,27 @@ def test_sweep_then_evaluate_writes_the_run_directory_contract(tiny_embedder_dir
     assert tests[("setfit", "0", "logreg", "acc")] == "mcnemar_exact"
     assert tests[("setfit", "0", "zero_shot", "macro_f1")] == "paired_bootstrap"
     assert all(c["label"] for c in comparisons)
+
+
+T0_TEMPLATES = ("instruct", "self_instruct", "data", "finetuning", "t0_train_50k", "data_per_template")
+
+
+@pytest.mark.parametrize("file, counts, instruction", [
+    ("ag_news_classify.jsonl", {"Business": 78, "Science and technology": 122}, "What label best describes"),
+    ("amazon_polarity_Is_this_review.jsonl", {"Negative": 89, "Positive": 111}, "Is the review positive"),
+    ("yelp_review_full_format_star.jsonl", {"1 star": 50, "2 stars": 51, "3 stars": 39, "4 stars": 25, "5 stars": 35},
+     "Stars:"),
+])
+def test_real_t0_templates_become_text_and_label(shared_data, file, counts, instruction):
+    path = shared_data.joinpath(*T0_TEMPLATES, file)
+    data = load_labelled([SourceConfig(path=str(path))], ClassifyConfig())
+    assert data.counts() == counts and not data.rejected
+    assert not data.records["text"].str.contains(instruction, regex=False).any()
+    raw = json.loads(path.read_text(encoding="utf-8").split("\n")[0])["prompt"]
+    assert data.records["text"].iloc[0][:40] in " ".join(raw.split())  # the text itself is kept
+
+
+def test_real_t0_template_without_labels_is_refused(shared_data):
+    path = shared_data.joinpath(*T0_TEMPLATES, "trec_trec1.jsonl")  # every completion is empty
+    with pytest.raises(DataError, match="no labelled rows"):
+        load_labelled([SourceConfig(path=str(path))], ClassifyConfig())
