@@ -13,7 +13,7 @@ from curatune.classify.config import ClassifyConfig, SetFitSettings
 from curatune.classify.data import clean_label, load_labelled, shared_template
 from curatune.classify.subsets import carve_test, nested_subsets
 from curatune.config import SourceConfig, validate_config
-from curatune.errors import DataError
+from curatune.errors import ConfigError, DataError
 from curatune.evaluate.analysis.significance import (
     macro_f1_statistics,
     paired_bootstrap,
@@ -211,6 +211,10 @@ def test_sweep_then_evaluate_writes_the_run_directory_contract(tiny_embedder_dir
     assert not list((cells["setfit-n2-s0"].path / "final").glob("*.pkl"))  # no pickle
     again = run_classification_sweep(config, run_dir)
     assert again["ran"] == [] and len(again["already_done"]) == 4
+    changed = config.model_copy(update={"classify": config.classify.model_copy(
+        update={"setfit": config.classify.setfit.model_copy(update={"num_iterations": 3})})})
+    with pytest.raises(ConfigError, match="setfit-n2-s0, setfit-n4-s0 were trained with other settings"):
+        run_classification_sweep(changed, run_dir)
 
     evaluate_classification(config, run_dir)
     scores = pd.read_parquet(run_dir.scores)

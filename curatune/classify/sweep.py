@@ -12,6 +12,7 @@ its predictions are what is scored.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from datetime import datetime, timezone
@@ -135,6 +136,13 @@ def run_classification_sweep(config: ExperimentConfig, run_dir: RunDir | str | o
     subsets = pd.read_parquet(run_dir.subsets)
     pool = split.pool.set_index("id")
     frozen: FrozenEmbeddings | None = None
+    stale = [s.key for s in specs if cell_status(s.path(run_dir)) == "done"
+             and _recorded(read_json_or_none(s.path(run_dir) / CELL)) != _recorded(_settings(config, s, split))]
+    if stale:
+        raise ConfigError(
+            f"cells {', '.join(stale)} were trained with other settings or another test split than the config now "
+            f"asks for; delete them (or {run_dir.train}) to retrain, or restore the settings they were trained with"
+        )
     ran, already, failed = [], [], {}
     for spec in specs:
         folder = spec.path(run_dir)
@@ -166,15 +174,29 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+#: cell.json keys that decide what a cell learns and where it is scored (a change makes the cell stale).
+RECORDED = ("settings", "head", "base_model_path", "test_digest", "train_examples")
+
+
+def _recorded(cell: dict | None) -> dict:
+    return {k: (cell or {}).get(k) for k in RECORDED}
+
+
+def _settings(config: ExperimentConfig, spec: CellSpec, split: Split) -> dict[str, Any]:
+    settings = config.classify
+    return {"method": spec.method, "size": spec.size, "size_unit": "per_class", "seed": spec.seed, "task": TASK,
+            "base_model": config.model.embedder, "base_model_path": resolve_embedder_path(config.model.embedder),
+            "train_examples": spec.size * len(split.classes),
+            "settings": settings.setfit.model_dump(mode="json") if spec.method == "setfit" else {},
+            "head": settings.head.model_dump(mode="json"),
+            # the test split's ids and labels: predictions of another split cannot be scored on this one
+            "test_digest": hashlib.sha256("\n".join(split.test["id"] + "\t" + split.test["label"]).encode()).hexdigest()[:16]}
+
+
 def _run_cell(config: ExperimentConfig, settings: ClassifyConfig, spec: CellSpec, folder: Path,
               train: pd.DataFrame, split: Split, frozen: FrozenEmbeddings | None) -> None:
     (folder / FAILED).unlink(missing_ok=True)
-    embedder = resolve_embedder_path(config.model.embedder)
-    record = {"method": spec.method, "size": spec.size, "size_unit": "per_class", "seed": spec.seed,
-              "task": TASK, "base_model": config.model.embedder, "base_model_path": embedder,
-              "train_examples": len(train), "started": _now(),
-              "settings": settings.setfit.model_dump(mode="json") if spec.method == "setfit" else {},
-              "head": settings.head.model_dump(mode="json")}
+    record = {**_settings(config, spec, split), "started": _now()}
     atomic_write_json(folder / CELL, record)
     start = time.perf_counter()
     labels = train["label"].tolist()
