@@ -167,6 +167,7 @@ def separation(vectors: np.ndarray, labels: list[str]) -> float:
 
 
 def test_contrastive_tuning_pulls_the_classes_apart(tiny_embedder_dir, tmp_path):
+    pytest.importorskip("setfit")  # optional: pip install 'curatune[classify]'
     from curatune.classify.config import HeadSettings
     from curatune.classify.methods import TextEncoder, train_setfit
     from curatune.models import load_trainable_embedder
@@ -189,6 +190,7 @@ def test_contrastive_tuning_pulls_the_classes_apart(tiny_embedder_dir, tmp_path)
 
 @pytest.mark.slow
 def test_sweep_then_evaluate_writes_the_run_directory_contract(tiny_embedder_dir, tmp_path):
+    pytest.importorskip("setfit")
     from curatune.classify.evaluate import evaluate_classification
     from curatune.classify.sweep import run_classification_sweep
     from curatune.rundir import PREDICTIONS, RunDir, list_cells

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from curatune.classify.config import HeadSettings, SetFitSettings
+from curatune.errors import ModelError
 
 #: Texts per forward pass when embedding (memory stays small on a CPU).
 ENCODE_BATCH = 32
@@ -87,7 +88,11 @@ def train_setfit(body: Any, train_texts: Sequence[str], train_labels: Sequence[s
     """Contrastive tuning of ``body`` (a fresh SentenceTransformer; it is changed) and a head, with setfit."""
     # setfit and datasets load torch and transformers: only a classification sweep imports them.
     from datasets import Dataset
-    from setfit import SetFitModel, Trainer, TrainingArguments
+    try:
+        from setfit import SetFitModel, Trainer, TrainingArguments
+    except ImportError:
+        raise ModelError("setfit cells need the setfit package: pip install 'curatune[classify]' "
+                         "(or leave setfit out of classify.methods)") from None
 
     classes = sorted(set(train_labels))
     index = {c: i for i, c in enumerate(classes)}
