@@ -253,3 +253,14 @@ def test_real_t0_template_without_labels_is_refused(shared_data):
     path = shared_data.joinpath(*T0_TEMPLATES, "trec_trec1.jsonl")  # every completion is empty
     with pytest.raises(DataError, match="no labelled rows"):
         load_labelled([SourceConfig(path=str(path))], ClassifyConfig())
+
+
+def test_a_stage_run_on_a_path_locks_that_folder_not_the_file_system_root(tmp_path):
+    """pathlib paths have a .root attribute too ("/"): the lock must use the path itself."""
+    from curatune.runlock import holds_stage_lock, lock_path
+
+    @holds_stage_lock("train")
+    def stage(config, run_dir=None):
+        return lock_path(run_dir, "train").exists()
+
+    assert stage(None, tmp_path / "run")
