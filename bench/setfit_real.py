@@ -79,8 +79,8 @@ def run_task(task: str, seeds: list[int], sizes: list[int], out_root: Path, setf
         "evaluate_seconds": evaluation["seconds"], "load_average_before": load_before,
         "load_average_after": os.getloadavg(), "cells": cells,
         "scores": scores.to_dict(orient="records"), "comparisons": comparisons["comparisons"],
-        "saturation": [{k: s.get(k) for k in ("method", "metric", "sizes", "means", "model", "saturation_size",
-                                                "verdict")} for s in analysis["saturation"]],
+        "saturation": [{k: s.get(k) for k in ("method", "metric", "sizes", "means", "model", "saturation_point",
+                                                "saturation_text")} for s in analysis["saturation"]],
         "zero_shot": comparisons["zero_shot"],
     }
 
@@ -127,7 +127,7 @@ def markdown(result: dict) -> str:
               "|---|---|---|---|---|---|"]
     for s in result["saturation"]:
         means = ", ".join(f"{m:.3f}" for m in s["means"])
-        verdict = s["verdict"] if isinstance(s["verdict"], str) else (s["verdict"] or {}).get("text", "")
+        verdict = s.get("saturation_text") or ""
         lines.append(f"| {s['method']} | {s['metric']} | {s['sizes']} | {means} | {s['model']} | {verdict} |")
     return "\n".join(lines) + "\n"
 
