@@ -40,6 +40,7 @@ from curatune.rundir import (
     atomic_write_json,
     atomic_write_parquet,
     list_cells,
+    parse_cell_key,
 )
 from curatune.runlock import holds_stage_lock
 
@@ -169,11 +170,11 @@ def compare_classification(run_dir: RunDir, suite: str, settings: SignificanceCo
         if method == "setfit" and frozen:
             add(method, size, "pooled", "logreg", frozen, systems)
         for cell, stage in systems:
-            seed = cell.rsplit("-s", 1)[1]
-            add(method, size, seed, "zero_shot", [(BASE, BASE)], [(cell, stage)])
-            twin = [(c, s) for c, s in (frozen or []) if c.rsplit("-s", 1)[1] == seed]
+            seed = parse_cell_key(cell)[2]
+            add(method, size, str(seed), "zero_shot", [(BASE, BASE)], [(cell, stage)])
+            twin = [(c, s) for c, s in (frozen or []) if parse_cell_key(c)[2] == seed]
             if method == "setfit" and twin:
-                add(method, size, seed, "logreg", twin, [(cell, stage)])
+                add(method, size, str(seed), "logreg", twin, [(cell, stage)])
     label_family(entries, settings)
     return {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "suite": suite,
             "alpha": settings.alpha, "fdr": settings.fdr, "n_resamples": settings.n_resamples,
