@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from curatune.classify.config import ClassifyConfig
 from curatune.curate.config import CurateConfig
 from curatune.errors import ConfigError
 from curatune.evaluate.config import EvaluateConfig
@@ -178,6 +179,12 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(default="experiment", description="A name shown in reports and the app.")
+    task: Literal["generation", "classification"] = Field(
+        default="generation",
+        description="generation: fine-tune a language model on instruction data (curate, sweep, evaluate). "
+        "classification: few-shot text classification with SetFit on the sentence embedder (the classify "
+        "section; see docs/classification.md).",
+    )
     run_dir: str = Field(default="runs/experiment", description="Where every stage writes (see README).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -185,6 +192,7 @@ class ExperimentConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     merge: MergeConfig = Field(default_factory=MergeConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
 
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -676,6 +676,18 @@ def load_embedder(name: str = DEFAULT, device: str = "auto"):
         return _embedders[key]
 
 
+def load_trainable_embedder(name: str = DEFAULT, device: str = "auto"):
+    """A fresh SentenceTransformer for ``name`` that training may change: never the shared
+    instance of :func:`load_embedder`, which every other user expects unchanged."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_embedder_path(name)
+    try:
+        return SentenceTransformer(path, device=pick_device(device), trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: could not load the sentence embedder: {exc}") from None
+
+
 # ----------------------------------------------------------------------------- info
 
 

@@ -13,6 +13,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from curatune.classify.sweep import run_classification_sweep
 from curatune.config import (
     ExperimentConfig,
     apply_override,
@@ -39,6 +40,8 @@ def run_all(config: ExperimentConfig, *, stages: tuple[str, ...] = STAGES) -> di
 
     run_dir = RunDir(config.run_dir)
     timings: dict[str, float] = {}
+    if config.task == "classification":
+        return _run_classification(config, run_dir, stages)
     actions = {
         "curate": lambda: run_curate(config, run_dir, labels=config.data.labels),
         "sweep": lambda: _sweep_and_merge(config, run_dir),
@@ -60,6 +63,29 @@ def _sweep_and_merge(config: ExperimentConfig, run_dir: RunDir) -> None:
     run_sweep(config, run_dir)
     if config.merge.recipes:
         run_merges(config, run_dir)
+
+
+def _run_classification(config: ExperimentConfig, run_dir: RunDir, stages: tuple[str, ...]) -> dict[str, float]:
+    """task: classification: sweep and evaluate (curatune.classify), then the report. Curation is
+    for instruction data and does not apply: the labelled texts are read as they are."""
+    # Imported here like the evaluation runner above: it loads the analysis (scipy.stats).
+    from curatune.classify.evaluate import evaluate_classification
+
+    actions = {
+        "sweep": lambda: run_classification_sweep(config, run_dir, progress=lambda key: console.print(f"training {key}")),
+        "evaluate": lambda: evaluate_classification(config, run_dir),
+        "report": lambda: render_report(build_report(run_dir.root), Console()),
+    }
+    timings: dict[str, float] = {}
+    for stage in stages:
+        if stage not in actions:
+            console.print(f"[yellow]{stage}: does not apply to task: classification, skipped[/yellow]")
+            continue
+        console.rule(f"[bold]{stage}")
+        start = time.perf_counter()
+        actions[stage]()
+        timings[stage] = round(time.perf_counter() - start, 1)
+    return timings
 
 
 # ----------------------------------------------------------------------------- the demo

@@ -25,6 +25,7 @@ Layout (documented in the README, keep both in step)::
           train_log.jsonl             one line per logged step
           checkpoints/                trainer checkpoints to resume from (train.checkpoint_steps)
           early/, final/              weights: a peft adapter (lora, qlora) or a full model
+          predictions.parquet         task: classification only: the cell's label per test example
           done.json | failed.json     written last: finished, or the error of the last attempt
         <parent method>+<merge>/n<size>/s<seed>/   a merged cell (`curatune merge`, the merge: section),
                                     e.g. lora+ties/n128/s0: early/, final/ and done.json as above, plus
@@ -40,6 +41,8 @@ Layout (documented in the README, keep both in step)::
         signatures.json             metric signatures per suite (sacrebleu-style)
         analysis.json               learning vs forgetting, saturation fits, early-vs-final agreement,
                                     the learning-rate selection (lr_selection)
+        classification.json         task: classification only: paired tests of each size against
+                                    the zero-shot baseline and SetFit against the frozen-embedder head
         saturation_curves.parquet   fitted curves with confidence bands, for plots
       tensorboard/<cell>/           event files when train.report_to has tensorboard: training
                                     logs from the Trainer, evaluation scores from evaluate
@@ -94,6 +97,8 @@ CHECKPOINTS = "checkpoints"
 RECIPE = "recipe.json"
 #: Joins a merged cell's parent method and merge name: lora+ties, full+dare_linear, lora+scaled0.5.
 MERGE_SEPARATOR = "+"
+#: A classification cell's predicted label per test example (example_id, prediction).
+PREDICTIONS = "predictions.parquet"
 #: A cell's status, in the order the app lists them.
 CELL_STATUSES = ("done", "running", "failed", "pending")
 
@@ -264,6 +269,11 @@ class RunDir:
     @property
     def analysis(self) -> Path:
         return self.eval / "analysis.json"
+
+    @property
+    def classification(self) -> Path:
+        """eval/classification.json: the paired comparisons of a classification run."""
+        return self.eval / "classification.json"
 
     @property
     def saturation_curves(self) -> Path:

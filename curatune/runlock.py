@@ -149,7 +149,8 @@ def holds_stage_lock(stage: str) -> Callable:
     def decorate(function: Callable) -> Callable:
         @functools.wraps(function)
         def locked(config, run_dir=None, *args, **kwargs):
-            root = getattr(run_dir, "root", run_dir)
+            # A RunDir's folder is .root; a path is the folder itself (pathlib's .root is "/", not it).
+            root = run_dir if isinstance(run_dir, (str, os.PathLike)) else getattr(run_dir, "root", run_dir)
             if root is None:
                 root = config.run_dir
             with stage_lock(root, stage):

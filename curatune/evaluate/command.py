@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
 
         overrides = list(set_) + ([f"run_dir={run_dir}"] if run_dir else [])
         cfg = load_config(config, overrides)
+        if cfg.task == "classification":
+            _evaluate_classification(cfg, no_progress)
+            return
         # Imported here: the evaluation stage loads torch and transformers (seconds), which
         # `curatune --help` and every other command should not pay for.
         from curatune.evaluate.runner import run_evaluate
@@ -56,3 +59,19 @@ def register(app: typer.Typer) -> None:
         if summary["failed_models"]:  # scores are incomplete: a script must not take this for success
             out.print("some models could not be scored (see above); repair them and re-run the same command")
             raise typer.Exit(1)
+
+
+def _evaluate_classification(cfg, no_progress: bool) -> None:
+    """task: classification: zero-shot baseline + every cell's predictions -> scores, analysis, paired tests."""
+    # Imported here, like the runner above: it loads the analysis and the embedder stack.
+    from curatune.classify.evaluate import evaluate_classification
+
+    out = Console(stderr=True)
+    summary = evaluate_classification(cfg, cfg.run_dir, progress=None if no_progress else (lambda m: out.print(m)))
+    for note in summary["warnings"]:
+        out.print(f"[yellow]note:[/yellow] {note}")
+    if summary["skipped"]:
+        out.print(f"[yellow]not scored (not done): {', '.join(summary['skipped'])}[/yellow]")
+    out.print(f"[green]evaluate: {summary['scored']} systems scored, {summary['score_rows']} score rows in "
+              f"{summary['scores']}; analysis {summary['analysis']}; paired tests {summary['comparisons']} "
+              f"({summary['seconds']} s)[/green]")

@@ -87,6 +87,7 @@ METRICS: dict[str, MetricInfo] = {
     "json_valid": MetricInfo(+1, 1.0),
     "acc": MetricInfo(+1, 1.0),
     "acc_norm": MetricInfo(+1, 1.0),
+    "macro_f1": MetricInfo(+1, 1.0),
     "base_answer_logprob": MetricInfo(+1, None),
     "answer_agreement": MetricInfo(+1, 1.0),
     # IFEval through the lm_eval suite kind: share of prompts (instructions) followed, strict / loose
@@ -109,8 +110,9 @@ DEFINITIONAL_BASE = {"kl_divergence": 0.0, "answer_agreement": 1.0}
 
 #: Order in which a suite's headline metric is picked when the config does not name one.
 PRIMARY_PREFERENCE = (
-    "field_f1", "chrf", "acc_norm", "acc", "exact_match", "prompt_level_strict_acc", "bleu", "comet_like",
-    "json_valid", "bits_per_byte", "word_perplexity", "byte_perplexity", "token_perplexity", "perplexity",
+    "field_f1", "chrf", "acc_norm", "acc", "macro_f1", "exact_match", "prompt_level_strict_acc", "bleu",
+    "comet_like", "json_valid", "bits_per_byte", "word_perplexity", "byte_perplexity", "token_perplexity",
+    "perplexity",
     "kl_divergence", "base_answer_logprob", "ter",
 )
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from curatune.classify.sweep import plan_classification, run_classification_sweep
 from curatune.config import format_validation_error, load_config
 from curatune.errors import ConfigError
 from curatune.rundir import RunDir, list_cells
@@ -48,6 +49,9 @@ def register(app: typer.Typer) -> None:
             overrides.append(f"train.executor={executor}")
         cfg = load_config(config, overrides)
         rd = RunDir(cfg.run_dir)
+        if cfg.task == "classification":
+            _classification_sweep(cfg, rd, only, plan_only, no_progress)
+            return
         if plan_only:
             plan = plan_sweep(cfg, rd)
             for note in plan.notes:
@@ -126,6 +130,26 @@ def _recipe_from_flags(type_: str, parents: str | None, weights: str | None, den
         return MergeRecipe.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "curatune merge")) from None
+
+
+def _classification_sweep(cfg, rd: RunDir, only: list[str], plan_only: bool, no_progress: bool) -> None:
+    """task: classification: SetFit and frozen-embedder cells per size per class (curatune.classify)."""
+    if plan_only:
+        _, split, specs = plan_classification(cfg, rd)
+        console.print(f"{len(specs)} cells; classes {split.classes}; pool {len(split.pool)} examples, "
+                      f"test {len(split.test)}; plan written to {rd.plan}")
+        _print_cells(rd)
+        return
+    report = None if no_progress else (lambda key: console.print(f"training {key}", highlight=False))
+    summary = run_classification_sweep(cfg, rd, only=only or None, progress=report)
+    _print_cells(rd)
+    console.print(f"{summary['cells_done']}/{summary['cells_total']} cells done ({len(summary['ran'])} trained now, "
+                  f"{len(summary['already_done'])} already done), {len(summary['failed'])} failed, "
+                  f"in {summary['wall_seconds']:.0f} s")
+    if summary["failed"]:
+        for key, error in summary["failed"].items():
+            console.print(f"[red]failed[/] {key}: {error}", highlight=False)
+        raise typer.Exit(1)
 
 
 def _print_cells(run_dir) -> None:

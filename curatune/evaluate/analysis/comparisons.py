@@ -11,6 +11,8 @@ The tests themselves are :mod:`curatune.evaluate.analysis.significance`. Which o
   exact test;
 * perplexity-like metrics (bits_per_byte, word/byte/token_perplexity, LAMBADA perplexity):
   paired bootstrap of the ratio from the per-item log-likelihoods and lengths;
+* macro_f1 (classification): paired bootstrap of macro-F1 from per-item TP/FP/FN indicators per
+  class, recomputed from the ``output`` (predicted label) and ``reference`` columns;
 * any other per-item metric (field_f1, comet_like, kl_divergence, base_answer_logprob):
   paired bootstrap of the mean over items.
 
@@ -38,6 +40,7 @@ from curatune.evaluate.analysis.significance import (
     corpus_statistic,
     corpus_statistics,
     is_binary,
+    macro_f1_statistics,
     mcnemar_exact,
     paired_bootstrap,
     verdict,
@@ -127,6 +130,11 @@ class SampleItems:
             stats = corpus_statistics(metric, kept["output"].astype(str).tolist(), kept["reference"].astype(str).tolist())
             # The reference text goes with the statistics: two systems must share it per item.
             return ItemStats(kept["example_id"].tolist(), stats, corpus_statistic(metric), "corpus")
+        if not column_only and metric == "macro_f1" and {"output", "reference"} <= columns:
+            # Macro-F1 is a function of per-class TP/FP/FN counts, i.e. of per-item sums.
+            kept = frame.dropna(subset=["output", "reference"])
+            stats, statistic = macro_f1_statistics(kept["reference"].astype(str), kept["output"].astype(str))
+            return ItemStats(kept["example_id"].tolist(), stats, statistic, "ratio")
         if not column_only and metric in _RATIOS and set(_RATIOS[metric][0]) <= columns:
             (num, den), score = _RATIOS[metric]
             kept = frame.dropna(subset=[num, den])

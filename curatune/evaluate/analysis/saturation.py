@@ -55,7 +55,7 @@ def saturation_points(
 
 #: Metrics on a 0-1 scale whose hundredths readers know as "points".
 POINT_METRICS = {"acc": "accuracy", "acc_norm": "accuracy", "exact_match": "exact-match", "field_f1": "field F1",
-                 "json_valid": "valid-JSON"}
+                 "json_valid": "valid-JSON", "macro_f1": "macro-F1"}
 
 
 def saturation_epsilon(table: MetricTable, config: AnalysisConfig, metric: str, base: float | None,

@@ -258,6 +258,30 @@ def mean_statistic(values_a: Sequence[float], values_b: Sequence[float]) -> tupl
     return a, b, lambda sums: float(sums[0] / sums[1])
 
 
+def macro_f1_statistics(references: Sequence[str], outputs: Sequence[str],
+                        classes: Sequence[str] | None = None) -> tuple[np.ndarray, SumStatistic]:
+    """Per-item stats whose column sums give macro-F1 over ``classes`` (default: the labels of
+    ``references``): for each class, is the item a true positive, false positive, false negative.
+    The statistic is scikit-learn's ``f1_score(average="macro", labels=classes, zero_division=0)``
+    of the summed counts, so a paired bootstrap of macro-F1 resamples items, not classes."""
+    references = np.asarray([str(r) for r in references])
+    outputs = np.asarray([str(o) for o in outputs])
+    classes = sorted(set(references.tolist())) if classes is None else list(classes)
+    columns = []
+    for label in classes:
+        is_ref, is_out = references == label, outputs == label
+        columns += [is_ref & is_out, ~is_ref & is_out, is_ref & ~is_out]
+    stats = np.column_stack(columns).astype(np.float64) if columns else np.zeros((len(references), 0))
+
+    def statistic(sums: np.ndarray) -> float:
+        tp, fp, fn = sums[0::3], sums[1::3], sums[2::3]
+        denominator = 2 * tp + fp + fn
+        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=float), where=denominator > 0)
+        return float(f1.mean()) if len(f1) else float("nan")
+
+    return stats, statistic
+
+
 # ----------------------------------------------------------------------------- sacrebleu
 
 SACREBLEU_METRICS = ("bleu", "chrf", "ter")
