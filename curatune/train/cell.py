@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from curatune.chat_format import PaddingCollator, encode, ensure_chat_template
+from curatune.chat_format import encode, ensure_chat_template
 from curatune.config import ExperimentConfig
 from curatune.errors import ModelError, WriteError, environment_error, is_disk_error
 from curatune.model_card import RunFacts, base_model_id, describe_weights_folder
@@ -57,6 +57,12 @@ from curatune.rundir import (
     read_jsonl,
 )
 from curatune.tracking import tensorboard_callback, trainer_report_to
+from curatune.train.batching import (
+    choose_batching,
+    choose_precision,
+    collator,
+    trainer_arguments,
+)
 from curatune.train.config import ADAPTER_METHODS
 
 #: Settings that change what a cell learns; a finished cell trained with other values is stale.
@@ -91,6 +97,8 @@ def fingerprint(config: ExperimentConfig, spec: CellSpec, subset_ids: list[str])
         settings["qlora"] = train.qlora.model_dump(mode="json")
     if spec.method not in ("full", "lora", "qlora"):
         settings[spec.method] = train.method_settings(spec.method).model_dump(mode="json")
+    if train.batching == "grouped":  # other batchings train on the same batches: not a change
+        settings["batching"] = train.batching
     settings["base_model"] = config.model.base
     settings["subset_sha1"] = hashlib.sha1("\n".join(subset_ids).encode()).hexdigest()
     return json.loads(json.dumps(settings, default=str))
@@ -503,7 +511,8 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path, total_steps: int, on_cuda: bool, use_bf16: bool):
+def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path, total_steps: int, on_cuda: bool,
+                       use_bf16: bool, batching: str = "padded"):
     """The Trainer's settings for a cell: everything explicit, nothing left to defaults that matter."""
     from transformers import TrainingArguments
 
@@ -529,7 +538,7 @@ def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path,
         save_strategy="steps" if train.checkpoint_steps else "no",
         save_steps=train.checkpoint_steps or 500,
         save_total_limit=1,
-        include_num_input_tokens_seen="non_padding",
+        **trainer_arguments(batching),
         report_to=trainer_report_to(train.report_to),
         run_name=f"{config.name}/{spec.key}",
         disable_tqdm=False,  # keeps the Trainer's log printer off; its bar is replaced below
@@ -562,7 +571,9 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     total_steps = planned_steps(config, len(dataset), world_size)
     at_early = early_step(config, total_steps)
     on_cuda = torch.cuda.is_available() and config.model.device != "cpu"
-    use_bf16 = config.train.use_bf16(on_cuda)
+    precision = choose_precision(config.train.bf16, on_cuda)
+    use_bf16 = precision.bf16
+    batching = choose_batching(config.train.batching, model)
 
     # Under a distributed launch rank 0 alone decides resume-or-restart and prepares the
     # folder; the other ranks wait for it and read its decision from cell.json.
@@ -581,7 +592,8 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
             "base_model": config.model.base, "base_model_path": str(base_path),
             "planned_steps": total_steps, "early_step": at_early,
             "started": now_iso(), "resumed_from": checkpoint.name if checkpoint else None,
-            "fingerprint": settings,
+            "fingerprint": settings, "bf16": use_bf16, "precision_reason": precision.reason,
+            "batching": batching.mode, "batching_reason": batching.reason,
         })
     if distributed:
         dist_state.wait_for_everyone()
@@ -591,12 +603,12 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     # Decided once for all ranks: saving a sharded model is a collective call.
     early_needed = not (cell_dir / EARLY).is_dir()
 
-    args = training_arguments(config, spec, cell_dir, total_steps, on_cuda, use_bf16)
+    args = training_arguments(config, spec, cell_dir, total_steps, on_cuda, use_bf16, batching.mode)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=PaddingCollator(tokenizer.pad_token_id),
+        data_collator=collator(batching.mode, tokenizer.pad_token_id),
         processing_class=tokenizer,
     )
     trainer.remove_callback(ProgressCallback)
@@ -672,6 +684,9 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         "trainable_parameters": trainable_parameters,
         "weights_bytes": _folder_bytes(cell_dir / FINAL),
         "bf16": use_bf16,
+        "precision_reason": precision.reason,
+        "batching": batching.mode,
+        "batching_reason": batching.reason,
         "device": "cuda" if on_cuda else "cpu",
         "world_size": world_size,
         "resumed_from": checkpoint.name if checkpoint else None,

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from curatune.train.batching import choose_precision
+
 METHODS = ("full", "lora", "qlora", "dora", "ia3", "loha", "lokr")
 #: Methods whose cells save a peft adapter on top of the unchanged base (every method but full).
 ADAPTER_METHODS = tuple(m for m in METHODS if m != "full")
@@ -169,9 +171,19 @@ class TrainConfig(BaseModel):
         default=384, ge=16, description="Tokens per example; longer examples are cut at the end (counted in done.json)."
     )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory (slower).")
-    bf16: Literal["auto"] | bool = Field(
+    bf16: Literal["auto", "cpu"] | bool = Field(
         default="auto",
-        description="bfloat16 mixed precision: true, false, or auto = on for a CUDA GPU that supports it, off on CPU.",
+        description="bfloat16 mixed precision: true, false, auto = on for a CUDA GPU that supports it, off on CPU, "
+        "or cpu = auto plus bf16 autocast on a CPU with native bf16 (avx512_bf16 or AMX in /proc/cpuinfo); "
+        "opt-in until its task scores are checked against fp32. done.json records the choice and why.",
+    )
+    batching: Literal["auto", "packed", "padded", "grouped"] = Field(
+        default="auto",
+        description="How examples form batches. packed: a batch's examples concatenated with restarting "
+        "position ids, no padding, same batches and loss as padded (needs an attention that keeps them apart: "
+        "sdpa, eager, flash). padded: each batch padded to its longest example. grouped: padded batches of "
+        "similar lengths (changes the batches, so what the cell learns). auto: packed when a check on the "
+        "loaded model shows packed logits equal unpacked ones, else padded.",
     )
     cpu_threads: int = Field(
         default=0, ge=0, description="torch threads when training on CPU; 0 = one per core."
@@ -265,13 +277,7 @@ class TrainConfig(BaseModel):
         return hook
 
     def use_bf16(self, on_cuda: bool) -> bool:
-        if isinstance(self.bf16, bool):
-            return self.bf16
-        if not on_cuda:
-            return False
-        import torch
-
-        return bool(torch.cuda.is_bf16_supported())
+        return choose_precision(self.bf16, on_cuda).bf16
 
     def method_settings(self, method: str) -> BaseModel:
         """The settings section of a method (qlora trains LoRA adapters: its rank and rate are lora's)."""
