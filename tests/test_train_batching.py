@@ -171,3 +171,29 @@ def test_precision_choice(tmp_path, monkeypatch):
     assert choice.bf16 is True and "native bf16" in choice.reason
     monkeypatch.setattr(batching, "cpu_has_native_bf16", lambda: False)
     assert choose_precision("cpu", on_cuda=False).bf16 is False
+
+
+def test_grouped_batches_hold_less_padding(tmp_path, tiny_model_dir):
+    """train.batching = grouped: the Trainer's length-grouped sampler, padded batches of similar lengths."""
+    from transformers import Trainer
+
+    from curatune.records import Record
+    from curatune.rundir import CellSpec
+    from curatune.train.cell import EncodedDataset, training_arguments
+
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    records = [Record.make([{"role": "user", "content": "word " * (1 + (i * 7) % 16)},
+                            {"role": "assistant", "content": "answer"}]) for i in range(64)]
+    dataset = EncodedDataset(tokenizer, records, 512)
+    assert len(dataset) == 64
+    run_dir = curated_run_dir(tmp_path, make_records(20))
+    padding = {}
+    for mode in ("padded", "grouped"):
+        config = tiny_config(run_dir, tiny_model_dir, batching=mode, per_device_batch_size=4)
+        args = training_arguments(config, CellSpec("full", 64, 0), tmp_path / mode, 16, False, False, mode)
+        trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                          data_collator=collator(mode, tokenizer.pad_token_id), processing_class=tokenizer)
+        batches = list(trainer.get_train_dataloader())
+        assert sum(len(b["input_ids"]) for b in batches) == 64  # every example once
+        padding[mode] = sum(int((b["attention_mask"] == 0).sum()) for b in batches)
+    assert padding["grouped"] < padding["padded"] / 2
