@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--batches-sharegpt", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=384, help="train.max_seq_length (the default)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", help="results file name (default: train_batching_steps / train_bf16_cpu)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -187,7 +188,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     ensure_chat_template(tokenizer)
     ensure_pad_token(tokenizer)
-    name = "train_batching_steps" if args.suite == "batching" else "train_bf16_cpu"
+    name = args.name or ("train_batching_steps" if args.suite == "batching" else "train_bf16_cpu")
     report = {
         "suite": args.suite, "model": args.model, "threads": args.threads,
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
