@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from curatune.chat_format import PaddingCollator
+from curatune.errors import ModelError
 
 #: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic; without them bf16 is emulated (slow).
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -74,8 +75,6 @@ def choose_batching(setting: str, model) -> BatchingChoice:
     """The batching a cell uses for ``train.batching`` = ``setting`` on this model."""
     if setting != "auto":
         if setting == "packed" and not packing_supported(model):
-            from curatune.errors import ModelError
-
             raise ModelError(
                 "train.batching = packed: this model's attention "
                 f"({getattr(model.config, '_attn_implementation', '?')}) does not keep packed examples "
