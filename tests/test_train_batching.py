@@ -122,6 +122,7 @@ def test_trainer_arguments_count_real_tokens():
     assert trainer_arguments("packed")["train_sampling_strategy"] == "random"
 
 
+@pytest.mark.slow
 def test_sweep_cells_packed_and_padded_learn_the_same(tmp_path, tiny_model_dir):
     """Same batches, same losses step by step; done.json says which batching ran and why."""
     records = make_records(40)
