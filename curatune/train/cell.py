@@ -36,7 +36,6 @@ import pandas as pd
 
 from curatune.chat_format import (
     ChatSettings,
-    PaddingCollator,
     apply_chat_settings,
     encode,
 )
@@ -63,6 +62,12 @@ from curatune.rundir import (
     read_jsonl,
 )
 from curatune.tracking import tensorboard_callback, trainer_report_to
+from curatune.train.batching import (
+    choose_batching,
+    choose_precision,
+    collator,
+    trainer_arguments,
+)
 from curatune.train.config import ADAPTER_METHODS
 from curatune.virtual_tokens import (
     PROMPT_LEARNING,
@@ -108,6 +113,8 @@ def fingerprint(config: ExperimentConfig, spec: CellSpec, subset_ids: list[str])
         settings["chat"] = chat
     if spec.lr is not None:  # a grid cell: its own rate overrides the method's configured one
         settings["learning_rate"] = spec.lr
+    if train.batching == "grouped":  # other batchings train on the same batches: not a change
+        settings["batching"] = train.batching
     settings["base_model"] = config.model.base
     settings["subset_sha1"] = hashlib.sha1("\n".join(subset_ids).encode()).hexdigest()
     return json.loads(json.dumps(settings, default=str))
@@ -574,7 +581,8 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path, total_steps: int, on_cuda: bool, use_bf16: bool):
+def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path, total_steps: int, on_cuda: bool,
+                       use_bf16: bool, batching: str = "padded"):
     """The Trainer's settings for a cell: everything explicit, nothing left to defaults that matter."""
     from transformers import TrainingArguments
 
@@ -600,7 +608,7 @@ def training_arguments(config: ExperimentConfig, spec: CellSpec, cell_dir: Path,
         save_strategy="steps" if train.checkpoint_steps else "no",
         save_steps=train.checkpoint_steps or 500,
         save_total_limit=1,
-        include_num_input_tokens_seen="non_padding",
+        **trainer_arguments(batching),
         report_to=trainer_report_to(train.report_to),
         run_name=f"{config.name}/{spec.key}",
         disable_tqdm=False,  # keeps the Trainer's log printer off; its bar is replaced below
@@ -633,7 +641,9 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     total_steps = planned_steps(config, len(dataset), world_size)
     at_early = early_step(config, total_steps)
     on_cuda = torch.cuda.is_available() and config.model.device != "cpu"
-    use_bf16 = config.train.use_bf16(on_cuda)
+    precision = choose_precision(config.train.bf16, on_cuda)
+    use_bf16 = precision.bf16
+    batching = choose_batching(config.train.batching, model)
 
     # Under a distributed launch rank 0 alone decides resume-or-restart and prepares the
     # folder; the other ranks wait for it and read its decision from cell.json.
@@ -653,7 +663,8 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
             "base_model": config.model.base, "base_model_path": str(base_path),
             "planned_steps": total_steps, "early_step": at_early,
             "started": now_iso(), "resumed_from": checkpoint.name if checkpoint else None,
-            "fingerprint": settings,
+            "fingerprint": settings, "bf16": use_bf16, "precision_reason": precision.reason,
+            "batching": batching.mode, "batching_reason": batching.reason,
         })
     if distributed:
         dist_state.wait_for_everyone()
@@ -663,12 +674,12 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     # Decided once for all ranks: saving a sharded model is a collective call.
     early_needed = not (cell_dir / EARLY).is_dir()
 
-    args = training_arguments(config, spec, cell_dir, total_steps, on_cuda, use_bf16)
+    args = training_arguments(config, spec, cell_dir, total_steps, on_cuda, use_bf16, batching.mode)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=PaddingCollator(tokenizer.pad_token_id),
+        data_collator=collator(batching.mode, tokenizer.pad_token_id),
         processing_class=tokenizer,
     )
     trainer.remove_callback(ProgressCallback)
@@ -752,6 +763,9 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         "trainable_parameters": trainable_parameters,
         "weights_bytes": _folder_bytes(cell_dir / FINAL),
         "bf16": use_bf16,
+        "precision_reason": precision.reason,
+        "batching": batching.mode,
+        "batching_reason": batching.reason,
         "device": "cuda" if on_cuda else "cpu",
         "world_size": world_size,
         "resumed_from": checkpoint.name if checkpoint else None,

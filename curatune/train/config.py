@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from curatune.errors import ConfigError
+from curatune.train.batching import choose_precision
 
 
 def is_template_text(value: str) -> bool:
@@ -252,9 +253,21 @@ class TrainConfig(BaseModel):
         description="A system message added to every record that has none, in training and in evaluation prompts.",
     )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory (slower).")
-    bf16: Literal["auto"] | bool = Field(
+    bf16: Literal["auto", "cpu"] | bool = Field(
         default="auto",
-        description="bfloat16 mixed precision: true, false, or auto = on for a CUDA GPU that supports it, off on CPU.",
+        description="bfloat16 mixed precision: true, false, auto = on for a CUDA GPU that supports it, off on CPU, "
+        "or cpu = auto plus bf16 autocast on a CPU with native bf16 (avx512_bf16 or AMX in /proc/cpuinfo); "
+        "opt-in until its task scores are checked against fp32. done.json records the choice and why.",
+    )
+    batching: Literal["auto", "packed", "padded", "grouped"] = Field(
+        default="padded",
+        description="How examples form batches (default padded, as before: packing measured 1.6x real tokens/s "
+        "on variable-length data but 0.78x on batches all cut at max_seq_length, so it is opt-in until a "
+        "per-batch rule exists; bench/results/train_batching_steps*.md). packed: a batch's examples concatenated with restarting "
+        "position ids, no padding, same batches and loss as padded (needs an attention that keeps them apart: "
+        "sdpa, eager, flash). padded: each batch padded to its longest example. grouped: padded batches of "
+        "similar lengths (changes the batches, so what the cell learns). auto: packed when a check on the "
+        "loaded model shows packed logits equal unpacked ones, else padded.",
     )
     cpu_threads: int = Field(
         default=0, ge=0, description="torch threads when training on CPU; 0 = one per core."
@@ -395,13 +408,7 @@ class TrainConfig(BaseModel):
         return hook
 
     def use_bf16(self, on_cuda: bool) -> bool:
-        if isinstance(self.bf16, bool):
-            return self.bf16
-        if not on_cuda:
-            return False
-        import torch
-
-        return bool(torch.cuda.is_bf16_supported())
+        return choose_precision(self.bf16, on_cuda).bf16
 
     def method_settings(self, method: str) -> BaseModel:
         """The settings section of a method (qlora trains LoRA adapters: its rank and rate are lora's)."""
