@@ -685,7 +685,8 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     trainer.remove_callback(ProgressCallback)
     log_cb = _Callbacks.jsonl_log(cell_dir / LOG, elapsed_before)
 
-    def save_model_for(stage: str) -> Callable[[Path], None]:
+    def save_model_for(stage: str, trainer: Trainer = trainer) -> Callable[[Path], None]:
+        # trainer bound here: the name is deleted below once training is over
         def save(folder: Path) -> None:
             trainer.save_model(str(folder))  # gathers sharded weights; only rank 0 writes
             if is_main_process():
