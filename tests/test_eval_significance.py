@@ -345,6 +345,22 @@ def test_plan_command(tmp_path):
     assert table.exit_code == 0 and "8 cells" in table.output and "0.0624" in table.output
 
 
+
+def test_plan_counts_a_heldout_retention_suite_on_the_heldout_split(tmp_path):
+    """prompts: heldout draws from the held-out split, not from the 58 packaged probe prompts."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"name: p\nrun_dir: {tmp_path / 'run'}\ndata: {{heldout_size: 200}}\n"
+        "evaluate:\n  suites:\n    - {name: task_kl, kind: retention, prompts: heldout, limit: 100}\n"
+        "    - {name: small, kind: retention, prompts: heldout, limit: 500}\n"
+        "    - {name: general, kind: retention}\n")
+    result = runner.invoke(app, ["plan", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["suite"]: r for r in json.loads(result.output)["suites"]}
+    assert rows["task_kl"]["n_items"] == 100 and rows["small"]["n_items"] == 200
+    assert rows["general"]["n_items"] == 58
+
+
 # ----------------------------------------------------------------------------- probes vs benchmark drops
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from scipy import optimize
 from scipy.special import (
     ndtri,  # the normal quantile, without importing scipy.stats (seconds)
@@ -155,6 +156,8 @@ def _item_count(spec: Any, config: Any, run: RunDir | None, scores: pd.DataFrame
         if len(rows):
             return int(rows["n_items"].max()), "scored"
     try:
+        if spec.kind == "retention" and spec.prompts == "heldout":  # the task's held-out prompts
+            return _heldout_count(spec.limit, config, run)
         if spec.kind == "retention":
             n = len(load_retention_prompts(spec.path))
         elif spec.kind == "multiple_choice":
@@ -178,6 +181,18 @@ def _item_count(spec: Any, config: Any, run: RunDir | None, scores: pd.DataFrame
     if spec.limit is not None:
         n = min(n, spec.limit)
     return n, "file"
+
+
+def _heldout_count(limit: int | None, config: Any, run: RunDir | None) -> tuple[int | None, str]:
+    """Items of a suite drawn from the held-out split: the carved split when the run has one,
+    else the configured split size (unknown when data.eval_sources decide it)."""
+    if run is not None and run.heldout.exists():
+        n = pq.ParquetFile(run.heldout).metadata.num_rows
+        return (min(n, limit) if limit is not None else n), "run"
+    n = config.data.heldout_size if not config.data.eval_sources else None
+    if n is None:
+        return (limit, "config") if limit is not None else (None, "unknown before the split")
+    return (min(n, limit) if limit is not None else n), "config"
 
 
 def _headline(spec: Any, config: Any, scores: pd.DataFrame | None) -> str | None:
