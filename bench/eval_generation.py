@@ -49,7 +49,7 @@ from curatune.evaluate.generation import (  # noqa: E402
     generate,
 )
 from curatune.evaluate.suites import select_subset  # noqa: E402
-from curatune.models import load_model_and_tokenizer, load_weights_dir  # noqa: E402
+from curatune.models import load_model_and_tokenizer, load_weights_dir, resolve_model_path  # noqa: E402
 
 
 def workload(tokenizer, limit: int) -> list[str]:
@@ -170,9 +170,10 @@ def main() -> None:
     prompts = workload(tokenizer, args.limit)
     results = [measure("base SmolLM2-135M-Instruct", model, tokenizer, prompts, args.rounds, args.max_new_tokens, stop)]
     if args.cell:
-        cell_model, cell_tok = load_weights_dir(Path(args.cell), "default", dtype="float32", device="cpu")
+        cell_model, cell_tok = load_weights_dir(Path(args.cell), str(resolve_model_path("default")), dtype="float32",
+                                                device="cpu")
         cell_model.eval()
-        results.append(measure(f"cell {Path(args.cell).parent.name}", cell_model, cell_tok, prompts, args.rounds,
+        results.append(measure(f"cell {'-'.join(Path(args.cell).resolve().parts[-4:-1])}", cell_model, cell_tok, prompts, args.rounds,
                                args.max_new_tokens, stop))
 
     meta = {"items": len(prompts), "max_new_tokens": args.max_new_tokens, "stop": stop, "threads": args.threads,
