@@ -49,7 +49,11 @@ from curatune.evaluate.generation import (  # noqa: E402
     generate,
 )
 from curatune.evaluate.suites import select_subset  # noqa: E402
-from curatune.models import load_model_and_tokenizer, load_weights_dir, resolve_model_path  # noqa: E402
+from curatune.models import (  # noqa: E402
+    load_model_and_tokenizer,
+    load_weights_dir,
+    resolve_model_path,
+)
 
 
 def workload(tokenizer, limit: int) -> list[str]:

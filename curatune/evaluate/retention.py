@@ -31,7 +31,12 @@ import torch
 from tqdm.auto import tqdm
 
 from curatune.errors import DataError, ModelError
-from curatune.evaluate.lm_scoring import ItemScores, _accepts_logits_to_keep, cache_argument, output_cache
+from curatune.evaluate.lm_scoring import (
+    ItemScores,
+    _accepts_logits_to_keep,
+    cache_argument,
+    output_cache,
+)
 from curatune.jsonl import iter_jsonl
 from curatune.rundir import atomic_path
 

@@ -69,12 +69,12 @@ from curatune.train.batching import (
     trainer_arguments,
 )
 from curatune.train.config import ADAPTER_METHODS
+from curatune.train.validation import read_validation, validation_loss
 from curatune.virtual_tokens import (
     PROMPT_LEARNING,
     VirtualTokenLM,
     virtual_token_problem,
 )
-from curatune.train.validation import read_validation, validation_loss
 
 #: Settings that change what a cell learns; a finished cell trained with other values is stale.
 _FINGERPRINT_TRAIN_KEYS = (
