@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from scipy import optimize
 from scipy.special import (
     ndtri,  # the normal quantile, without importing scipy.stats (seconds)
@@ -157,7 +156,7 @@ def _item_count(spec: Any, config: Any, run: RunDir | None, scores: pd.DataFrame
             return int(rows["n_items"].max()), "scored"
     try:
         if spec.kind == "retention" and spec.prompts == "heldout":  # the task's held-out prompts
-            return _heldout_count(spec.limit, config, run)
+            return _heldout_count(spec.limit, config)
         if spec.kind == "retention":
             n = len(load_retention_prompts(spec.path))
         elif spec.kind == "multiple_choice":
@@ -170,11 +169,7 @@ def _item_count(spec: Any, config: Any, run: RunDir | None, scores: pd.DataFrame
             return None, "unknown before lm-eval loads the task"
         else:  # generation on the held-out split (not carved yet before a run)
             if spec.path is None:
-                limit = spec.limit if spec.limit is not None else config.evaluate.limit_heldout
-                n = config.data.heldout_size if not config.data.eval_sources else None
-                if n is None and limit is None:
-                    return None, "unknown before the split"
-                return (min(n, limit) if n is not None and limit is not None else (limit or n)), "config"
+                return _heldout_count(spec.limit if spec.limit is not None else config.evaluate.limit_heldout, config)
             return (spec.limit, "config") if spec.limit else (None, "unknown before loading")
     except CuratuneError as exc:
         return None, f"unreadable ({exc})"
@@ -183,12 +178,9 @@ def _item_count(spec: Any, config: Any, run: RunDir | None, scores: pd.DataFrame
     return n, "file"
 
 
-def _heldout_count(limit: int | None, config: Any, run: RunDir | None) -> tuple[int | None, str]:
-    """Items of a suite drawn from the held-out split: the carved split when the run has one,
-    else the configured split size (unknown when data.eval_sources decide it)."""
-    if run is not None and run.heldout.exists():
-        n = pq.ParquetFile(run.heldout).metadata.num_rows
-        return (min(n, limit) if limit is not None else n), "run"
+def _heldout_count(limit: int | None, config: Any) -> tuple[int | None, str]:
+    """Items of a suite drawn from the held-out split, as the config sizes it (unknown when
+    data.eval_sources decide the split)."""
     n = config.data.heldout_size if not config.data.eval_sources else None
     if n is None:
         return (limit, "config") if limit is not None else (None, "unknown before the split")
