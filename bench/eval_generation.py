@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +107,8 @@ def transformers_generate(model, tokenizer, prompts, settings: GenerationSetting
     return outputs
 
 
-def contenders(max_new_tokens: int, stop: list[str]):
+def contenders(max_new_tokens: int, stop: list[str], chosen: list[str]):
+    """The contenders by name; ``chosen`` a subset (the first is the reference), empty for all."""
     def ours(batch):
         settings = GenerationSettings(max_new_tokens, batch, stop)
         return lambda m, t, p: generate(m, t, p, settings, progress=False).outputs
@@ -116,18 +118,16 @@ def contenders(max_new_tokens: int, stop: list[str]):
         return lambda m, t, p: transformers_generate(m, t, p, settings)
 
     every = {"generate@16": theirs(16), "curatune@16": ours(16), "generate@64": theirs(64), "curatune@64": ours(64)}
-    return {name: every[name] for name in CONTENDERS or every}
-
-
-CONTENDERS: list[str] = []  # --contenders: a subset (the first one is the reference for identity)
+    return {name: every[name] for name in chosen or every}
 
 
 def load_avg() -> float:
     return os.getloadavg()[0]
 
 
-def measure(label: str, model, tokenizer, prompts, rounds: int, max_new_tokens: int, stop: list[str]) -> dict:
-    runs = contenders(max_new_tokens, stop)
+def measure(label: str, model, tokenizer, prompts, rounds: int, max_new_tokens: int, stop: list[str],
+            chosen: list[str]) -> dict:
+    runs = contenders(max_new_tokens, stop, chosen)
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     loads: dict[str, list[float]] = {n: [] for n in names}
@@ -166,26 +166,25 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "eval_generation"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    CONTENDERS[:] = args.contenders
     stop = ["\n"]
 
     model, tokenizer = load_model_and_tokenizer("default", dtype="float32", device="cpu")
     model.eval()
     prompts = workload(tokenizer, args.limit)
-    results = [measure("base SmolLM2-135M-Instruct", model, tokenizer, prompts, args.rounds, args.max_new_tokens, stop)]
+    results = [measure("base SmolLM2-135M-Instruct", model, tokenizer, prompts, args.rounds, args.max_new_tokens, stop,
+                       args.contenders)]
     if args.cell:
         cell_model, cell_tok = load_weights_dir(Path(args.cell), str(resolve_model_path("default")), dtype="float32",
                                                 device="cpu")
         cell_model.eval()
-        results.append(measure(f"cell {'-'.join(Path(args.cell).resolve().parts[-4:-1])}", cell_model, cell_tok, prompts, args.rounds,
-                               args.max_new_tokens, stop))
+        label = f"cell {'-'.join(Path(args.cell).resolve().parts[-4:-1])}"
+        results.append(measure(label, cell_model, cell_tok, prompts, args.rounds, args.max_new_tokens, stop,
+                               args.contenders))
 
     meta = {"items": len(prompts), "max_new_tokens": args.max_new_tokens, "stop": stop, "threads": args.threads,
             "rounds": args.rounds, "torch": torch.__version__, "machine": platform.machine(),
-            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    import transformers
-
-    meta["transformers"] = transformers.__version__
+            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "transformers": transformers.__version__}
     rows = [row for r in results for row in r["rows"]]
     Path(args.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = [
