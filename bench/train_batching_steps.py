@@ -76,7 +76,7 @@ def run_group(args, model_path: str, tokenizer, dataset: str, method: str, work:
     from transformers import DataCollatorForSeq2Seq, set_seed
 
     from curatune.chat_format import encode
-    from curatune.train.batching import collator
+    from curatune.train.batching import attention_cost_ratio, collator
 
     batches_wanted = args.batches_sharegpt if dataset == "sharegpt" else args.batches
     records = load_records(dataset, 4 * batches_wanted * 2, work)
@@ -91,12 +91,14 @@ def run_group(args, model_path: str, tokenizer, dataset: str, method: str, work:
     packed_collate = collator("packed", tokenizer.pad_token_id)
     seq2seq = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
-    if args.suite == "batching":
-        sides = {"padded": (padded_collate, False), "packed": (packed_collate, False)}
-    else:
-        sides = {"fp32": (padded_collate, False), "bf16": (padded_collate, True)}
     set_seed(0)
     first = build(model_path, method)
+    if args.suite == "batching":
+        sides = {"padded": (padded_collate, False), "packed": (packed_collate, False)}
+        if args.auto:  # train.batching: auto, the per-batch rule
+            sides["auto"] = (collator("auto", tokenizer.pad_token_id, attention_cost_ratio(first)), False)
+    else:
+        sides = {"fp32": (padded_collate, False), "bf16": (padded_collate, True)}
     models = {name: first if i == 0 else copy.deepcopy(first) for i, name in enumerate(sides)}
     lr = 2e-4 if method == "lora" else 2e-5
     optimizers = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr)
@@ -106,13 +108,16 @@ def run_group(args, model_path: str, tokenizer, dataset: str, method: str, work:
     if args.suite == "batching":  # the same loss on real data, dropout off
         first.eval()
         with torch.no_grad():
-            check = {name: first(**collate(groups[0])).loss.item() for name, (collate, _) in sides.items()}
+            check = {name: first(**collate(groups[0])).loss.item() for name, (collate, _) in sides.items()
+                     if name != "auto"}  # auto is one of the two (and would count this batch)
         first.train()
 
     per_side = {name: {"wall": [], "cpu": [], "real_tokens": 0, "computed_tokens": 0, "losses": []} for name in sides}
     names = list(sides)
     warmup = {name: round(step(models[name], optimizers[name], collate(groups[0]), bf16), 5)
               for name, (collate, bf16) in sides.items()}
+    if "auto" in sides:  # count the timed batches only
+        sides["auto"][0].counts = {"packed": 0, "padded": 0}
     for i, group in enumerate(groups[1:]):
         real = sum(len(f["input_ids"]) for f in group)
         shapes_equal = tuple(padded_collate(group)["input_ids"].shape) == tuple(
@@ -133,7 +138,7 @@ def run_group(args, model_path: str, tokenizer, dataset: str, method: str, work:
         print(json.dumps({"dataset": dataset, "method": method, "batch": i, "real_tokens": real,
                           **{n: round(per_side[n]["cpu"][-1], 2) for n in names}}), flush=True)
 
-    base, other = names
+    base = names[0]
     row = {"dataset": dataset, "method": method, "batches": len(groups) - 1, "batch_size": 4,
            "warmup_step_loss": warmup,
            "max_length": args.max_length, "real_tokens": per_side[base]["real_tokens"],
@@ -146,15 +151,19 @@ def run_group(args, model_path: str, tokenizer, dataset: str, method: str, work:
             "real_tokens_per_cpu_second": round(side["real_tokens"] / sum(side["cpu"]), 2),
             "losses": side["losses"],
         }
-    step_ratios = [a / b for a, b in zip(per_side[base]["cpu"], per_side[other]["cpu"])]
-    row[f"{other}_over_{base}_cpu"] = round(sum(per_side[base]["cpu"]) / sum(per_side[other]["cpu"]), 3)
-    row[f"{other}_over_{base}_wall"] = round(sum(per_side[base]["wall"]) / sum(per_side[other]["wall"]), 3)
-    row[f"{other}_over_{base}_cpu_per_step_median"] = round(statistics.median(step_ratios), 3)
+    for other in names[1:]:
+        step_ratios = [a / b for a, b in zip(per_side[base]["cpu"], per_side[other]["cpu"])]
+        row[f"{other}_over_{base}_cpu"] = round(sum(per_side[base]["cpu"]) / sum(per_side[other]["cpu"]), 3)
+        row[f"{other}_over_{base}_wall"] = round(sum(per_side[base]["wall"]) / sum(per_side[other]["wall"]), 3)
+        row[f"{other}_over_{base}_cpu_per_step_median"] = round(statistics.median(step_ratios), 3)
+    if "auto" in sides:
+        row["auto_batches"] = dict(sides["auto"][0].counts)
+    other = names[1]
     row["max_loss_relative_difference"] = round(max(
         abs(a - b) / abs(a) for a, b in zip(per_side[base]["losses"], per_side[other]["losses"])), 5)
     if check:
         row["first_batch_loss_dropout_off"] = check
-        row["first_batch_loss_relative_difference"] = abs(check[base] - check[other]) / abs(check[base])
+        row["first_batch_loss_relative_difference"] = abs(check[base] - check["packed"]) / abs(check[base])
     del models, optimizers, first
     return row
 
@@ -181,6 +190,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=384, help="train.max_seq_length (the default)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", help="results file name (default: train_batching_steps / train_bf16_cpu)")
+    parser.add_argument("--auto", action="store_true", help="suite batching: a third side, train.batching auto")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -227,6 +237,19 @@ def markdown(report: dict) -> str:
                 f"{g['packed']['real_tokens_per_cpu_second']} | **{g['packed_over_padded_cpu']}** | "
                 f"{g['packed_over_padded_cpu_per_step_median']} | {g['packed_over_padded_wall']} | "
                 f"{g['first_batch_loss_relative_difference']:.1e} | {g['max_loss_relative_difference']} |")
+        if any("auto" in g for g in report["groups"]):
+            lines += ["", "train.batching auto (the per-batch rule) on the same batches, a third side:", "",
+                      "| data | method | batches packed / padded by the rule | auto real tok/CPU-s | auto / padded (CPU s) | "
+                      "per-step median | (wall) | auto / best of packed, padded (CPU s) |", "|---|---|---|---|---|---|---|---|"]
+            for g in report["groups"]:
+                if "auto" not in g:
+                    continue
+                best = max(1.0, g["packed_over_padded_cpu"])
+                lines.append(
+                    f"| {g['dataset']} | {g['method']} | {g['auto_batches']['packed']} / {g['auto_batches']['padded']} | "
+                    f"{g['auto']['real_tokens_per_cpu_second']} | **{g['auto_over_padded_cpu']}** | "
+                    f"{g['auto_over_padded_cpu_per_step_median']} | {g['auto_over_padded_wall']} | "
+                    f"{g['auto_over_padded_cpu'] / best:.3f} |")
     else:
         lines = [head, "", "| data | method | steps x 4 | real tokens | fp32 tok/CPU-s | bf16 tok/CPU-s | bf16 / fp32 "
                  "(CPU s) | (wall) | fp32 losses | bf16 losses | max loss diff |", "|---|---|---|---|---|---|---|---|---|---|---|"]

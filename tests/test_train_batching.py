@@ -8,10 +8,13 @@ import pytest
 from curatune.chat_format import IGNORE_INDEX, PaddingCollator, encode
 from curatune.rundir import read_json
 from curatune.train.batching import (
+    PerBatchCollator,
+    attention_cost_ratio,
     choose_batching,
     choose_precision,
     collator,
     cpu_has_native_bf16,
+    packing_pays,
     packing_supported,
     trainer_arguments,
 )
@@ -91,7 +94,9 @@ def test_packing_check_and_auto_choice(tiny_model_dir):
     model, _ = _model_and_tokenizer(tiny_model_dir)
     assert packing_supported(model)
     assert model.training is False or model.training is True  # mode is restored, not forced
-    assert choose_batching("auto", model).mode == "packed"
+    auto = choose_batching("auto", model)
+    assert auto.mode == "auto" and auto.attention_ratio == pytest.approx(attention_cost_ratio(model))
+    assert choose_batching("packed", model).mode == "packed"
     assert choose_batching("padded", model).mode == "padded"
     assert choose_batching("grouped", model).mode == "grouped"
 
@@ -115,19 +120,57 @@ def test_packing_check_rejects_an_attention_that_mixes_examples(tiny_model_dir):
         choose_batching("packed", model)
 
 
+def test_attention_cost_ratio_of_a_llama_from_its_shapes():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    # per layer: q, o 64x64; k, v 64x32; gate, up, down 64x128; plus the (tied) output layer
+    linear = 3 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128) + 1000 * 64
+    assert attention_cost_ratio(model) == pytest.approx(4 * 3 * 64 / (2 * linear))
+
+
+def test_packing_pays_on_unequal_lengths_not_on_equal_long_ones():
+    ratio = 2.6e-4  # SmolLM2-135M
+    assert packing_pays([60, 300, 80, 120], ratio)  # codealpaca-like: most of a padded batch is padding
+    assert packing_pays([84, 70, 98, 91], ratio)  # Multi30k-like: little padding, short rows
+    assert not packing_pays([384, 384, 384, 384], ratio)  # ShareGPT cut at max length: nothing to save
+    assert not packing_pays([384, 384, 384, 300], ratio)  # a little padding does not pay the longer attention
+    assert not packing_pays([50, 50], 0.0)  # no padding: equal, so no reason to pack
+    assert packing_pays([10, 50], 0.0)  # without attention cost any padding pays
+
+
+def test_per_batch_collator_picks_each_batch_and_counts(tiny_model_dir):
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    features = _features(tokenizer, _varied_records())
+    equal = [{"input_ids": [5] * 40, "labels": [5] * 40} for _ in range(4)]
+    # SmolLM2-135M's ratio; the tiny model's own is ~40x larger (attention outweighs its small matrices)
+    collate = PerBatchCollator(tokenizer.pad_token_id, 2.6e-4)
+    packed, padded = collate(features), collate(equal)
+    assert packed["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in features)) and "position_ids" in packed
+    assert padded["input_ids"].shape == (4, 40) and "attention_mask" in padded
+    assert collate.counts == {"packed": 1, "padded": 1}
+
+
 def test_trainer_arguments_count_real_tokens():
-    assert trainer_arguments("packed")["include_num_input_tokens_seen"] == "all"
+    assert trainer_arguments("packed")["include_num_input_tokens_seen"] == "non_padding"
     assert trainer_arguments("padded")["include_num_input_tokens_seen"] == "non_padding"
     assert trainer_arguments("grouped")["train_sampling_strategy"] == "group_by_length"
     assert trainer_arguments("packed")["train_sampling_strategy"] == "random"
 
 
 @pytest.mark.slow
-def test_sweep_cells_packed_and_padded_learn_the_same(tmp_path, tiny_model_dir):
+def test_sweep_cells_packed_and_padded_learn_the_same(tmp_path, tiny_model_dir, monkeypatch):
     """Same batches, same losses step by step; done.json says which batching ran and why."""
+    import curatune.train.batching as batching
+
+    # the tiny model's attention outweighs its matrices, so auto would pad every batch: price
+    # attention at 0 here so that auto packs every batch with padding
+    monkeypatch.setattr(batching, "attention_cost_ratio", lambda model: 0.0)
     records = make_records(40)
     logs, tokens = {}, {}
-    for mode in ("padded", "packed"):
+    for mode in ("padded", "packed", "auto"):
         run_dir = curated_run_dir(tmp_path / mode, records)
         config = tiny_config(run_dir, tiny_model_dir, sizes=[8], methods=["full"], batching=mode,
                              per_device_batch_size=4, epochs=2)
@@ -139,8 +182,12 @@ def test_sweep_cells_packed_and_padded_learn_the_same(tmp_path, tiny_model_dir):
         assert read_json(cell / "cell.json")["batching"] == mode
         logs[mode] = [line["loss"] for line in map(__import__("json").loads, (cell / "train_log.jsonl").open())]
         tokens[mode] = done["train_tokens"]
-    assert tokens["padded"] == tokens["packed"]  # real tokens counted alike (pad id = eos id here)
+        if mode == "auto":  # make_records' examples differ in length: the rule packs some batches
+            assert done["batches"]["packed"] > 0 and "per batch" in done["batching_reason"]
+    # real tokens counted alike: eos doubles as pad here, and packed batches still count it
+    assert tokens["padded"] == tokens["packed"] == tokens["auto"]
     assert logs["padded"] == pytest.approx(logs["packed"], rel=1e-4)
+    assert logs["padded"] == pytest.approx(logs["auto"], rel=1e-4)
 
 
 def test_fingerprint_changes_only_for_grouped(tmp_path, tiny_model_dir):

@@ -17,7 +17,12 @@ Batching (``train.batching``):
 * ``grouped``: padded batches of examples of similar length (the Trainer's
   ``group_by_length`` sampler). Less padding, but the batches differ from the other two, so
   what the cell learns changes (it is part of the cell's fingerprint).
-* ``auto``: ``packed`` where the check passes, else ``padded``.
+* ``auto`` (the default): per batch, ``packed`` when it computes less than ``padded``, where
+  the check passes; else ``padded`` throughout. Packing saves the padding, but the packed row's
+  attention is one (masked) square over all its tokens: on CPU, sdpa and eager compute the
+  whole square, so four examples cut at 384 tokens cost more packed (1,536^2) than padded
+  (4 x 384^2); measured 0.64-0.78x on such ShareGPT batches. :func:`packing_pays` compares the
+  two with a cost model of the model's own shapes (:func:`attention_cost_ratio`).
 
 Precision (``train.bf16``): ``auto`` is bf16 autocast on a CUDA GPU that supports it and fp32
 elsewhere; ``cpu`` is ``auto`` plus bf16 autocast on a CPU with native bf16 instructions
@@ -38,8 +43,61 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 @dataclass(frozen=True)
 class BatchingChoice:
-    mode: str  # padded | packed | grouped
+    mode: str  # padded | packed | grouped | auto (per batch)
     reason: str  # why, for done.json
+    attention_ratio: float = 0.0  # for auto: see attention_cost_ratio
+
+
+def attention_cost_ratio(model) -> float:
+    """Attention work per (query, key) pair over the weight-matrix work per token.
+
+    A token costs ~2 x (weights of every linear layer) multiply-adds in the matrices, and each
+    (query, key) pair 4 x layers x attention width (the score and the weighted value, forward;
+    the backward pass doubles both alike). A sequence of n tokens costs about
+    n x (1 + ratio x n) matrix-token units. SmolLM2-135M: 2.6e-4, so attention over 384 tokens
+    adds 10 % and over 1,536 tokens 39 %.
+    """
+    import torch
+
+    config = model.config
+    config = getattr(config, "text_config", None) or config
+    layers = getattr(config, "num_hidden_layers", 0) or 0
+    heads, width = getattr(config, "num_attention_heads", 0) or 0, getattr(config, "hidden_size", 0) or 0
+    head_dim = getattr(config, "head_dim", None) or (width // heads if heads else 0)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    if not (layers and heads and head_dim and linear):
+        return 0.0
+    return 4.0 * layers * heads * head_dim / (2.0 * linear)
+
+
+def packing_pays(lengths: list[int], attention_ratio: float) -> bool:
+    """True when one packed row of these examples computes less than padding them to the longest.
+
+    padded: B rows of L = max(lengths) tokens, B x L x (1 + r L);
+    packed: one row of T = sum(lengths) tokens, T x (1 + r T).
+    """
+    total, rows, longest = sum(lengths), len(lengths), max(lengths)
+    return total * (1 + attention_ratio * total) < rows * longest * (1 + attention_ratio * longest)
+
+
+class PerBatchCollator:
+    """``train.batching: auto``: each batch packed when :func:`packing_pays`, else padded.
+
+    Both give the same loss on the same batch (tests/test_train_batching.py), so the choice
+    changes only the arithmetic. ``counts`` says how many batches went each way (done.json).
+    """
+
+    def __init__(self, pad_token_id: int, attention_ratio: float):
+        self.padded = PaddingCollator(pad_token_id)
+        self.packed = collator("packed", pad_token_id)
+        self.attention_ratio = attention_ratio
+        self.counts = {"packed": 0, "padded": 0}
+
+    def __call__(self, features: list[dict]) -> dict:
+        lengths = [len(f["input_ids"]) for f in features]
+        mode = "packed" if packing_pays(lengths, self.attention_ratio) else "padded"
+        self.counts[mode] += 1
+        return (self.packed if mode == "packed" else self.padded)(features)
 
 
 def packing_supported(model) -> bool:
@@ -82,12 +140,16 @@ def choose_batching(setting: str, model) -> BatchingChoice:
             )
         return BatchingChoice(setting, "set in the config")
     if packing_supported(model):
-        return BatchingChoice("packed", "auto: packed logits match unpacked on this model")
+        ratio = attention_cost_ratio(model)
+        return BatchingChoice("auto", f"auto: per batch, packed when it computes less than padded "
+                              f"(packed logits match unpacked on this model; attention cost ratio {ratio:.2g})", ratio)
     return BatchingChoice("padded", "auto: this model's attention mixes packed examples")
 
 
-def collator(mode: str, pad_token_id: int):
+def collator(mode: str, pad_token_id: int, attention_ratio: float = 0.0):
     """The data collator of a batching mode (grouped batches are padded; the sampler groups them)."""
+    if mode == "auto":
+        return PerBatchCollator(pad_token_id, attention_ratio)
     if mode == "packed":
         from transformers import DataCollatorWithFlattening  # heavy: transformers
 
@@ -101,10 +163,31 @@ def trainer_arguments(mode: str) -> dict[str, Any]:
     """TrainingArguments that go with a batching mode."""
     return {
         "train_sampling_strategy": "group_by_length" if mode == "grouped" else "random",
-        # packed rows have no padding and no attention mask: every token is real. (Counting
-        # "non_padding" without a mask would drop real tokens equal to the pad id, e.g. eos.)
-        "include_num_input_tokens_seen": "all" if mode == "packed" else "non_padding",
+        # padded batches: their attention mask's sum; packed rows have no padding and no mask,
+        # every token is real: CellTrainer counts them all (see there).
+        "include_num_input_tokens_seen": "non_padding",
     }
+
+
+def cell_trainer_class():
+    """transformers' Trainer, counting every token of a packed batch as real.
+
+    Without an attention mask, the Trainer's "non_padding" count compares the tokens with the
+    pad id, which drops real tokens that equal it (eos, when it doubles as pad). A packed
+    batch (position ids, no mask) has no padding at all, so its count is its size. If a later
+    transformers renames the hook, the override is simply never called (the count is then a
+    little low on packed batches, nothing else changes).
+    """
+    import torch
+    from transformers import Trainer
+
+    class CellTrainer(Trainer):
+        def _track_num_input_tokens(self, inputs):
+            if "attention_mask" not in inputs and "position_ids" in inputs:
+                inputs = {**inputs, "attention_mask": torch.ones_like(inputs["input_ids"])}
+            return super()._track_num_input_tokens(inputs)
+
+    return CellTrainer
 
 
 # ----------------------------------------------------------------------------- precision

@@ -63,6 +63,8 @@ from curatune.rundir import (
 )
 from curatune.tracking import tensorboard_callback, trainer_report_to
 from curatune.train.batching import (
+    PerBatchCollator,
+    cell_trainer_class,
     choose_batching,
     choose_precision,
     collator,
@@ -675,11 +677,12 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
     early_needed = not (cell_dir / EARLY).is_dir()
 
     args = training_arguments(config, spec, cell_dir, total_steps, on_cuda, use_bf16, batching.mode)
-    trainer = Trainer(
+    data_collator = collator(batching.mode, tokenizer.pad_token_id, batching.attention_ratio)
+    trainer = cell_trainer_class()(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=collator(batching.mode, tokenizer.pad_token_id),
+        data_collator=data_collator,
         processing_class=tokenizer,
     )
     trainer.remove_callback(ProgressCallback)
@@ -767,6 +770,7 @@ def _train_cell(config: ExperimentConfig, run_dir: RunDir, spec: CellSpec, cell_
         "precision_reason": precision.reason,
         "batching": batching.mode,
         "batching_reason": batching.reason,
+        **({"batches": dict(data_collator.counts)} if isinstance(data_collator, PerBatchCollator) else {}),
         "device": "cuda" if on_cuda else "cpu",
         "world_size": world_size,
         "resumed_from": checkpoint.name if checkpoint else None,

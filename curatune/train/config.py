@@ -260,14 +260,15 @@ class TrainConfig(BaseModel):
         "opt-in until its task scores are checked against fp32. done.json records the choice and why.",
     )
     batching: Literal["auto", "packed", "padded", "grouped"] = Field(
-        default="padded",
-        description="How examples form batches (default padded, as before: packing measured 1.6x real tokens/s "
-        "on variable-length data but 0.78x on batches all cut at max_seq_length, so it is opt-in until a "
-        "per-batch rule exists; bench/results/train_batching_steps*.md). packed: a batch's examples concatenated with restarting "
-        "position ids, no padding, same batches and loss as padded (needs an attention that keeps them apart: "
-        "sdpa, eager, flash). padded: each batch padded to its longest example. grouped: padded batches of "
-        "similar lengths (changes the batches, so what the cell learns). auto: packed when a check on the "
-        "loaded model shows packed logits equal unpacked ones, else padded.",
+        default="auto",
+        description="How examples form batches. auto: per batch, packed when that computes less than padding it "
+        "(a cost model of the model's shapes: packing saves the padding but its attention spans the whole packed "
+        "row), padded otherwise; where a check on the loaded model shows its attention would mix packed examples, "
+        "padded throughout. Measured: 1.6x real tokens/s on variable-length data, the same on batches cut at "
+        "max_seq_length (bench/results/train_batching_steps*.md). packed: always packed (no padding; same batches "
+        "and loss as padded; needs an attention that keeps examples apart: sdpa, eager, flash). padded: each "
+        "batch padded to its longest example. grouped: padded batches of similar lengths (changes the batches, "
+        "so what the cell learns).",
     )
     cpu_threads: int = Field(
         default=0, ge=0, description="torch threads when training on CPU; 0 = one per core."
