@@ -112,7 +112,8 @@ def test_saturation_point_recovered_from_exponential(tmp_path):
     scores = Scores().base("task", "exact_match", 0.2)
     scores.curve("full", SIZES, [0, 1, 2], "task", "exact_match", truth, noise=0.002)
     row = saturation_row(analyse(scores, tmp_path, n_bootstrap=0), "full", "task", "exact_match")
-    assert row["model"] == "exponential"
+    # Weibull with shape d = 1 is the exponential; on this noise it may win AICc by a hair.
+    assert row["model"] == "exponential" or (row["model"] == "weibull" and abs(row["params"]["d"] - 1) < 0.05)
     expected = brute_force_saturation(truth, 25, 3200 * 8, 0.01)
     assert row["saturation_point"] == pytest.approx(expected, rel=0.15)
     assert row["bootstrap"] == "none"

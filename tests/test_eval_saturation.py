@@ -25,6 +25,7 @@ FAMILIES = {
     "exponential": lambda n: 45 - 30 * np.exp(-n / 500),
     "log_logistic": lambda n: 50 - 30 / (1 + np.power(n / 600, 1.6)),
     "shifted_power": lambda n: 55 - 40 * np.power(1 + n / 400, -1.2),
+    "weibull": lambda n: 50 - 35 * np.exp(-np.power(n / 500, 0.6)),
 }
 
 

@@ -41,6 +41,10 @@ class CurveModel:
             # 1 / (1 + (x/c)^d): a sigmoid in log n (slow start, a steep middle, then the
             # power-law tail (x/c)^-d), the shape a power law and an exponential both miss.
             return 1.0 / (1.0 + np.power(x / theta[:, :1], theta[:, 1:2]))
+        if self.name == "weibull":
+            # exp(-(x/c)^d): the exponential stretched (d < 1: a long, slow tail) or compressed
+            # (d > 1: a sharp knee), Viering & Loog's (2022) "wbl4"; d = 1 is the exponential.
+            return np.exp(-np.power(x / theta[:, :1], theta[:, 1:2]))
         # shifted power law (1 + x/s)^-d: flat start for x << s, a power law n^-d for x >> s,
         # and exp(-x/c) in the limit d -> inf with s = d*c, so it bridges the other two.
         return np.power(1.0 + x / theta[:, :1], -theta[:, 1:2])
@@ -55,6 +59,8 @@ class CurveModel:
             return [0.1], [50.0 * x_max]
         if self.name == "log_logistic":
             return [0.01, 0.05], [50.0 * x_max, 10.0]  # midpoint c, steepness d
+        if self.name == "weibull":
+            return [0.01, 0.05], [50.0 * x_max, 10.0]  # scale c, shape d
         return [0.01, 0.01], [50.0 * x_max, 50.0]  # shift s, exponent d
 
     def grid(self, x_max: float) -> np.ndarray:
@@ -72,7 +78,7 @@ class CurveModel:
             return {"a": a, "b": b * n0 ** theta[0], "c": theta[0]}
         if self.name == "exponential":
             return {"a": a, "b": b, "c": theta[0] * n0}
-        if self.name == "log_logistic":
+        if self.name in ("log_logistic", "weibull"):
             return {"a": a, "b": b, "c": theta[0] * n0, "d": theta[1]}
         return {"a": a, "b": b, "s": theta[0] * n0, "d": theta[1]}
 
@@ -82,32 +88,68 @@ CURVE_MODELS = (
     CurveModel("exponential", "y = a - b * exp(-n / c)", ("c",)),
     CurveModel("log_logistic", "y = a - b / (1 + (n / c)^d)", ("c", "d")),
     CurveModel("shifted_power", "y = a - b * (1 + n / s)^(-d)", ("s", "d")),
+    CurveModel("weibull", "y = a - b * exp(-(n / c)^d)", ("c", "d")),
 )
 
 
-def profile_fit(model: CurveModel, x: np.ndarray, Y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best (a, b, *theta) and weighted SSE for each row of ``Y`` (replicates x sizes)."""
-    grid = model.grid(float(x.max()))
-    basis = model.basis(x, grid)  # (T, m)
+def _least_squares(basis: np.ndarray, Y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form weighted least squares of each row of ``Y`` (R, m) on (1, -basis) for every
+    shape: ``basis`` is (T, m), shared by all rows, or (R, T, m), one set of shapes per row.
+    Returns the slope (= -b) and the weighted SSE, both (R, T), with inf where a basis is
+    constant (no slope to fit)."""
     w = weights / weights.sum()
-    # Closed-form weighted least squares of y on (1, -basis) for every shape at once.
-    mean_g = basis @ w  # (T,)
-    centred = basis - mean_g[:, None]
-    var_g = (centred**2) @ w  # (T,)
+    mean_g = basis @ w  # (..., T)
+    centred = basis - mean_g[..., None]
+    var_g = (centred**2) @ w
     mean_y = Y @ w  # (R,)
-    cov = (centred * w) @ (Y - mean_y[:, None]).T  # (T, R)
+    if basis.ndim == 2:
+        cov = ((centred * w) @ (Y - mean_y[:, None]).T).T  # (R, T)
+        var_g = np.broadcast_to(var_g, cov.shape)
+    else:
+        cov = np.einsum("rtm,m,rm->rt", centred, w, Y - mean_y[:, None])
     usable = var_g > 1e-14 * max(float(var_g.max()), 1e-300)
-    slope = np.where(usable[:, None], cov / np.where(usable, var_g, 1.0)[:, None], 0.0)  # = -b
+    slope = np.where(usable, cov / np.where(usable, var_g, 1.0), 0.0)
     # SSE = weighted total sum of squares minus the explained part, times the weight total.
     total = ((Y - mean_y[:, None]) ** 2) @ w  # (R,)
-    sse = (total[None, :] - slope * cov) * weights.sum()  # (T, R)
-    sse = np.where(usable[:, None], sse, np.inf)
-    best = np.argmin(sse, axis=0)
+    sse = (total[:, None] - slope * cov) * weights.sum()
+    return slope, np.where(usable, sse, np.inf), mean_g, mean_y
+
+
+REFINE_POINTS = 9  # per shape dimension and refinement round
+REFINE_ROUNDS = 2
+
+
+def profile_fit(model: CurveModel, x: np.ndarray, Y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best (a, b, *theta) and weighted SSE for each row of ``Y`` (replicates x sizes).
+
+    The shapes are profiled on the coarse grid, then each row's best shape is refined on a
+    finer local grid around it (two rounds, each spanning one step of the previous grid on
+    either side): the 48 x 48 grid of the two-shape families steps 12 % in the exponent, too
+    coarse for a noiseless curve of the right family to beat a wrong one."""
+    grid = model.grid(float(x.max()))
+    slope, sse, mean_g, mean_y = _least_squares(model.basis(x, grid), Y, weights)
     rows = np.arange(Y.shape[0])
-    b = -slope[best, rows]
-    a = mean_y + b * mean_g[best]
-    params = np.column_stack([a, b, grid[best]])
-    return params, np.maximum(sse[best, rows], 0.0)
+    best = np.argmin(sse, axis=1)
+    theta, best_sse = grid[best], sse[rows, best]
+    b, a = -slope[rows, best], mean_y + -slope[rows, best] * mean_g[best]
+    # Log-spaced grids: one step in log units per shape dimension.
+    steps = np.array([np.log(np.unique(grid[:, j])[1] / np.unique(grid[:, j])[0]) for j in range(grid.shape[1])])
+    low, high = (np.log(np.array(v)) for v in model.bounds(float(x.max())))
+    offsets = np.stack(np.meshgrid(*[np.linspace(-1, 1, REFINE_POINTS)] * grid.shape[1], indexing="ij"), -1)
+    offsets = offsets.reshape(-1, grid.shape[1])  # (T2, k)
+    for _ in range(REFINE_ROUNDS):
+        local = np.exp(np.clip(np.log(theta)[:, None, :] + offsets[None] * steps, low, high))  # (R, T2, k)
+        basis = np.stack([model.basis(x, local[r]) for r in rows])  # (R, T2, m)
+        l_slope, l_sse, l_mean_g, _ = _least_squares(basis, Y, weights)
+        pick = np.argmin(l_sse, axis=1)
+        better = l_sse[rows, pick] < best_sse
+        theta = np.where(better[:, None], local[rows, pick], theta)
+        b = np.where(better, -l_slope[rows, pick], b)
+        a = np.where(better, mean_y + b * l_mean_g[rows, pick], a)
+        best_sse = np.where(better, l_sse[rows, pick], best_sse)
+        steps = steps * 2 / (REFINE_POINTS - 1)
+    params = np.column_stack([a, b, theta])
+    return params, np.maximum(best_sse, 0.0)
 
 
 def polish(model: CurveModel, x: np.ndarray, y: np.ndarray, weights: np.ndarray,

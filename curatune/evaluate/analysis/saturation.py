@@ -182,7 +182,8 @@ class Bootstrap:
         if noise > 0 and scatter <= noise * f_distribution.ppf(0.95, dof, max(noise_dof, 1)):
             return replicates, resampled
         excess = scatter - noise
-        if excess <= 1e-12 * max(scatter, 1e-300):
+        # A curve that passes through its means to rounding error leaves nothing to add.
+        if excess <= 1e-12 * max(scatter, float(np.var(means)), 1e-300):
             return replicates, resampled
         rng = self._rng("residuals", series.method, series.suite, series.metric)
         centred = residuals - residuals.mean()
