@@ -218,6 +218,22 @@ class Bootstrap:
         return {c: shift(v) for c, v in items.items()}, (shift(base_items) if base_items is not None else None)
 
 
+def observed_lower_bound(sizes: np.ndarray, replicates: np.ndarray, epsilon: float, alpha: float,
+                         smallest: float) -> float:
+    """The largest trained size m whose doubling to a trained 2m gains more than ``epsilon`` in
+    all but ``alpha`` of the replicates (the point lies past it by definition); the smallest
+    size when no doubling does."""
+    bound = smallest
+    for i, m in enumerate(sizes):
+        doubled = np.flatnonzero(np.isclose(sizes, 2 * m))
+        if not len(doubled):
+            continue
+        gains = np.abs(replicates[:, doubled[0]] - replicates[:, i])
+        if float(np.quantile(gains, alpha)) > epsilon:
+            bound = max(bound, float(m))
+    return bound
+
+
 class SaturationAnalysis:
     """Fits, bands and saturation points for every (method, suite, metric) series."""
 
@@ -288,6 +304,7 @@ class SaturationAnalysis:
             "saturation_verdict": None,
             "saturation_text": None,
             "saturation_extrapolated": None,
+            "saturation_lo_extrapolated": None,
             "model_shares": None,
             "worse_than_base_sizes": [],
             "worse_than_base_confident": [],
@@ -348,8 +365,21 @@ class SaturationAnalysis:
             if point is not None:  # the interval holds its own point even when replicates barely vary
                 p_lo, p_hi = min(p_lo, point), max(p_hi, point)
             row["model_shares"] = fits.shares()
+        extrapolated_lo = None
+        if p_lo is not None and p_lo > sizes.max():
+            # A lower end past the largest trained size rests on the fitted family alone: a curve
+            # that turns flat just past the data (a second, slower phase ending) is invisible to
+            # it. Keep only what the data show: the point lies past every trained size m whose
+            # doubling to 2m gains more than epsilon in 97.5 % of the replicates.
+            extrapolated_lo = p_lo
+            p_lo = observed_lower_bound(sizes, replicates, epsilon, alpha, smallest)
         verdict = decide(point, p_lo, p_hi, smallest=smallest, largest_trained=float(sizes.max()),
                          search_limit=largest, has_interval=p_lo is not None)
+        if extrapolated_lo is not None:
+            past = "past the search limit" if not np.isfinite(extrapolated_lo) else f"past {extrapolated_lo:,.0f}"
+            verdict.text += (f" (the fitted curves put it {past}, an extrapolation the trained sizes, up to "
+                             f"{sizes.max():,.0f}, cannot confirm)")
+        row["saturation_lo_extrapolated"] = extrapolated_lo is not None
         row.update(
             saturation_point=verdict.point,
             saturation_point_lo=verdict.lo,
