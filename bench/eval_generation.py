@@ -9,7 +9,9 @@ so the shared machine's load hits all alike:
   (what curatune did before; finished rows stay in the batch until the slowest answer ends);
 * ``curatune@16``: curatune's decoder (finished rows leave the batch), batch 16;
 * ``generate@64`` and ``curatune@64``: both at batch 64 (a larger batch streams the weights once for
-  more rows, which is what a small model on a CPU is bound by).
+  more rows, which is what a small model on a CPU is bound by);
+* ``curatune@128`` and ``curatune@300`` (the whole workload in one batch): larger still (memory
+  grows with rows x tokens: 300 rows of the 135M model's KV cache is ~2 GB at these lengths).
 
 Correctness first: every contender's outputs are compared with ``generate@16``'s, item by
 item; a speed is only reported beside how many outputs are identical. Speed is generated
@@ -117,7 +119,8 @@ def contenders(max_new_tokens: int, stop: list[str], chosen: list[str]):
         settings = GenerationSettings(max_new_tokens, batch, stop)
         return lambda m, t, p: transformers_generate(m, t, p, settings)
 
-    every = {"generate@16": theirs(16), "curatune@16": ours(16), "generate@64": theirs(64), "curatune@64": ours(64)}
+    every = {"generate@16": theirs(16), "curatune@16": ours(16), "generate@64": theirs(64), "curatune@64": ours(64),
+             "curatune@128": ours(128), "curatune@300": ours(300)}
     return {name: every[name] for name in chosen or every}
 
 
@@ -161,7 +164,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--contenders", nargs="*", default=[],
-                        help="a subset of generate@16 curatune@16 generate@64 curatune@64 (first = reference)")
+                        help="a subset of generate@16 curatune@16 generate@64 curatune@64 curatune@128 curatune@300 "
+                        "(first = reference)")
     parser.add_argument("--cell", help="a fine-tuned cell's weights folder (final/) to measure as well")
     parser.add_argument("--out", default=str(RESULTS / "eval_generation"))
     args = parser.parse_args()

@@ -95,7 +95,7 @@ def test_still_climbing_curve_and_noisy_late_plateau_are_not_determined(tmp_path
     assert climb["saturation_verdict"] == "not determined" and climb["saturation_point"] is None
     assert climb["saturation_point_lo"] == 1600 and climb["saturation_point_hi"] is None
     assert climb["saturation_text"].startswith("not determined: anywhere from 1,600 to past 25,600")
-    assert "past the search limit, an extrapolation" in climb["saturation_text"]
+    assert "the fitted curves alone say past 25,600, an extrapolation" in climb["saturation_text"]
     late_row = saturation_row(analysis, "late", "task", "chrf")
     assert late_row["saturation_verdict"] == "not determined"
     assert late_row["saturation_point_hi"] is None and late_row["saturation_point_lo"] < 3200

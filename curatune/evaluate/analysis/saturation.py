@@ -19,7 +19,7 @@ from curatune.evaluate.analysis.curves import (
     fit_replicates,
 )
 from curatune.evaluate.analysis.inputs import SampleStore, ScoreIndex, SuiteRoles
-from curatune.evaluate.analysis.verdict import decide
+from curatune.evaluate.analysis.verdict import decide, round_size
 from curatune.evaluate.metrics import MetricTable
 
 __all__ = ["CURVE_COLUMNS", "CURVE_MODELS", "CurveFit", "SaturationAnalysis", "fit_curve", "saturation_points"]
@@ -376,9 +376,10 @@ class SaturationAnalysis:
         verdict = decide(point, p_lo, p_hi, smallest=smallest, largest_trained=float(sizes.max()),
                          search_limit=largest, has_interval=p_lo is not None)
         if extrapolated_lo is not None:
-            past = "past the search limit" if not np.isfinite(extrapolated_lo) else f"past {extrapolated_lo:,.0f}"
-            verdict.text += (f" (the fitted curves put it {past}, an extrapolation the trained sizes, up to "
-                             f"{sizes.max():,.0f}, cannot confirm)")
+            fitted = (f"past {largest:,.0f}" if not np.isfinite(extrapolated_lo)
+                      else f"not before {round_size(extrapolated_lo, 2, 'down'):,}")
+            verdict.text += (f"; the fitted curves alone say {fitted}, an extrapolation past the largest "
+                             f"trained size ({sizes.max():,.0f})")
         row["saturation_lo_extrapolated"] = extrapolated_lo is not None
         row.update(
             saturation_point=verdict.point,
