@@ -57,6 +57,7 @@ class ExportResult:
     base_model: str | None = None
     records: int | None = None
     pushed_to: str | None = None
+    cell: str | None = None  # the exported cell's key (a grid run's rate-less key resolved)
 
 
 @contextlib.contextmanager
@@ -83,10 +84,19 @@ def _staged_folder(out: Path, force: bool) -> Iterator[Path]:
 
 
 def find_cell(run_dir: RunDir, key: str) -> CellInfo:
+    """The done cell ``key`` names. In a learning-rate grid run a key without a rate
+    (lora-n400-s0) names the selected rate's cell, as in `curatune compare`."""
     parsed = parse_cell_key(key)
     if parsed is None:
         raise CuratuneError(f"{key!r}: not a cell key (expected <method>-n<size>-s<seed>, e.g. lora-n400-s0)")
     cell = CellInfo.from_dir(run_dir, *parsed)
+    if parsed.lr is None and cell.status == "pending":
+        from curatune.evaluate.analysis.lr_selection import run_selection  # heavy: the analysis package
+
+        selection = run_selection(run_dir)
+        lr = selection.selected_rate(parsed.method, parsed.size) if selection.active else None
+        if lr is not None:
+            cell = CellInfo.from_dir(run_dir, parsed.method, parsed.size, parsed.seed, lr)
     if cell.status != "done":
         known = sorted(cell_key(*cell) for cell, _ in run_dir.cell_folders())
         hint = f"; cells in this run: {', '.join(known)}" if known else ""
@@ -131,7 +141,7 @@ def export_cell(run_dir: RunDir | str | Path, key: str, out: str | Path, *, stag
             _record_base_in_config(tmp, base_id)
         describe_weights_folder(tmp, facts, cell, stage, base_model=base_id, adapter=adapter, merged=merge)
     kind = "adapter" if adapter else ("merged" if merge else "full")
-    return ExportResult(Path(out), kind, base_id)
+    return ExportResult(Path(out), kind, base_id, cell=cell.key)
 
 
 def _write_merged(cell: CellInfo, stage: str, folder: Path) -> None:

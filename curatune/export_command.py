@@ -30,7 +30,10 @@ def register(app: typer.Typer) -> None:
         """Write a cell's weights as a standard transformers or peft folder with a model card from the run."""
         result = export_cell(run_dir, cell, out, stage=stage, merge=merge, base_model=base_model, force=force)
         what = {"adapter": "peft adapter", "merged": "LoRA merged into full weights", "full": "full weights"}[result.kind]
-        console.print(f"wrote {result.folder}: {what} of {cell} ({stage}), base model {result.base_model}, model card README.md")
+        if result.cell != cell:
+            console.print(f"{cell} is {result.cell}: the selected learning rate of its method and size")
+        console.print(f"wrote {result.folder}: {what} of {result.cell} ({stage}), base model {result.base_model}, "
+                      "model card README.md")
         if push_to_hub:
             url = push_folder(result.folder, push_to_hub, repo_type="model", private=private)
             console.print(f"pushed to {url}")

@@ -240,6 +240,17 @@ def test_compare_resolves_a_key_without_rate_to_the_selected_cell(tmp_path):
     assert result["cell_b"] == "lora-lr1e-4-n4-s1" and "not the selected learning rate" in result["notes"][0]
 
 
+def test_export_resolves_a_key_without_rate_to_the_selected_cell(tmp_path):
+    from curatune.export import find_cell
+
+    run = _grid_run(tmp_path / "run")
+    assert find_cell(run, "lora-n8-s0").key == "lora-lr1e-3-n8-s0"
+    assert find_cell(run, "lora-n4-s1").key == "lora-lr1e-4-n4-s1"
+    assert find_cell(run, "lora-lr1e-4-n8-s0").key == "lora-lr1e-4-n8-s0"  # a named rate is taken as named
+    with pytest.raises(CuratuneError, match="pending"):
+        find_cell(run, "full-n8-s0")  # no such method in the run
+
+
 def test_report_shows_the_selected_learning_rates(tmp_path):
     run = _grid_run(tmp_path / "run")
     console = Console(record=True, width=200)
