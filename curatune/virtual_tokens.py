@@ -102,6 +102,12 @@ class VirtualTokenLM:
     def get_base_model(self):
         return self.base
 
+    def get_input_embeddings(self):
+        return self.base.get_input_embeddings()
+
+    def get_output_embeddings(self):  # the retention probe checks the vocabulary against it
+        return self.base.get_output_embeddings()
+
     def eval(self) -> "VirtualTokenLM":
         self.peft_model.eval()
         self._prefix = None  # weights may have changed since the prefix was computed

@@ -10,7 +10,7 @@ from train_helpers import curated_run_dir, make_records, tiny_config
 
 from curatune.evaluate.generation import GenerationSettings, generate
 from curatune.evaluate.lm_scoring import LoglikelihoodScorer
-from curatune.evaluate.retention import greedy_answers
+from curatune.evaluate.retention import RetentionReference, greedy_answers, retention_scores
 from curatune.models import load_cell_model
 from curatune.rundir import list_cells, read_json
 from curatune.train.sweep import run_sweep
@@ -157,6 +157,8 @@ def test_prompt_and_prefix_tuning_cells_train_save_and_evaluate(tmp_path, tiny_m
     for cell in list_cells(run_dir):
         done = read_json(cell.path / "done.json")
         assert done["learning_rate"] == config.train.learning_rate(cell.method)
+        # peft ignores position ids for virtual tokens, so batching auto must not pack these rows
+        assert done["batching"] == "padded" and "prompt/prefix" in done["batching_reason"]
         hidden, layers, kv_dim = 64, 2, 32  # the tiny model: 2 of 4 heads of 16 are key/value heads
         assert done["trainable_parameters"] == {"prompt_tuning": 4 * hidden,
                                                 "prefix_tuning": 4 * layers * 2 * kv_dim}[cell.method]
@@ -164,10 +166,15 @@ def test_prompt_and_prefix_tuning_cells_train_save_and_evaluate(tmp_path, tiny_m
         adapter = json.loads((cell.path / "final" / "adapter_config.json").read_text())
         assert adapter["peft_type"] == cell.method.upper()
         loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cell.path / "final")
-        model, _ = load_cell_model(cell, "final", dtype="float32", device="cpu")
+        model, tokenizer = load_cell_model(cell, "final", dtype="float32", device="cpu")
         early, _ = load_cell_model(cell, "early", dtype="float32", device="cpu")
         assert isinstance(model, VirtualTokenLM)
         with torch.no_grad():
             ours = model(input_ids=ids).logits
             assert torch.allclose(ours, _peft_logits(loaded.eval(), ids), atol=1e-5)
             assert not torch.allclose(ours, early(input_ids=ids).logits, atol=1e-6)  # training moved on
+        # the retention probe scores the wrapper like any model (it reads its output embeddings)
+        reference = RetentionReference.build(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tokenizer,
+                                             ["Name a colour.", "Count to three."], max_new_tokens=4)
+        scores = retention_scores(model, tokenizer, reference, generate=False, progress=False)
+        assert scores.n_items == 2

@@ -129,8 +129,21 @@ def packing_supported(model) -> bool:
     return bool(torch.allclose(alone.float(), together.float(), rtol=1e-3, atol=1e-3))
 
 
+def _prompt_learning(model) -> bool:
+    """True for a peft prompt or prefix tuning model: virtual tokens go before each row, and
+    peft ignores position ids there, so a packed row's examples could not be kept apart."""
+    configs = getattr(model, "peft_config", None)
+    return isinstance(configs, dict) and any(getattr(c, "is_prompt_learning", False) for c in configs.values())
+
+
 def choose_batching(setting: str, model) -> BatchingChoice:
     """The batching a cell uses for ``train.batching`` = ``setting`` on this model."""
+    if _prompt_learning(model) and setting in ("auto", "packed"):
+        if setting == "packed":
+            raise ModelError("train.batching = packed: prompt and prefix tuning put virtual tokens before each "
+                             "row and peft ignores position ids, so packed examples would attend to each other; "
+                             "use batching auto, padded or grouped")
+        return BatchingChoice("padded", "auto: prompt/prefix tuning (peft ignores position ids: no packing)")
     if setting != "auto":
         if setting == "packed" and not packing_supported(model):
             raise ModelError(
