@@ -92,7 +92,7 @@ def markdown(result: dict) -> str:
              f"Classes and rows after template stripping: {result['class_counts']}; test split "
              f"{result['test_examples']} examples (balanced), pool {result['pool_examples']}. Seeds {result['seeds']}.",
              f"Zero-shot prompts: {result['zero_shot']['prompts']}. SetFit settings: {result['setfit_settings']}.", "",
-             f"Machine load (1/5/15-min averages, 2 cores shared by 8 agents): before {result['load_average_before']}, "
+             f"Machine load (1/5/15-min averages, 2 shared cores): before {result['load_average_before']}, "
              f"after {result['load_average_after']}. Sweep {result['sweep_seconds']:.0f} s (0 with --evaluate-only), evaluate "
              f"{result['evaluate_seconds']:.0f} s (frozen embeddings of pool + test: {result['embed_seconds_frozen'] or 0:.1f} s).",
              "", "## Scores on the test split (mean over seeds, std)", "",
