@@ -34,6 +34,9 @@ LAZY_CURATUNE = {
     # task: classification's evaluation loads the analysis (scipy.stats: seconds) and the embedder stack.
     ("curatune.evaluate.command", "curatune.classify.evaluate"),
     ("curatune.run", "curatune.classify.evaluate"),
+    # export resolves a grid run's rate-less cell key through the learning-rate selection, which
+    # loads the analysis package (scipy: seconds); only that case pays for it.
+    ("curatune.export", "curatune.evaluate.analysis.lr_selection"),
 }
 
 
