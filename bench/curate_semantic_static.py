@@ -151,7 +151,7 @@ def t0_records(tmp: Path):
     import pandas as pd
 
     from curatune.config import validate_config
-    from curatune.curate.pipeline import run_curate
+    from curatune.curate.stage import run_curate
     from curatune.records import frame_to_records
     from curatune.rundir import RunDir
 
