@@ -1,7 +1,8 @@
 """Train one cell of the sweep grid (one method, subset size and seed) with the transformers Trainer.
 
 What runs is a stock ``transformers.Trainer`` on a causal LM (optionally wrapped by
-peft); curatune adds only callbacks: a JSONL log, the early checkpoint, and progress.
+peft); curatune adds only callbacks (a JSONL log, the early checkpoint, progress) and one
+override of the Trainer's token count for packed batches (``cell_trainer_class``).
 
 A cell folder ``train/<method>/n<size>/s<seed>/`` (``train/<method>/lr<lr>/n<size>/s<seed>/`` in a
 learning-rate grid) goes through these states:
