@@ -59,7 +59,7 @@ def table(data: list[dict]) -> str:
 
 def svg(data: list[dict], width: int = 560, height: int = 360) -> str:
     points = [r for r in data if r["kl"] is not None]
-    left, right, top, bottom = 60, 150, 30, 45
+    left, right, top, bottom = 60, 150, 30, 50
     kl_max = max(r["kl"] for r in points) * 1.1 or 1.0
     gains = [r["gain"] for r in points] + [0.0]
     g_lo, g_hi = min(gains) - 2, max(gains) + 2
@@ -79,11 +79,21 @@ def svg(data: list[dict], width: int = 560, height: int = 360) -> str:
              'forgetting: retention probe KL to the base model (lower is better)</text>',
              f'<text x="14" y="{(top + height - bottom) / 2:.0f}" transform="rotate(-90 14 {(top + height - bottom) / 2:.0f})" '
              'text-anchor="middle">task gain over base (field F1 points)</text>']
-    for r in points:
+    for i in range(5):  # axis ticks
+        kl, gain = kl_max * i / 4, g_lo + (g_hi - g_lo) * i / 4
+        parts.append(f'<line x1="{x(kl):.1f}" x2="{x(kl):.1f}" y1="{top}" y2="{height - bottom}" stroke="#eee"/>'
+                     f'<text x="{x(kl):.1f}" y="{height - bottom + 14}" text-anchor="middle">{kl:.3f}</text>'
+                     f'<text x="{left - 6}" y="{y(gain) + 4:.1f}" text-anchor="end">{gain:.0f}</text>')
+    placed: list[tuple[float, float]] = []  # label positions so far: nudge overlapping ones down
+    for r in sorted(points, key=lambda r: -r["gain"]):
         colour = COLOURS.get(r["method"], "#444")
+        lx, ly = x(r["kl"]) + 8, y(r["gain"]) + 4
+        while any(abs(ly - py) < 12 and abs(lx - px) < 120 for px, py in placed):
+            ly += 12
+        placed.append((lx, ly))
         parts.append(f'<circle cx="{x(r["kl"]):.1f}" cy="{y(r["gain"]):.1f}" r="{4 if r["size"] < 100 else 6}" '
                      f'fill="{colour}"><title>{r["cell"]}: gain {r["gain"]:+.1f}, KL {r["kl"]:.4f}</title></circle>'
-                     f'<text x="{x(r["kl"]) + 8:.1f}" y="{y(r["gain"]) + 4:.1f}" fill="{colour}">{r["cell"]}</text>')
+                     f'<text x="{lx:.1f}" y="{ly:.1f}" fill="{colour}">{r["cell"]}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
