@@ -32,7 +32,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from eval_lmeval import HELLASWAG, RESULTS, SHARED_MC, build_tiny, run_lmeval, run_ours, write_task  # noqa: E402
+from eval_lmeval import (  # noqa: E402
+    HELLASWAG,
+    RESULTS,
+    SHARED_MC,
+    build_tiny,
+    run_lmeval,
+    run_ours,
+    write_task,
+)
 
 
 class TokenCounter:

@@ -91,7 +91,8 @@ def find_cell(run_dir: RunDir, key: str) -> CellInfo:
         raise CuratuneError(f"{key!r}: not a cell key (expected <method>-n<size>-s<seed>, e.g. lora-n400-s0)")
     cell = CellInfo.from_dir(run_dir, *parsed)
     if parsed.lr is None and cell.status == "pending":
-        from curatune.evaluate.analysis.lr_selection import run_selection  # heavy: the analysis package
+        # imported here: the selection loads the whole analysis package (scipy)
+        from curatune.evaluate.analysis.lr_selection import run_selection
 
         selection = run_selection(run_dir)
         lr = selection.selected_rate(parsed.method, parsed.size) if selection.active else None
