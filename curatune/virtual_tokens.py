@@ -81,7 +81,10 @@ class VirtualTokenLM:
         if problem:
             raise ModelError(problem)
         self._prefix: list[tuple[Any, Any]] | None = None  # per layer (keys, values) for batch 1
-        self._cache_argument = _cache_argument(self.base)
+        # imported here: the scorer module imports torch, and this module stays cheap to import
+        from curatune.evaluate.lm_scoring import cache_argument
+
+        self._cache_argument = cache_argument(self.base)
 
     # ---- what callers read off a model
     @property
@@ -122,6 +125,8 @@ class VirtualTokenLM:
     def _prefix_layers(self) -> list[tuple[Any, Any]]:
         import torch
 
+        from curatune.evaluate.lm_scoring import output_cache
+
         if self._prefix is None:
             with torch.no_grad():
                 if self.method == "prefix_tuning":
@@ -129,7 +134,7 @@ class VirtualTokenLM:
                 else:  # the base model's keys and values of the learned embeddings
                     embeds = self.peft_model.get_prompt(batch_size=1).to(self.base.dtype)
                     out = self.base(inputs_embeds=embeds, use_cache=True)
-                    cache = _output_cache(out)
+                    cache = output_cache(out)
                 self._prefix = [(layer.keys.detach(), layer.values.detach()) for layer in cache.layers]
         return self._prefix
 
@@ -197,17 +202,3 @@ def _without_placeholders(criteria, n: int):
             return self.inner(input_ids[:, n:], scores, **kwargs)
 
     return StoppingCriteriaList(WithoutPlaceholders(c) for c in criteria)
-
-
-def _cache_argument(model: Any) -> str:
-    """``cache`` from transformers 5.24 on (``past_key_values`` before it)."""
-    try:
-        return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    except (TypeError, ValueError):  # pragma: no cover
-        return "past_key_values"
-
-
-def _output_cache(output):
-    if "cache" in getattr(type(output), "__dataclass_fields__", {}):
-        return output.cache
-    return output.past_key_values
