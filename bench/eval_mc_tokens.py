@@ -42,6 +42,8 @@ from eval_lmeval import (  # noqa: E402
     write_task,
 )
 
+from curatune.evaluate.lm_scoring import _common_prefix_len  # noqa: E402  (the scorer's own prefix rule)
+
 
 class TokenCounter:
     """Counts forward calls and input positions through a forward pre-hook."""
@@ -73,9 +75,7 @@ def floor_tokens(scorer, items) -> int:
         for context, continuation in item.requests():
             request = scorer.encode_pair(context, continuation)
             inputs.append((request.context + request.continuation)[:-1])
-        shared = 0
-        while all(len(s) > shared for s in inputs) and len({s[shared] for s in inputs}) == 1:
-            shared += 1
+        shared = _common_prefix_len(inputs)
         total += shared + sum(len(s) - shared for s in inputs)
     return total
 
