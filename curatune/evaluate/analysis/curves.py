@@ -92,11 +92,13 @@ CURVE_MODELS = (
 )
 
 
-def _least_squares(basis: np.ndarray, Y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _least_squares(basis: np.ndarray, Y: np.ndarray,
+                   weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Closed-form weighted least squares of each row of ``Y`` (R, m) on (1, -basis) for every
     shape: ``basis`` is (T, m), shared by all rows, or (R, T, m), one set of shapes per row.
     Returns the slope (= -b) and the weighted SSE, both (R, T), with inf where a basis is
-    constant (no slope to fit)."""
+    constant (no slope to fit), and the weighted means of the basis ((T,) or (R, T)) and of
+    ``Y`` ((R,)), from which the intercept is a = mean_y + b * mean_basis."""
     w = weights / weights.sum()
     mean_g = basis @ w  # (..., T)
     centred = basis - mean_g[..., None]
