@@ -101,6 +101,16 @@ def test_packing_check_and_auto_choice(tiny_model_dir):
     assert choose_batching("grouped", model).mode == "grouped"
 
 
+def test_packing_check_says_no_to_a_model_whose_logits_do_not_line_up(tiny_model_dir):
+    """peft prompt tuning returns logits for its virtual tokens too: the check answers False
+    (the rows cannot be compared, so packing is not shown to be safe) instead of raising."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    model, _ = _model_and_tokenizer(tiny_model_dir)
+    peft_model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    assert packing_supported(peft_model) is False
+
+
 def test_packing_check_rejects_an_attention_that_mixes_examples(tiny_model_dir):
     """An attention implementation that ignores the mask (plain causal over the whole row)."""
     from transformers import AttentionInterface
