@@ -32,8 +32,19 @@ from curatune.evaluate.analysis.significance import (
     verdict,
 )
 from curatune.evaluate.metrics import corpus_chrf
-from curatune.evaluate.power import mcnemar_items_needed, mcnemar_mde, mean_mde, mean_items_needed
-from curatune.rundir import SCORE_COLUMNS, RunDir, atomic_write_json, atomic_write_parquet, read_json
+from curatune.evaluate.power import (
+    mcnemar_items_needed,
+    mcnemar_mde,
+    mean_items_needed,
+    mean_mde,
+)
+from curatune.rundir import (
+    SCORE_COLUMNS,
+    RunDir,
+    atomic_write_json,
+    atomic_write_parquet,
+    read_json,
+)
 
 runner = CliRunner()
 
@@ -278,6 +289,67 @@ def test_compare_command(mini_run):
     assert table.exit_code == 0 and "significant loss" in table.output and "mcnemar_exact" in table.output
     bad = runner.invoke(app, ["compare", str(mini_run.root), "lora-n100-s0", "nope-n1-s0"])
     assert bad.exit_code != 0 and "no scores for cell 'nope-n1-s0'" in str(bad.exception or bad.output)
+
+
+def _copy_with(run: RunDir, root, cell: str, like: str) -> RunDir:
+    """A copy of ``run`` in which ``cell``'s samples and scores are those of ``like``."""
+    import shutil
+
+    shutil.copytree(run.root, root)
+    other = RunDir(root)
+    for suite in ("task", "arc"):
+        shutil.copyfile(run.sample_file(suite, like, "final"), other.sample_file(suite, cell, "final"))
+    scores = pd.read_parquet(other.scores)
+    for metric in ("chrf", "acc"):
+        value = scores.loc[(scores["cell"] == like) & (scores["metric"] == metric), "value"].iloc[0]
+        scores.loc[(scores["cell"] == cell) & (scores["metric"] == metric), "value"] = value
+    atomic_write_parquet(other.scores, scores)
+    return other
+
+
+def test_compare_runs_equals_compare_of_the_same_two_systems(mini_run, tmp_path):
+    """Run B's lora cell behaves like run A's full cell, so compare-runs' lora entry must be
+    exactly `compare A lora full` (same items, same statistics, same resampling), and its full
+    entry identical systems (p = 1)."""
+    other = _copy_with(mini_run, tmp_path / "other", "lora-n100-s0", like="full-n100-s0")
+    plan = {"cells": [{"method": m, "size": 100, "seed": 0} for m in ("full", "lora")],
+            "paired_draw": {"raw_pool_size": 500, "not_in_raw": 0, "differing_records": {"0": {"100": 17}}}}
+    atomic_write_json(other.plan, plan)
+    within = json.loads(runner.invoke(app, ["compare", str(mini_run.root), "lora-n100-s0", "full-n100-s0",
+                                            "--json"]).output)
+    result = runner.invoke(app, ["compare-runs", str(mini_run.root), str(other.root), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    entries = {(e["method"], e["suite"]): e for e in data["entries"]}
+    assert len(entries) == 4 and all(e["size"] == 100 and e["seeds"] == [0] for e in entries.values())
+    for entry in within["suites"]:
+        across = entries[("lora", entry["suite"])]
+        for key in ("test", "value_a", "value_b", "difference", "ci_low", "ci_high", "p_value"):
+            assert across[key] == pytest.approx(entry[key]), key
+        assert across["per_seed"] == {"0": pytest.approx(entry["difference"])}
+    assert entries[("lora", "task")]["label"] == SIGNIFICANT_GAIN
+    assert entries[("lora", "arc")]["label"] == SIGNIFICANT_LOSS
+    assert entries[("full", "task")]["difference"] == 0 and entries[("full", "task")]["label"] == NO_CHANGE
+    assert data["paired_draw"]["b"] == plan["paired_draw"] and data["paired_draw"]["a"] is None
+    assert not data["notes"]
+    table = runner.invoke(app, ["compare-runs", str(mini_run.root), str(other.root)], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "significant loss" in table.output and "17" in table.output
+
+
+def test_compare_runs_names_a_base_mismatch_and_refuses_disjoint_runs(mini_run, tmp_path):
+    import shutil
+
+    shutil.copytree(mini_run.root, tmp_path / "other")
+    other = RunDir(tmp_path / "other")
+    scores = pd.read_parquet(other.scores)
+    scores.loc[(scores["cell"] == "base") & (scores["metric"] == "acc"), "value"] += 0.1
+    atomic_write_parquet(other.scores, scores)
+    data = json.loads(runner.invoke(app, ["compare-runs", str(mini_run.root), str(other.root), "--json"]).output)
+    assert any("arc: the base model scores" in note for note in data["notes"])
+    scores = scores[scores["stage"] == "base"]
+    atomic_write_parquet(other.scores, scores)
+    bad = runner.invoke(app, ["compare-runs", str(mini_run.root), str(other.root)])
+    assert bad.exit_code != 0 and "nothing to compare" in str(bad.exception or bad.output)
 
 
 # ----------------------------------------------------------------------------- power

@@ -1,5 +1,6 @@
-"""`curatune compare RUN_DIR CELL_A CELL_B` and `curatune plan CONFIG`: paired tests between two
-cells of a run, and the power of each evaluation suite before a run."""
+"""`curatune compare RUN_DIR CELL_A CELL_B`, `curatune compare-runs RUN_A RUN_B` and `curatune plan
+CONFIG`: paired tests between two cells of a run or the same cells of two runs, and the power of
+each evaluation suite before a run."""
 from __future__ import annotations
 
 import json
@@ -12,12 +13,18 @@ from rich.table import Table
 
 from curatune.config import load_config
 from curatune.evaluate.analysis.significance import DEFAULT_DISCORDANCE
-from curatune.evaluate.compare import compare_run_cells, render_comparison
+from curatune.evaluate.compare import (
+    compare_run_cells,
+    compare_runs,
+    render_comparison,
+    render_run_comparison,
+)
 from curatune.rundir import RunDir
 
 
 def register(app: typer.Typer) -> None:
     app.command("compare")(compare)
+    app.command("compare-runs")(compare_runs_command)
     app.command("plan")(plan)
 
 
@@ -41,6 +48,27 @@ def compare(
         typer.echo(json.dumps(result, indent=2))
         return
     render_comparison(result, Console())
+
+
+def compare_runs_command(
+    run_a: Path = typer.Argument(..., help="Reference run directory, e.g. the curated run of an ablation."),
+    run_b: Path = typer.Argument(..., help="Run compared with it, e.g. the raw run (train.data: raw)."),
+    stage: str = typer.Option("final", "--stage", help="Checkpoint of the cells: final or early."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
+) -> None:
+    """Paired comparison of two runs (e.g. curated vs raw): for every method and size both
+    trained, run B's cells against run A's on every suite, seeds pooled, items paired by id.
+
+    Shows each seed's own difference and, for a paired draw (train.draw: paired), how many
+    training records the two subsets of a size differ in. p-values are adjusted over all entries.
+    """
+    if stage not in ("final", "early"):
+        raise typer.BadParameter("--stage must be final or early")
+    result = compare_runs(run_a, run_b, stage)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    render_run_comparison(result, Console())
 
 
 def plan(

@@ -252,7 +252,9 @@ def compare_systems(
 # ----------------------------------------------------------------------------- vs the base model
 
 
-def _entry(result: dict[str, Any], direction: int) -> dict[str, Any]:
+def comparison_entry(result: dict[str, Any], direction: int) -> dict[str, Any]:
+    """A compare_systems result as a row: values of both systems (base_value = a, value = b),
+    difference, interval, p-value, and the label once :func:`label_family` has adjusted p."""
     entry = {k: result.get(k) for k in ("metric", "test", "n_items", "value_a", "value_b", "difference",
                                          "ci_low", "ci_high", "ci_level", "p_value")}
     entry["base_value"], entry["value"] = entry.pop("value_a"), entry.pop("value_b")
@@ -297,7 +299,7 @@ def significance_vs_base(
                 continue
             direction = table.direction(metric)
             if metric in DEFINITIONAL_BASE:
-                entry = _entry({"status": NOT_TESTED, "metric": metric, "reason": (
+                entry = comparison_entry({"status": NOT_TESTED, "metric": metric, "reason": (
                     f"{metric} of the base model is {DEFINITIONAL_BASE[metric]:g} by definition, so any change "
                     "at all differs from it; compare cells with `curatune compare` instead")}, direction)
             else:
@@ -305,7 +307,7 @@ def significance_vs_base(
                     items, suite, metric, [(base, "base")], [(row["cell"], row["stage"])], settings,
                     stored=lambda cell, stage, s=suite, m=metric: index.get(cell, stage, s, m),
                 )
-                entry = _entry(result, direction)
+                entry = comparison_entry(result, direction)
             row["significance"][suite] = entry
             entries.append(entry)
     label_family(entries, settings)
@@ -348,7 +350,7 @@ def compare_cells(
             continue
         result = compare_systems(items, suite, metric, [(cell_a, stage_a)], [(cell_b, stage_b)], settings,
                                  stored=lambda cell, st, s=suite, m=metric: index.get(cell, st, s, m))
-        entry = _entry(result, table.direction(metric))
+        entry = comparison_entry(result, table.direction(metric))
         entry["suite"] = suite
         entry["role"] = "task" if suite in roles.task else "general"
         entry["value_a"], entry["value_b"] = entry.pop("base_value"), entry.pop("value")
@@ -394,7 +396,7 @@ def mark_frontier_ordering(
             continue
         result = compare_systems(items, suite, metric, a, b, settings,
                                  stored=lambda cell, st: index.get(cell, st, suite, metric))
-        entry = _entry(result, table.direction(metric))
+        entry = comparison_entry(result, table.direction(metric))
         entry["neighbour"] = "base" if lower["method"] == "base" else f"{lower['method']}-n{lower['size']}"
         entry["suite"] = suite
         upper["vs_neighbour"] = entry
