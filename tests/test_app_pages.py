@@ -361,6 +361,12 @@ def test_learning_page_compare_and_missing_analysis(monkeypatch, runs_root):
     at.selectbox(key="compare").set_value("raw").run()
     names = trace_names(figures(at)[0])
     assert {"full · curated", "lora · raw", "Pareto frontier · curated", "Pareto frontier · raw"} <= set(names)
+    # The paired two-run table (as `curatune compare-runs curated raw`)
+    assert any("raw vs curated: paired tests" in h.value for h in at.subheader)
+    rows = {(r["method"], r["size"], r["suite"]): r for r in at.dataframe[-1].value.to_dict("records")}
+    piqa = rows[("full", "50", "piqa")]
+    assert piqa["verdict for B"] in ("no detectable change", "significant gain", "significant loss")
+    assert len(piqa["per seed"].split(", ")) == 2 and piqa["difference B - A [CI]"].count("[") == 1
     at.selectbox(key="run").set_value("partial").run()
     assert_clean(at)
     assert "**Learning vs forgetting**: not available yet" in texts(at.info)

@@ -16,7 +16,6 @@ from curatune.errors import CuratuneError
 from curatune.evaluate.analysis import MetricTable, compare_cells, load_scores
 from curatune.evaluate.analysis.comparisons import (
     SampleItems,
-    Unavailable,
     compare_systems,
     comparison_entry,
     label_family,
@@ -87,10 +86,10 @@ def resolve_grid_cell(cell: str, known: set[str], selection: LrSelection, notes:
 
 class TwoRunItems:
     """The per-item statistics of two runs behind the one interface ``compare_systems`` reads:
-    a cell key ``a:lora-n64-s0`` is that cell of run A, ``b:lora-n64-s0`` of run B."""
+    a cell key ``A:lora-n64-s0`` is that cell of run A, ``B:lora-n64-s0`` of run B."""
 
     def __init__(self, run_a: RunDir, run_b: RunDir):
-        self.sides = {"a": SampleItems(run_a), "b": SampleItems(run_b)}
+        self.sides = {"A": SampleItems(run_a), "B": SampleItems(run_b)}
 
     def stats(self, suite: str, cell: str, stage: str, metric: str):
         side, key = cell.split(":", 1)
@@ -144,9 +143,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, stage: str = "final") -> 
 
             def stored(cell: str, st: str, suite: str = suite, metric: str = metric) -> float | None:
                 side, key = cell.split(":", 1)
-                return indexes["ab".index(side)].get(key, st, suite, metric)
+                return indexes["AB".index(side)].get(key, st, suite, metric)
 
-            systems = [[(f"{side}:{c}", stage) for c in side_cells] for side, side_cells in zip("ab", cells)]
+            systems = [[(f"{side}:{c}", stage) for c in side_cells] for side, side_cells in zip("AB", cells)]
             if any(stored(cell, st) is None for system in systems for cell, st in system):
                 continue
             result = compare_systems(items, suite, metric, systems[0], systems[1], config.significance, stored=stored)
@@ -154,7 +153,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, stage: str = "final") -> 
             entry["value_a"], entry["value_b"] = entry.pop("base_value"), entry.pop("value")
             entry.update(method=method, size=size, seeds=seeds, suite=suite,
                          role="task" if suite in roles[0].task else "general",
-                         per_seed=_per_seed(items, suite, metric, stage, seeds, cells))
+                         per_seed=_per_seed(indexes, suite, metric, stage, cells, seeds))
             entries.append(entry)
     if not entries:
         raise CuratuneError(f"{runs[0].root} and {runs[1].root} have no (method, size, seed) scored on a common "
@@ -167,16 +166,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, stage: str = "final") -> 
     }
 
 
-def _per_seed(items: TwoRunItems, suite: str, metric: str, stage: str, seeds: list[int],
-              cells: list[list[str]]) -> dict[int, float | None]:
-    """Each seed's B - A of the metric on the items both cells share (no test: one draw each)."""
+def _per_seed(indexes: list[ScoreIndex], suite: str, metric: str, stage: str,
+              cells: list[list[str]], seeds: list[int]) -> dict[int, float | None]:
+    """Each seed's B - A of the stored scores (no test: one draw each)."""
     out: dict[int, float | None] = {}
     for seed, cell_a, cell_b in zip(seeds, *cells):
-        try:
-            out[seed] = items.stats(suite, f"b:{cell_b}", stage, metric).value - items.stats(
-                suite, f"a:{cell_a}", stage, metric).value
-        except Unavailable:
-            out[seed] = None
+        a, b = indexes[0].get(cell_a, stage, suite, metric), indexes[1].get(cell_b, stage, suite, metric)
+        out[seed] = None if a is None or b is None else b - a
     return out
 
 

@@ -13,7 +13,12 @@ from curatune.app.data import (
     prefixed_columns,
 )
 from curatune.errors import CuratuneError
-from curatune.evaluate.compare import compare_run_cells, interval_text
+from curatune.evaluate.compare import (
+    compare_run_cells,
+    compare_runs,
+    differing_records,
+    interval_text,
+)
 from curatune.evaluate.metrics import COMET_LIKE_NOTE
 from curatune.rundir import format_lr
 
@@ -176,6 +181,8 @@ def render() -> None:
                 st.caption(COMET_LIKE_NOTE)
     significance_table(analysis, stage)
     compare_cells_section(run, frame, stage)
+    if other is not None:
+        compare_runs_section(run, other, stage)
     ui.analysis_notes(analysis)
 
 
@@ -273,6 +280,33 @@ def compare_cells_section(run, frame: pd.DataFrame, stage: str | None) -> None:
         "test": e["test"] or "", "p adjusted": "" if e["p_adjusted"] is None else f"{e['p_adjusted']:.3g}",
         "verdict for B": e["label"], "why": e.get("reason") or "",
     } for e in result["suites"]])
+    st.dataframe(table.astype(str), hide_index=True)
+
+
+def compare_runs_section(run, other, stage: str | None) -> None:
+    """The compared run's cells against this run's, paired, as `curatune compare-runs` prints them."""
+    st.subheader(f"{ui.md(other.label)} vs {ui.md(run.label)}: paired tests")
+    st.caption(f"For every method and size both runs trained: *{ui.md(other.label)}* (B) against "
+               f"*{ui.md(run.label)}* (A) on every suite, seeds pooled, items paired by id (both runs must be "
+               "scored on the same held-out items), p-values adjusted over all rows. The interval resamples items "
+               "with the trained models fixed; 'per seed' shows whether the seeds agree. 'records differing': per "
+               "seed, records in which the two training subsets of that size differ (train.draw: paired). "
+               "`curatune compare-runs A B` prints the same.")
+    try:
+        result = compare_runs(run.dir.root, other.dir.root, stage if stage in ("early", "final") else "final")
+    except CuratuneError as exc:
+        st.info(str(exc))
+        return
+    for note in result["notes"]:
+        st.warning(note)
+    table = pd.DataFrame([{
+        "method": e["method"], "size": e["size"], "suite": e["suite"], "metric": e["metric"],
+        "A": "" if e["value_a"] is None else f"{e['value_a']:.4g}",
+        "B": "" if e["value_b"] is None else f"{e['value_b']:.4g}", "difference B - A [CI]": interval_text(e),
+        "per seed": ", ".join("—" if v is None else f"{v:+.3g}" for v in e["per_seed"].values()),
+        "p adjusted": "" if e["p_adjusted"] is None else f"{e['p_adjusted']:.3g}", "verdict for B": e["label"],
+        "records differing": differing_records(result, e["size"], e["seeds"]), "why": e.get("reason") or "",
+    } for e in result["entries"]])
     st.dataframe(table.astype(str), hide_index=True)
 
 
