@@ -87,6 +87,13 @@ def test_perturbed_weights_drift(tiny, reference):
     result = retention_scores(perturbed, tok, reference, generate=False, progress=False)
     assert result.metrics["kl_divergence"] > 1e-3
     assert "answer_agreement" not in result.metrics
+    # The per-prompt rows weighted by their answer tokens give the suite's token means back, so a
+    # paired test on the rows (curatune compare) tests the number the report shows.
+    tokens = [row["n_answer_tokens"] for row in result.per_item]
+    assert tokens == [len(a) for a in reference.answer_ids]
+    for metric in ("kl_divergence", "base_answer_logprob"):
+        weighted = sum(row[metric] * n for row, n in zip(result.per_item, tokens)) / sum(tokens)
+        assert weighted == pytest.approx(result.metrics[metric], rel=1e-5)
     base = retention_scores(model, tok, reference, generate=False, progress=False)
     assert result.metrics["base_answer_logprob"] < base.metrics["base_answer_logprob"]
 

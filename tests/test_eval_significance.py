@@ -277,6 +277,41 @@ def test_kl_against_base_is_not_tested(tmp_path):
     assert {r["significance"]["retention"]["label"] for r in rows} == {NOT_TESTED}
 
 
+def test_retention_probe_is_compared_on_its_token_mean(tmp_path):
+    """The KL score is a mean over answer tokens; the samples hold per-prompt means and token
+    counts. The comparison must test that token mean (it equals the stored score, or cannot tell),
+    not the plain mean of the rows (which weights a 3-token answer like a 90-token one)."""
+    from curatune.evaluate.analysis.comparisons import SampleItems
+
+    run = RunDir(tmp_path / "run")
+    rng = np.random.default_rng(0)
+    n = 40
+    tokens = rng.integers(3, 90, n)
+    rows = []
+    for cell, scale in (("base", 0.0), ("lora-n100-s0", 0.02), ("full-n100-s0", 0.05)):
+        kl = np.abs(rng.normal(scale, scale / 2 + 1e-9, n)) * (tokens / tokens.mean() if cell == "full-n100-s0" else 1)
+        stage = "base" if cell == "base" else "final"
+        atomic_write_parquet(run.sample_file("retention", cell, stage), pd.DataFrame({
+            "example_id": [f"r{i}" for i in range(n)], "kl_divergence": kl, "n_answer_tokens": tokens}))
+        weighted = float((kl * tokens).sum() / tokens.sum())
+        rows.append([cell, "base" if cell == "base" else cell.split("-")[0], 0 if cell == "base" else 100, 0, stage,
+                     "retention", "kl_divergence", weighted, n])
+        f1 = rng.random(n)  # a task suite, which every run has
+        atomic_write_parquet(run.sample_file("task", cell, stage), pd.DataFrame({
+            "example_id": [f"t{i}" for i in range(n)], "field_f1": f1}))
+        rows.append([cell, rows[-1][1], rows[-1][2], 0, stage, "task", "field_f1", float(f1.mean()), n])
+        stats = SampleItems(run).stats("retention", cell, stage, "kl_divergence")
+        assert stats.kind == "ratio" and stats.value == pytest.approx(weighted)
+        assert stats.value != pytest.approx(float(kl.mean()), rel=1e-3) or cell == "base"
+    atomic_write_parquet(run.scores, pd.DataFrame(rows, columns=SCORE_COLUMNS))
+    atomic_write_json(run.manifest, {"config": {}})
+    result = runner.invoke(app, ["compare", str(run.root), "lora-n100-s0", "full-n100-s0", "--json"])
+    assert result.exit_code == 0, repr(result.exception)
+    entry = {e["suite"]: e for e in json.loads(result.output)["suites"]}["retention"]
+    assert entry["value_a"] == pytest.approx(rows[2][7]) and entry["value_b"] == pytest.approx(rows[4][7])
+    assert entry["ci_low"] <= entry["difference"] <= entry["ci_high"] and entry["label"] != CANNOT_TELL
+
+
 def test_compare_command(mini_run):
     result = runner.invoke(app, ["compare", str(mini_run.root), "lora-n100-s0", "full-n100-s0", "--json"])
     assert result.exit_code == 0, result.output

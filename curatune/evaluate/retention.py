@@ -203,6 +203,9 @@ def retention_scores(model, tokenizer, reference: RetentionReference, *, batch_s
             "output": outputs[i],
             "kl_divergence": float(kl.mean()),
             "base_answer_logprob": float(token_lp.mean()),
+            # The suite's scores are means over all answer tokens, not over prompts: the token
+            # count lets a paired test recompute them exactly from these rows.
+            "n_answer_tokens": len(answer),
             "category": reference.prompts[i].get("category", ""),
         }
         if generate:

@@ -13,8 +13,9 @@ The tests themselves are :mod:`curatune.evaluate.analysis.significance`. Which o
   paired bootstrap of the ratio from the per-item log-likelihoods and lengths;
 * macro_f1 (classification): paired bootstrap of macro-F1 from per-item TP/FP/FN indicators per
   class, recomputed from the ``output`` (predicted label) and ``reference`` columns;
-* any other per-item metric (field_f1, comet_like, kl_divergence, base_answer_logprob):
-  paired bootstrap of the mean over items.
+* the retention probes' kl_divergence and base_answer_logprob: paired bootstrap of the mean over
+  answer tokens (each item weighted by its ``n_answer_tokens``, as the suite score is);
+* any other per-item metric (field_f1, comet_like): paired bootstrap of the mean over items.
 
 Two systems are compared only on the same items: the example ids with a value must be the
 same set in both, else the answer is "cannot tell" (with the reason).
@@ -56,6 +57,10 @@ _RATIOS: dict[str, tuple[tuple[str, str], Callable[[float, float], float]]] = {
     "word_perplexity": (("loglik", "n_words"), lambda ll, n: math.exp(min(-ll / n, 700))),
     "token_perplexity": (("loglik", "n_tokens"), lambda ll, n: math.exp(min(-ll / n, 700))),
 }
+
+#: Per-item means whose suite score weights each item by its token count (the retention probes);
+#: sample files from before the count was written fall back to the plain mean over items.
+TOKEN_WEIGHTED = {"kl_divergence": "n_answer_tokens", "base_answer_logprob": "n_answer_tokens"}
 
 
 @dataclass
@@ -140,6 +145,12 @@ class SampleItems:
             kept = frame.dropna(subset=[num, den])
             stats = kept[[num, den]].to_numpy(dtype=float)
             return ItemStats(kept["example_id"].tolist(), stats, lambda s, f=score: f(s[0], s[1]), "ratio")
+        if not column_only and metric in TOKEN_WEIGHTED and {metric, TOKEN_WEIGHTED[metric]} <= columns:
+            # Retention probes: the score is a mean over answer tokens, the rows per-prompt means.
+            kept = frame.dropna(subset=[metric, TOKEN_WEIGHTED[metric]])
+            weights = kept[TOKEN_WEIGHTED[metric]].to_numpy(dtype=float)
+            stats = np.column_stack([kept[metric].to_numpy(dtype=float) * weights, weights])
+            return ItemStats(kept["example_id"].tolist(), stats, lambda s: float(s[0] / s[1]), "ratio")
         if not column_only and metric == "perplexity" and {"loglik", metric} <= columns:
             # LAMBADA: exp(-mean per-item log-likelihood of the target word).
             kept = frame.dropna(subset=["loglik"])
