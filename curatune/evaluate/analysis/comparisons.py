@@ -197,6 +197,10 @@ def compare_stats(a: ItemStats, b: ItemStats, settings: SignificanceConfig) -> P
         shared = len(set(a.ids) & set(b.ids))
         raise Unavailable(f"different items ({len(a.ids)} and {len(b.ids)} items, {shared} shared): "
                           "a paired test needs the same items")
+    if (a.kind in ("corpus", "ratio") or b.kind in ("corpus", "ratio")) and a.kind != b.kind:
+        raise Unavailable(f"the two sample files hold different per-item statistics ({a.kind} and {b.kind}), "
+                          "e.g. one written before retention samples carried n_answer_tokens (curatune "
+                          "before 2026-11-30): the two scores are not the same kind of mean")
     ids = sorted(a.ids)
     stats_a, stats_b = a.aligned(ids), b.aligned(ids)
     if a.kind == "binary" and b.kind == "binary":
