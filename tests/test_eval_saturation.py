@@ -63,6 +63,25 @@ def test_an_extrapolated_point_is_not_trusted_beyond_the_data(tmp_path):
     assert lo <= expected <= (hi if hi is not None else np.inf)
 
 
+def test_an_upper_end_past_the_data_is_left_open(tmp_path):
+    """A log-logistic curve saturating at ~6,100, past the largest size (3,200), with 1 point of
+    noise: the replicates' families flatten early and end the interval at 4,800, before the truth.
+    Past 3,200 that end is the families' tail alone, so it is quoted, not trusted."""
+    truth = lambda n: 45 - 30 / (1 + np.power(n / 800, 1.4))
+    expected = brute_force_saturation(truth, 100, LIMIT, 1.0)
+    assert 3200 < expected < 6400
+
+    scores = Scores().base("task", "chrf", 5).curve("ll", SIZES, [0, 1, 2], "task", "chrf", truth, noise=1.0,
+                                                  rng_seed=11)
+    row = saturation_row(analyze_run(scores.write(tmp_path), AnalysisConfig(n_bootstrap=200)), "ll", "task", "chrf")
+    assert row["saturation_hi_extrapolated"] and row["saturation_point_hi"] is None
+    assert 3200 < row["saturation_point_hi_fitted"] < expected  # the interval it replaces would miss
+    assert row["saturation_point_lo"] <= expected
+    assert row["saturation_verdict"] == "not determined"
+    assert f"say by {row['saturation_point_hi_fitted']:,}, an extrapolation past the largest trained size (3,200)" \
+        in row["saturation_text"]
+
+
 def test_each_replicate_chooses_its_family():
     sizes = np.array(SIZES, dtype=float)
     power, exponential = FAMILIES["power_law"](sizes), FAMILIES["exponential"](sizes)
@@ -147,6 +166,12 @@ def test_verdicts():
     assert wide.text == "between 3,600 and 7,600 (best fit ≈ 5,100)"
     narrow = decide(1234.0, 1150.0, 1320.0, **common)
     assert narrow.verdict == "saturated" and narrow.text == "≈ 1,200 (1,100–1,400)"
+    # Narrow (hi / lo = 1.19) but lopsided: the point sits at the interval's lower end, so a truth
+    # near the upper end would be 19 % off; printed as a range, not as a point.
+    lopsided = decide(1000.0, 1000.0, 1190.0, **common)
+    assert lopsided.verdict == "range" and lopsided.text == "between 1,000 and 1,200 (best fit ≈ 1,000)"
+    edge = decide(1000.0, 1000.0 / 1.1, 1000.0 / 0.9, **common)  # every size within 10 % of the point
+    assert edge.verdict == "saturated"
     very_wide = decide(900.0, 300.0, 2500.0, **common)  # wider than the point: one figure
     assert (very_wide.point, very_wide.lo, very_wide.hi) == (900, 300, 3000)
     beyond = decide(9000.0, 5000.0, np.inf, **common)

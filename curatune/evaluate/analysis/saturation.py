@@ -234,6 +234,17 @@ def observed_lower_bound(sizes: np.ndarray, replicates: np.ndarray, epsilon: flo
     return bound
 
 
+def fitted_range(lo: float | None, hi: float | None, search_limit: float) -> str:
+    """What the fitted curves say about ends the data cannot check (None: the data's own end)."""
+    if lo is not None and not np.isfinite(lo):
+        return f"past {search_limit:,.0f}"
+    if hi is None:
+        return f"not before {round_size(lo, 2, 'down'):,}"
+    if lo is None:
+        return f"by {round_size(hi, 2, 'up'):,}"
+    return f"between {round_size(lo, 2, 'down'):,} and {round_size(hi, 2, 'up'):,}"
+
+
 class SaturationAnalysis:
     """Fits, bands and saturation points for every (method, suite, metric) series."""
 
@@ -305,6 +316,8 @@ class SaturationAnalysis:
             "saturation_text": None,
             "saturation_extrapolated": None,
             "saturation_lo_extrapolated": None,
+            "saturation_hi_extrapolated": None,
+            "saturation_point_hi_fitted": None,
             "model_shares": None,
             "worse_than_base_sizes": [],
             "worse_than_base_confident": [],
@@ -373,14 +386,23 @@ class SaturationAnalysis:
             # doubling to 2m gains more than epsilon in 97.5 % of the replicates.
             extrapolated_lo = p_lo
             p_lo = observed_lower_bound(sizes, replicates, epsilon, alpha, smallest)
+        extrapolated_hi = None
+        if p_hi is not None and np.isfinite(p_hi) and p_hi > sizes.max():
+            # The same holds for an upper end past the largest trained size: it says the curve
+            # stops gaining by then, which only the family's tail says. A slower tail than the
+            # chosen families' (a power law's, say) saturates later, and the data cannot tell
+            # them apart, so the interval stays open above and the curves' end is quoted as such.
+            extrapolated_hi = p_hi
+            p_hi = np.inf
         verdict = decide(point, p_lo, p_hi, smallest=smallest, largest_trained=float(sizes.max()),
                          search_limit=largest, has_interval=p_lo is not None)
-        if extrapolated_lo is not None:
-            fitted = (f"past {largest:,.0f}" if not np.isfinite(extrapolated_lo)
-                      else f"not before {round_size(extrapolated_lo, 2, 'down'):,}")
-            verdict.text += (f"; the fitted curves alone say {fitted}, an extrapolation past the largest "
-                             f"trained size ({sizes.max():,.0f})")
+        if extrapolated_lo is not None or extrapolated_hi is not None:
+            verdict.text += (f"; the fitted curves alone say {fitted_range(extrapolated_lo, extrapolated_hi, largest)}"
+                             f", an extrapolation past the largest trained size ({sizes.max():,.0f})")
         row["saturation_lo_extrapolated"] = extrapolated_lo is not None
+        row["saturation_hi_extrapolated"] = extrapolated_hi is not None
+        row["saturation_point_hi_fitted"] = (None if extrapolated_hi is None
+                                             else round_size(extrapolated_hi, 2, "up"))
         row.update(
             saturation_point=verdict.point,
             saturation_point_lo=verdict.lo,
