@@ -75,6 +75,7 @@ def test_an_upper_end_past_the_data_is_left_open(tmp_path):
                                                   rng_seed=11)
     row = saturation_row(analyze_run(scores.write(tmp_path), AnalysisConfig(n_bootstrap=200)), "ll", "task", "chrf")
     assert row["saturation_hi_extrapolated"] and row["saturation_point_hi"] is None
+    assert row["saturation_interval_fit"][1] is None and row["saturation_interval_fit"][0] <= expected
     assert 3200 < row["saturation_point_hi_fitted"] < expected  # the interval it replaces would miss
     assert row["saturation_point_lo"] <= expected
     assert row["saturation_verdict"] == "not determined"
