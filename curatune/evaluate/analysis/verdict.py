@@ -8,9 +8,10 @@ from dataclasses import dataclass
 #: The point is reported as a number only when its interval spans at most this ratio
 #: (hi / lo), i.e. about +-12 % around it. bench/saturation_synthetic.py measures how often
 #: the points printed under this cut lie within 10 % of the truth (docs/analysis.md, "How
-#: well it works"). A stricter cut, every size of the interval within 10 % of the point, was
-#: measured on the same 300 noisy curves (exponential at sd 0.5 and 1, power law at sd 0.5):
-#: it printed 5 points, 2 within 10 %, where this cut printed 14, 10 within 10 %.
+#: well it works"). Other cuts, from the same 1,000 noisy bench curves
+#: (bench/results/saturation_point_cuts.md): none gets 90 % of its points within 10 %; the
+#: tighter ones mostly print fewer points (hi/lo <= 1.2: 18 points, 72 % within 10 %; this cut:
+#: 40, 78 %), because a bootstrap interval that happens to come out narrow is often overconfident.
 POINT_MAX_RATIO = 1.25
 
 SATURATED = "saturated"
