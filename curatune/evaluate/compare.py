@@ -196,11 +196,10 @@ def render_run_comparison(result: dict[str, Any], console: Console) -> None:
         table.add_column(name, justify="right" if name in ("size", "A", "B", "p adj.") else "left")
     for entry in result["entries"]:
         label = entry["label"]
-        per_seed = ", ".join("—" if v is None else f"{v:+.3g}" for v in entry["per_seed"].values())
         table.add_row(
             entry["method"], str(entry["size"]), Text(entry["suite"] + (" (task)" if entry["role"] == "task" else "")),
             Text(f"{entry['metric']} {'↑' if entry['direction'] == 'higher' else '↓'}"),
-            fmt(entry["value_a"]), fmt(entry["value_b"]), interval_text(entry), per_seed, entry["test"] or "",
+            fmt(entry["value_a"]), fmt(entry["value_b"]), interval_text(entry), per_seed_text(entry), entry["test"] or "",
             fmt(entry["p_adjusted"], 3), Text(label, style=LABEL_STYLE.get(label, "")),
             differing_records(result, entry["size"], entry["seeds"]),
         )
@@ -226,6 +225,11 @@ def interval_text(entry: dict[str, Any]) -> str:
     if entry.get("ci_low") is None:
         return "—"
     return f"{entry['difference']:+.3g} [{entry['ci_low']:+.3g}, {entry['ci_high']:+.3g}]"
+
+
+def per_seed_text(entry: dict[str, Any]) -> str:
+    """A compare-runs entry's per-seed differences, '+0.01, -0.003, ...'."""
+    return ", ".join("—" if v is None else f"{v:+.3g}" for v in entry["per_seed"].values())
 
 
 def render_comparison(result: dict[str, Any], console: Console) -> None:

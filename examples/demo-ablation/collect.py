@@ -22,7 +22,12 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from curatune.evaluate.compare import compare_runs, differing_records  # noqa: E402
+from curatune.evaluate.compare import (  # noqa: E402
+    compare_runs,
+    differing_records,
+    interval_text,
+    per_seed_text,
+)
 from curatune.rundir import RunDir  # noqa: E402
 
 #: decontaminate's ledger detail: "...overlap with eval item <path>:<line>:<id>:<field>"
@@ -33,11 +38,9 @@ def comparison_table(result: dict) -> list[str]:
     lines = ["| size | suite | metric | curated | raw | raw − curated [95% CI] | per seed | p adj. | verdict for raw "
              "| records differing (per seed) |", "|---:|---|---|---:|---:|---|---|---:|---|---|"]
     for e in result["entries"]:
-        interval = "—" if e["ci_low"] is None else f"{e['difference']:+.3g} [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}]"
-        seeds = ", ".join("—" if v is None else f"{v:+.3g}" for v in e["per_seed"].values())
         p = "—" if e["p_adjusted"] is None else f"{e['p_adjusted']:.3g}"
         lines.append(f"| {e['size']} | {e['suite']} | {e['metric']} | {e['value_a']:.3g} | {e['value_b']:.3g} | "
-                     f"{interval} | {seeds} | {p} | {e['label']} | {differing_records(result, e['size'], e['seeds'])} |")
+                     f"{interval_text(e)} | {per_seed_text(e)} | {p} | {e['label']} | {differing_records(result, e['size'], e['seeds'])} |")
     return lines
 
 

@@ -18,6 +18,7 @@ from curatune.evaluate.compare import (
     compare_runs,
     differing_records,
     interval_text,
+    per_seed_text,
 )
 from curatune.evaluate.metrics import COMET_LIKE_NOTE
 from curatune.rundir import format_lr
@@ -303,7 +304,7 @@ def compare_runs_section(run, other, stage: str | None) -> None:
         "method": e["method"], "size": e["size"], "suite": e["suite"], "metric": e["metric"],
         "A": "" if e["value_a"] is None else f"{e['value_a']:.4g}",
         "B": "" if e["value_b"] is None else f"{e['value_b']:.4g}", "difference B - A [CI]": interval_text(e),
-        "per seed": ", ".join("—" if v is None else f"{v:+.3g}" for v in e["per_seed"].values()),
+        "per seed": per_seed_text(e),
         "p adjusted": "" if e["p_adjusted"] is None else f"{e['p_adjusted']:.3g}", "verdict for B": e["label"],
         "records differing": differing_records(result, e["size"], e["seeds"]), "why": e.get("reason") or "",
     } for e in result["entries"]])

@@ -402,7 +402,7 @@ class SaturationAnalysis:
                              f", an extrapolation past the largest trained size ({sizes.max():,.0f})")
         # The interval the verdict read, unrounded (None: open), as saturation_point_fit is the point.
         row["saturation_interval_fit"] = None if p_lo is None else [
-            float(end) if end is not None and np.isfinite(end) else None for end in (p_lo, p_hi)]
+            float(end) if np.isfinite(end) else None for end in (p_lo, p_hi)]
         row["saturation_lo_extrapolated"] = extrapolated_lo is not None
         row["saturation_hi_extrapolated"] = extrapolated_hi is not None
         row["saturation_point_hi_fitted"] = (None if extrapolated_hi is None
