@@ -29,6 +29,13 @@ def test_learning_page_shows_verdicts_and_compares_two_cells(monkeypatch, tmp_pa
     assert set(verdicts.loc[verdicts["suite"] == "task", "verdict"]) == {"cannot tell"}
     assert set(verdicts.loc[verdicts["suite"] == "arc_easy", "test"]) == {"mcnemar_exact"}
     assert set(verdicts.loc[verdicts["suite"] == "retention", "verdict"]) == {"not tested"}
+    assert "Methods against full at each size" in [s.value for s in at.subheader]
+    methods = next(d.value for d in at.dataframe if "verdict for the method" in d.value.columns)
+    assert set(methods["method"]) == {"lora"} and set(methods["vs"]) == {"full"}
+    # the fixture's LoRA drifts a quarter as far as full fine-tuning; its task texts are placeholders
+    assert set(methods.loc[methods["suite"] == "retention", "verdict for the method"]) == {"significant gain"}
+    assert set(methods.loc[methods["suite"] == "task", "verdict for the method"]) == {"cannot tell"}
+    assert dict(zip(methods["size"], methods["seeds"])) == {"50": "2", "100": "2", "200": "2", "400": "1"}
     at.selectbox(key="lf_cmp_a").set_value("full-n400-s0").run()
     at.selectbox(key="lf_cmp_b").set_value("lora-n400-s0").run()
     assert not at.exception and not at.error

@@ -387,6 +387,74 @@ def test_compare_runs_names_a_base_mismatch_and_refuses_disjoint_runs(mini_run, 
     assert bad.exit_code != 0 and "nothing to compare" in str(bad.exception or bad.output)
 
 
+def test_methods_at_one_seed_equal_compare_of_the_two_cells(mini_run):
+    """analysis.json's method_comparison at one seed is `compare full lora` exactly (full is the
+    reference method), p adjusted over the same two suites."""
+    analyze_run(mini_run, AnalysisConfig(n_bootstrap=0))
+    methods = read_json(mini_run.analysis)["method_comparison"]
+    assert methods["reference"] == "full"
+    entries = {e["suite"]: e for e in methods["entries"]}
+    assert set(entries) == {"task", "arc"}
+    within = json.loads(runner.invoke(app, ["compare", str(mini_run.root), "full-n100-s0", "lora-n100-s0",
+                                            "--json"]).output)
+    for entry in within["suites"]:
+        pooled = entries[entry["suite"]]
+        assert (pooled["method_a"], pooled["method_b"], pooled["size"], pooled["seeds"]) == ("full", "lora", 100, [0])
+        for key in ("test", "value_a", "value_b", "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "label"):
+            assert pooled[key] == pytest.approx(entry[key]) if isinstance(entry[key], float) else pooled[key] == entry[key]
+        assert pooled["per_seed"] == {"0": pytest.approx(entry["difference"])}
+    assert entries["arc"]["label"] == SIGNIFICANT_GAIN  # lora keeps the 15 items full loses
+    report = runner.invoke(app, ["report", str(mini_run.root)], env={"COLUMNS": "200"})
+    assert report.exit_code == 0, report.output
+    assert "Methods against full at each size" in report.output
+    row = next(line for line in report.output.splitlines() if line.startswith("│ lora") and "▲" in line)
+    assert [c.strip() for c in row.split("│")[1:4]] == ["lora", "100", "1"] and "+0.25 [" in row
+
+
+def test_methods_pool_their_seeds(mini_run):
+    """With a second seed, each method's cells are one system: corpus chrF++ of both seeds'
+    outputs together (sacrebleu on the concatenation), accuracy over every (seed, item); items
+    are resampled with both seeds' answers (a per-item share of seeds is no longer 0/1, so a
+    paired bootstrap, not McNemar)."""
+    scores = pd.read_parquet(mini_run.scores)
+    added = []
+    for method in ("full", "lora"):
+        s0, s1 = f"{method}-n100-s0", f"{method}-n100-s1"
+        task = pd.read_parquet(mini_run.sample_file("task", s0, "final"))
+        arc = pd.read_parquet(mini_run.sample_file("arc", s0, "final"))
+        if method == "full":  # seed 1 loses 20 benchmark items instead of 15, and writes worse text
+            arc["acc"] = np.r_[np.zeros(20), np.ones(20), np.zeros(20)]
+            task["output"] = [" ".join(reversed(o.split())) for o in task["output"]]
+        chrf = corpus_chrf(list(task["output"]), list(task["reference"]))
+        task["chrf"] = chrf.per_item["chrf"]
+        atomic_write_parquet(mini_run.sample_file("task", s1, "final"), task)
+        atomic_write_parquet(mini_run.sample_file("arc", s1, "final"), arc)
+        added += [[s1, method, 100, 1, "final", "task", "chrf", chrf.corpus["chrf"], 60],
+                  [s1, method, 100, 1, "final", "arc", "acc", float(arc["acc"].mean()), 60]]
+    atomic_write_parquet(mini_run.scores, pd.concat([scores, pd.DataFrame(added, columns=SCORE_COLUMNS)]))
+    analyze_run(mini_run, AnalysisConfig(n_bootstrap=0))
+    entries = {e["suite"]: e for e in read_json(mini_run.analysis)["method_comparison"]["entries"]}
+    arc = entries["arc"]
+    assert arc["seeds"] == [0, 1] and arc["n_items"] == 60 and arc["test"] == "paired_bootstrap"
+    assert arc["value_a"] == pytest.approx(45 / 120) and arc["value_b"] == pytest.approx(80 / 120)
+    assert arc["difference"] == pytest.approx(35 / 120) and arc["label"] == SIGNIFICANT_GAIN
+    assert arc["per_seed"] == {"0": pytest.approx(15 / 60), "1": pytest.approx(20 / 60)}
+    task = entries["task"]
+    outputs = {m: [o for seed in (0, 1) for o in pd.read_parquet(
+        mini_run.sample_file("task", f"{m}-n100-s{seed}", "final"))["output"]] for m in ("full", "lora")}
+    refs = list(pd.read_parquet(mini_run.sample_file("task", "full-n100-s0", "final"))["reference"]) * 2
+    assert task["value_a"] == pytest.approx(corpus_chrf(outputs["full"], refs).corpus["chrf"])
+    assert task["value_b"] == pytest.approx(corpus_chrf(outputs["lora"], refs).corpus["chrf"])
+    assert task["test"] == "sacrebleu_paired_bs" and task["n_items"] == 60
+
+
+def test_one_method_has_no_method_comparison(tmp_path):
+    from curatune.testing.fixture_run import build_fixture_run
+
+    run = build_fixture_run(tmp_path / "fx", methods=("lora",), sizes=(50,), seeds=(0,), n_bootstrap=0)
+    assert read_json(run.analysis)["method_comparison"] == {"reference": None, "stage": "final", "entries": []}
+
+
 # ----------------------------------------------------------------------------- power
 
 

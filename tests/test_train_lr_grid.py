@@ -319,6 +319,15 @@ def test_grid_sweep_records_validation_losses_and_evaluates_the_selected_cells_f
         assert suites["full-n4-s0"] == ["general", "task"]  # no grid: evaluated as always
         assert suites[loser] == ["task"]  # not selected: task suite only
         assert {r["cell"] for r in analysis["learning_forgetting"]} == {cell_key("lora", 4, 0, best), "full-n4-s0"}
+        # LoRA against full at matched strength: the selected rate's cell, exactly `compare full <that cell>`
+        methods = analysis["method_comparison"]
+        assert methods["reference"] == "full" and {e["suite"] for e in methods["entries"]} == {"task", "general"}
+        within = {e["suite"]: e for e in compare_run_cells(run_dir.root, "full-n4-s0", cell_key("lora", 4, 0, best))
+                  ["suites"]}
+        for entry in methods["entries"]:
+            assert (entry["method_b"], entry["lr_b"], entry["lr_a"]) == ("lora", best, None)
+            for key in ("value_a", "value_b", "difference", "ci_low", "ci_high", "p_value"):
+                assert entry[key] == pytest.approx(within[entry["suite"]][key]), key
     finally:
         torch.set_num_threads(before)
 

@@ -16,9 +16,8 @@ from curatune.errors import CuratuneError
 from curatune.evaluate.analysis import MetricTable, compare_cells, load_scores
 from curatune.evaluate.analysis.comparisons import (
     SampleItems,
-    compare_systems,
-    comparison_entry,
     label_family,
+    paired_entry,
 )
 from curatune.evaluate.analysis.inputs import ScoreIndex, SuiteRoles
 from curatune.evaluate.analysis.lr_selection import LrSelection, run_selection
@@ -148,9 +147,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, stage: str = "final") -> 
             systems = [[(f"{side}:{c}", stage) for c in side_cells] for side, side_cells in zip("AB", cells)]
             if any(stored(cell, st) is None for system in systems for cell, st in system):
                 continue
-            result = compare_systems(items, suite, metric, systems[0], systems[1], config.significance, stored=stored)
-            entry = comparison_entry(result, table.direction(metric))
-            entry["value_a"], entry["value_b"] = entry.pop("base_value"), entry.pop("value")
+            entry = paired_entry(items, suite, metric, systems[0], systems[1], config.significance, table,
+                                 stored=stored)
             entry.update(method=method, size=size, seeds=seeds, suite=suite,
                          role="task" if suite in roles[0].task else "general",
                          per_seed=_per_seed(indexes, suite, metric, stage, cells, seeds))

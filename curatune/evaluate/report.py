@@ -326,6 +326,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     _render_lr_selection(analysis, console)
     _render_learning_forgetting(analysis, console)
     _render_significance(analysis, console)
+    _render_method_comparison(analysis, console)
     _render_saturation(analysis, console)
     _render_early_vs_final(analysis, console)
     _render_probe_correlations(analysis, console)
@@ -584,6 +585,40 @@ def _render_significance(analysis: dict[str, Any], console: Console) -> None:
         f"samples missing), – not tested; p-values adjusted over {summary.get('family_size', '?')} tests "
         f"({summary.get('fdr', '?')}), significant = adjusted p < {summary.get('alpha', 0.05):g}. "
         "Details per cell: `curatune compare RUN_DIR base CELL`.[/dim]"
+    )
+
+
+def _render_method_comparison(analysis: dict[str, Any], console: Console) -> None:
+    """Each method against the reference method (full) at every size, seeds pooled."""
+    methods = analysis.get("method_comparison") or {}
+    entries = methods.get("entries") or []
+    if not entries:
+        return
+    roles = analysis["suites"]
+    suites = [s for s in roles["task"] + roles["general"] if any(e["suite"] == s for e in entries)]
+    with_lr = any(e.get("lr_b") is not None for e in entries)
+    keys = [("method", "left"), ("size", "right"), ("seeds", "right"),
+            *([("lr (method / reference)", "right")] if with_lr else [])]
+    values = [(f"{s}\n{roles['primary_metrics'][s]} {'(task)' if s in roles['task'] else ''}".rstrip(), "right")
+              for s in suites]
+    groups: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for entry in entries:
+        groups.setdefault((entry["method_b"], entry["size"]), {})[entry["suite"]] = entry
+    rows = []
+    for (method, size), by_suite in groups.items():
+        first = next(iter(by_suite.values()))
+        lr = (f"{format_lr(first['lr_b']) if first.get('lr_b') is not None else '—'} / "
+              f"{format_lr(first['lr_a']) if first.get('lr_a') is not None else '—'}")
+        rows.append(([Text(method), str(size), str(len(first["seeds"])), *([lr] if with_lr else [])],
+                     [significance_cell(by_suite.get(s)) for s in suites], None))
+    reference = methods.get("reference")
+    _print_split_table(console, f"Methods against {reference} at each size (final, seeds pooled; difference = "
+                       f"method - {reference} in the metric's units [95% CI])", keys, values, rows)
+    console.print(
+        f"[dim]▲ the method is significantly better than {reference} there, ▼ significantly worse (for KL and "
+        "other lower-is-better metrics, better = lower), · no detectable change, ? cannot tell. Both methods' "
+        "seeds are pooled and items paired; p-values adjusted over these entries together. Each seed's own "
+        "difference: eval/analysis.json (method_comparison.entries[].per_seed).[/dim]"
     )
 
 

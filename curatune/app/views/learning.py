@@ -181,6 +181,7 @@ def render() -> None:
             if any("comet_like" in c for c in gains):
                 st.caption(COMET_LIKE_NOTE)
     significance_table(analysis, stage)
+    method_comparison_table(analysis)
     compare_cells_section(run, frame, stage)
     if other is not None:
         compare_runs_section(run, other, stage)
@@ -254,6 +255,37 @@ def significance_table(analysis: dict, stage: str | None) -> None:
     labels = sorted(table["verdict"].unique())
     chosen = st.multiselect("Show verdicts", labels, default=labels, key="lf_sig_labels")
     st.dataframe(table[table["verdict"].isin(chosen)].astype(str), hide_index=True)
+
+
+def method_comparison_rows(analysis: dict | None) -> pd.DataFrame:
+    """One text row per (method, size, suite): the method against the reference method, seeds pooled."""
+    methods = (analysis or {}).get("method_comparison") or {}
+    return pd.DataFrame([{
+        "method": e["method_b"], "vs": e["method_a"], "size": e["size"], "seeds": len(e["seeds"]),
+        **({"lr": f"{format_lr(e['lr_b'])} vs {format_lr(e['lr_a'])}"} if e.get("lr_b") is not None
+           and e.get("lr_a") is not None else {}),
+        "suite": e["suite"], "metric": e.get("metric"),
+        "reference value": "" if e.get("value_a") is None else f"{e['value_a']:.4g}",
+        "method value": "" if e.get("value_b") is None else f"{e['value_b']:.4g}",
+        "difference [CI]": interval_text(e), "per seed": per_seed_text(e),
+        "p adjusted": "" if e.get("p_adjusted") is None else f"{e['p_adjusted']:.3g}",
+        "verdict for the method": e.get("label") or "", "why": e.get("reason") or "",
+    } for e in methods.get("entries") or []])
+
+
+def method_comparison_table(analysis: dict | None) -> None:
+    table = method_comparison_rows(analysis)
+    if table.empty:
+        return
+    reference = analysis["method_comparison"]["reference"]
+    st.subheader(f"Methods against {reference} at each size")
+    st.caption(
+        f"Each method against {reference} at every size both trained (final checkpoints; with a learning-rate "
+        "grid, each at its selected rate): both methods' seeds pooled, items paired, p-values adjusted over all "
+        "rows together. The difference is method - reference in the metric's units; for KL and other "
+        "lower-is-better metrics a significant gain means lower. 'per seed' shows whether the seeds agree."
+    )
+    st.dataframe(table.astype(str), hide_index=True)
 
 
 def compare_cells_section(run, frame: pd.DataFrame, stage: str | None) -> None:

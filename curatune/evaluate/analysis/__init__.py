@@ -25,7 +25,8 @@ Modules, in the order the analysis runs:
   mean validation loss); the other rates' cells are left out of everything below
 - :mod:`.learning`    learning vs forgetting rows and the Pareto frontier
 - :mod:`.significance` paired tests (McNemar, paired bootstrap, sacrebleu's paired-bs), FDR
-- :mod:`.comparisons` which test per metric, items lined up from eval/samples, labels vs base
+- :mod:`.comparisons` which test per metric, items lined up from eval/samples, labels vs base,
+  each method against the reference method (full) at every size, seeds pooled
 - :mod:`.saturation`  saturation points, bootstrap bands (:mod:`.curves`: the curve families
   and their fits; :mod:`.verdict`: what an interval allows one to conclude, rounded)
 - :mod:`.ranking`     early-vs-final rank agreement
@@ -41,6 +42,7 @@ import numpy as np
 from curatune.evaluate.analysis.comparisons import (
     SampleItems,
     compare_cells,
+    compare_methods,
     mark_frontier_ordering,
     significance_vs_base,
 )
@@ -74,6 +76,7 @@ from curatune.rundir import (
 
 __all__ = [
     "CURVE_COLUMNS", "AnalysisConfig", "MetricTable", "SignificanceConfig", "analyze_run", "compare_cells",
+    "compare_methods",
     "fit_curve", "load_scores", "pareto_frontier", "pareto_table", "rank_agreement", "spearman",
 ]
 
@@ -131,6 +134,10 @@ def analyze_run(
     mark_frontier_ordering(pareto, rows, index, roles, table, config.significance, items)
     for point in pareto:  # the selected rate each (method, size) point stands for (None without a grid)
         point["lr"] = selection.selected_rate(point["method"], int(point.get("size") or 0))
+    methods = compare_methods(index, roles, table, config.significance, items)
+    for entry in methods["entries"]:  # the selected rate each side stands for (None without a grid)
+        entry["lr_a"] = selection.selected_rate(entry["method_a"], entry["size"])
+        entry["lr_b"] = selection.selected_rate(entry["method_b"], entry["size"])
     saturation, curves = SaturationAnalysis(index, roles, table, config, samples).run(progress)
     analysis = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -149,6 +156,7 @@ def analyze_run(
         "lr_selection": selection.to_dict(),
         "pareto": pareto,
         "significance": significance,
+        "method_comparison": methods,
         "saturation": saturation,
         "early_vs_final": early_vs_final(index, roles, table, config.top_k),
         "probe_correlations": probe_correlations(rows, roles),

@@ -342,6 +342,25 @@ def significance_vs_base(
 # ----------------------------------------------------------------------------- two cells
 
 
+def paired_entry(
+    items: SampleItems,
+    suite: str,
+    metric: str,
+    a: list[tuple[str, str]],
+    b: list[tuple[str, str]],
+    settings: SignificanceConfig,
+    table: MetricTable,
+    stored: Callable[[str, str], float | None] | None = None,
+) -> dict[str, Any]:
+    """System b against system a (each one or more (cell, stage), seeds pooled) as a row with
+    ``value_a`` and ``value_b``; labelled once :func:`label_family` has adjusted its family."""
+    entry = comparison_entry(compare_systems(items, suite, metric, a, b, settings, stored=stored),
+                             table.direction(metric))
+    entry["value_a"], entry["value_b"] = entry.pop("base_value"), entry.pop("value")
+    return entry
+
+
+
 def compare_cells(
     run_dir: RunDir,
     index: ScoreIndex,
@@ -363,12 +382,10 @@ def compare_cells(
         stage_b = "base" if cell_b == index.base_cell() else stage
         if index.get(cell_a, stage_a, suite, metric) is None or index.get(cell_b, stage_b, suite, metric) is None:
             continue
-        result = compare_systems(items, suite, metric, [(cell_a, stage_a)], [(cell_b, stage_b)], settings,
-                                 stored=lambda cell, st, s=suite, m=metric: index.get(cell, st, s, m))
-        entry = comparison_entry(result, table.direction(metric))
+        entry = paired_entry(items, suite, metric, [(cell_a, stage_a)], [(cell_b, stage_b)], settings, table,
+                             stored=lambda cell, st, s=suite, m=metric: index.get(cell, st, s, m))
         entry["suite"] = suite
         entry["role"] = "task" if suite in roles.task else "general"
-        entry["value_a"], entry["value_b"] = entry.pop("base_value"), entry.pop("value")
         entries.append(entry)
     label_family(entries, settings)
     return entries
@@ -421,3 +438,57 @@ def mark_frontier_ordering(
         entry = point["vs_neighbour"]
         if entry is not None:
             point["ordering_significant"] = None if entry["p_adjusted"] is None else entry["p_adjusted"] < settings.alpha
+
+
+# ----------------------------------------------------------------------------- methods at each size
+
+
+def reference_method(methods: list[str]) -> str:
+    """The method the others are compared with: full fine-tuning when the run has it (the
+    baseline of Biderman et al. 2024), else LoRA (the usual default), else the first by name."""
+    for preferred in ("full", "lora"):
+        if preferred in methods:
+            return preferred
+    return min(methods)
+
+
+def compare_methods(
+    index: ScoreIndex,
+    roles: SuiteRoles,
+    table: MetricTable,
+    settings: SignificanceConfig,
+    items: SampleItems,
+    stage: str = "final",
+) -> dict[str, Any]:
+    """Every method against the reference method at each size both trained, on every suite's
+    headline metric: the seeds both have pooled into one system per method, items paired by
+    example id, plus each seed's own difference. In a learning-rate grid run ``index`` holds the
+    selected rate's cells only, so this is the comparison at matched strength. p-values are
+    adjusted over every (method, size, suite) entry together."""
+    groups: dict[tuple[str, int], dict[int, str]] = {}
+    for cell in index.cells:
+        groups.setdefault((str(cell["method"]), int(cell["size"])), {})[int(cell["seed"])] = str(cell["cell"])
+    methods = sorted({method for method, _ in groups})
+    if len(methods) < 2:
+        return {"reference": None, "stage": stage, "entries": []}
+    reference = reference_method(methods)
+    entries = []
+    for method in (m for m in methods if m != reference):
+        for size in sorted(size for m, size in groups if m == method and (reference, size) in groups):
+            seeds = sorted(set(groups[(reference, size)]) & set(groups[(method, size)]))
+            cells_a = [groups[(reference, size)][seed] for seed in seeds]
+            cells_b = [groups[(method, size)][seed] for seed in seeds]
+            for suite in roles.task + roles.general:
+                metric = roles.primary[suite]
+                values = [[index.get(cell, stage, suite, metric) for cell in cells] for cells in (cells_a, cells_b)]
+                if not seeds or any(v is None for side in values for v in side):
+                    continue
+                entry = paired_entry(items, suite, metric, [(c, stage) for c in cells_a],
+                                     [(c, stage) for c in cells_b], settings, table,
+                                     stored=lambda cell, st, s=suite, m=metric: index.get(cell, st, s, m))
+                entry.update(method_a=reference, method_b=method, size=size, seeds=seeds, suite=suite,
+                             role="task" if suite in roles.task else "general",
+                             per_seed={seed: b - a for seed, a, b in zip(seeds, *values)})
+                entries.append(entry)
+    label_family(entries, settings)
+    return {"reference": reference, "stage": stage, "entries": entries}
