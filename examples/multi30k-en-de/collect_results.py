@@ -7,7 +7,10 @@ Writes to the output folder:
   report.txt                      `curatune report RUN_DIR`, as the terminal shows it
   results.md                      per-cell tables (task metrics, forgetting suites) and wall times;
                                   with the curation-ablation run (config-raw.yaml) as third argument,
-                                  also curated vs raw cell by cell, and how much their subsets overlap
+                                  also curated vs raw cell by cell, and how much their subsets overlap;
+                                  for a learning-rate grid run (config-lr-grid.yaml), every rate's
+                                  validation loss beside its task scores, and LoRA against full at the
+                                  selected rates with paired tests (analysis.json's method_comparison)
 Only what is in the run directory is reported: cells that did not finish are listed as such.
 """
 from __future__ import annotations
@@ -20,8 +23,9 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
+from curatune.evaluate.compare import interval_text, per_seed_text
 from curatune.evaluate.report import build_report, render_report
-from curatune.rundir import RunDir, atomic_write_text, read_json
+from curatune.rundir import RunDir, atomic_write_text, format_lr, parse_cell_key, read_json
 
 TASK_METRICS = [("bleu", "BLEU"), ("chrf", "chrF++"), ("ter", "TER"), ("comet_like", "comet_like")]
 FORGETTING = [("arc_easy", "acc_norm"), ("arc_challenge", "acc_norm"), ("piqa", "acc_norm"),
@@ -62,8 +66,7 @@ def _table(frame: pd.DataFrame, stage: str, columns: list[tuple[str, str, str, i
         cells = []
         for suite, metric, _, digits in columns:
             cells.append(_fmt(_value(rows, key.cell, suite, metric), digits))
-        name = "base model" if key.cell == "base" else key.method
-        lines.append(f"| {name} | {key['size'] or ''} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_name(key.cell, key.method)} | {key['size'] or ''} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -78,10 +81,65 @@ def _summary(scores: pd.DataFrame, analysis: dict) -> str:
     for key in keys.itertuples():
         task = [_fmt(_value(rows, key.cell, "task", m), 1 if m != "comet_like" else 3) for m, _ in TASK_METRICS]
         drop = drops.get(("base", 0) if key.cell == "base" else (key.method, key.size))
-        name = "base model" if key.cell == "base" else ("LoRA" if key.method == "lora" else key.method)
-        lines.append(f"| {name} | {key.size or ''} | " + " | ".join(task)
+        lines.append(f"| {_name(key.cell, key.method)} | {key.size or ''} | " + " | ".join(task)
                      + f" | {_fmt(drop)} | {_fmt(_value(rows, key.cell, 'retention', 'kl_divergence'), 3)} |")
     return "\n".join(lines)
+
+
+def _name(cell: str, method: str) -> str:
+    """'base model', 'LoRA', 'full'; a grid cell adds its rate and seed ('LoRA 2e-4 s1')."""
+    if cell == "base":
+        return "base model"
+    name = "LoRA" if method == "lora" else method
+    parsed = parse_cell_key(cell)
+    return f"{name} {format_lr(parsed.lr)} s{parsed.seed}" if parsed and parsed.lr is not None else name
+
+
+def _grid(scores: pd.DataFrame, analysis: dict) -> list[str]:
+    """Every rate of the grid: its mean validation loss (what selects) beside its mean task scores on
+    the test pairs (what the selection is meant to find), then the methods at their selected rates."""
+    selection = analysis.get("lr_selection") or {}
+    if not selection.get("active"):
+        return []
+    finals = scores[scores.stage == "final"]
+    lines = ["## Learning-rate selection (validation loss) against the test scores", "",
+             "Mean over the seeds that finished. The rule picks the lowest validation loss (train/validation.parquet, "
+             "carved from the training pool); the task columns are the test pairs, shown to check whether the "
+             "rule picks a rate that also translates best. ✓ = selected.", "",
+             "| method | size | rate | seeds | validation loss | BLEU | chrF++ | TER ↓ | comet_like |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    cells = pd.DataFrame(selection["cells"])
+    for choice in selection["selected"]:
+        for candidate in choice["candidates"]:
+            keys = cells[(cells["method"] == choice["method"]) & (cells["size"] == choice["size"])
+                         & (cells["lr"] == candidate["lr"])]["cell"]
+            task = []
+            for metric, _ in TASK_METRICS:
+                values = finals[finals.cell.isin(keys) & (finals.suite == "task") & (finals.metric == metric)].value
+                task.append(f"{values.mean():.{3 if metric == 'comet_like' else 1}f} ({len(values)})" if len(values) else "—")
+            mark = " ✓" if candidate["lr"] == choice["lr"] else ""
+            incomplete = "" if candidate["complete"] else " (incomplete)"
+            lines.append(f"| {choice['method']} | {choice['size']} | {format_lr(candidate['lr'])}{mark} | "
+                         f"{len(candidate['seeds'])}{incomplete} | {candidate['mean_validation_loss']:.4f} | "
+                         + " | ".join(task) + " |")
+    methods = analysis.get("method_comparison") or {}
+    if methods.get("entries"):
+        reference = methods["reference"]
+        lines += ["", f"## Methods at their selected rates: each against {reference}", "",
+                  f"Difference = method − {reference} in the metric's units, both methods' seeds pooled and the "
+                  "test items paired; p adjusted over all rows (Benjamini–Hochberg). For TER and KL lower is "
+                  "better, so a 'significant gain' there is a lower value.", "",
+                  f"| method (rate) | {reference} (rate) | size | suite | metric | {reference} | method | difference "
+                  "[95% CI] | per seed | p adj. | verdict for the method |",
+                  "|---|---|---:|---|---|---:|---:|---|---|---:|---|"]
+        for e in methods["entries"]:
+            rate = {side: f" ({format_lr(e[f'lr_{side}'])})" if e.get(f"lr_{side}") is not None else "" for side in "ab"}
+            p = "—" if e["p_adjusted"] is None else f"{e['p_adjusted']:.3g}"
+            value = {side: "—" if e[f"value_{side}"] is None else f"{e[f'value_{side}']:.4g}" for side in "ab"}
+            lines.append(f"| {e['method_b']}{rate['b']} | {e['method_a']}{rate['a']} | {e['size']} | {e['suite']} | "
+                         f"{e['metric']} | {value['a']} | {value['b']} | {interval_text(e)} | {per_seed_text(e)} | "
+                         f"{p} | {e['label']}{' (' + e['reason'] + ')' if e.get('reason') else ''} |")
+    return lines + [""]
 
 
 def _unit_seconds(run: RunDir) -> pd.DataFrame:
@@ -143,6 +201,8 @@ def main(run_dir: str, out_dir: str, raw_run_dir: str | None = None) -> None:
         lines += ["## Summary (final weights)", "", "The mean drop averages the accuracy change "
                   "(base − fine-tuned, in points) over the six benchmarks; negative = a gain.", "",
                   _summary(scores, read_json(run.analysis)), ""]
+    if run.analysis.exists():
+        lines += _grid(scores, read_json(run.analysis))
     lines += ["## Learning: the task (final weights)", "", _table(scores, "final", task_cols), ""]
     if (scores.stage == "early").any():
         lines += ["## Learning at the early checkpoint (20 % of the steps)", "", _table(scores, "early", task_cols), ""]
