@@ -13,7 +13,7 @@ from train_helpers import curated_run_dir, make_records, tiny_config
 from curatune.config import validate_config
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import analyze_run
-from curatune.evaluate.analysis.lr_selection import select_learning_rates
+from curatune.evaluate.analysis.lr_selection import margin_text, select_learning_rates
 from curatune.evaluate.compare import compare_run_cells
 from curatune.evaluate.power import sweep_size
 from curatune.evaluate.report import build_report, render_report
@@ -199,6 +199,28 @@ def test_selection_picks_the_lowest_mean_validation_loss_per_method_and_size():
                                         "full-lr1e-5-n4-s0", "full-lr1e-5-n4-s1"}
     assert "full-n4-s0" not in selection.selected_cells | selection.unselected_cells
     assert select_learning_rates([_info("full", 4, 0, None, 0.1)]).active is False
+
+
+def test_selection_says_whether_every_seed_prefers_the_winner():
+    cells = [
+        # n4: 2e-4 wins on the mean (1.0 vs 1.1) but seed 0 alone prefers 1e-4: within seed noise
+        _info("lora", 4, 0, 1e-4, 0.9), _info("lora", 4, 1, 1e-4, 1.3),
+        _info("lora", 4, 0, 2e-4, 1.0), _info("lora", 4, 1, 2e-4, 1.0),
+        _info("lora", 4, 0, 5e-4, 2.0), _info("lora", 4, 1, 5e-4, 2.0),
+        # n8: 1e-4 beats 2e-4 on both seeds
+        _info("lora", 8, 0, 1e-4, 0.7), _info("lora", 8, 1, 1e-4, 0.8),
+        _info("lora", 8, 0, 2e-4, 0.75), _info("lora", 8, 1, 2e-4, 0.9),
+        # n16: one seed, one rate
+        _info("lora", 16, 0, 1e-4, 0.6),
+    ]
+    choices = {c["size"]: c for c in select_learning_rates(cells).choices}
+    assert choices[4]["lr"] == 2e-4 and choices[4]["runner_up"] == 1e-4
+    assert choices[4]["margin"] == pytest.approx(0.1) and choices[4]["agreement"] == "seeds disagree"
+    assert choices[4]["per_seed_margin"] == {0: pytest.approx(-0.1), 1: pytest.approx(0.3)}
+    assert choices[8]["agreement"] == "every seed" and choices[8]["per_seed_margin"] == {
+        0: pytest.approx(0.05), 1: pytest.approx(0.1)}
+    assert choices[16]["runner_up"] is None and margin_text(choices[16]) == "only rate"
+    assert margin_text(choices[4]) == "0.1000 below 1e-4 (seeds disagree: -0.1000, +0.3000)"
 
 
 def test_a_size_without_any_validation_loss_is_said_not_guessed():

@@ -29,6 +29,7 @@ from curatune.curate.accounting import curate_accounting
 from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
+from curatune.evaluate.analysis.lr_selection import margin_text
 from curatune.evaluate.metrics import COMET_LIKE_NOTE
 from curatune.rundir import (
     BASE,
@@ -536,19 +537,23 @@ def _render_lr_selection(analysis: dict[str, Any], console: Console) -> None:
         return
     table = Table(title="Learning-rate selection (lowest mean validation loss over seeds)", title_justify="left")
     for name, justify in (("method", "left"), ("size", "right"), ("selected lr", "right"),
-                          ("validation loss", "right"), ("seeds", "right"), ("every rate: mean loss (seeds)", "left")):
+                          ("validation loss", "right"), ("seeds", "right"),
+                          ("lead over the runner-up (per seed)", "left"), ("every rate: mean loss (seeds)", "left")):
         table.add_column(name, justify=justify)
     for choice in selection.get("selected") or []:
         others = "  ".join(
             f"{format_lr(c['lr'])}: {_num(c['mean_validation_loss'], 4)} ({len(c['seeds'])})"
             + ("" if c["complete"] else " incomplete") for c in choice["candidates"])
+        lead = Text(margin_text(choice), style="yellow" if choice.get("agreement") == "seeds disagree" else "")
         table.add_row(choice["method"], str(choice["size"]), format_lr(choice["lr"]) + (" (tie)" if choice["tie"] else ""),
-                      _num(choice["mean_validation_loss"], 4), str(choice["n_seeds"]), others)
+                      _num(choice["mean_validation_loss"], 4), str(choice["n_seeds"]), lead, others)
     console.print()
     console.print(table)
     unselected = selection.get("unselected_cells") or []
     console.print(f"[dim]Comparisons below use the selected rate's cells only; {len(unselected)} cells of other "
-                  "rates are listed in eval/analysis.json (lr_selection.cells).[/dim]")
+                  "rates are listed in eval/analysis.json (lr_selection.cells). Lead: the runner-up's mean loss minus "
+                  "the selected rate's, and per seed (each seed trains every rate on the same subset); 'seeds "
+                  "disagree' = some seed alone prefers the runner-up, so the choice is within seed noise.[/dim]")
 
 
 #: Markers of the significance labels in the report's table.

@@ -13,6 +13,7 @@ from curatune.app.data import (
     prefixed_columns,
 )
 from curatune.errors import CuratuneError
+from curatune.evaluate.analysis.lr_selection import margin_text
 from curatune.evaluate.compare import (
     compare_run_cells,
     compare_runs,
@@ -196,6 +197,7 @@ def lr_selection_tables(analysis: dict | None) -> tuple[pd.DataFrame, pd.DataFra
     chosen = pd.DataFrame([{
         "method": c["method"], "size": c["size"], "selected lr": format_lr(c["lr"]) + (" (tie)" if c.get("tie") else ""),
         "mean validation loss": c["mean_validation_loss"], "seeds": c["n_seeds"],
+        "lead over the runner-up": margin_text(c),
         "every rate: mean loss": "  ".join(f"{format_lr(o['lr'])}: {o['mean_validation_loss']:.4f}"
                                            + ("" if o["complete"] else " (incomplete)") for o in c["candidates"]),
     } for c in selection.get("selected") or []])
@@ -212,7 +214,9 @@ def lr_selection_section(analysis: dict | None) -> None:
     st.subheader("Selected learning rates")
     st.caption("The run trained a learning-rate grid (train.learning_rates). Per method and size the rate with the "
                "lowest mean validation loss over seeds is selected (validation split carved from the training "
-               "pool; a tie goes to the smaller rate). Everything below (points, frontier, tests, cell comparison) "
+               "pool; a tie goes to the smaller rate). 'Lead over the runner-up': by how much it beats the next "
+               "rate, in mean and per seed; 'seeds disagree' means some seed alone prefers the runner-up, so "
+               "the choice is within seed noise. Everything below (points, frontier, tests, cell comparison) "
                "uses the selected rate's cells only; the other cells are listed here.")
     if not chosen.empty:
         st.dataframe(chosen, hide_index=True)

@@ -11,6 +11,13 @@ full fine-tuning each at its best learning rate:
 3. The lowest mean wins; a tie (equal to the 6 decimals done.json stores) goes to the smaller
    rate, the more conservative one (it moves the base model less).
 
+How sure the choice is: the seeds of a (method, size) train every rate on the same subset, so
+each seed is a paired comparison of the winner with the runner-up (the next-lowest mean).
+``runner_up``, ``margin`` (runner-up mean minus winner mean) and ``per_seed_margin`` say by how
+much; ``agreement`` is "every seed" when each seed alone prefers the winner, "seeds disagree"
+when some seed prefers the runner-up (the choice is then within seed noise: cannot tell which
+rate fits better), "one seed" when there is only one (nothing to check it against), "tie" for a tie.
+
 The selected cells stand for their (method, size) in everything that compares methods or sizes
 (learning vs forgetting, significance, the Pareto view, saturation, early vs final, ``curatune
 compare``); the others stay listed here with their validation losses. A run without a grid has no
@@ -24,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from curatune.rundir import CellInfo, RunDir, list_cells
+from curatune.rundir import CellInfo, RunDir, format_lr, list_cells
 
 RULE = ("per (method, size): the learning rate with the lowest mean validation loss over seeds (train/"
         "validation.parquet, carved from the training pool); only rates with the most finished seeds compete; "
-        "a tie goes to the smaller rate")
+        "a tie goes to the smaller rate; 'agreement' says whether every seed alone prefers it to the runner-up")
 
 
 @dataclass
@@ -88,14 +95,15 @@ def select_learning_rates(cells: list[CellInfo]) -> LrSelection:
                 "sd_validation_loss": round(float(np.std(values, ddof=1)), 6) if len(values) > 1 else None,
                 "seeds": sorted(seeds), "complete": len(seeds) == most,
             })
-        competing = [c for c in candidates if c["complete"]]
-        best = min(competing, key=lambda c: (c["mean_validation_loss"], c["lr"]))
+        competing = sorted((c for c in candidates if c["complete"]), key=lambda c: (c["mean_validation_loss"], c["lr"]))
+        best = competing[0]
         ties = [c["lr"] for c in competing if c["mean_validation_loss"] == best["mean_validation_loss"]]
         chosen[(method, size)] = best["lr"]
         selection.choices.append({
             "method": method, "size": size, "lr": best["lr"],
             "mean_validation_loss": best["mean_validation_loss"], "n_seeds": len(best["seeds"]),
             "tie": len(ties) > 1, "candidates": candidates,
+            **_runner_up(by_rate, best, competing[1] if len(competing) > 1 else None, tie=len(ties) > 1),
         })
     for cell in sorted(grid, key=lambda c: (c.method, c.size, c.lr, c.seed)):
         selected = chosen.get((cell.method, cell.size)) == cell.lr
@@ -109,6 +117,31 @@ def select_learning_rates(cells: list[CellInfo]) -> LrSelection:
             "no learning rate selected for " + ", ".join(f"{m} n={n}" for m, n in without)
             + ": none of their grid cells finished with a validation loss; their cells are left out of comparisons")
     return selection
+
+
+def _runner_up(by_rate: dict[float, dict[int, float]], best: dict[str, Any], runner: dict[str, Any] | None,
+               tie: bool) -> dict[str, Any]:
+    """How the winner compares with the next-best rate, seed by seed (same subset, so paired)."""
+    if runner is None:
+        return {"runner_up": None, "margin": None, "per_seed_margin": {}, "agreement": None}
+    seeds = sorted(set(by_rate[best["lr"]]) & set(by_rate[runner["lr"]]))
+    per_seed = {seed: round(by_rate[runner["lr"]][seed] - by_rate[best["lr"]][seed], 6) for seed in seeds}
+    if tie:
+        agreement = "tie"
+    elif len(seeds) < 2:
+        agreement = "one seed"
+    else:
+        agreement = "every seed" if all(m > 0 for m in per_seed.values()) else "seeds disagree"
+    return {"runner_up": runner["lr"], "margin": round(runner["mean_validation_loss"] - best["mean_validation_loss"], 6),
+            "per_seed_margin": per_seed, "agreement": agreement}
+
+
+def margin_text(choice: dict[str, Any]) -> str:
+    """'0.0123 below 5e-4 (every seed: 0.0101, 0.0145)' for a selection's lead over its runner-up."""
+    if choice.get("runner_up") is None:
+        return "only rate"
+    seeds = ", ".join(f"{m:+.4f}" for m in choice["per_seed_margin"].values())
+    return f"{choice['margin']:.4f} below {format_lr(choice['runner_up'])} ({choice['agreement']}: {seeds})"
 
 
 def run_selection(run_dir: RunDir) -> LrSelection:
