@@ -22,7 +22,9 @@ def test_learning_page_shows_the_selected_rates_and_plots_only_their_cells(monke
     at = app(monkeypatch, grid_dir, page="learning")
     assert "Selected learning rates" in [s.value for s in at.subheader]
     chosen = at.dataframe[0].value
-    assert list(zip(chosen["size"], chosen["selected lr"])) == [(4, "1e-4"), (8, "1e-3")]
+    assert list(zip(chosen["size"], chosen["selected lr"])) == [(4, "1e-4 (grid min)"), (8, "1e-3 (grid max)")]
+    assert set(chosen["lead over the runner-up"]) == {"0.2000 below 1e-3 (every seed: +0.2000, +0.2000)",
+                                                      "0.2000 below 1e-4 (every seed: +0.2000, +0.2000)"}
     every = at.dataframe[1].value  # every grid cell, selected or not
     assert len(every) == 8 and int(every["selected"].sum()) == 4
     lora = next(t for t in figures(at)[0]["data"] if t["name"] == "lora")

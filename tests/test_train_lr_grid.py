@@ -221,6 +221,20 @@ def test_selection_says_whether_every_seed_prefers_the_winner():
         0: pytest.approx(0.05), 1: pytest.approx(0.1)}
     assert choices[16]["runner_up"] is None and margin_text(choices[16]) == "only rate"
     assert margin_text(choices[4]) == "0.1000 below 1e-4 (seeds disagree: -0.1000, +0.3000)"
+    # a rate at an end of the grid: the best rate may lie beyond it, and a warning says so
+    selection = select_learning_rates(cells)
+    assert choices[4]["at_grid_edge"] is None
+    assert choices[8]["at_grid_edge"] == choices[16]["at_grid_edge"] == "smallest"
+    assert selection.warnings == [
+        "lora: the selected learning rate is the grid's smallest at n=8, 16: the validation loss may fall further "
+        "below the grid; add a rate below 1e-4 to train.learning_rates to find that method's best rate"]
+    top = select_learning_rates([_info("full", 4, 0, 1e-5, 2.0), _info("full", 4, 0, 5e-5, 1.0),
+                                 _info("full", 4, 0, 2e-5, None, status="running")])
+    assert top.choices[0]["at_grid_edge"] == "largest" and "add a rate above 5e-5" in top.warnings[0]
+    assert margin_text(top.choices[0]) == "1.0000 below 1e-5 (one seed: +1.0000)"
+    pending = select_learning_rates([_info("full", 4, 0, 1e-5, 2.0), _info("full", 4, 1, 1e-5, 2.0),
+                                     _info("full", 4, 0, 5e-5, 1.0), _info("full", 4, 1, 5e-5, None, "running")])
+    assert margin_text(pending.choices[0]) == "no rival with as many seeds (1 incomplete)"
 
 
 def test_a_size_without_any_validation_loss_is_said_not_guessed():
@@ -280,8 +294,10 @@ def test_report_shows_the_selected_learning_rates(tmp_path):
     text = console.export_text()
     assert "Learning-rate selection" in text and "4 cells of other rates" in text
     selection_rows = [line.split("│") for line in text.splitlines() if "(2)  1e-3: " in line]
-    assert [[c.strip() for c in row[1:5]] for row in selection_rows] == [["lora", "4", "1e-4", "1.0050"],
-                                                                         ["lora", "8", "1e-3", "0.7050"]]
+    assert [[c.strip() for c in row[1:5]] for row in selection_rows] == [["lora", "4", "1e-4 (grid min)", "1.0050"],
+                                                                         ["lora", "8", "1e-3 (grid max)", "0.7050"]]
+    assert "0.2000 below 1e-3 (every seed: +0.2000, +0.2000)" in text
+    assert "the selected learning rate is the grid's largest at n=8" in text
     # the score table lists every rate, the selected one marked
     score_rows = [[c.strip() for c in line.split("│")[1:6]] for line in text.splitlines() if "±" in line and "│" in line]
     assert score_rows == [["lora", "4", "2", "1e-4 ✓", "0.405 ±0.007"], ["lora", "4", "2", "1e-3", "0.905 ±0.007"],

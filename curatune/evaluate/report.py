@@ -29,7 +29,7 @@ from curatune.curate.accounting import curate_accounting
 from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
-from curatune.evaluate.analysis.lr_selection import margin_text
+from curatune.evaluate.analysis.lr_selection import margin_text, selected_text
 from curatune.evaluate.metrics import COMET_LIKE_NOTE
 from curatune.rundir import (
     BASE,
@@ -545,7 +545,7 @@ def _render_lr_selection(analysis: dict[str, Any], console: Console) -> None:
             f"{format_lr(c['lr'])}: {_num(c['mean_validation_loss'], 4)} ({len(c['seeds'])})"
             + ("" if c["complete"] else " incomplete") for c in choice["candidates"])
         lead = Text(margin_text(choice), style="yellow" if choice.get("agreement") == "seeds disagree" else "")
-        table.add_row(choice["method"], str(choice["size"]), format_lr(choice["lr"]) + (" (tie)" if choice["tie"] else ""),
+        table.add_row(choice["method"], str(choice["size"]), selected_text(choice),
                       _num(choice["mean_validation_loss"], 4), str(choice["n_seeds"]), lead, others)
     console.print()
     console.print(table)
@@ -553,7 +553,8 @@ def _render_lr_selection(analysis: dict[str, Any], console: Console) -> None:
     console.print(f"[dim]Comparisons below use the selected rate's cells only; {len(unselected)} cells of other "
                   "rates are listed in eval/analysis.json (lr_selection.cells). Lead: the runner-up's mean loss minus "
                   "the selected rate's, and per seed (each seed trains every rate on the same subset); 'seeds "
-                  "disagree' = some seed alone prefers the runner-up, so the choice is within seed noise.[/dim]")
+                  "disagree' = some seed alone prefers the runner-up, so the choice is within seed noise. (grid "
+                  "max) / (grid min): the selected rate is an end of the grid, so the best rate may lie beyond it.[/dim]")
 
 
 #: Markers of the significance labels in the report's table.

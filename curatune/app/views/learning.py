@@ -13,7 +13,7 @@ from curatune.app.data import (
     prefixed_columns,
 )
 from curatune.errors import CuratuneError
-from curatune.evaluate.analysis.lr_selection import margin_text
+from curatune.evaluate.analysis.lr_selection import margin_text, selected_text
 from curatune.evaluate.compare import (
     compare_run_cells,
     compare_runs,
@@ -195,7 +195,7 @@ def lr_selection_tables(analysis: dict | None) -> tuple[pd.DataFrame, pd.DataFra
     if not selection.get("active"):
         return pd.DataFrame(), pd.DataFrame()
     chosen = pd.DataFrame([{
-        "method": c["method"], "size": c["size"], "selected lr": format_lr(c["lr"]) + (" (tie)" if c.get("tie") else ""),
+        "method": c["method"], "size": c["size"], "selected lr": selected_text(c),
         "mean validation loss": c["mean_validation_loss"], "seeds": c["n_seeds"],
         "lead over the runner-up": margin_text(c),
         "every rate: mean loss": "  ".join(f"{format_lr(o['lr'])}: {o['mean_validation_loss']:.4f}"

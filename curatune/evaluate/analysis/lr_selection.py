@@ -17,6 +17,8 @@ each seed is a paired comparison of the winner with the runner-up (the next-lowe
 much; ``agreement`` is "every seed" when each seed alone prefers the winner, "seeds disagree"
 when some seed prefers the runner-up (the choice is then within seed noise: cannot tell which
 rate fits better), "one seed" when there is only one (nothing to check it against), "tie" for a tie.
+``at_grid_edge`` is "largest" or "smallest" when the selected rate is an end of the method's grid:
+the loss may fall further beyond it, so the method's best rate is not known (a warning says so).
 
 The selected cells stand for their (method, size) in everything that compares methods or sizes
 (learning vs forgetting, significance, the Pareto view, saturation, early vs final, ``curatune
@@ -84,6 +86,9 @@ def select_learning_rates(cells: list[CellInfo]) -> LrSelection:
         loss = cell.validation_loss if cell.status == "done" else None
         if loss is not None and np.isfinite(loss):
             losses[(cell.method, cell.size)][cell.lr][cell.seed] = loss
+    rates = defaultdict(set)  # every rate of each method's grid, finished or not
+    for cell in grid:
+        rates[cell.method].add(cell.lr)
     chosen: dict[tuple[str, int], float] = {}
     for (method, size), by_rate in sorted(losses.items()):
         most = max(len(seeds) for seeds in by_rate.values())
@@ -104,6 +109,7 @@ def select_learning_rates(cells: list[CellInfo]) -> LrSelection:
             "mean_validation_loss": best["mean_validation_loss"], "n_seeds": len(best["seeds"]),
             "tie": len(ties) > 1, "candidates": candidates,
             **_runner_up(by_rate, best, competing[1] if len(competing) > 1 else None, tie=len(ties) > 1),
+            "at_grid_edge": _edge(best["lr"], rates[method]),
         })
     for cell in sorted(grid, key=lambda c: (c.method, c.size, c.lr, c.seed)):
         selected = chosen.get((cell.method, cell.size)) == cell.lr
@@ -111,12 +117,34 @@ def select_learning_rates(cells: list[CellInfo]) -> LrSelection:
             "cell": cell.key, "method": cell.method, "size": cell.size, "seed": cell.seed, "lr": cell.lr,
             "status": cell.status, "validation_loss": cell.validation_loss, "selected": selected,
         })
+    for (method, edge), sizes in _edges(selection.choices).items():
+        beyond = "above" if edge == "largest" else "below"
+        selection.warnings.append(
+            f"{method}: the selected learning rate is the grid's {edge} at n={', '.join(map(str, sizes))}: "
+            f"the validation loss may fall further {beyond} the grid; add a rate {beyond} "
+            f"{format_lr(max(rates[method]) if edge == 'largest' else min(rates[method]))} to train.learning_rates "
+            "to find that method's best rate")
     without = sorted({(c.method, c.size) for c in grid} - set(chosen))
     if without:
         selection.warnings.append(
             "no learning rate selected for " + ", ".join(f"{m} n={n}" for m, n in without)
             + ": none of their grid cells finished with a validation loss; their cells are left out of comparisons")
     return selection
+
+
+def _edge(lr: float, rates: set[float]) -> str | None:
+    """'largest' or 'smallest' when ``lr`` is at an end of a grid of two or more rates."""
+    if len(rates) < 2:
+        return None
+    return "largest" if lr == max(rates) else "smallest" if lr == min(rates) else None
+
+
+def _edges(choices: list[dict[str, Any]]) -> dict[tuple[str, str], list[int]]:
+    out: dict[tuple[str, str], list[int]] = {}
+    for choice in choices:
+        if choice["at_grid_edge"] and not choice["tie"]:
+            out.setdefault((choice["method"], choice["at_grid_edge"]), []).append(choice["size"])
+    return out
 
 
 def _runner_up(by_rate: dict[float, dict[int, float]], best: dict[str, Any], runner: dict[str, Any] | None,
@@ -136,10 +164,17 @@ def _runner_up(by_rate: dict[float, dict[int, float]], best: dict[str, Any], run
             "per_seed_margin": per_seed, "agreement": agreement}
 
 
+def selected_text(choice: dict[str, Any]) -> str:
+    """'5e-5', '5e-5 (tie)' or '5e-5 (grid max)': the selected rate as the report and app show it."""
+    edge = {"largest": " (grid max)", "smallest": " (grid min)"}.get(choice.get("at_grid_edge") or "", "")
+    return format_lr(choice["lr"]) + (" (tie)" if choice["tie"] else edge)
+
+
 def margin_text(choice: dict[str, Any]) -> str:
     """'0.0123 below 5e-4 (every seed: 0.0101, 0.0145)' for a selection's lead over its runner-up."""
     if choice.get("runner_up") is None:
-        return "only rate"
+        incomplete = sum(not c["complete"] for c in choice.get("candidates") or [])
+        return f"no rival with as many seeds ({incomplete} incomplete)" if incomplete else "only rate"
     seeds = ", ".join(f"{m:+.4f}" for m in choice["per_seed_margin"].values())
     return f"{choice['margin']:.4f} below {format_lr(choice['runner_up'])} ({choice['agreement']}: {seeds})"
 
