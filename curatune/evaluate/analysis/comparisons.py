@@ -360,7 +360,6 @@ def paired_entry(
     return entry
 
 
-
 def compare_cells(
     run_dir: RunDir,
     index: ScoreIndex,
@@ -476,12 +475,14 @@ def compare_methods(
     for method in (m for m in methods if m != reference):
         for size in sorted(size for m, size in groups if m == method and (reference, size) in groups):
             seeds = sorted(set(groups[(reference, size)]) & set(groups[(method, size)]))
+            if not seeds:
+                continue
             cells_a = [groups[(reference, size)][seed] for seed in seeds]
             cells_b = [groups[(method, size)][seed] for seed in seeds]
             for suite in roles.task + roles.general:
                 metric = roles.primary[suite]
                 values = [[index.get(cell, stage, suite, metric) for cell in cells] for cells in (cells_a, cells_b)]
-                if not seeds or any(v is None for side in values for v in side):
+                if any(v is None for side in values for v in side):
                     continue
                 entry = paired_entry(items, suite, metric, [(c, stage) for c in cells_a],
                                      [(c, stage) for c in cells_b], settings, table,

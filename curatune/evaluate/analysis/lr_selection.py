@@ -171,7 +171,7 @@ def selected_text(choice: dict[str, Any]) -> str:
 
 
 def margin_text(choice: dict[str, Any]) -> str:
-    """'0.0123 below 5e-4 (every seed: 0.0101, 0.0145)' for a selection's lead over its runner-up."""
+    """'0.0123 below 5e-4 (every seed: +0.0101, +0.0145)' for a selection's lead over its runner-up."""
     if choice.get("runner_up") is None:
         incomplete = sum(not c["complete"] for c in choice.get("candidates") or [])
         return f"no rival with as many seeds ({incomplete} incomplete)" if incomplete else "only rate"
