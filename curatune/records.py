@@ -32,9 +32,13 @@ RECORD_COLUMNS = ["id", "messages", "category", "source", "meta"]
 #: ``kept_as`` is the id of the shortened record in kept.parquet). ``turn``: index into
 #: ``messages`` of the first message removed (trim) or flagged (drop), -1 for a rule that
 #: judges the whole record. ``span``: the exact flagged text inside that message, or "".
-LEDGER_COLUMNS = ["step", "reason", "detail", "duplicate_of", "cluster_id", "action", "turn", "span", "kept_as"]
-#: What the columns added with turn-level curation mean for rows written before them.
-LEDGER_DEFAULTS: dict[str, Any] = {"action": "drop", "turn": -1, "span": "", "kept_as": None}
+#: ``eval_item``: for a ``contaminated`` record, the evaluation item it overlaps, as
+#: "<file>:<line>:<field>" for a suite file or "<source>:<record id>:<prompt|response>" for an
+#: ``eval_sources`` record (its record id is the example_id of the held-out samples); else None.
+LEDGER_COLUMNS = ["step", "reason", "detail", "duplicate_of", "cluster_id", "action", "turn", "span", "kept_as",
+                  "eval_item"]
+#: What the columns added after the first ledgers mean for rows written before them.
+LEDGER_DEFAULTS: dict[str, Any] = {"action": "drop", "turn": -1, "span": "", "kept_as": None, "eval_item": None}
 
 
 def with_ledger_defaults(frame: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +50,8 @@ def with_ledger_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     frame["action"] = frame["action"].map(lambda a: a if a in ("drop", "trim") else "drop")
     frame["turn"] = pd.to_numeric(frame["turn"], errors="coerce").fillna(-1).astype(int)
     frame["span"] = frame["span"].map(lambda s: s if isinstance(s, str) else "")
-    frame["kept_as"] = frame["kept_as"].map(lambda s: s if isinstance(s, str) and s else None).astype(object)
+    for column in ("kept_as", "eval_item"):
+        frame[column] = frame[column].map(lambda s: s if isinstance(s, str) and s else None).astype(object)
     return frame
 
 

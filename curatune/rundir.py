@@ -7,7 +7,8 @@ Layout (documented in the README, keep both in step)::
       config.yaml                   the resolved config of the latest stage, re-runnable as is
       curate/
         kept.parquet                records that survived curation (RECORD_COLUMNS)
-        removed.parquet             every removed record + step, reason, detail, duplicate_of, cluster_id
+        removed.parquet             every removed record + step, reason, detail, duplicate_of, cluster_id,
+                                    action, turn, span, kept_as, eval_item (records.LEDGER_COLUMNS)
         report.json                 counts, per-step stats, category distributions
       audit/labels.jsonl            right/wrong labels of audited records, keyed by (id, reason); outlives re-curation
       train/

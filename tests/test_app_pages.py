@@ -181,6 +181,21 @@ def test_curation_browser_twin_removed_later_and_missing(monkeypatch, runs_root,
     assert "0 of 23" in texts(at.caption)
 
 
+def test_curation_browser_names_the_evaluation_item_a_contaminated_record_leaks(monkeypatch, runs_root, tmp_path):
+    run = tmp_path / "leaky"
+    shutil.copytree(runs_root / "raw", run)
+    removed = pd.read_parquet(run / "curate" / "removed.parquet")
+    leak = removed.iloc[[0]].assign(id="leak0000", reason="contaminated", step="decontaminate",
+                                    detail="84% n-gram overlap with eval item arc.jsonl:7:query",
+                                    duplicate_of=None, eval_item="arc.jsonl:7:query")
+    pd.concat([removed, leak], ignore_index=True).to_parquet(run / "curate" / "removed.parquet")
+    at = app(monkeypatch, run, page="curation")
+    table = frame(at, "eval_item", "preview")
+    assert table.loc[table["id"] == "leak0000", "eval_item"].tolist() == ["arc.jsonl:7:query"]
+    plain = app(monkeypatch, runs_root / "curated", page="curation")  # no contaminated rows: no such column
+    assert "eval_item" not in frame(plain, "duplicate_of", "preview").columns
+
+
 # ----------------------------------------------------------------------------- Audit
 
 

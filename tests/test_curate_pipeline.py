@@ -133,6 +133,11 @@ def test_decontamination_uses_eval_suites_and_eval_sources(tmp_path):
     assert report["removed_by_reason"] == {"contaminated": 2}
     removed = pd.read_parquet(RunDir(cfg.run_dir).removed)
     assert sorted(removed.detail.str.contains("suite.jsonl").tolist()) == [False, True]
+    # the ledger names each leaked evaluation item: the suite's line, and the held-out record by its id
+    from curatune.data.loaders import load_sources
+
+    held = load_sources(cfg.data.eval_sources).records[0]
+    assert sorted(removed.eval_item, key=len) == ["suite.jsonl:1:query", f"{held.source}:{held.id}:response"]  # its prompt is too short to match
 
 
 def test_cli_shortcut_and_config(tmp_path):

@@ -289,6 +289,7 @@ def test_decontaminate_against_jsonl_suite(tmp_path):
     result = Decontaminate(DecontaminateConfig()).run(records, ctx)
     assert {r.record.prompt for r in result.removed} == {records[0].prompt, records[2].prompt}
     assert "suite.jsonl:1:query" in result.removed[0].detail
+    assert [r.eval_item for r in result.removed] == ["suite.jsonl:1:query", "suite.jsonl:2:query"]
 
 
 def test_decontaminate_short_phrase_and_template_ngrams(tmp_path):

@@ -93,7 +93,7 @@ def _ledger_with_text(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
     for column in ("detail", "duplicate_of", "category", "source"):
         if column not in frame.columns:
             frame[column] = None
-    frame = with_ledger_defaults(frame)  # action/turn/span/kept_as; an older ledger reads as drops
+    frame = with_ledger_defaults(frame)  # action/turn/span/kept_as/eval_item; an older ledger reads as drops
     frame["text"] = frame["messages"].map(conversation_text) if "messages" in frame.columns else ""
     return frame
 

@@ -38,7 +38,8 @@ class Removal:
     the flagged message (drop); -1 when the rule judges the whole record. ``span``: the
     exact flagged text, a substring of the flagged message ("" when there is none).
     ``replacement``: for a trim, the shortened record that takes the original's place
-    among the kept records (its id goes to the ledger's ``kept_as``).
+    among the kept records (its id goes to the ledger's ``kept_as``). ``eval_item``: the
+    evaluation item a contaminated record overlaps (the ledger column of that name).
     """
 
     record: Record
@@ -50,6 +51,7 @@ class Removal:
     turn: int = -1
     span: str = ""
     replacement: Record | None = None
+    eval_item: str | None = None
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:

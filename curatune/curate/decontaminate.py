@@ -305,5 +305,6 @@ class Decontaminate(Step):
                 kept.append(record)
             else:
                 item_id, overlap = match
-                removed.append(Removal(record, "contaminated", f"{overlap:.0%} n-gram overlap with eval item {item_id}"))
+                removed.append(Removal(record, "contaminated", f"{overlap:.0%} n-gram overlap with eval item {item_id}",
+                                       eval_item=item_id))
         return StepResult(kept, removed, {"eval_texts": len(index), "template_ngrams_ignored": index.template_grams})

@@ -58,7 +58,7 @@ def ledger_frame(removals: list[Removal], step: str) -> pd.DataFrame:
         row.update(
             step=step, reason=r.reason, detail=r.detail, duplicate_of=r.duplicate_of, cluster_id=r.cluster_id,
             action=r.action, turn=int(r.turn), span=r.span or "",
-            kept_as=r.replacement.id if r.replacement is not None else None,
+            kept_as=r.replacement.id if r.replacement is not None else None, eval_item=r.eval_item,
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=RECORD_COLUMNS + LEDGER_COLUMNS)

@@ -30,7 +30,8 @@ from curatune.evaluate.compare import (  # noqa: E402
 )
 from curatune.rundir import RunDir  # noqa: E402
 
-#: decontaminate's ledger detail: "...overlap with eval item <path>:<line>:<id>:<field>"
+#: decontaminate's ledger detail in ledgers from before the eval_item column:
+#: "...overlap with eval item <path>:<line>:<id>:<field>"
 LEAKED_ITEM = re.compile(r"eval item .*:(\d+):([0-9a-f]+):\w+$")
 
 
@@ -45,9 +46,13 @@ def comparison_table(result: dict) -> list[str]:
 
 
 def leaked_ids(curated: RunDir) -> set[str]:
+    """Ids of the held-out records that curation found in raw training records: the ledger's
+    eval_item "<source>:<record id>:<field>", or its detail text in older ledgers."""
     removed = pd.read_parquet(curated.removed)
-    details = removed.loc[removed["reason"] == "contaminated", "detail"].astype(str)
-    return {m.group(2) for m in map(LEAKED_ITEM.search, details) if m}
+    contaminated = removed[removed["reason"] == "contaminated"]
+    if "eval_item" in removed.columns and contaminated["eval_item"].notna().all():
+        return {item.rsplit(":", 2)[1] for item in contaminated["eval_item"]}
+    return {m.group(2) for m in map(LEAKED_ITEM.search, contaminated["detail"].astype(str)) if m}
 
 
 def split_table(curated: RunDir, raw: RunDir, sizes: list[int], seeds: list[int]) -> list[str]:

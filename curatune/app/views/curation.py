@@ -180,7 +180,10 @@ def browser(run: RunData) -> None:
         action=shown["action"].map(ACTION_NAMES),
         turns=shown.apply(_turns_column, axis=1),
     )
-    st.dataframe(table[["id", "action", "reason", "turns", "step", "detail", "category", "duplicate_of", "preview"]],
+    columns = ["id", "action", "reason", "turns", "step", "detail", "category", "duplicate_of", "preview"]
+    if table["eval_item"].notna().any():  # contaminated rows: the evaluation text each overlaps
+        columns.insert(columns.index("duplicate_of"), "eval_item")
+    st.dataframe(table[columns],
                  hide_index=True, height=260, key="removed_table", placeholder="—")
     options = list(shown.index[:BROWSER_LIMIT])
     if len(shown) > BROWSER_LIMIT:
