@@ -13,6 +13,19 @@ from curatune.train.sweep import run_sweep
 from train_helpers import curated_run_dir, make_records
 
 
+def test_no_progress_still_logs_one_line_per_cell(capfd):
+    """--no-progress (progress=False) turns the bars off, not the log: a sweep of hours in a log
+    file must still say which cells finished."""
+    from curatune.train.cell import CellOutcome
+    from curatune.train.sweep import SweepProgress
+
+    for asked in (True, False):  # stderr is a pipe here: plain lines either way
+        bars = SweepProgress(asked, total_cells=2, estimated_steps={"lora-n4-s0": 3})
+        bars.cell_finished("lora-n4-s0", CellOutcome("lora-n4-s0", "done", wall_seconds=1.25))
+        bars.close()
+        assert capfd.readouterr().err == "sweep: 1/2 cells: lora-n4-s0 done (1.2 s)\n"
+
+
 @pytest.mark.slow
 def test_sweep_and_evaluate_logs_are_plain_lines_and_adapters_name_the_given_base(tmp_path, tiny_model_dir, capfd):
     from curatune.evaluate.runner import run_evaluate
@@ -37,6 +50,7 @@ def test_sweep_and_evaluate_logs_are_plain_lines_and_adapters_name_the_given_bas
     assert "\x1b[A" not in log and "\r" not in log, "progress-bar redraws in a log"
     assert "FutureWarning" not in log and "is deprecated" not in log
     assert "sweep: 1/1 cells: lora-n4-s0 done" in err
+    assert "evaluate: 1/2 units: base task (" in err and "evaluate: 2/2 units: lora-n4-s0/final task (" in err
 
     (cell,) = list_cells(run_dir)
     for stage in ("early", "final"):

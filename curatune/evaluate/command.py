@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option(
             [], "--set", help="Override a config key: key.path=value (repeatable), e.g. --set evaluate.limit_heldout=50."
         ),
-        no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars (for logs)."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bars; one plain line per scored unit instead (as in a log)."),
         merge_only: bool = typer.Option(
             False, "--merge-only",
             help="Score nothing: rebuild scores.parquet and the analysis from the units already scored "

@@ -52,7 +52,7 @@ from curatune.rundir import (
     read_json,
 )
 from curatune.runlock import holds_stage_lock
-from curatune.terminal import bars_enabled, quiet_model_loading
+from curatune.terminal import bars_enabled, log_line, quiet_model_loading
 from curatune.tracking import cell_steps, log_eval_scores, tracker_problems
 
 STAGE_ORDER = {"base": 0, "early": 1, "final": 2}
@@ -356,9 +356,13 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
                         # another `curatune evaluate` on this run (e.g. one per stage) finished it meanwhile
                         reused += 1
                     else:
+                        unit_started = time.perf_counter()
                         evaluator.score_unit(suite, target, model, tokenizer)
                         scored += 1
                         scored_units.append((target.cell, target.stage, suite.name))
+                        if not progress:  # no bar (a log, or --no-progress): one plain line per unit
+                            log_line(f"evaluate: {scored}/{total} units: {target.label} {suite.name} "
+                                     f"({time.perf_counter() - unit_started:.1f} s)")
                     evaluator.store.merge(units)
                     bar.update(1)
             finally:

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
                                        "The plan still lists the whole grid."),
         plan_only: bool = typer.Option(False, "--plan", help="Write the held-out split, subsets and plan, "
                                        "print the grid, train nothing."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (for logs)."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bars; one plain line per finished cell instead (as in a log)."),
     ) -> None:
         """Fine-tune the grid sizes x methods x seeds on nested subsets of the curated data (or the raw data with train.data=raw).
 

@@ -48,9 +48,10 @@ class SweepProgress:
     and one bar for the steps of the cell in progress."""
 
     def __init__(self, enabled: bool, total_cells: int, estimated_steps: dict[str, int]):
-        # Live bars on a terminal only; a log (stderr not a terminal) gets one plain line per cell.
+        # Live bars on a terminal only; otherwise (a log, or --no-progress) one plain line per cell:
+        # a sweep of hours must say what it has done wherever its output goes.
         self.enabled = bars_enabled(enabled)
-        self.plain = bool(enabled) and not self.enabled
+        self.plain = not self.enabled
         self.total_cells = total_cells
         self.finished = 0
         self.estimates = dict(estimated_steps)
