@@ -219,7 +219,8 @@ def test_selection_says_whether_every_seed_prefers_the_winner():
     assert choices[4]["per_seed_margin"] == {0: pytest.approx(-0.1), 1: pytest.approx(0.3)}
     assert choices[8]["agreement"] == "every seed" and choices[8]["per_seed_margin"] == {
         0: pytest.approx(0.05), 1: pytest.approx(0.1)}
-    assert choices[16]["runner_up"] is None and margin_text(choices[16]) == "only rate"
+    assert choices[16]["runner_up"] is None and margin_text(choices[16]) == "no other rate finished"
+    assert margin_text(select_learning_rates([_info("lora", 4, 0, 1e-4, 1.0)]).choices[0]) == "only rate"
     assert margin_text(choices[4]) == "0.1000 below 1e-4 (seeds disagree: -0.1000, +0.3000)"
     # a rate at an end of the grid: the best rate may lie beyond it, and a warning says so
     selection = select_learning_rates(cells)

@@ -109,7 +109,7 @@ def select_learning_rates(cells: list[CellInfo]) -> LrSelection:
             "mean_validation_loss": best["mean_validation_loss"], "n_seeds": len(best["seeds"]),
             "tie": len(ties) > 1, "candidates": candidates,
             **_runner_up(by_rate, best, competing[1] if len(competing) > 1 else None, tie=len(ties) > 1),
-            "at_grid_edge": _edge(best["lr"], rates[method]),
+            "at_grid_edge": _edge(best["lr"], rates[method]), "grid_rates": sorted(rates[method]),
         })
     for cell in sorted(grid, key=lambda c: (c.method, c.size, c.lr, c.seed)):
         selected = chosen.get((cell.method, cell.size)) == cell.lr
@@ -174,7 +174,9 @@ def margin_text(choice: dict[str, Any]) -> str:
     """'0.0123 below 5e-4 (every seed: +0.0101, +0.0145)' for a selection's lead over its runner-up."""
     if choice.get("runner_up") is None:
         incomplete = sum(not c["complete"] for c in choice.get("candidates") or [])
-        return f"no rival with as many seeds ({incomplete} incomplete)" if incomplete else "only rate"
+        if incomplete:
+            return f"no rival with as many seeds ({incomplete} incomplete)"
+        return "no other rate finished" if len(choice.get("grid_rates") or []) > 1 else "only rate"
     seeds = ", ".join(f"{m:+.4f}" for m in choice["per_seed_margin"].values())
     return f"{choice['margin']:.4f} below {format_lr(choice['runner_up'])} ({choice['agreement']}: {seeds})"
 
