@@ -21,6 +21,8 @@ from curatune.rundir import (
     CellInfo,
     CellSpec,
     RunDir,
+    atomic_write_json,
+    atomic_write_parquet,
     cell_key,
     format_lr,
     list_cells,
@@ -265,6 +267,28 @@ def test_analysis_compares_the_selected_cells_only_and_lists_the_others(tmp_path
     task_fit = next(s for s in analysis["saturation"] if s["suite"] == "task" and s["method"] == "lora")
     assert task_fit["sizes"] == [4, 8] and task_fit["n_seeds"] == [2, 2]
     assert task_fit["means"] == pytest.approx([0.405, 0.555])
+
+
+def test_cells_of_an_earlier_grid_are_left_out_and_counted_apart(tmp_path):
+    """The grid moved (train.learning_rates changed): an old rate's cell folder and scores stay on
+    disk, but the plan no longer lists it. It must not enter any comparison, nor count as done."""
+    run = _grid_run(tmp_path / "run")
+    old = CellSpec("lora", 4, 0, 5e-3)
+    atomic_write_json(old.path(run) / "done.json", {"key": old.key, "validation_loss": 0.1})
+    scores = pd.read_parquet(run.scores)
+    extra = scores[scores["cell"] == "lora-lr1e-4-n4-s0"].assign(cell=old.key, value=0.99)
+    atomic_write_parquet(run.scores, pd.concat([scores, extra], ignore_index=True))
+    analysis = analyze_run(run)
+    assert old.key not in {r["cell"] for r in analysis["learning_forgetting"]}
+    points = {p["size"]: p for p in analysis["pareto"] if p["method"] == "lora"}
+    assert points[4]["task_gain"] == pytest.approx(100 * (0.405 - 0.3)) and points[4]["n_seeds"] == 2
+    from curatune.evaluate.report import sweep_status
+
+    status = sweep_status(run)
+    assert (status["planned"], status["done"], status["not_planned"]) == (8, 8, [old.key])
+    console = Console(record=True, width=250)
+    render_report(build_report(run.root), console)
+    assert "8 cells done of 8 planned, 0 failed, 0 pending; 1 cell folders the plan no longer lists" in console.export_text()
 
 
 def test_compare_resolves_a_key_without_rate_to_the_selected_cell(tmp_path):

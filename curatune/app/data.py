@@ -411,11 +411,20 @@ def prefixed_columns(frame: pd.DataFrame, prefix: str) -> list[str]:
     return [c for c in frame.columns if c.startswith(prefix + ".")]
 
 
-def unselected_cells(analysis: dict | None) -> set[str]:
-    """Cells of a learning-rate grid whose rate was not selected (analysis.json lr_selection): the
-    pages that compare methods or sizes leave them out, as the analysis does."""
+def compared_cells(analysis: dict | None, cells: pd.Series) -> pd.Series:
+    """Which of ``cells`` the pages that compare methods or sizes show, as the analysis does: in a
+    learning-rate grid run (analysis.json lr_selection) the selected rate's cells and cells without
+    a rate; grid cells of other rates, listed or from an earlier grid, are left out."""
     selection = (analysis or {}).get("lr_selection") or {}
-    return set(selection.get("unselected_cells") or []) if selection.get("active") else set()
+    if not selection.get("active"):
+        return pd.Series(True, index=cells.index)
+    selected = set(selection.get("selected_cells") or [])
+
+    def shown(cell: str) -> bool:
+        parsed = parse_cell_key(str(cell))
+        return parsed is None or parsed.lr is None or cell in selected
+
+    return cells.map(shown).astype(bool)
 
 
 def pareto_points(analysis: dict | None) -> pd.DataFrame:

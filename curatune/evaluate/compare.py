@@ -102,10 +102,10 @@ class TwoRunItems:
 def _groups(run: RunDir, index: ScoreIndex) -> dict[tuple[str, int], dict[int, str]]:
     """(method, size) -> {seed: cell} of the cells the analysis compares (in a learning-rate grid
     run, the selected rate's cells only)."""
-    unselected = run_selection(run).unselected_cells
+    selection = run_selection(run)
     out: dict[tuple[str, int], dict[int, str]] = {}
     for cell in index.cells:
-        if cell["cell"] not in unselected:
+        if selection.compares(str(cell["cell"])):
             out.setdefault((str(cell["method"]), int(cell["size"])), {})[int(cell["seed"])] = str(cell["cell"])
     return out
 

@@ -39,6 +39,7 @@ from curatune.rundir import (
     cell_key,
     cell_status,
     format_lr,
+    is_merged_method,
     parse_cell_key,
     plan_lr,
     read_json,
@@ -131,12 +132,20 @@ def _audit(run: RunDir) -> dict[str, Any] | None:
 
 
 def sweep_status(run: RunDir) -> dict[str, Any] | None:
-    """Planned cells (train/plan.json) against the cell folders on disk."""
+    """Planned cells (train/plan.json) against the cell folders on disk. Folders of cells the plan
+    no longer lists (an earlier grid, other sizes) are counted apart, not as done."""
     if not run.train.exists():
         return None
-    done, failed = [], []
+    planned = None
+    if run.plan.exists():
+        plan = _read_json_file(run.plan)
+        planned = [cell_key(c["method"], c["size"], c["seed"], plan_lr(c)) for c in plan.get("cells", [])]
+    done, failed, not_planned = [], [], []
     costs: dict[str, list[dict[str, Any]]] = {}
     for cell, folder in run.cell_folders():
+        if planned is not None and cell_key(*cell) not in planned and not is_merged_method(cell.method):
+            not_planned.append(cell_key(*cell))
+            continue
         status = cell_status(folder)
         if status == "done":
             done.append(cell_key(*cell))
@@ -149,16 +158,13 @@ def sweep_status(run: RunDir) -> dict[str, Any] | None:
             except (OSError, ValueError, AttributeError):
                 error = ["failed.json unreadable"]
             failed.append({"cell": cell_key(*cell), "error": error[0] if error else ""})
-    planned = None
-    if run.plan.exists():
-        plan = _read_json_file(run.plan)
-        planned = [cell_key(c["method"], c["size"], c["seed"], plan_lr(c)) for c in plan.get("cells", [])]
     finished = set(done) | {f["cell"] for f in failed}
     return {
         "planned": len(planned) if planned is not None else None,
         "done": len(done),
         "failed": failed,
         "pending": [c for c in planned if c not in finished] if planned is not None else [],
+        "not_planned": not_planned,
         "methods": {method: _method_cost(markers) for method, markers in sorted(costs.items())},
     }
 
@@ -362,6 +368,9 @@ def _render_summary(summary: dict[str, Any], console: Console) -> None:
     if sweep:
         planned = f" of {sweep['planned']} planned" if sweep["planned"] is not None else ""
         text = f"{sweep['done']} cells done{planned}, {len(sweep['failed'])} failed, {len(sweep['pending'])} pending"
+        if sweep.get("not_planned"):
+            text += (f"; {len(sweep['not_planned'])} cell folders the plan no longer lists (an earlier grid or sizes), "
+                     "left out")
         grid.add_row("sweep", text)
         for failure in sweep["failed"][:5]:
             grid.add_row("", f"[red]failed[/red] {escape(failure['cell'])}: {escape(failure['error'])}")

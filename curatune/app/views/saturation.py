@@ -9,9 +9,9 @@ from curatune.app import charts, ui
 from curatune.app.data import (
     RunData,
     analysis_suites,
+    compared_cells,
     early_vs_final_frame,
     saturation_frame,
-    unselected_cells,
 )
 
 
@@ -38,7 +38,7 @@ def run_input(run: RunData, suite: str, metric: str, stage: str, style: int) -> 
     if scores is None:
         return None
     sel = scores[(scores["suite"] == suite) & (scores["metric"] == metric)]
-    sel = sel[~sel["cell"].isin(unselected_cells(run.analysis()))]  # a learning-rate grid: the selected rates
+    sel = sel[compared_cells(run.analysis(), sel["cell"])]  # a learning-rate grid: the selected rates
     points = sel[sel["stage"] == stage][["method", "size", "seed", "value"]]
     if points.empty:
         return None

@@ -115,7 +115,7 @@ def analyze_run(
     # (lr_selection's rule); the other rates' cells stay listed in analysis["lr_selection"].
     selection = run_selection(run_dir)
     if selection.active:
-        scores = scores[~scores["cell"].isin(selection.unselected_cells)].reset_index(drop=True)
+        scores = scores[scores["cell"].map(selection.compares)].reset_index(drop=True)
     table = MetricTable(config.metric_directions)
     roles = SuiteRoles.resolve(scores, config, table)
     index = ScoreIndex(scores)

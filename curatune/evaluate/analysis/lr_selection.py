@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from curatune.rundir import CellInfo, RunDir, format_lr, list_cells
+from curatune.rundir import CellInfo, RunDir, format_lr, list_cells, parse_cell_key
 
 RULE = ("per (method, size): the learning rate with the lowest mean validation loss over seeds (train/"
         "validation.parquet, carved from the training pool); only rates with the most finished seeds compete; "
@@ -60,6 +60,15 @@ class LrSelection:
     def unselected_cells(self) -> set[str]:
         """Grid cells that do not stand for their (method, size): left out of comparisons."""
         return {c["cell"] for c in self.cells if not c["selected"]}
+
+    def compares(self, cell: str) -> bool:
+        """Whether ``cell`` stands for its (method, size) in comparisons: every cell of a run without
+        a grid, a cell without a rate (the base model, a merge), or a selected grid cell. A grid cell
+        the plan no longer lists (an earlier grid's rate whose scores are still on disk) does not."""
+        if not self.active:
+            return True
+        parsed = parse_cell_key(cell)
+        return parsed is None or parsed.lr is None or cell in self.selected_cells
 
     def selected_rate(self, method: str, size: int) -> float | None:
         for choice in self.choices:
