@@ -47,3 +47,20 @@ def test_runs_page_lists_each_grid_cell_with_its_rate_and_validation_loss(monkey
     assert {"lr", "validation loss"} <= set(table.columns) and len(table) == 8
     row = table[table["cell"] == "lora-lr1e-3-n8-s1"].iloc[0]
     assert row["lr"] == 1e-3 and row["validation loss"] == pytest.approx(0.71)
+
+
+def test_runs_page_leaves_out_cells_of_an_earlier_grid(monkeypatch, grid_dir, tmp_path):
+    """A rate dropped from train.learning_rates leaves its folders on disk: not a cell of this run."""
+    import shutil
+
+    from curatune.rundir import CellSpec, RunDir, atomic_write_json
+
+    root = tmp_path / "moved"
+    shutil.copytree(grid_dir, root)
+    old = CellSpec("lora", 4, 0, 5e-3)
+    atomic_write_json(old.path(RunDir(root)) / "done.json", {"key": old.key, "validation_loss": 0.1})
+    at = app(monkeypatch, root, page="runs")
+    table = next(df.value for df in at.dataframe if "cell" in getattr(df.value, "columns", []))
+    table = getattr(table, "data", table)
+    assert len(table) == 8 and old.key not in set(table["cell"])
+    assert any("1 cell folders on disk are not in this run's plan" in c.value for c in at.caption)

@@ -40,6 +40,7 @@ from curatune.rundir import (  # noqa: F401  (CELL_STATUSES is re-exported for t
     RunDir,
     cell_key,
     cell_status,
+    is_merged_method,
     parse_cell_key,
     plan_lr,
 )
@@ -305,7 +306,9 @@ class RunData:
         return str((manifest.get("config") or {}).get("name") or self.label)
 
     def cells(self) -> pd.DataFrame:
-        """Every sweep cell, planned or found on disk, with its status and timings."""
+        """Every sweep cell with its status and timings: the plan's cells and merged cells on disk
+        (every cell folder on disk while there is no plan yet). Folders the plan no longer lists
+        (an earlier grid's rates or sizes) are left out: :meth:`not_planned` names them."""
         planned: dict[CellId, Path] = {}
         plan = self.plan() or {}
         for cell in plan.get("cells") or []:
@@ -315,7 +318,10 @@ class RunData:
                 raise RunFileError(f"{self.dir.plan}: a cell lacks method/size/seed ({cell!r})") from exc
             path = Path(cell["path"]) if cell.get("path") else self.dir.cell(*key)
             planned[key] = path if path.is_absolute() else self.root / path
+        listed = set(planned)
         for key, folder in self.dir.cell_folders():  # cells on disk but not (yet) in a plan
+            if listed and key not in listed and not is_merged_method(key.method):
+                continue  # the plan no longer lists it
             planned.setdefault(key, folder)
         # sorted with a missing lr first (None does not compare with floats)
         ordered = sorted(planned.items(), key=lambda kv: (kv[0].method, kv[0].size, kv[0].seed, kv[0].lr or 0.0))
@@ -333,6 +339,16 @@ class RunData:
                        "trainable_parameters", "weights_bytes", "validation_loss"):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
         return frame
+
+    def not_planned(self) -> list[str]:
+        """Keys of cell folders on disk that the plan no longer lists (none without a plan)."""
+        plan = self.plan() or {}
+        listed = {cell_key(str(c.get("method")), int(c.get("size", 0)), int(c.get("seed", 0)), plan_lr(c))
+                  for c in plan.get("cells") or [] if isinstance(c, dict)}
+        if not listed:
+            return []
+        return [cell_key(*key) for key, _ in self.dir.cell_folders()
+                if cell_key(*key) not in listed and not is_merged_method(key.method)]
 
     def sample_files(self) -> pd.DataFrame:
         """Index of eval/samples/<suite>/<cell>__<stage>.parquet files."""

@@ -76,6 +76,11 @@ def sweep(run: RunData) -> None:
         ui.missing_note(run, run.dir.plan, "Sweep plan", "the sweep stage",
                         consequence="No fine-tuning cells to show yet.")
         return
+    not_planned = run.not_planned()
+    if not_planned:
+        st.caption(f"{len(not_planned)} cell folders on disk are not in this run's plan any more (an earlier "
+                   f"learning-rate grid or sizes, e.g. {', '.join(not_planned[:3])}): they are left out here and "
+                   "in every comparison.")
     counts = cells["status"].value_counts()
     cols = st.columns(5)
     for col, status in zip(cols, CELL_STATUSES):
