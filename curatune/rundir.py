@@ -576,6 +576,22 @@ def plan_lr(cell: dict[str, Any]) -> float | None:
     return float(lr) if lr is not None else None
 
 
+def plan_cell_keys(plan: dict[str, Any]) -> list[str]:
+    """The keys of the cells a train/plan.json (already read) lists, in its order."""
+    return [cell_key(c["method"], c["size"], c["seed"], plan_lr(c)) for c in plan.get("cells") or []]
+
+
+def not_planned_folders(run_dir: "RunDir", planned: list[str] | set[str]) -> list[str]:
+    """Keys of cell folders on disk that the plan (``planned`` keys) no longer lists: an earlier
+    grid's rates or sizes. Merged cells are never in a plan, so they do not count; with no
+    planned keys (no plan yet) there is nothing to compare with and the list is empty."""
+    if not planned:
+        return []
+    planned = set(planned)
+    return [cell_key(*key) for key, _ in run_dir.cell_folders()
+            if cell_key(*key) not in planned and not is_merged_method(key.method)]
+
+
 # ----------------------------------------------------------------------------- tolerant readers
 
 

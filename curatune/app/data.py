@@ -30,6 +30,7 @@ from curatune.app.discovery import (  # noqa: F401
 from curatune.app.discovery import discover_runs as _discover_runs
 from curatune.curate.audit import normalize_ledger
 from curatune.errors import CuratuneError
+from curatune.evaluate.analysis.lr_selection import stands_for
 from curatune.records import with_ledger_defaults
 from curatune.rundir import (  # noqa: F401  (CELL_STATUSES is re-exported for the views)
     CELL_STATUSES,
@@ -41,7 +42,9 @@ from curatune.rundir import (  # noqa: F401  (CELL_STATUSES is re-exported for t
     cell_key,
     cell_status,
     is_merged_method,
+    not_planned_folders,
     parse_cell_key,
+    plan_cell_keys,
     plan_lr,
 )
 
@@ -318,11 +321,10 @@ class RunData:
                 raise RunFileError(f"{self.dir.plan}: a cell lacks method/size/seed ({cell!r})") from exc
             path = Path(cell["path"]) if cell.get("path") else self.dir.cell(*key)
             planned[key] = path if path.is_absolute() else self.root / path
-        listed = set(planned)
+        outside = set(not_planned_folders(self.dir, [cell_key(*key) for key in planned]))
         for key, folder in self.dir.cell_folders():  # cells on disk but not (yet) in a plan
-            if listed and key not in listed and not is_merged_method(key.method):
-                continue  # the plan no longer lists it
-            planned.setdefault(key, folder)
+            if cell_key(*key) not in outside:  # not a folder the plan no longer lists
+                planned.setdefault(key, folder)
         # sorted with a missing lr first (None does not compare with floats)
         ordered = sorted(planned.items(), key=lambda kv: (kv[0].method, kv[0].size, kv[0].seed, kv[0].lr or 0.0))
         cells = tuple((m, n, s, lr, str(p)) for (m, n, s, lr), p in ordered)
@@ -342,13 +344,11 @@ class RunData:
 
     def not_planned(self) -> list[str]:
         """Keys of cell folders on disk that the plan no longer lists (none without a plan)."""
-        plan = self.plan() or {}
-        listed = {cell_key(str(c.get("method")), int(c.get("size", 0)), int(c.get("seed", 0)), plan_lr(c))
-                  for c in plan.get("cells") or [] if isinstance(c, dict)}
-        if not listed:
-            return []
-        return [cell_key(*key) for key, _ in self.dir.cell_folders()
-                if cell_key(*key) not in listed and not is_merged_method(key.method)]
+        try:
+            planned = plan_cell_keys(self.plan() or {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunFileError(f"{self.dir.plan}: a cell lacks method/size/seed ({exc})") from exc
+        return not_planned_folders(self.dir, planned)
 
     def sample_files(self) -> pd.DataFrame:
         """Index of eval/samples/<suite>/<cell>__<stage>.parquet files."""
@@ -435,12 +435,7 @@ def compared_cells(analysis: dict | None, cells: pd.Series) -> pd.Series:
     if not selection.get("active"):
         return pd.Series(True, index=cells.index)
     selected = set(selection.get("selected_cells") or [])
-
-    def shown(cell: str) -> bool:
-        parsed = parse_cell_key(str(cell))
-        return parsed is None or parsed.lr is None or cell in selected
-
-    return cells.map(shown).astype(bool)
+    return cells.map(lambda cell: stands_for(str(cell), selected)).astype(bool)
 
 
 def pareto_points(analysis: dict | None) -> pd.DataFrame:

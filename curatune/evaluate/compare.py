@@ -16,6 +16,7 @@ from curatune.errors import CuratuneError
 from curatune.evaluate.analysis import MetricTable, compare_cells, load_scores
 from curatune.evaluate.analysis.comparisons import (
     SampleItems,
+    cells_by_method_size,
     label_family,
     paired_entry,
 )
@@ -102,12 +103,7 @@ class TwoRunItems:
 def _groups(run: RunDir, index: ScoreIndex) -> dict[tuple[str, int], dict[int, str]]:
     """(method, size) -> {seed: cell} of the cells the analysis compares (in a learning-rate grid
     run, the selected rate's cells only)."""
-    selection = run_selection(run)
-    out: dict[tuple[str, int], dict[int, str]] = {}
-    for cell in index.cells:
-        if selection.compares(str(cell["cell"])):
-            out.setdefault((str(cell["method"]), int(cell["size"])), {})[int(cell["seed"])] = str(cell["cell"])
-    return out
+    return cells_by_method_size(index, run_selection(run).compares)
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, stage: str = "final") -> dict[str, Any]:

@@ -39,9 +39,9 @@ from curatune.rundir import (
     cell_key,
     cell_status,
     format_lr,
-    is_merged_method,
+    not_planned_folders,
     parse_cell_key,
-    plan_lr,
+    plan_cell_keys,
     read_json,
     read_json_or_none,
 )
@@ -139,12 +139,13 @@ def sweep_status(run: RunDir) -> dict[str, Any] | None:
     planned = None
     if run.plan.exists():
         plan = _read_json_file(run.plan)
-        planned = [cell_key(c["method"], c["size"], c["seed"], plan_lr(c)) for c in plan.get("cells", [])]
-    done, failed, not_planned = [], [], []
+        planned = plan_cell_keys(plan)
+    not_planned = not_planned_folders(run, planned or [])
+    outside = set(not_planned)
+    done, failed = [], []
     costs: dict[str, list[dict[str, Any]]] = {}
     for cell, folder in run.cell_folders():
-        if planned is not None and cell_key(*cell) not in planned and not is_merged_method(cell.method):
-            not_planned.append(cell_key(*cell))
+        if cell_key(*cell) in outside:
             continue
         status = cell_status(folder)
         if status == "done":

@@ -442,6 +442,16 @@ def mark_frontier_ordering(
 # ----------------------------------------------------------------------------- methods at each size
 
 
+def cells_by_method_size(index: ScoreIndex, keep: Callable[[str], bool] = lambda cell: True,
+                         ) -> dict[tuple[str, int], dict[int, str]]:
+    """(method, size) -> {seed: cell key} of the fine-tuned cells in ``index`` that ``keep`` accepts."""
+    groups: dict[tuple[str, int], dict[int, str]] = {}
+    for cell in index.cells:
+        if keep(str(cell["cell"])):
+            groups.setdefault((str(cell["method"]), int(cell["size"])), {})[int(cell["seed"])] = str(cell["cell"])
+    return groups
+
+
 def reference_method(methods: list[str]) -> str:
     """The method the others are compared with: full fine-tuning when the run has it (the
     baseline of Biderman et al. 2024), else LoRA (the usual default), else the first by name."""
@@ -464,9 +474,7 @@ def compare_methods(
     example id, plus each seed's own difference. In a learning-rate grid run ``index`` holds the
     selected rate's cells only, so this is the comparison at matched strength. p-values are
     adjusted over every (method, size, suite) entry together."""
-    groups: dict[tuple[str, int], dict[int, str]] = {}
-    for cell in index.cells:
-        groups.setdefault((str(cell["method"]), int(cell["size"])), {})[int(cell["seed"])] = str(cell["cell"])
+    groups = cells_by_method_size(index)
     methods = sorted({method for method, _ in groups})
     if len(methods) < 2:
         return {"reference": None, "stage": stage, "entries": []}

@@ -62,13 +62,8 @@ class LrSelection:
         return {c["cell"] for c in self.cells if not c["selected"]}
 
     def compares(self, cell: str) -> bool:
-        """Whether ``cell`` stands for its (method, size) in comparisons: every cell of a run without
-        a grid, a cell without a rate (the base model, a merge), or a selected grid cell. A grid cell
-        the plan no longer lists (an earlier grid's rate whose scores are still on disk) does not."""
-        if not self.active:
-            return True
-        parsed = parse_cell_key(cell)
-        return parsed is None or parsed.lr is None or cell in self.selected_cells
+        """Whether ``cell`` stands for its (method, size) in comparisons (see :func:`stands_for`)."""
+        return not self.active or stands_for(cell, self.selected_cells)
 
     def selected_rate(self, method: str, size: int) -> float | None:
         for choice in self.choices:
@@ -82,6 +77,14 @@ class LrSelection:
         return {"rule": RULE, "active": True, "selected": self.choices, "cells": self.cells,
                 "selected_cells": sorted(self.selected_cells), "unselected_cells": sorted(self.unselected_cells),
                 "warnings": self.warnings}
+
+
+def stands_for(cell: str, selected_cells: set[str]) -> bool:
+    """In a grid run, whether ``cell`` stands for its (method, size) in comparisons: a cell without
+    a rate (the base model, a merge) or a selected grid cell. A grid cell of another rate, listed or
+    from an earlier grid whose scores are still on disk, does not."""
+    parsed = parse_cell_key(cell)
+    return parsed is None or parsed.lr is None or cell in selected_cells
 
 
 def select_learning_rates(cells: list[CellInfo]) -> LrSelection:
