@@ -27,10 +27,24 @@ def test_learning_page_shows_the_selected_rates_and_plots_only_their_cells(monke
                                                       "0.2000 below 1e-4 (every seed: +0.2000, +0.2000)"}
     every = at.dataframe[1].value  # every grid cell, selected or not
     assert len(every) == 8 and int(every["selected"].sum()) == 4
-    lora = next(t for t in figures(at)[0]["data"] if t["name"] == "lora")
+    learning = next(f for f in figures(at) if any(t.get("name") == "base model" for t in f["data"]))
+    lora = next(t for t in learning["data"] if t["name"] == "lora")
     assert len(lora["x"]) == 4  # 2 sizes x 2 seeds of the selected rates, not the 8 grid cells
     compare_options = at.selectbox(key="lf_cmp_b").options
     assert "lora-lr1e-3-n4-s0" not in compare_options and "lora-lr1e-4-n4-s0" in compare_options
+
+
+def test_learning_page_plots_validation_loss_against_the_rate(monkeypatch, grid_dir):
+    """The grid figure: per size a line through each rate's mean over seeds, the seeds as dots, a star
+    on the selected rate, on a log axis labelled with the grid's rates."""
+    at = app(monkeypatch, grid_dir, page="learning")
+    fig = next(f for f in figures(at) if any(str(t.get("name", "")).endswith("selected") for t in f["data"]))
+    traces = {t["name"]: t for t in fig["data"]}
+    assert [round(y, 4) for y in traces["n4"]["y"]] == [1.005, 1.205]  # means of seeds 0, 1 at 1e-4, 1e-3
+    assert traces["n4"]["x"] == pytest.approx([1e-4, 1e-3]) and traces["n8"]["y"] == pytest.approx([0.905, 0.705])
+    assert sorted(traces["n4 seeds"]["y"]) == pytest.approx([1.0, 1.01, 1.2, 1.21])
+    assert traces["n4 selected"]["x"] == pytest.approx([1e-4]) and traces["n8 selected"]["x"] == pytest.approx([1e-3])
+    assert fig["layout"]["xaxis"]["type"] == "log" and fig["layout"]["xaxis"]["ticktext"] == ["1e-4", "1e-3"]
 
 
 def test_saturation_page_plots_only_the_selected_cells(monkeypatch, grid_dir):

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from curatune.app.style import RUN_STYLES, method_color, with_alpha
-from curatune.rundir import cell_key
+from curatune.rundir import cell_key, format_lr
 
 TEMPLATE = "plotly_white"
 BASE_COLOR = "#6b7280"
@@ -105,6 +106,69 @@ def status_grid_figure(cells: pd.DataFrame) -> go.Figure:
     ))
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, height=min(900, max(160, 34 * len(rows) + 70)), showlegend=False)
+
+
+def lr_grid_figure(selection: dict) -> go.Figure:
+    """Validation loss against learning rate (log axis), one panel per method, one line per subset size.
+
+    ``selection`` is analysis.json's ``lr_selection``. The line joins each rate's mean over the seeds
+    (the number the rule compares); small faded markers are the seeds, a star the selected rate. A
+    star at a panel's edge is a rate at the end of the grid: the loss may fall further beyond it.
+    """
+    choices = selection.get("selected") or []
+    cells = pd.DataFrame(selection.get("cells") or [])
+    methods = sorted({c["method"] for c in choices})
+    sizes = sorted({int(c["size"]) for c in choices})
+    palette = _size_colors(len(sizes))
+    fig = make_subplots(rows=1, cols=max(1, len(methods)), shared_yaxes=True, subplot_titles=methods,
+                        horizontal_spacing=0.06)
+    for col, method in enumerate(methods, start=1):
+        for size, color in zip(sizes, palette):
+            choice = next((c for c in choices if c["method"] == method and int(c["size"]) == size), None)
+            if choice is None:
+                continue
+            means = sorted((o["lr"], o["mean_validation_loss"], o["complete"]) for o in choice["candidates"])
+            name = f"n{size}"
+            fig.add_scatter(
+                x=[m[0] for m in means], y=[m[1] for m in means], mode="lines+markers", name=name,
+                legendgroup=name, showlegend=col == 1, line=dict(color=color, width=2),
+                marker=dict(color=color, size=7, symbol=["circle" if m[2] else "circle-open" for m in means]),
+                customdata=[[format_lr(m[0]), "" if m[2] else " (fewer seeds: not compared)"] for m in means],
+                hovertemplate=(f"<b>{method} n{size}</b> lr %{{customdata[0]}}<br>mean validation loss "
+                               "%{y:.4f}%{customdata[1]}<extra></extra>"),
+                row=1, col=col,
+            )
+            if not cells.empty:
+                seeds = cells[(cells["method"] == method) & (cells["size"] == size) & cells["validation_loss"].notna()]
+                fig.add_scatter(
+                    x=seeds["lr"], y=seeds["validation_loss"], mode="markers", name=f"{name} seeds",
+                    legendgroup=name, showlegend=False, marker=dict(color=with_alpha(color, 0.45), size=5),
+                    customdata=np.stack([seeds["cell"].astype(str)], axis=1) if len(seeds) else None,
+                    hovertemplate="%{customdata[0]}: validation loss %{y:.4f}<extra></extra>",
+                    row=1, col=col,
+                )
+            fig.add_scatter(
+                x=[choice["lr"]], y=[choice["mean_validation_loss"]], mode="markers", name=f"{name} selected",
+                legendgroup=name, showlegend=False,
+                marker=dict(color=color, size=15, symbol="star", line=dict(color=FRONTIER_COLOR, width=1)),
+                hovertemplate=(f"<b>{method} n{size}: selected {format_lr(choice['lr'])}</b>"
+                               f"{' at the grid edge' if choice.get('at_grid_edge') else ''}<br>mean validation "
+                               "loss %{y:.4f}<extra></extra>"),
+                row=1, col=col,
+            )
+        rates = sorted({r for c in choices if c["method"] == method for r in c.get("grid_rates") or []})
+        fig.update_xaxes(type="log", title="learning rate", tickvals=rates, ticktext=[format_lr(r) for r in rates],
+                         row=1, col=col)
+    fig.update_yaxes(title="validation loss (nats per answer token)", row=1, col=1)
+    return _layout(fig, height=420, legend_title_text="subset size")
+
+
+def _size_colors(n: int) -> list[str]:
+    """``n`` '#rrggbb' colours from light to dark (small to large subset), readable on white."""
+    from plotly.colors import sample_colorscale, unlabel_rgb
+
+    shades = sample_colorscale("Viridis", [0.85 - 0.8 * i / max(1, n - 1) for i in range(n)]) if n else []
+    return ["#" + "".join(f"{round(v):02x}" for v in unlabel_rgb(c)) for c in shades]
 
 
 # ----------------------------------------------------------------------------- saturation

@@ -220,6 +220,11 @@ def lr_selection_section(analysis: dict | None) -> None:
                "uses the selected rate's cells only; the other cells are listed here.")
     if not chosen.empty:
         st.dataframe(chosen, hide_index=True)
+        st.plotly_chart(charts.lr_grid_figure(analysis["lr_selection"]), key="lr_grid")
+        st.caption("Validation loss against the learning rate: the line joins each rate's mean over the seeds "
+                   "(faded dots: the seeds; an open circle: a rate with fewer seeds finished, not compared), "
+                   "the star is the selected rate. A star at a panel's edge means the best rate may lie beyond "
+                   "the grid.")
     if not cells.empty:
         with st.expander(f"Every grid cell ({int((~cells['selected']).sum())} not selected)"):
             st.dataframe(cells, hide_index=True, column_config={
