@@ -289,6 +289,8 @@ def test_cells_of_an_earlier_grid_are_left_out_and_counted_apart(tmp_path):
     console = Console(record=True, width=250)
     render_report(build_report(run.root), console)
     assert "8 cells done of 8 planned, 0 failed, 0 pending; 1 cell folders the plan no longer lists" in console.export_text()
+    rates = {(r["method"], r["size"], r["lr"]) for r in build_report(run.root)["scores"]}
+    assert ("lora", 4, 5e-3) not in rates and ("lora", 4, 1e-4) in rates  # nor a row of the score table
 
 
 def test_compare_resolves_a_key_without_rate_to_the_selected_cell(tmp_path):

@@ -286,6 +286,10 @@ def build_report(path: str | Path, suite: str | None = None, metric: str | None 
     if not run.scores.exists():
         return report
     scores = load_scores(run.scores)
+    # Scores of cell folders the plan no longer lists (an earlier grid's rates) stay in scores.parquet;
+    # like every comparison, the score table leaves them out (the sweep line counts them apart).
+    outside = set((report["run"].get("sweep") or {}).get("not_planned") or [])
+    scores = scores[~scores["cell"].isin(outside)]
     analysis = None
     try:
         analysis = ensure_analysis(run, progress=progress)
