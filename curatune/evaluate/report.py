@@ -538,7 +538,8 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
     axis = pareto[0].get("frontier_axis", "general_drop")
     forgetting = "the general drop" if axis == "general_drop" else f"the {axis} drop (no suite has a points scale)"
     console.print(
-        "[dim]points: 0-100 scale (accuracy points, chrF points; % of base for perplexity-like metrics). "
+        "[dim](pts): 0-100 scale (accuracy points, chrF points; % of base for perplexity-like metrics); the "
+        "per-suite drops are base - cell in the metric's own units. "
         f"★ = Pareto frontier of task gain vs {forgetting}: no other row learns more while forgetting less; "
         "≈ = its task gain over the next frontier point below is not significant (paired test).[/dim]"
     )
@@ -603,7 +604,8 @@ def _render_significance(analysis: dict[str, Any], console: Console) -> None:
     console.print(
         f"[dim]▲ significant gain, ▼ significant loss, · no detectable change, ? cannot tell (items differ or "
         f"samples missing), – not tested; p-values adjusted over {summary.get('family_size', '?')} tests "
-        f"({summary.get('fdr', '?')}), significant = adjusted p < {summary.get('alpha', 0.05):g}. "
+        f"({summary.get('fdr', '?')}), significant = adjusted p < {summary.get('alpha', 0.05):g}; the intervals are "
+        "not adjusted, so one that just excludes 0 may still be ·. "
         "Details per cell: `curatune compare RUN_DIR base CELL`.[/dim]"
     )
 
@@ -637,7 +639,8 @@ def _render_method_comparison(analysis: dict[str, Any], console: Console) -> Non
     console.print(
         f"[dim]▲ the method is significantly better than {reference} there, ▼ significantly worse (for KL and "
         "other lower-is-better metrics, better = lower), · no detectable change, ? cannot tell. Both methods' "
-        "seeds are pooled and items paired; p-values adjusted over these entries together. Each seed's own "
+        "seeds are pooled and items paired; p-values adjusted over these entries together (intervals not "
+        "adjusted, so one that just excludes 0 may still be ·). Each seed's own "
         "difference: eval/analysis.json (method_comparison.entries[].per_seed).[/dim]"
     )
 

@@ -259,7 +259,9 @@ def significance_table(analysis: dict, stage: str | None) -> None:
         "Each cell's headline metric per suite against the base model on the same items: the difference "
         "(cell - base, in the metric's units) with its interval, the p-value adjusted over all "
         f"{summary.get('family_size', '?')} tests of the run ({summary.get('fdr', '?')}) and a verdict: "
-        "significant gain, significant loss, no detectable change, or cannot tell (items differ, samples missing)."
+        "significant gain, significant loss, no detectable change, or cannot tell (items differ, samples missing). "
+        "The intervals are not adjusted for the many tests: one that just excludes 0 can still be 'no "
+        "detectable change'."
     )
     labels = sorted(table["verdict"].unique())
     chosen = st.multiselect("Show verdicts", labels, default=labels, key="lf_sig_labels")
@@ -292,7 +294,8 @@ def method_comparison_table(analysis: dict | None) -> None:
         f"Each method against {reference} at every size both trained (final checkpoints; with a learning-rate "
         "grid, each at its selected rate): both methods' seeds pooled, items paired, p-values adjusted over all "
         "rows together. The difference is method - reference in the metric's units; for KL and other "
-        "lower-is-better metrics a significant gain means lower. 'per seed' shows whether the seeds agree."
+        "lower-is-better metrics a significant gain means lower. 'per seed' shows whether the seeds agree. "
+        "Intervals are not adjusted: one that just excludes 0 can still be 'no detectable change'."
     )
     st.dataframe(table.astype(str), hide_index=True)
 
