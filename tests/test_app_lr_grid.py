@@ -78,3 +78,20 @@ def test_runs_page_leaves_out_cells_of_an_earlier_grid(monkeypatch, grid_dir, tm
     table = getattr(table, "data", table)
     assert len(table) == 8 and old.key not in set(table["cell"])
     assert any("1 cell folders on disk are not in this run's plan" in c.value for c in at.caption)
+
+
+def test_learning_page_shows_the_runner_up_check_of_a_doubtful_rate(monkeypatch, tmp_path):
+    from test_eval_significance import _doubtful_grid_run
+
+    from curatune.evaluate.analysis import AnalysisConfig
+
+    run = _doubtful_grid_run(tmp_path / "doubtful")
+    analyze_run(run, AnalysisConfig(n_bootstrap=0))
+    at = app(monkeypatch, run.root, page="learning")
+    assert not at.exception
+    table = next(df.value for df in at.dataframe if "verdict changes" in getattr(df.value, "columns", []))
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["swapped"], row["suite"], row["verdict changes"]) == ("full: 2e-4 for 1e-4 (seeds disagree)", "task", "yes")
+    assert (row["verdict at the runner-up"], row["verdict at the selected rate"]) == (
+        "no detectable change", "significant loss")

@@ -40,9 +40,11 @@ from curatune.evaluate.power import (
 )
 from curatune.rundir import (
     SCORE_COLUMNS,
+    CellSpec,
     RunDir,
     atomic_write_json,
     atomic_write_parquet,
+    cell_key,
     read_json,
 )
 
@@ -578,3 +580,85 @@ def test_a_continuous_metric_with_only_zeros_is_not_mcnemar(tmp_path):
     items = SampleItems(run)
     assert items.stats("s", "base", "base", "field_f1").kind == "mean"
     assert items.stats("s", "base", "base", "acc").kind == "binary"
+
+
+def _doubtful_grid_run(root, n: int = 60, full_losses=((1.00, 1.02), (1.03, 1.00))) -> RunDir:
+    """A grid run whose full fine-tuning choice at 100 pairs is within seed noise: full 1e-4 is
+    selected by the mean validation loss, but seed 1 prefers 2e-4. Full 1e-4 learns the task, full
+    2e-4 does not (it writes the base model's outputs), LoRA (one rate) changes one output. Like
+    evaluate.lr_grid_cells: selected, the runner-up has the task suite only."""
+    run = RunDir(root)
+    rnd = random.Random(0)
+    words = "the a cat dog sat on mat house red blue big small runs fast slow bird tree".split()
+    refs = [" ".join(rnd.choices(words, k=8)) for _ in range(n)]
+    def noisy(keep):
+        return [" ".join(w if rnd.random() < keep else rnd.choice(words) for w in r.split()) for r in refs]
+    base_out = noisy(0.4)
+    acc_base = np.array([1.0] * 40 + [0.0] * 20)
+    cells = {"base": ("base", 0, 0, None, base_out, acc_base)}
+    losses = {1e-4: full_losses[0], 2e-4: full_losses[1]}
+    plan = []
+    for seed in (0, 1):
+        for lr in (1e-4, 2e-4):
+            key = cell_key("full", 100, seed, lr)
+            cells[key] = ("full", 100, seed, lr, noisy(0.9) if lr == 1e-4 else base_out,
+                          acc_base if lr == 1e-4 else None)
+            atomic_write_json(CellSpec("full", 100, seed, lr).path(run) / "done.json",
+                              {"key": key, "validation_loss": losses[lr][seed]})
+            plan.append({"method": "full", "size": 100, "seed": seed, "lr": lr, "key": key})
+        key = cell_key("lora", 100, seed, 1e-3)
+        cells[key] = ("lora", 100, seed, 1e-3, base_out[:-1] + [refs[-1]], acc_base)
+        atomic_write_json(CellSpec("lora", 100, seed, 1e-3).path(run) / "done.json", {"key": key, "validation_loss": 0.9})
+        plan.append({"method": "lora", "size": 100, "seed": seed, "lr": 1e-3, "key": key})
+    rows = []
+    for cell, (method, size, seed, _, outputs, acc) in cells.items():
+        stage = "base" if cell == "base" else "final"
+        chrf = corpus_chrf(outputs, refs)
+        atomic_write_parquet(run.sample_file("task", cell, stage), pd.DataFrame({
+            "example_id": [f"t{i}" for i in range(n)], "prompt": ["translate"] * n, "reference": refs,
+            "output": outputs, "chrf": chrf.per_item["chrf"]}))
+        rows.append([cell, method, size, seed, stage, "task", "chrf", chrf.corpus["chrf"], n])
+        if acc is not None:
+            atomic_write_parquet(run.sample_file("arc", cell, stage), pd.DataFrame({
+                "example_id": [f"q{i}" for i in range(n)], "prompt": [""] * n, "reference": [""] * n,
+                "output": [""] * n, "acc": acc}))
+            rows.append([cell, method, size, seed, stage, "arc", "acc", float(acc.mean()), n])
+    atomic_write_parquet(run.scores, pd.DataFrame(rows, columns=SCORE_COLUMNS))
+    atomic_write_json(run.plan, {"cells": plan})
+    atomic_write_json(run.manifest, {"config": {}})
+    return run
+
+
+def test_a_doubtful_rate_choice_is_checked_at_the_runner_up(tmp_path):
+    """Full 1e-4 vs 2e-4 'seeds disagree': LoRA against full is also compared with full at 2e-4,
+    pooled over both seeds as the main comparison is, and the report says the verdict changes."""
+    run = _doubtful_grid_run(tmp_path / "run")
+    analyze_run(run, AnalysisConfig(n_bootstrap=0))
+    analysis = read_json(run.analysis)
+    choice = next(c for c in analysis["lr_selection"]["selected"] if c["method"] == "full")
+    assert (choice["lr"], choice["runner_up"], choice["agreement"]) == (1e-4, 2e-4, "seeds disagree")
+    methods = analysis["method_comparison"]
+    main = {e["suite"]: e for e in methods["entries"]}
+    assert main["task"]["lr_a"] == 1e-4 and main["task"]["label"] == SIGNIFICANT_LOSS  # full 1e-4 learned, LoRA not
+    (check,) = methods["runner_up_checks"]  # the task suite only: the runner-up has no arc scores
+    assert (check["suite"], check["swapped"], check["lr_a"], check["lr_b"], check["selected_lr"]) == (
+        "task", "full", 2e-4, 1e-3, 1e-4)
+    outputs = {lr: [o for seed in (0, 1) for o in pd.read_parquet(
+        run.sample_file("task", cell_key("full", 100, seed, lr), "final"))["output"]] for lr in (1e-4, 2e-4)}
+    refs = list(pd.read_parquet(run.sample_file("task", "base", "base"))["reference"]) * 2
+    assert check["value_a"] == pytest.approx(corpus_chrf(outputs[2e-4], refs).corpus["chrf"])
+    assert check["seeds"] == [0, 1] and check["label"] == NO_CHANGE
+    assert check["label_at_selected"] == SIGNIFICANT_LOSS and check["verdict_changes"] is True
+    report = runner.invoke(app, ["report", str(run.root)], env={"COLUMNS": "250"})
+    assert report.exit_code == 0, report.output
+    assert "Doubtful learning-rate choices" in report.output
+    row = next(line for line in report.output.splitlines() if "2e-4 for 1e-4 (seeds disagree)" in line)
+    assert "yes" in row and "significant loss" in row
+
+
+def test_a_clear_rate_choice_is_not_rechecked(tmp_path):
+    run = _doubtful_grid_run(tmp_path / "run", full_losses=((1.00, 1.00), (1.03, 1.02)))  # 1e-4 on every seed
+    analyze_run(run, AnalysisConfig(n_bootstrap=0))
+    analysis = read_json(run.analysis)
+    assert next(c for c in analysis["lr_selection"]["selected"] if c["method"] == "full")["agreement"] == "every seed"
+    assert analysis["method_comparison"]["runner_up_checks"] == []

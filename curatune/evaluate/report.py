@@ -339,6 +339,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     _render_learning_forgetting(analysis, console)
     _render_significance(analysis, console)
     _render_method_comparison(analysis, console)
+    _render_runner_up_checks(analysis, console)
     _render_saturation(analysis, console)
     _render_early_vs_final(analysis, console)
     _render_probe_correlations(analysis, console)
@@ -642,6 +643,34 @@ def _render_method_comparison(analysis: dict[str, Any], console: Console) -> Non
         "seeds are pooled and items paired; p-values adjusted over these entries together (intervals not "
         "adjusted, so one that just excludes 0 may still be ·). Each seed's own "
         "difference: eval/analysis.json (method_comparison.entries[].per_seed).[/dim]"
+    )
+
+
+def _render_runner_up_checks(analysis: dict[str, Any], console: Console) -> None:
+    """Where a learning-rate choice is within seed noise: the method comparison at the runner-up rate."""
+    checks = (analysis.get("method_comparison") or {}).get("runner_up_checks") or []
+    if not checks:
+        return
+    table = Table(title="Doubtful learning-rate choices: the methods compared at the runner-up rate instead "
+                        "(final, seeds pooled)", title_justify="left")
+    for header, justify in (("method", "left"), ("size", "right"), ("seeds", "right"), ("swapped", "left"),
+                            ("suite", "left"), ("at the runner-up rate", "right"), ("at the selected rate", "left"),
+                            ("verdict changes", "center")):
+        table.add_column(header, justify=justify)
+    for entry in checks:
+        swapped = (f"{entry['swapped']}: {format_lr(entry['lr_a'] if entry['method_a'] == entry['swapped'] else entry['lr_b'])}"
+                   f" for {format_lr(entry['selected_lr'])} ({entry['agreement']})")
+        changes = {True: Text("yes", style="bold red"), False: "no", None: "?"}[entry["verdict_changes"]]
+        table.add_row(entry["method_b"], str(entry["size"]), str(len(entry["seeds"])), swapped,
+                      f"{entry['suite']}/{entry.get('metric')}", significance_cell(entry),
+                      entry.get("label_at_selected") or "—", changes)
+    console.print()
+    console.print(table)
+    console.print(
+        "[dim]A rate whose lead over the runner-up some seed contradicts ('seeds disagree') or that ties is not "
+        "known to be the better one, so the comparison is run again with the runner-up's cells on the suites they "
+        "were scored on (p-values adjusted over that redone family). 'verdict changes: yes' = the conclusion "
+        "about the methods there depends on a choice the validation loss cannot make.[/dim]"
     )
 
 

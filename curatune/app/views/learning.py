@@ -298,6 +298,28 @@ def method_comparison_table(analysis: dict | None) -> None:
         "Intervals are not adjusted: one that just excludes 0 can still be 'no detectable change'."
     )
     st.dataframe(table.astype(str), hide_index=True)
+    checks = runner_up_check_rows(analysis)
+    if not checks.empty:
+        st.markdown("**Doubtful learning-rate choices: the same comparison at the runner-up rate**")
+        st.caption("Where the validation loss cannot tell a method's two best rates apart (some seed prefers the "
+                   "runner-up, or a tie), the comparison is run again with the runner-up's cells, on the suites "
+                   "they were scored on (p-values adjusted over that redone family). 'verdict changes' = the "
+                   "conclusion about the methods at that size depends on a choice the validation loss cannot make.")
+        st.dataframe(checks.astype(str), hide_index=True)
+
+
+def runner_up_check_rows(analysis: dict | None) -> pd.DataFrame:
+    """One text row per runner-up check (analysis.json method_comparison.runner_up_checks)."""
+    checks = ((analysis or {}).get("method_comparison") or {}).get("runner_up_checks") or []
+    return pd.DataFrame([{
+        "method": e["method_b"], "vs": e["method_a"], "size": e["size"], "seeds": len(e["seeds"]),
+        "swapped": f"{e['swapped']}: {format_lr(e['lr_a'] if e['method_a'] == e['swapped'] else e['lr_b'])} for "
+                   f"{format_lr(e['selected_lr'])} ({e['agreement']})",
+        "suite": e["suite"], "metric": e.get("metric"),
+        "difference [CI] at the runner-up": interval_text(e), "verdict at the runner-up": e.get("label") or "",
+        "verdict at the selected rate": e.get("label_at_selected") or "",
+        "verdict changes": {True: "yes", False: "no", None: "?"}[e.get("verdict_changes")],
+    } for e in checks])
 
 
 def compare_cells_section(run, frame: pd.DataFrame, stage: str | None) -> None:

@@ -43,6 +43,7 @@ from curatune.evaluate.analysis.comparisons import (
     SampleItems,
     compare_cells,
     compare_methods,
+    runner_up_checks,
     mark_frontier_ordering,
     significance_vs_base,
 )
@@ -110,7 +111,7 @@ def analyze_run(
     ``progress``, when given, is called with a short label before each fitted series.
     """
     config = config or AnalysisConfig()
-    scores = load_scores(run_dir.scores)
+    every_score = scores = load_scores(run_dir.scores)
     # A learning-rate grid: each (method, size) is represented by its selected rate's cells only
     # (lr_selection's rule); the other rates' cells stay listed in analysis["lr_selection"].
     selection = run_selection(run_dir)
@@ -138,6 +139,9 @@ def analyze_run(
     for entry in methods["entries"]:  # the selected rate each side stands for (None without a grid)
         entry["lr_a"] = selection.selected_rate(entry["method_a"], entry["size"])
         entry["lr_b"] = selection.selected_rate(entry["method_b"], entry["size"])
+    if selection.active:  # where a choice of rate is within seed noise: would the verdict survive the other one?
+        methods["runner_up_checks"] = runner_up_checks(every_score, selection, roles, table, config.significance,
+                                                       items, methods["entries"])
     saturation, curves = SaturationAnalysis(index, roles, table, config, samples).run(progress)
     analysis = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -452,6 +452,58 @@ def cells_by_method_size(index: ScoreIndex, keep: Callable[[str], bool] = lambda
     return groups
 
 
+#: Learning-rate choices too close to trust (lr_selection's ``agreement``): some seed alone prefers
+#: the runner-up, or the two means are equal.
+DOUBTFUL_CHOICES = ("seeds disagree", "tie")
+
+
+def runner_up_checks(
+    scores: pd.DataFrame,
+    selection: Any,
+    roles: SuiteRoles,
+    table: MetricTable,
+    settings: SignificanceConfig,
+    items: SampleItems,
+    selected_entries: list[dict[str, Any]],
+    stage: str = "final",
+) -> list[dict[str, Any]]:
+    """The method comparison redone with each doubtful learning-rate choice's runner-up.
+
+    When the validation loss cannot tell a method's two best rates apart at some size (``agreement``
+    "seeds disagree" or "tie", see lr_selection), the comparison of methods there rests on a coin
+    flip. For each such (method, size), the comparison is run again with that method's runner-up
+    cells in place of the selected ones (every other (method, size) unchanged, p-values adjusted over
+    that redone family, as for the selected cells), on the suites the runner-up was scored on (with
+    ``evaluate.lr_grid_cells: selected`` the task suites). Each entry says which side was swapped,
+    the verdict at the selected rate, and whether the verdict changes with the swap.
+
+    ``scores``: the run's scores before the selection filter (every planned cell); ``selection``:
+    the run's :class:`~curatune.evaluate.analysis.lr_selection.LrSelection`."""
+    at_selected = {(e["method_b"], e["size"], e["suite"]): e for e in selected_entries}
+    checks = []
+    for choice in selection.choices:
+        if choice.get("agreement") not in DOUBTFUL_CHOICES or choice.get("runner_up") is None:
+            continue
+        method, size = choice["method"], choice["size"]
+        same = [c for c in selection.cells if c["method"] == method and c["size"] == size]
+        chosen = {c["cell"] for c in same if c["lr"] == choice["lr"]}
+        runner = {c["cell"] for c in same if c["lr"] == choice["runner_up"]}
+        keep = scores["cell"].map(lambda cell: cell in runner or (cell not in chosen and selection.compares(cell)))
+        redone = compare_methods(ScoreIndex(scores[keep].reset_index(drop=True)), roles, table, settings, items, stage)
+        for entry in redone["entries"]:
+            if entry["size"] != size or method not in (entry["method_a"], entry["method_b"]):
+                continue
+            for side in ("a", "b"):
+                entry[f"lr_{side}"] = (choice["runner_up"] if entry[f"method_{side}"] == method
+                                       else selection.selected_rate(entry[f"method_{side}"], size))
+            selected = at_selected.get((entry["method_b"], size, entry["suite"]))
+            entry.update(swapped=method, selected_lr=choice["lr"], agreement=choice["agreement"],
+                         label_at_selected=selected["label"] if selected else None,
+                         verdict_changes=None if selected is None else selected["label"] != entry["label"])
+            checks.append(entry)
+    return checks
+
+
 def reference_method(methods: list[str]) -> str:
     """The method the others are compared with: full fine-tuning when the run has it (the
     baseline of Biderman et al. 2024), else LoRA (the usual default), else the first by name."""
