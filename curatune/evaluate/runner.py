@@ -260,13 +260,15 @@ class Evaluator:
     def pending(self, target: Target) -> list[Suite]:
         return [s for s in self.suites_for(target) if not self.store.is_done(s.name, target, self.fingerprint(s, target))]
 
-    def score_unit(self, suite: Suite, target: Target, model: Any, tokenizer: Any) -> SuiteScore:
+    def score_unit(self, suite: Suite, target: Target, model: Any, tokenizer: Any) -> float:
+        """Score one (suite, target) and store the part; return the seconds it took."""
         started = time.perf_counter()
         score = suite.score(model, tokenizer, target.label)
-        self.store.write(suite.name, target, self.fingerprint(suite, target), score, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.store.write(suite.name, target, self.fingerprint(suite, target), score, seconds)
         for note in score.notes:
             console.print(f"[yellow]{target.label} {suite.name}: {note}[/yellow]")
-        return score
+        return seconds
 
     def load_model(self, target: Target) -> tuple[Any, Any]:
         m = self.config.model
@@ -356,13 +358,11 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
                         # another `curatune evaluate` on this run (e.g. one per stage) finished it meanwhile
                         reused += 1
                     else:
-                        unit_started = time.perf_counter()
-                        evaluator.score_unit(suite, target, model, tokenizer)
+                        seconds = evaluator.score_unit(suite, target, model, tokenizer)
                         scored += 1
                         scored_units.append((target.cell, target.stage, suite.name))
                         if not progress:  # no bar (a log, or --no-progress): one plain line per unit
-                            log_line(f"evaluate: {scored}/{total} units: {target.label} {suite.name} "
-                                     f"({time.perf_counter() - unit_started:.1f} s)")
+                            log_line(f"evaluate: {scored}/{total} units: {target.label} {suite.name} ({seconds:.1f} s)")
                     evaluator.store.merge(units)
                     bar.update(1)
             finally:
