@@ -17,8 +17,9 @@ each seed is a paired comparison of the winner with the runner-up (the next-lowe
 much; ``agreement`` is "every seed" when each seed alone prefers the winner, "seeds disagree"
 when some seed prefers the runner-up (the choice is then within seed noise: cannot tell which
 rate fits better), "one seed" when there is only one (nothing to check it against), "tie" for a tie.
-``at_grid_edge`` is "largest" or "smallest" when the selected rate is an end of the method's grid:
-the loss may fall further beyond it, so the method's best rate is not known (a warning says so).
+``at_grid_edge`` is "largest" or "smallest" when the selected rate is an end of the method's grid
+and beat another finished rate: the loss may fall further beyond it, so the method's best rate is
+not known (a warning says so). While no other rate has finished there is no edge to speak of.
 
 The selected cells stand for their (method, size) in everything that compares methods or sizes
 (learning vs forgetting, significance, the Pareto view, saturation, early vs final, ``curatune
@@ -121,7 +122,9 @@ def select_learning_rates(cells: list[CellInfo]) -> LrSelection:
             "mean_validation_loss": best["mean_validation_loss"], "n_seeds": len(best["seeds"]),
             "tie": len(ties) > 1, "candidates": candidates,
             **_runner_up(by_rate, best, competing[1] if len(competing) > 1 else None, tie=len(ties) > 1),
-            "at_grid_edge": _edge(best["lr"], rates[method]), "grid_rates": sorted(rates[method]),
+            # an edge says "the loss still falls toward it": only once another rate finished to compare with
+            "at_grid_edge": _edge(best["lr"], rates[method]) if len(competing) > 1 else None,
+            "grid_rates": sorted(rates[method]),
         })
     for cell in sorted(grid, key=lambda c: (c.method, c.size, c.lr, c.seed)):
         selected = chosen.get((cell.method, cell.size)) == cell.lr
