@@ -372,13 +372,23 @@ def test_grid_sweep_records_validation_losses_and_evaluates_the_selected_cells_f
         assert done["lora-lr1e-5-n4-s0"]["validation_loss"] != done["lora-lr5e-3-n4-s0"]["validation_loss"]
         log = read_jsonl_max_lr(run_dir.cell("lora", 4, 0, 5e-3) / "train_log.jsonl")
         assert 0 < log <= 5e-3 and log > 1e-4  # the peak rate of the schedule is the grid rate
+        best = min((1e-5, 5e-3), key=lambda lr: (done[cell_key("lora", 4, 0, lr)]["validation_loss"], lr))
+        loser = cell_key("lora", 4, 0, 5e-3 if best == 1e-5 else 1e-5)
 
+        # While a rate of lora n4 is still training, its choice may change: every finished lora cell gets
+        # the task suite only, and the full evaluation waits (no benchmark spent on a cell that may lose).
+        marker = run_dir.cell("lora", 4, 0, 5e-3 if best == 1e-5 else 1e-5) / "done.json"
+        marker.rename(marker.with_name("done.hidden"))
         run_evaluate(config, run_dir, progress=False)
+        scores = pd.read_parquet(run_dir.scores)
+        assert sorted(set(scores[scores["cell"] == cell_key("lora", 4, 0, best)]["suite"])) == ["task"]
+        assert sorted(set(scores[scores["cell"] == "full-n4-s0"]["suite"])) == ["general", "task"]  # no grid
+        marker.with_name("done.hidden").rename(marker)
+
+        run_evaluate(config, run_dir, progress=False)  # the grid is done: the selected cell gets the rest
         analysis = json.loads(run_dir.analysis.read_text())
         chosen = analysis["lr_selection"]["selected"][0]
-        best = min((1e-5, 5e-3), key=lambda lr: (done[cell_key("lora", 4, 0, lr)]["validation_loss"], lr))
         assert chosen["lr"] == best
-        loser = cell_key("lora", 4, 0, 5e-3 if best == 1e-5 else 1e-5)
         scores = pd.read_parquet(run_dir.scores)
         suites = scores.groupby("cell")["suite"].agg(lambda s: sorted(set(s))).to_dict()
         assert suites[cell_key("lora", 4, 0, best)] == ["general", "task"]  # the full evaluation

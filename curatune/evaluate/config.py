@@ -246,8 +246,9 @@ class EvaluateConfig(BaseModel):
         "suite; 'selected' gives the full evaluation only to the cells of each (method, size)'s selected rate "
         "(lowest mean validation loss, docs/analysis.md) and scores the other rates' cells on the task suites "
         "(evaluate.analysis.task_suites) only, beside the validation loss they recorded in training. The "
-        "selection is made from the cells done when `curatune evaluate` runs; a later run scores what a "
-        "changed selection newly needs.",
+        "selection is made from the cells done when `curatune evaluate` runs; while some rate or seed of a "
+        "(method, size) is still training, all its finished cells get the task suites only and the full "
+        "evaluation waits (its choice may still change); a later run scores what is then needed.",
     )
     limit_heldout: Optional[int] = Field(
         default=None,

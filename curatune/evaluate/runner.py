@@ -240,10 +240,15 @@ class Evaluator:
         self.suites: list[Suite] = build_suites(self.ctx)
         self.store = PartStore(run_dir)
         self._suite_prints: dict[str, dict[str, Any]] = {}
-        # evaluate.lr_grid_cells = selected: grid cells of a rate that is not selected get the task suites only
+        # evaluate.lr_grid_cells = selected: grid cells of a rate that is not selected get the task suites only,
+        # and so do all rates of a (method, size) whose grid is still training: its choice may still change,
+        # and a full evaluation of a cell that then loses would be wasted (the next evaluate adds it).
         self.task_only_cells: set[str] = set()
+        self.unsettled: list[tuple[str, int]] = []
         if config.evaluate.lr_grid_cells == "selected":
-            self.task_only_cells = run_selection(run_dir).unselected_cells
+            selection = run_selection(run_dir)
+            self.unsettled = selection.unsettled
+            self.task_only_cells = selection.unselected_cells | selection.cells_of(self.unsettled)
 
     def fingerprint(self, suite: Suite, target: Target) -> str:
         if suite.name not in self._suite_prints:  # loads the suite's items once
@@ -298,6 +303,11 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
 
     plan = plan_targets(config, run_dir)
     evaluator = Evaluator(config, run_dir, progress=progress)
+    if evaluator.unsettled:
+        pairs = ", ".join(f"{method} n={size}" for method, size in evaluator.unsettled)
+        console.print(f"[yellow]learning-rate grid still training at {pairs}: their finished cells get the task "
+                      "suites now; the selected rate's full evaluation waits until every rate and seed there is "
+                      "trained (run `curatune evaluate` again then, or set evaluate.lr_grid_cells: all)[/yellow]")
     for key, why in plan.skipped.items():
         console.print(f"[yellow]skipping cell {key}: {why}[/yellow]")
 

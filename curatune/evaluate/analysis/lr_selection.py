@@ -62,6 +62,16 @@ class LrSelection:
         """Grid cells that do not stand for their (method, size): left out of comparisons."""
         return {c["cell"] for c in self.cells if not c["selected"]}
 
+    @property
+    def unsettled(self) -> list[tuple[str, int]]:
+        """(method, size) pairs whose grid still has cells pending or training: their choice may change."""
+        return sorted({(c["method"], c["size"]) for c in self.cells if c["status"] not in ("done", "failed")})
+
+    def cells_of(self, pairs: list[tuple[str, int]]) -> set[str]:
+        """The grid cells of these (method, size) pairs, every rate."""
+        wanted = set(pairs)
+        return {c["cell"] for c in self.cells if (c["method"], c["size"]) in wanted}
+
     def compares(self, cell: str) -> bool:
         """Whether ``cell`` stands for its (method, size) in comparisons (see :func:`stands_for`)."""
         return not self.active or stands_for(cell, self.selected_cells)
