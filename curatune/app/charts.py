@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from curatune.app.style import RUN_STYLES, method_color, with_alpha
@@ -165,8 +166,6 @@ def lr_grid_figure(selection: dict) -> go.Figure:
 
 def _size_colors(n: int) -> list[str]:
     """``n`` '#rrggbb' colours from light to dark (small to large subset), readable on white."""
-    from plotly.colors import sample_colorscale, unlabel_rgb
-
     shades = sample_colorscale("Viridis", [0.85 - 0.8 * i / max(1, n - 1) for i in range(n)]) if n else []
     return ["#" + "".join(f"{round(v):02x}" for v in unlabel_rgb(c)) for c in shades]
 
