@@ -27,6 +27,7 @@ def test_learning_page_shows_the_selected_rates_and_plots_only_their_cells(monke
                                                       "0.2000 below 1e-4 (every seed: +0.2000, +0.2000)"}
     every = at.dataframe[1].value  # every grid cell, selected or not
     assert len(every) == 8 and int(every["selected"].sum()) == 4
+    assert "Every grid cell (4 selected, 4 of other rates, 0 not finished)" in [e.label for e in at.expander]
     learning = next(f for f in figures(at) if any(t.get("name") == "base model" for t in f["data"]))
     lora = next(t for t in learning["data"] if t["name"] == "lora")
     assert len(lora["x"]) == 4  # 2 sizes x 2 seeds of the selected rates, not the 8 grid cells

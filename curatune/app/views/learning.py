@@ -226,7 +226,10 @@ def lr_selection_section(analysis: dict | None) -> None:
                    "the star is the selected rate. A star at a panel's edge means the best rate may lie beyond "
                    "the grid.")
     if not cells.empty:
-        with st.expander(f"Every grid cell ({int((~cells['selected']).sum())} not selected)"):
+        finished = cells["status"].isin(["done", "failed"])
+        with st.expander(f"Every grid cell ({int((finished & cells['selected']).sum())} selected, "
+                         f"{int((finished & ~cells['selected']).sum())} of other rates, {int((~finished).sum())} "
+                         "not finished)"):
             st.dataframe(cells, hide_index=True, column_config={
                 "validation_loss": st.column_config.NumberColumn("validation loss", format="%.4f"),
                 "selected": st.column_config.CheckboxColumn("selected")})
