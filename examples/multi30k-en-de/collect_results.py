@@ -10,7 +10,8 @@ Writes to the output folder:
                                   also curated vs raw cell by cell, and how much their subsets overlap;
                                   for a learning-rate grid run (config-lr-grid.yaml), every rate's
                                   validation loss beside its task scores, and LoRA against full at the
-                                  selected rates with paired tests (analysis.json's method_comparison)
+                                  selected rates with paired tests (analysis.json's method_comparison),
+                                  and, where a rate choice is within seed noise, the same at the runner-up
 Only what is in the run directory is reported: cells that did not finish are listed as such.
 """
 from __future__ import annotations
@@ -139,6 +140,20 @@ def _grid(scores: pd.DataFrame, analysis: dict) -> list[str]:
             lines.append(f"| {e['method_b']}{rate['b']} | {e['method_a']}{rate['a']} | {e['size']} | {e['suite']} | "
                          f"{e['metric']} | {value['a']} | {value['b']} | {interval_text(e)} | {per_seed_text(e)} | "
                          f"{p} | {e['label']}{' (' + e['reason'] + ')' if e.get('reason') else ''} |")
+    checks = methods.get("runner_up_checks") or []
+    if checks:
+        lines += ["", "## Where a rate choice is within seed noise: the same comparison at the runner-up rate", "",
+                  "The swapped method stands at its runner-up rate instead of the selected one (seeds disagree on "
+                  "which validation loss is lower, or a tie); p adjusted over that redone family. 'changes' = the "
+                  "verdict at the selected rate differs.", "",
+                  "| method (rate) | reference (rate) | size | suite | swapped | difference [95% CI] | per seed | "
+                  "verdict at the runner-up | at the selected rate | changes |",
+                  "|---|---|---:|---|---|---|---|---|---|---|"]
+        for e in checks:
+            lines.append(f"| {e['method_b']} ({format_lr(e['lr_b'])}) | {e['method_a']} ({format_lr(e['lr_a'])}) | "
+                         f"{e['size']} | {e['suite']} | {e['swapped']}: {format_lr(e['selected_lr'])} → runner-up "
+                         f"({e['agreement']}) | {interval_text(e)} | {per_seed_text(e)} | {e['label']} | "
+                         f"{e.get('label_at_selected') or '—'} | {'yes' if e.get('verdict_changes') else 'no'} |")
     return lines + [""]
 
 
