@@ -197,15 +197,40 @@ def test_verdict_uses_direction():
 # ----------------------------------------------------------------------------- a run with real texts
 
 
-def _mini_run(root, n: int = 60) -> RunDir:
-    """A run with a translation-like task (real texts, sacrebleu scores) and a 0/1 benchmark:
-    full-n100-s0 learns the task and loses 15 benchmark items; lora-n100-s0 changes one output."""
-    run = RunDir(root)
+def _texts(n: int):
+    """``n`` references of a translation-like task and ``noisy(keep)``, which garbles each word with
+    probability 1 - keep (one seeded generator, so every run builds the same texts)."""
     rnd = random.Random(0)
     words = "the a cat dog sat on mat house red blue big small runs fast slow bird tree".split()
     refs = [" ".join(rnd.choices(words, k=8)) for _ in range(n)]
     def noisy(keep):
         return [" ".join(w if rnd.random() < keep else rnd.choice(words) for w in r.split()) for r in refs]
+    return refs, noisy
+
+
+def _write_cell(run: RunDir, cell: str, method: str, size: int, seed: int, stage: str, refs: list[str],
+                outputs: list[str], acc) -> list[list]:
+    """Write a cell's task samples (sacrebleu chrF++) and, unless ``acc`` is None, its 0/1 benchmark
+    samples; return its rows of scores.parquet."""
+    n = len(refs)
+    chrf = corpus_chrf(outputs, refs)
+    atomic_write_parquet(run.sample_file("task", cell, stage), pd.DataFrame({
+        "example_id": [f"t{i}" for i in range(n)], "prompt": ["translate"] * n, "reference": refs,
+        "output": outputs, "chrf": chrf.per_item["chrf"]}))
+    rows = [[cell, method, size, seed, stage, "task", "chrf", chrf.corpus["chrf"], n]]
+    if acc is not None:
+        atomic_write_parquet(run.sample_file("arc", cell, stage), pd.DataFrame({
+            "example_id": [f"q{i}" for i in range(n)], "prompt": [""] * n, "reference": [""] * n,
+            "output": [""] * n, "acc": acc}))
+        rows.append([cell, method, size, seed, stage, "arc", "acc", float(acc.mean()), n])
+    return rows
+
+
+def _mini_run(root, n: int = 60) -> RunDir:
+    """A run with a translation-like task (real texts, sacrebleu scores) and a 0/1 benchmark:
+    full-n100-s0 learns the task and loses 15 benchmark items; lora-n100-s0 changes one output."""
+    run = RunDir(root)
+    refs, noisy = _texts(n)
     base_out = noisy(0.4)
     outputs = {"base": base_out, "full-n100-s0": noisy(0.9), "lora-n100-s0": base_out[:-1] + [refs[-1]]}
     acc_base = np.array([1.0] * 40 + [0.0] * 20)
@@ -213,15 +238,7 @@ def _mini_run(root, n: int = 60) -> RunDir:
     rows = []
     for cell, stage in [("base", "base"), ("full-n100-s0", "final"), ("lora-n100-s0", "final")]:
         method, size = (("base", 0) if cell == "base" else (cell.split("-")[0], 100))
-        chrf = corpus_chrf(outputs[cell], refs)
-        atomic_write_parquet(run.sample_file("task", cell, stage), pd.DataFrame({
-            "example_id": [f"t{i}" for i in range(n)], "prompt": ["translate"] * n, "reference": refs,
-            "output": outputs[cell], "chrf": chrf.per_item["chrf"]}))
-        atomic_write_parquet(run.sample_file("arc", cell, stage), pd.DataFrame({
-            "example_id": [f"q{i}" for i in range(n)], "prompt": [""] * n, "reference": [""] * n,
-            "output": [""] * n, "acc": acc[cell]}))
-        rows.append([cell, method, size, 0, stage, "task", "chrf", chrf.corpus["chrf"], n])
-        rows.append([cell, method, size, 0, stage, "arc", "acc", float(acc[cell].mean()), n])
+        rows += _write_cell(run, cell, method, size, 0, stage, refs, outputs[cell], acc[cell])
     atomic_write_parquet(run.scores, pd.DataFrame(rows, columns=SCORE_COLUMNS))
     atomic_write_json(run.manifest, {"config": {}})
     return run
@@ -588,11 +605,7 @@ def _doubtful_grid_run(root, n: int = 60, full_losses=((1.00, 1.02), (1.03, 1.00
     2e-4 does not (it writes the base model's outputs), LoRA (one rate) changes one output. Like
     evaluate.lr_grid_cells: selected, the runner-up has the task suite only."""
     run = RunDir(root)
-    rnd = random.Random(0)
-    words = "the a cat dog sat on mat house red blue big small runs fast slow bird tree".split()
-    refs = [" ".join(rnd.choices(words, k=8)) for _ in range(n)]
-    def noisy(keep):
-        return [" ".join(w if rnd.random() < keep else rnd.choice(words) for w in r.split()) for r in refs]
+    refs, noisy = _texts(n)
     base_out = noisy(0.4)
     acc_base = np.array([1.0] * 40 + [0.0] * 20)
     cells = {"base": ("base", 0, 0, None, base_out, acc_base)}
@@ -612,17 +625,7 @@ def _doubtful_grid_run(root, n: int = 60, full_losses=((1.00, 1.02), (1.03, 1.00
         plan.append({"method": "lora", "size": 100, "seed": seed, "lr": 1e-3, "key": key})
     rows = []
     for cell, (method, size, seed, _, outputs, acc) in cells.items():
-        stage = "base" if cell == "base" else "final"
-        chrf = corpus_chrf(outputs, refs)
-        atomic_write_parquet(run.sample_file("task", cell, stage), pd.DataFrame({
-            "example_id": [f"t{i}" for i in range(n)], "prompt": ["translate"] * n, "reference": refs,
-            "output": outputs, "chrf": chrf.per_item["chrf"]}))
-        rows.append([cell, method, size, seed, stage, "task", "chrf", chrf.corpus["chrf"], n])
-        if acc is not None:
-            atomic_write_parquet(run.sample_file("arc", cell, stage), pd.DataFrame({
-                "example_id": [f"q{i}" for i in range(n)], "prompt": [""] * n, "reference": [""] * n,
-                "output": [""] * n, "acc": acc}))
-            rows.append([cell, method, size, seed, stage, "arc", "acc", float(acc.mean()), n])
+        rows += _write_cell(run, cell, method, size, seed, "base" if cell == "base" else "final", refs, outputs, acc)
     atomic_write_parquet(run.scores, pd.DataFrame(rows, columns=SCORE_COLUMNS))
     atomic_write_json(run.plan, {"cells": plan})
     atomic_write_json(run.manifest, {"config": {}})

@@ -43,8 +43,8 @@ from curatune.evaluate.analysis.comparisons import (
     SampleItems,
     compare_cells,
     compare_methods,
-    runner_up_checks,
     mark_frontier_ordering,
+    runner_up_checks,
     significance_vs_base,
 )
 from curatune.evaluate.analysis.config import AnalysisConfig, SignificanceConfig
