@@ -93,8 +93,9 @@ def find_cell(run_dir: RunDir, key: str) -> CellInfo:
     if parsed.lr is None and cell.status == "pending":
         # imported here: the selection loads the whole analysis package (scipy)
         from curatune.evaluate.analysis.lr_selection import run_selection
+        from curatune.evaluate.report import analysis_config_of
 
-        selection = run_selection(run_dir)
+        selection = run_selection(run_dir, analysis_config_of(run_dir))
         lr = selection.selected_rate(parsed.method, parsed.size) if selection.active else None
         if lr is not None:
             cell = CellInfo.from_dir(run_dir, parsed.method, parsed.size, parsed.seed, lr)

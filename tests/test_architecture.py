@@ -37,6 +37,8 @@ LAZY_CURATUNE = {
     # export resolves a grid run's rate-less cell key through the learning-rate selection, which
     # loads the analysis package (scipy: seconds); only that case pays for it.
     ("curatune.export", "curatune.evaluate.analysis.lr_selection"),
+    # ... by the run's own criterion (evaluate.analysis.lr_select_by in its config.yaml)
+    ("curatune.export", "curatune.evaluate.report"),
     # the prompt-learning wrapper uses the scorer's KV-cache helpers; the scorer imports torch
     ("curatune.virtual_tokens", "curatune.evaluate.lm_scoring"),
 }

@@ -14,6 +14,7 @@ from plotly.colors import sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from curatune.app.style import RUN_STYLES, method_color, with_alpha
+from curatune.evaluate.analysis.lr_selection import criterion_label, mean_score
 from curatune.rundir import cell_key, format_lr
 
 TEMPLATE = "plotly_white"
@@ -110,14 +111,18 @@ def status_grid_figure(cells: pd.DataFrame) -> go.Figure:
 
 
 def lr_grid_figure(selection: dict) -> go.Figure:
-    """Validation loss against learning rate (log axis), one panel per method, one line per subset size.
+    """The selection criterion (validation loss, or a task metric on the validation split) against the
+    learning rate (log axis), one panel per method, one line per subset size.
 
     ``selection`` is analysis.json's ``lr_selection``. The line joins each rate's mean over the seeds
     (the number the rule compares); small faded markers are the seeds, a star the selected rate. A
-    star at a panel's edge is a rate at the end of the grid: the loss may fall further beyond it.
+    star at a panel's edge is a rate at the end of the grid: the criterion may improve beyond it.
     """
     choices = selection.get("selected") or []
     cells = pd.DataFrame(selection.get("cells") or [])
+    label = criterion_label(selection)
+    # each cell's criterion value: "score" (analysis.json before lr_select_by had the loss only)
+    column = "score" if "score" in cells.columns else "validation_loss"
     methods = sorted({c["method"] for c in choices})
     sizes = sorted({int(c["size"]) for c in choices})
     palette = _size_colors(len(sizes))
@@ -128,39 +133,40 @@ def lr_grid_figure(selection: dict) -> go.Figure:
             choice = next((c for c in choices if c["method"] == method and int(c["size"]) == size), None)
             if choice is None:
                 continue
-            means = sorted((o["lr"], o["mean_validation_loss"], o["complete"]) for o in choice["candidates"])
+            means = sorted((o["lr"], mean_score(o), o["complete"]) for o in choice["candidates"])
             name = f"n{size}"
             fig.add_scatter(
                 x=[m[0] for m in means], y=[m[1] for m in means], mode="lines+markers", name=name,
                 legendgroup=name, showlegend=col == 1, line=dict(color=color, width=2),
                 marker=dict(color=color, size=7, symbol=["circle" if m[2] else "circle-open" for m in means]),
                 customdata=[[format_lr(m[0]), "" if m[2] else " (fewer seeds: not compared)"] for m in means],
-                hovertemplate=(f"<b>{method} n{size}</b> lr %{{customdata[0]}}<br>mean validation loss "
+                hovertemplate=(f"<b>{method} n{size}</b> lr %{{customdata[0]}}<br>mean {label} "
                                "%{y:.4f}%{customdata[1]}<extra></extra>"),
                 row=1, col=col,
             )
             if not cells.empty:
-                seeds = cells[(cells["method"] == method) & (cells["size"] == size) & cells["validation_loss"].notna()]
+                seeds = cells[(cells["method"] == method) & (cells["size"] == size) & cells[column].notna()]
                 fig.add_scatter(
-                    x=seeds["lr"], y=seeds["validation_loss"], mode="markers", name=f"{name} seeds",
+                    x=seeds["lr"], y=seeds[column], mode="markers", name=f"{name} seeds",
                     legendgroup=name, showlegend=False, marker=dict(color=with_alpha(color, 0.45), size=5),
                     customdata=np.stack([seeds["cell"].astype(str)], axis=1) if len(seeds) else None,
-                    hovertemplate="%{customdata[0]}: validation loss %{y:.4f}<extra></extra>",
+                    hovertemplate="%{customdata[0]}: " + label + " %{y:.4f}<extra></extra>",
                     row=1, col=col,
                 )
             fig.add_scatter(
-                x=[choice["lr"]], y=[choice["mean_validation_loss"]], mode="markers", name=f"{name} selected",
+                x=[choice["lr"]], y=[mean_score(choice)], mode="markers", name=f"{name} selected",
                 legendgroup=name, showlegend=False,
                 marker=dict(color=color, size=15, symbol="star", line=dict(color=FRONTIER_COLOR, width=1)),
                 hovertemplate=(f"<b>{method} n{size}: selected {format_lr(choice['lr'])}</b>"
-                               f"{' at the grid edge' if choice.get('at_grid_edge') else ''}<br>mean validation "
-                               "loss %{y:.4f}<extra></extra>"),
+                               f"{' at the grid edge' if choice.get('at_grid_edge') else ''}<br>mean {label} "
+                               "%{y:.4f}<extra></extra>"),
                 row=1, col=col,
             )
         rates = sorted({r for c in choices if c["method"] == method for r in c.get("grid_rates") or []})
         fig.update_xaxes(type="log", title="learning rate", tickvals=rates, ticktext=[format_lr(r) for r in rates],
                          row=1, col=col)
-    fig.update_yaxes(title="validation loss (nats per answer token)", row=1, col=1)
+    fig.update_yaxes(title="validation loss (nats per answer token)" if label == "validation loss" else label,
+                     row=1, col=1)
     return _layout(fig, height=420, legend_title_text="subset size")
 
 

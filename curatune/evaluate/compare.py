@@ -21,7 +21,7 @@ from curatune.evaluate.analysis.comparisons import (
     paired_entry,
 )
 from curatune.evaluate.analysis.inputs import ScoreIndex, SuiteRoles
-from curatune.evaluate.analysis.lr_selection import LrSelection, run_selection
+from curatune.evaluate.analysis.lr_selection import LrSelection, reported_scores, run_selection
 from curatune.evaluate.analysis.significance import (
     CANNOT_TELL,
     NOT_TESTED,
@@ -41,11 +41,12 @@ def compare_run_cells(run_dir: str | Path, cell_a: str, cell_b: str, stage: str 
     run = open_run(run_dir)
     config = analysis_config_of(run)
     scores = load_scores(run.scores)
+    selection = run_selection(run, config, scores)
+    scores = reported_scores(scores, config)
     table = MetricTable(config.metric_directions)
     roles = SuiteRoles.resolve(scores, config, table)
     index = ScoreIndex(scores)
     known = {c["cell"] for c in index.cells} | {index.base_cell()}
-    selection = run_selection(run)
     notes = []
     cell_a, cell_b = (resolve_grid_cell(cell, known, selection, notes) for cell in (cell_a, cell_b))
     for cell in (cell_a, cell_b):
@@ -100,12 +101,6 @@ class TwoRunItems:
         return self.sides[side].references(suite, key, stage)
 
 
-def _groups(run: RunDir, index: ScoreIndex) -> dict[tuple[str, int], dict[int, str]]:
-    """(method, size) -> {seed: cell} of the cells the analysis compares (in a learning-rate grid
-    run, the selected rate's cells only)."""
-    return cells_by_method_size(index, run_selection(run).compares)
-
-
 def compare_runs(run_a: str | Path, run_b: str | Path, stage: str = "final") -> dict[str, Any]:
     """Every (method, size) both runs trained, B against A on every suite both scored: the cells
     of all seeds both runs have, pooled into one system per run and paired by example id (the
@@ -114,10 +109,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, stage: str = "final") -> 
     runs = [open_run(run_a), open_run(run_b)]
     config = analysis_config_of(runs[0])
     table = MetricTable(config.metric_directions)
-    scores = [load_scores(run.scores) for run in runs]
+    every = [load_scores(run.scores) for run in runs]
+    own = [config, analysis_config_of(runs[1])]  # each run chooses its rates by its own criterion
+    selections = [run_selection(run, c, frame) for run, c, frame in zip(runs, own, every)]
+    scores = [reported_scores(frame, c) for frame, c in zip(every, own)]
     indexes = [ScoreIndex(frame) for frame in scores]
     roles = [SuiteRoles.resolve(frame, config, table) for frame in scores]
-    groups = [_groups(run, index) for run, index in zip(runs, indexes)]
+    groups = [cells_by_method_size(index, selection.compares) for index, selection in zip(indexes, selections)]
     items = TwoRunItems(*runs)
     notes = []
     entries = []

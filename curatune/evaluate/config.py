@@ -61,7 +61,15 @@ class GenerationSuite(_SuiteBase):
     path: Optional[str] = Field(
         default=None,
         description="Records to score (any format `curatune curate` reads, or a records parquet). "
-        "Empty = the run's held-out split (train/heldout.parquet).",
+        "Empty = the run's held-out split (train/heldout.parquet), or the split `split` names.",
+    )
+    split: Literal["heldout", "validation"] = Field(
+        default="heldout",
+        description="Without a path, which split of the run: heldout (train/heldout.parquet, the test) or "
+        "validation (train/validation.parquet, carved from the training pool). A validation suite exists to "
+        "choose the learning rate of a grid by what the cells generate (evaluate.analysis.lr_select_by: "
+        "SUITE/METRIC): it scores the grid cells' final weights only and takes no part in learning vs "
+        "forgetting, significance or the report's comparisons.",
     )
     metrics: Optional[list[Literal[GENERATION_METRICS]]] = Field(  # type: ignore[valid-type]
         default=None,
@@ -78,6 +86,12 @@ class GenerationSuite(_SuiteBase):
     stop: Optional[list[str]] = Field(
         default=None, description="Stop strings (cut from the output). Empty = evaluate.generation.stop."
     )
+
+    @model_validator(mode="after")
+    def _split_or_path(self) -> "GenerationSuite":
+        if self.split == "validation" and self.path:
+            raise ValueError("split: validation scores the run's validation split; leave path empty")
+        return self
 
     @field_validator("metrics")
     @classmethod
@@ -279,6 +293,34 @@ class EvaluateConfig(BaseModel):
             if suite.name in seen:
                 raise ValueError(f"suite name {suite.name!r} is used twice; each suite needs its own name")
             seen.add(suite.name)
+        return self
+
+    @model_validator(mode="after")
+    def _selection_suite(self) -> "EvaluateConfig":
+        """A validation-split suite and analysis.lr_select_by name each other (see GenerationSuite.split)."""
+        by = self.analysis.lr_select_by
+        validation = [s.name for s in self.effective_suites() if getattr(s, "split", None) == "validation"]
+        if by == "validation_loss":
+            if validation:
+                raise ValueError(
+                    f"suite {validation[0]!r} scores the validation split, which exists to choose a learning rate: "
+                    f"set analysis.lr_select_by: {validation[0]}/chrf (its metric), or remove the suite")
+            return self
+        suite, _, metric = by.partition("/")
+        spec = next((s for s in self.effective_suites() if s.name == suite), None)
+        if spec is None or getattr(spec, "split", None) != "validation":
+            raise ValueError(
+                f"analysis.lr_select_by = {by!r} needs a generation suite named {suite!r} with split: validation, "
+                f"e.g. {{name: {suite}, kind: generation, split: validation, metrics: [{metric}], stages: [final]}}")
+        if spec.metrics is not None and metric not in spec.metrics:
+            raise ValueError(f"analysis.lr_select_by = {by!r}: suite {suite!r} computes {spec.metrics}, not {metric!r}")
+        if suite in self.analysis.task_suites:
+            raise ValueError(f"analysis.task_suites lists {suite!r}, the validation suite that chooses the learning "
+                             "rate; task suites are scored on the held-out split")
+        others = [name for name in validation if name != suite]
+        if others:
+            raise ValueError(f"suite {others[0]!r} also scores the validation split; one validation suite chooses the "
+                             f"learning rate ({suite!r}): remove the other")
         return self
 
     def effective_suites(self) -> list:

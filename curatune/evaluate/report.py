@@ -29,7 +29,7 @@ from curatune.curate.accounting import curate_accounting
 from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
-from curatune.evaluate.analysis.lr_selection import margin_text, selected_text
+from curatune.evaluate.analysis.lr_selection import criterion_label, margin_text, mean_score, selected_text
 from curatune.evaluate.metrics import COMET_LIKE_NOTE
 from curatune.rundir import (
     BASE,
@@ -547,30 +547,49 @@ def _render_learning_forgetting(analysis: dict[str, Any], console: Console) -> N
 
 
 def _render_lr_selection(analysis: dict[str, Any], console: Console) -> None:
-    """The learning rate each (method, size) keeps, with every rate's mean validation loss."""
+    """The learning rate each (method, size) keeps, with every rate's mean criterion (validation loss
+    by default, or a task metric on the validation split)."""
     selection = analysis.get("lr_selection") or {}
     if not selection.get("active"):
         return
-    table = Table(title="Learning-rate selection (lowest mean validation loss over seeds)", title_justify="left")
-    for name, justify in (("method", "left"), ("size", "right"), ("selected lr", "right"),
-                          ("validation loss", "right"), ("seeds", "right"),
-                          ("lead over the runner-up (per seed)", "left"), ("every rate: mean loss (seeds)", "left")):
+    label = criterion_label(selection)
+    on_suite = label != "validation loss"
+    best = "highest" if (selection.get("criterion") or {}).get("higher_is_better") else "lowest"
+    table = Table(title=f"Learning-rate selection ({best} mean {label} over seeds)", title_justify="left")
+    columns = [("method", "left"), ("size", "right"), ("selected lr", "right"), (label, "right"), ("seeds", "right"),
+               ("lead over the runner-up (per seed)", "left"), ("every rate: mean (seeds)", "left")]
+    if on_suite:
+        columns.append(("validation loss would pick", "right"))
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for choice in selection.get("selected") or []:
         others = "  ".join(
-            f"{format_lr(c['lr'])}: {_num(c['mean_validation_loss'], 4)} ({len(c['seeds'])})"
+            f"{format_lr(c['lr'])}: {_num(mean_score(c), 4)} ({len(c['seeds'])})"
             + ("" if c["complete"] else " incomplete") for c in choice["candidates"])
         lead = Text(margin_text(choice), style="yellow" if choice.get("agreement") == "seeds disagree" else "")
-        table.add_row(choice["method"], str(choice["size"]), selected_text(choice),
-                      _num(choice["mean_validation_loss"], 4), str(choice["n_seeds"]), lead, others)
+        row = [choice["method"], str(choice["size"]), selected_text(choice), _num(mean_score(choice), 4),
+               str(choice["n_seeds"]), lead, others]
+        if on_suite:
+            row.append(_loss_rule_text(choice))
+        table.add_row(*row)
     console.print()
     console.print(table)
     unselected = selection.get("unselected_cells") or []
     console.print(f"[dim]Comparisons below use the selected rate's cells only; {len(unselected)} cells of other "
-                  "rates are listed in eval/analysis.json (lr_selection.cells). Lead: the runner-up's mean loss minus "
-                  "the selected rate's, and per seed (each seed trains every rate on the same subset); 'seeds "
-                  "disagree' = some seed alone prefers the runner-up, so the choice is within seed noise. (grid "
-                  "max) / (grid min): the selected rate is an end of the grid, so the best rate may lie beyond it.[/dim]")
+                  "rates are listed in eval/analysis.json (lr_selection.cells). Lead: how much better the selected "
+                  "rate's mean is than the runner-up's, and per seed (each seed trains every rate on the same subset); "
+                  "'seeds disagree' = some seed alone prefers the runner-up, so the choice is within seed noise. "
+                  "(grid max) / (grid min): the selected rate is an end of the grid, so the best rate may lie beyond "
+                  "it." + (" Validation loss would pick: the rate the default rule (lowest mean validation loss) "
+                           "chooses among the same rates." if on_suite else "") + "[/dim]")
+
+
+def _loss_rule_text(choice: dict[str, Any]) -> str:
+    """'same' or the other rate the validation loss would pick ('—' without losses)."""
+    lr = choice.get("loss_rule_lr")
+    if lr is None:
+        return "—"
+    return "same" if lr == choice["lr"] else format_lr(lr)
 
 
 #: Markers of the significance labels in the report's table.

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from curatune.config import ExperimentConfig
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import analyze_run
-from curatune.evaluate.analysis.lr_selection import run_selection
+from curatune.evaluate.analysis.lr_selection import Criterion, run_selection
 from curatune.evaluate.suites import (
     EvalContext,
     Suite,
@@ -243,12 +243,20 @@ class Evaluator:
         # evaluate.lr_grid_cells = selected: grid cells of a rate that is not selected get the task suites only,
         # and so do all rates of a (method, size) whose grid is still training: its choice may still change,
         # and a full evaluation of a cell that then loses would be wasted (the next evaluate adds it).
+        # With evaluate.analysis.lr_select_by SUITE/METRIC, SUITE scores the validation split on every grid cell's
+        # final weights (nothing else), and a (method, size) waits until all its cells are scored on it.
         self.task_only_cells: set[str] = set()
         self.unsettled: list[tuple[str, int]] = []
+        self.awaiting_scores = False  # some choice waits for validation-suite scores this run can add
+        self.training: list[tuple[str, int]] = []  # unsettled because a rate or seed is still training
+        self.selection_suite = Criterion.of(config.evaluate.analysis).suite
         if config.evaluate.lr_grid_cells == "selected":
-            selection = run_selection(run_dir)
+            selection = run_selection(run_dir, config.evaluate.analysis)
             self.unsettled = selection.unsettled
             self.task_only_cells = selection.unselected_cells | selection.cells_of(self.unsettled)
+            self.awaiting_scores = any(c.get("awaiting_score") for c in selection.cells)
+            self.training = sorted({(c["method"], c["size"]) for c in selection.cells
+                                    if c["status"] not in ("done", "failed")})
 
     def fingerprint(self, suite: Suite, target: Target) -> str:
         if suite.name not in self._suite_prints:  # loads the suite's items once
@@ -258,8 +266,12 @@ class Evaluator:
     def suites_for(self, target: Target) -> list[Suite]:
         """The suites that score this target's stage (a suite may be limited to some stages)."""
         suites = [s for s in self.suites if s.spec.stages is None or target.stage in s.spec.stages]
+        grid_final = getattr(target.info, "lr", None) is not None and target.stage == "final"
+        if not grid_final:  # the validation suite chooses among a grid's final weights, nothing else
+            suites = [s for s in suites if s.name != self.selection_suite]
         if target.cell in self.task_only_cells:
-            suites = [s for s in suites if s.name in self.config.evaluate.analysis.task_suites]
+            keep = set(self.config.evaluate.analysis.task_suites) | {self.selection_suite}
+            suites = [s for s in suites if s.name in keep]
         return suites
 
     def pending(self, target: Target) -> list[Suite]:
@@ -301,54 +313,121 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
     run_dir.root.mkdir(parents=True, exist_ok=True)
     run_dir.write_manifest(config.resolved(), "evaluate")
 
+    done = _score_pass(config, run_dir, progress=progress, score=score)
+    if score and done.evaluator.awaiting_scores and done.scored:
+        # lr_select_by a validation suite: this pass scored the grid cells on it, so the rates can be
+        # chosen now; a second pass gives the selected cells their full evaluation
+        console.print("learning rates chosen on the new validation scores: scoring the selected cells")
+        again = _score_pass(config, run_dir, progress=progress, score=score, first=done)
+        done = again
+    frame = done.evaluator.store.merge(done.units)
+    if "tensorboard" in config.train.report_to and done.scored_units:
+        # the same tensorboard folder as the cell's training logs (train.report_to)
+        problems = tracker_problems(["tensorboard"])
+        if problems:
+            console.print(f"[yellow]scores not sent to tensorboard: {problems[0]}[/yellow]")
+        else:
+            log_eval_scores(run_dir, frame, done.scored_units, cell_steps(t.info for t in done.trained))
+
+    analysis = _analyze(run_dir, config)
+    summary = {
+        "run_dir": str(run_dir.root),
+        "models": len(done.plan.targets),
+        "suites": [s.name for s in done.evaluator.suites],
+        "units": len(done.units),
+        "scored": done.scored,
+        "reused": done.reused,
+        "skipped_cells": done.plan.skipped,
+        "unavailable": done.unavailable,
+        "failed_models": done.failed,
+        "not_scored": done.not_scored,
+        "score_rows": int(len(frame)),
+        "scores": str(run_dir.scores),
+        "analysis": analysis,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if not done.not_scored:  # a merge that left units unscored has not finished the stage
+        run_dir.stamp_stage_finished(
+            "evaluate", scored=done.scored, reused=done.reused, score_rows=int(len(frame)), analysis=analysis,
+            failed_models=done.failed, unavailable=done.unavailable,
+        )
+    return summary
+
+
+@dataclass
+class _Pass:
+    """What one pass over the plan scored (a second pass adds to the first's counts)."""
+
+    plan: Plan
+    evaluator: Evaluator
+    units: list[tuple[str, Target]]
+    scored: int = 0
+    reused: int = 0
+    not_scored: int = 0
+    unavailable: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    scored_units: list[tuple[str, str, str]] = field(default_factory=list)
+    trained: list[Target] = field(default_factory=list)  # cells loaded for scoring
+
+
+def _score_pass(config: ExperimentConfig, run_dir: RunDir, *, progress: bool, score: bool,
+                first: _Pass | None = None) -> _Pass:
+    """Plan the targets, choose the grid's rates from what is on disk, score every pending unit."""
     plan = plan_targets(config, run_dir)
     evaluator = Evaluator(config, run_dir, progress=progress)
-    if evaluator.unsettled:
-        pairs = ", ".join(f"{method} n={size}" for method, size in evaluator.unsettled)
-        console.print(f"[yellow]learning-rate grid still training at {pairs}: their finished cells get the task "
-                      "suites now; the selected rate's full evaluation waits until every rate and seed there is "
-                      "trained (run `curatune evaluate` again then, or set evaluate.lr_grid_cells: all)[/yellow]")
-    for key, why in plan.skipped.items():
-        console.print(f"[yellow]skipping cell {key}: {why}[/yellow]")
+    if first is None:
+        if evaluator.training:
+            pairs = ", ".join(f"{method} n={size}" for method, size in evaluator.training)
+            console.print(f"[yellow]learning-rate grid still training at {pairs}: their finished cells get the "
+                          "task suites now; the selected rate's full evaluation waits until every rate and seed there "
+                          "is trained (run `curatune evaluate` again then, or set evaluate.lr_grid_cells: all)"
+                          "[/yellow]")
+        if evaluator.awaiting_scores:
+            console.print(f"learning rates are chosen on suite {evaluator.selection_suite!r}: scoring the grid cells "
+                          "on it first, then the selected cells")
+        for key, why in plan.skipped.items():
+            console.print(f"[yellow]skipping cell {key}: {why}[/yellow]")
 
     work: list[tuple[Target, list[Suite]]] = []
-    unavailable: dict[str, list[str]] = {}
-    failed_early: dict[str, str] = {}
+    done = _Pass(plan, evaluator, [])
     missing_units = 0
-    units: list[tuple[str, Target]] = []
     for target in plan.targets:
         pending = evaluator.pending(target)
-        units.extend((s.name, target) for s in evaluator.suites_for(target))
+        done.units.extend((s.name, target) for s in evaluator.suites_for(target))
         if not pending:
             continue
         if not _weights_available(target):
             missing = _missing_weights(target)
             if missing:  # listed in done.json but gone: damage, not keep_weights = none
-                failed_early[target.label] = missing
+                done.failed[target.label] = missing
                 missing_units += len(pending)
                 console.print(f"[red]{target.label}: {missing}[/red]")
             else:
-                unavailable[target.label] = [s.name for s in pending]
+                done.unavailable[target.label] = [s.name for s in pending]
             continue
         work.append((target, pending))
-    for label, suites in unavailable.items():
-        console.print(
-            f"[yellow]{label}: no weights on disk (train.keep_weights = none), cannot score {', '.join(suites)}[/yellow]"
-        )
+    for label, suites in done.unavailable.items():
+        if first is None or label not in first.unavailable:
+            console.print(f"[yellow]{label}: no weights on disk (train.keep_weights = none), cannot score "
+                          f"{', '.join(suites)}[/yellow]")
 
     total = sum(len(p) for _, p in work)
-    reused = len(units) - total - sum(len(v) for v in unavailable.values()) - missing_units
-    not_scored = 0 if score else total
+    reused = len(done.units) - total - sum(len(v) for v in done.unavailable.values()) - missing_units
+    done.not_scored = 0 if score else total
     if not score:
         work, total = [], 0
-    console.print(
-        f"evaluate: {len(plan.targets)} models, {len(evaluator.suites)} suites: {len(units)} units; "
-        f"{reused} already scored, {total} to score"
-    )
+    if first is None:
+        console.print(f"evaluate: {len(plan.targets)} models, {len(evaluator.suites)} suites: {len(done.units)} "
+                      f"units; {reused} already scored, {total} to score")
+        done.reused = reused
+    else:  # what the first pass scored is "already scored" now: keep its counts
+        console.print(f"evaluate: {total} more units for the selected cells")
+        # units on disk now that the first pass did not score were there before: reused
+        done.scored, done.reused = first.scored, reused - first.scored
+        done.scored_units, done.trained = list(first.scored_units), list(first.trained)
+        done.failed = {**first.failed, **done.failed}
     bar = tqdm(total=total, desc="evaluate", unit="unit", disable=not progress)
-    scored = 0
-    scored_units: list[tuple[str, str, str]] = []
-    failed: dict[str, str] = dict(failed_early)
+    count = 0
     threads = _CpuThreads(config.evaluate.cpu_threads)
     try:
         for target, pending in work:
@@ -357,23 +436,26 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
             except Exception as exc:  # noqa: BLE001 - one unreadable cell must not block the others
                 if target.info is None:
                     raise
-                failed[target.label] = f"{type(exc).__name__}: {exc}; {cell_repair_hint(target.info.path)}"
+                done.failed[target.label] = f"{type(exc).__name__}: {exc}; {cell_repair_hint(target.info.path)}"
                 console.print(f"[red]{target.label}: cannot load the model, skipped: {exc}[/red]")
                 bar.update(len(pending))
                 continue
+            if target.info is not None:
+                done.trained.append(target)
             try:
                 for suite in pending:
                     bar.set_postfix_str(f"{target.label} {suite.name}")
                     if evaluator.store.is_done(suite.name, target, evaluator.fingerprint(suite, target)):
                         # another `curatune evaluate` on this run (e.g. one per stage) finished it meanwhile
-                        reused += 1
+                        done.reused += 1
                     else:
                         seconds = evaluator.score_unit(suite, target, model, tokenizer)
-                        scored += 1
-                        scored_units.append((target.cell, target.stage, suite.name))
+                        done.scored += 1
+                        count += 1
+                        done.scored_units.append((target.cell, target.stage, suite.name))
                         if not progress:  # no bar (a log, or --no-progress): one plain line per unit
-                            log_line(f"evaluate: {scored}/{total} units: {target.label} {suite.name} ({seconds:.1f} s)")
-                    evaluator.store.merge(units)
+                            log_line(f"evaluate: {count}/{total} units: {target.label} {suite.name} ({seconds:.1f} s)")
+                    evaluator.store.merge(done.units)
                     bar.update(1)
             finally:
                 del model, tokenizer
@@ -382,38 +464,7 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
     finally:
         bar.close()
         threads.restore()
-    frame = evaluator.store.merge(units)
-    if "tensorboard" in config.train.report_to and scored_units:
-        # the same tensorboard folder as the cell's training logs (train.report_to)
-        problems = tracker_problems(["tensorboard"])
-        if problems:
-            console.print(f"[yellow]scores not sent to tensorboard: {problems[0]}[/yellow]")
-        else:
-            log_eval_scores(run_dir, frame, scored_units, cell_steps(t.info for t, _ in work if t.info is not None))
-
-    analysis = _analyze(run_dir, config)
-    summary = {
-        "run_dir": str(run_dir.root),
-        "models": len(plan.targets),
-        "suites": [s.name for s in evaluator.suites],
-        "units": len(units),
-        "scored": scored,
-        "reused": reused,
-        "skipped_cells": plan.skipped,
-        "unavailable": unavailable,
-        "failed_models": failed,
-        "not_scored": not_scored,
-        "score_rows": int(len(frame)),
-        "scores": str(run_dir.scores),
-        "analysis": analysis,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    if not not_scored:  # a merge that left units unscored has not finished the stage
-        run_dir.stamp_stage_finished(
-            "evaluate", scored=scored, reused=reused, score_rows=int(len(frame)), analysis=analysis,
-            failed_models=failed, unavailable=unavailable,
-        )
-    return summary
+    return done
 
 
 def _analyze(run_dir: RunDir, config: ExperimentConfig) -> str:

@@ -177,7 +177,12 @@ class GenerationTask(Suite):
     def limit(self) -> int | None:
         if self.spec.limit is not None:
             return self.spec.limit
-        return self.ctx.evaluate.limit_heldout if self.spec.path is None else None
+        return self.ctx.evaluate.limit_heldout if self.spec.path is None and not self.on_validation else None
+
+    @property
+    def on_validation(self) -> bool:
+        """Scores train/validation.parquet to choose a grid's learning rate (GenerationSuite.split)."""
+        return getattr(self.spec, "split", "heldout") == "validation"
 
     def _load(self) -> list[Record]:
         records = self._read_records()
@@ -186,13 +191,21 @@ class GenerationTask(Suite):
             raise DataError(f"suite {self.name}: {self._source_label()} has no record with an assistant answer")
         return [usable[i] for i in select_subset(len(usable), self.limit, self.ctx.evaluate.seed)]
 
+    def _split_path(self) -> Path:
+        return self.ctx.run_dir.validation if self.on_validation else self.ctx.run_dir.heldout
+
     def _source_label(self) -> str:
-        return str(self.spec.path or self.ctx.run_dir.heldout)
+        return str(self.spec.path or self._split_path())
 
     def _read_records(self) -> list[Record]:
         if self.spec.path is None:
-            path = self.ctx.run_dir.heldout
+            path = self._split_path()
             if not path.exists():
+                if self.on_validation:
+                    raise DataError(
+                        f"{path}: the validation split is missing; suite {self.name!r} (split: validation) needs "
+                        "the sweep to carve it (train.learning_rates or train.validation_size > 0)"
+                    )
                 raise DataError(
                     f"{path}: the held-out split is missing; run `curatune train` (it carves the split) "
                     f"or give suite {self.name!r} a path"
@@ -214,8 +227,11 @@ class GenerationTask(Suite):
     def fingerprint(self) -> dict[str, Any]:
         ids = hashlib.sha1("\n".join(r.id for r in self.items).encode()).hexdigest()[:16]
         settings = self.settings
+        base = super().fingerprint()
+        if not self.on_validation:  # `split` came later: held-out suites keep their earlier fingerprint
+            base["suite"].pop("split", None)
         return {
-            **super().fingerprint(),
+            **base,
             "items": ids,
             "n": len(self.items),
             "metrics": self.metrics,

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
+from curatune.evaluate.analysis.lr_selection import criterion_label, mean_score
 from curatune.evaluate.compare import interval_text, per_seed_text
 from curatune.evaluate.report import build_report, render_report
 from curatune.rundir import RunDir, atomic_write_text, format_lr, parse_cell_key, read_json
@@ -96,6 +97,10 @@ def _name(cell: str, method: str) -> str:
     return f"{name} {format_lr(parsed.lr)} s{parsed.seed}" if parsed and parsed.lr is not None else name
 
 
+def _four(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
 def _grid(scores: pd.DataFrame, analysis: dict) -> list[str]:
     """Every rate of the grid: its mean validation loss (what selects) beside its mean task scores on
     the test pairs (what the selection is meant to find), then the methods at their selected rates."""
@@ -103,12 +108,17 @@ def _grid(scores: pd.DataFrame, analysis: dict) -> list[str]:
     if not selection.get("active"):
         return []
     finals = scores[scores.stage == "final"]
-    lines = ["## Learning-rate selection (validation loss) against the test scores", "",
-             "Mean over the seeds that finished. The rule picks the lowest validation loss (train/validation.parquet, "
-             "carved from the training pool); the task columns are the test pairs, shown to check whether the "
-             "rule picks a rate that also translates best. ✓ = selected.", "",
-             "| method | size | rate | seeds | validation loss | BLEU | chrF++ | TER ↓ | comet_like |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    label = criterion_label(selection)
+    on_suite = label != "validation loss"
+    rule = (f"the highest mean {label} (generated on train/validation.parquet" if on_suite
+            else "the lowest validation loss (train/validation.parquet")
+    lines = [f"## Learning-rate selection ({label}) against the test scores", "",
+             f"Mean over the seeds that finished. The rule picks {rule}, carved from the training pool); the task "
+             "columns are the test pairs, shown to check whether the rule picks a rate that also translates best. "
+             "✓ = selected.", "",
+             "| method | size | rate | seeds | validation loss |" + (f" {label} |" if on_suite else "")
+             + " BLEU | chrF++ | TER ↓ | comet_like |",
+             "|---|---:|---:|---:|---:|" + ("---:|" if on_suite else "") + "---:|---:|---:|---:|"]
     cells = pd.DataFrame(selection["cells"])
     for choice in selection["selected"]:
         for candidate in choice["candidates"]:
@@ -121,8 +131,8 @@ def _grid(scores: pd.DataFrame, analysis: dict) -> list[str]:
             mark = " ✓" if candidate["lr"] == choice["lr"] else ""
             incomplete = "" if candidate["complete"] else " (incomplete)"
             lines.append(f"| {choice['method']} | {choice['size']} | {format_lr(candidate['lr'])}{mark} | "
-                         f"{len(candidate['seeds'])}{incomplete} | {candidate['mean_validation_loss']:.4f} | "
-                         + " | ".join(task) + " |")
+                         f"{len(candidate['seeds'])}{incomplete} | {_four(candidate.get('mean_validation_loss'))} | "
+                         + (f"{_four(mean_score(candidate))} | " if on_suite else "") + " | ".join(task) + " |")
     methods = analysis.get("method_comparison") or {}
     if methods.get("entries"):
         reference = methods["reference"]

@@ -13,7 +13,7 @@ from curatune.app.data import (
     prefixed_columns,
 )
 from curatune.errors import CuratuneError
-from curatune.evaluate.analysis.lr_selection import margin_text, selected_text
+from curatune.evaluate.analysis.lr_selection import criterion_label, margin_text, mean_score, selected_text
 from curatune.evaluate.compare import (
     compare_run_cells,
     compare_runs,
@@ -190,20 +190,27 @@ def render() -> None:
 
 
 def lr_selection_tables(analysis: dict | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(selected rate per method and size, every grid cell with its validation loss); empty without a grid."""
+    """(selected rate per method and size, every grid cell with its scores); empty without a grid."""
     selection = (analysis or {}).get("lr_selection") or {}
     if not selection.get("active"):
         return pd.DataFrame(), pd.DataFrame()
+    label = criterion_label(selection)
+    on_suite = label != "validation loss"
     chosen = pd.DataFrame([{
         "method": c["method"], "size": c["size"], "selected lr": selected_text(c),
-        "mean validation loss": c["mean_validation_loss"], "seeds": c["n_seeds"],
+        f"mean {label}": mean_score(c), "seeds": c["n_seeds"],
         "lead over the runner-up": margin_text(c),
-        "every rate: mean loss": "  ".join(f"{format_lr(o['lr'])}: {o['mean_validation_loss']:.4f}"
-                                           + ("" if o["complete"] else " (incomplete)") for o in c["candidates"]),
+        "every rate: mean": "  ".join(f"{format_lr(o['lr'])}: {mean_score(o):.4f}"
+                                      + ("" if o["complete"] else " (incomplete)") for o in c["candidates"]),
+        **({"validation loss would pick": "—" if c.get("loss_rule_lr") is None else
+            "same" if c["loss_rule_lr"] == c["lr"] else format_lr(c["loss_rule_lr"])} if on_suite else {}),
     } for c in selection.get("selected") or []])
     cells = pd.DataFrame(selection.get("cells") or [])
     if not cells.empty:
         cells["lr"] = cells["lr"].map(format_lr)
+        # the validation-loss criterion's score is the loss column itself; a suite criterion keeps its own column
+        drop = ["awaiting_score"] + (["score"] if not on_suite else [])
+        cells = cells.drop(columns=[c for c in drop if c in cells.columns]).rename(columns={"score": label})
     return chosen, cells
 
 
@@ -211,20 +218,23 @@ def lr_selection_section(analysis: dict | None) -> None:
     chosen, cells = lr_selection_tables(analysis)
     if chosen.empty and cells.empty:
         return
+    selection = analysis["lr_selection"]
+    label = criterion_label(selection)
+    best = "highest" if (selection.get("criterion") or {}).get("higher_is_better") else "lowest"
     st.subheader("Selected learning rates")
-    st.caption("The run trained a learning-rate grid (train.learning_rates). Per method and size the rate with the "
-               "lowest mean validation loss over seeds is selected (validation split carved from the training "
-               "pool; a tie goes to the smaller rate). 'Lead over the runner-up': by how much it beats the next "
-               "rate, in mean and per seed; 'seeds disagree' means some seed alone prefers the runner-up, so "
-               "the choice is within seed noise. Everything below (points, frontier, tests, cell comparison) "
-               "uses the selected rate's cells only; the other cells are listed here.")
+    st.caption(f"The run trained a learning-rate grid (train.learning_rates). Per method and size the rate with the "
+               f"{best} mean {label} over seeds is selected (validation split carved from the training pool; a tie "
+               "goes to the smaller rate; evaluate.analysis.lr_select_by). 'Lead over the runner-up': by how much it "
+               "beats the next rate, in mean and per seed; 'seeds disagree' means some seed alone prefers the "
+               "runner-up, so the choice is within seed noise. Everything below (points, frontier, tests, cell "
+               "comparison) uses the selected rate's cells only; the other cells are listed here.")
     if not chosen.empty:
         st.dataframe(chosen, hide_index=True)
-        st.plotly_chart(charts.lr_grid_figure(analysis["lr_selection"]), key="lr_grid")
-        st.caption("Validation loss against the learning rate: the line joins each rate's mean over the seeds "
-                   "(faded dots: the seeds; an open circle: a rate with fewer seeds finished, not compared), "
-                   "the star is the selected rate. A star at a panel's edge means the best rate may lie beyond "
-                   "the grid.")
+        st.plotly_chart(charts.lr_grid_figure(selection), key="lr_grid")
+        st.caption(f"{label[0].upper() + label[1:]} against the learning rate: the line joins each rate's mean over "
+                   "the seeds (faded dots: the seeds; an open circle: a rate with fewer seeds measured, not "
+                   "compared), the star is the selected rate. A star at a panel's edge means the best rate may lie "
+                   "beyond the grid.")
     if not cells.empty:
         finished = cells["status"].isin(["done", "failed"])
         with st.expander(f"Every grid cell ({int((finished & cells['selected']).sum())} selected, "

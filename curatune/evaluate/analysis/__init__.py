@@ -59,7 +59,7 @@ from curatune.evaluate.analysis.learning import (
     pareto_frontier,
     pareto_table,
 )
-from curatune.evaluate.analysis.lr_selection import run_selection
+from curatune.evaluate.analysis.lr_selection import reported_scores, run_selection
 from curatune.evaluate.analysis.probes import probe_correlations
 from curatune.evaluate.analysis.ranking import early_vs_final, rank_agreement, spearman
 from curatune.evaluate.analysis.saturation import (
@@ -111,10 +111,11 @@ def analyze_run(
     ``progress``, when given, is called with a short label before each fitted series.
     """
     config = config or AnalysisConfig()
-    every_score = scores = load_scores(run_dir.scores)
+    every_score = load_scores(run_dir.scores)
     # A learning-rate grid: each (method, size) is represented by its selected rate's cells only
     # (lr_selection's rule); the other rates' cells stay listed in analysis["lr_selection"].
-    selection = run_selection(run_dir)
+    selection = run_selection(run_dir, config, every_score)
+    every_score = scores = reported_scores(every_score, config)
     if selection.active:
         scores = scores[scores["cell"].map(selection.compares)].reset_index(drop=True)
     table = MetricTable(config.metric_directions)

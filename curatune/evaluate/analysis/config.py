@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class SignificanceConfig(BaseModel):
@@ -36,6 +36,13 @@ class SignificanceConfig(BaseModel):
 class AnalysisConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    lr_select_by: str = Field(
+        default="validation_loss",
+        description="With a learning-rate grid, what picks each (method, size)'s rate: validation_loss (the mean "
+        "per-token loss each cell records on train/validation.parquet; lowest wins) or SUITE/METRIC of a generation "
+        "suite scored on that split (split: validation), e.g. task_validation/chrf: what the model generates, "
+        "scored like the task (the metric's direction decides). docs/analysis.md, 'Learning-rate selection'.",
+    )
     task_suites: list[str] = Field(
         default_factory=lambda: ["task"],
         description="Suites that measure the fine-tuning target (learning). Every other suite in "
@@ -89,3 +96,13 @@ class AnalysisConfig(BaseModel):
     top_k: int = Field(
         default=3, ge=1, description="Early-vs-final agreement: overlap of the k best cells by early and by final score."
     )
+
+    @field_validator("lr_select_by")
+    @classmethod
+    def _criterion(cls, value: str) -> str:
+        if value != "validation_loss":
+            suite, _, metric = value.partition("/")
+            if not suite or not metric or "/" in metric:
+                raise ValueError("use validation_loss, or SUITE/METRIC of a generation suite with split: validation, "
+                                 "e.g. task_validation/chrf")
+        return value
