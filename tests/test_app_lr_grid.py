@@ -96,3 +96,46 @@ def test_learning_page_shows_the_runner_up_check_of_a_doubtful_rate(monkeypatch,
     assert (row["swapped"], row["suite"], row["verdict changes"]) == ("full: 2e-4 for 1e-4 (seeds disagree)", "task", "yes")
     assert (row["verdict at the runner-up"], row["verdict at the selected rate"]) == (
         "no detectable change", "significant loss")
+
+
+def test_learning_page_with_a_task_criterion_names_it_and_what_the_loss_would_pick(monkeypatch, tmp_path):
+    """lr_select_by a validation suite: the table and the plot are in its metric, the loss's choice is shown,
+    and the validation suite itself is no general suite of the page."""
+    import pandas as pd
+
+    from curatune.evaluate.analysis import AnalysisConfig
+    from curatune.rundir import atomic_write_parquet
+
+    run = grid_run(tmp_path / "grid")
+    scores = pd.read_parquet(run.scores)
+    finals = scores[(scores["stage"] == "final") & (scores["suite"] == "task")].copy()
+    finals["suite"], finals["metric"] = "task_validation", "chrf"
+    # chrF prefers 1e-3 at n=4, where the loss prefers 1e-4
+    finals["value"] = [40.0 + 10 * (lr == 1e-3) + seed for lr, seed in
+                       zip(finals["cell"].map(lambda c: 1e-3 if "lr1e-3" in c else 1e-4), finals["seed"])]
+    atomic_write_parquet(run.scores, pd.concat([scores, finals], ignore_index=True))
+    analysis = analyze_run(run, AnalysisConfig(lr_select_by="task_validation/chrf"))
+    assert "task_validation" not in analysis["suites"]["general"]
+    at = app(monkeypatch, run.root, page="learning")
+    chosen = at.dataframe[0].value
+    assert list(chosen["selected lr"]) == ["1e-3 (grid max)", "1e-3 (grid max)"]
+    assert list(chosen["mean chrf on task_validation"]) == [50.5, 50.5]
+    assert list(chosen["validation loss would pick"]) == ["1e-4", "same"]
+    assert "10.0000 above 1e-4 (every seed: +10.0000, +10.0000)" in set(chosen["lead over the runner-up"])
+    fig = next(f for f in figures(at) if any(str(t.get("name", "")).endswith("selected") for t in f["data"]))
+    assert fig["layout"]["yaxis"]["title"]["text"] == "chrf on task_validation"
+    assert sorted(next(t for t in fig["data"] if t["name"] == "n4 seeds")["y"]) == [40.0, 41.0, 50.0, 51.0]
+
+
+def test_a_choice_with_a_rate_still_training_is_marked_provisional(monkeypatch, tmp_path):
+    from curatune.rundir import CellSpec, atomic_write_json, read_json
+
+    run = grid_run(tmp_path / "grid")
+    plan = read_json(run.plan)
+    extra = CellSpec("lora", 8, 2, 1e-3)  # a third seed, still training at n=8
+    plan["cells"].append({"method": "lora", "size": 8, "seed": 2, "lr": 1e-3, "key": extra.key})
+    atomic_write_json(run.plan, plan)
+    analyze_run(run)
+    at = app(monkeypatch, run.root, page="learning")
+    chosen = at.dataframe[0].value
+    assert list(chosen["selected lr"]) == ["1e-4 (grid min)", "1e-3 (grid max) (provisional)"]

@@ -383,12 +383,20 @@ def test_grid_sweep_records_validation_losses_and_evaluates_the_selected_cells_f
         scores = pd.read_parquet(run_dir.scores)
         assert sorted(set(scores[scores["cell"] == cell_key("lora", 4, 0, best)]["suite"])) == ["task"]
         assert sorted(set(scores[scores["cell"] == "full-n4-s0"]["suite"])) == ["general", "task"]  # no grid
+        early = json.loads(run_dir.analysis.read_text())  # the choice and every comparison with it say so
+        assert [c["provisional"] for c in early["lr_selection"]["selected"]] == [True]
+        assert early["method_comparison"]["entries"] and all(e["provisional"] for e in early["method_comparison"]["entries"])
+        console = Console(record=True, width=250)
+        render_report(build_report(run_dir.root), console)
+        text = console.export_text()
+        assert "(provisional)" in text and "provisional: a rate or seed" in text
         marker.with_name("done.hidden").rename(marker)
 
         run_evaluate(config, run_dir, progress=False)  # the grid is done: the selected cell gets the rest
         analysis = json.loads(run_dir.analysis.read_text())
         chosen = analysis["lr_selection"]["selected"][0]
-        assert chosen["lr"] == best
+        assert chosen["lr"] == best and chosen["provisional"] is False
+        assert not any(e["provisional"] for e in analysis["method_comparison"]["entries"])
         scores = pd.read_parquet(run_dir.scores)
         suites = scores.groupby("cell")["suite"].agg(lambda s: sorted(set(s))).to_dict()
         assert suites[cell_key("lora", 4, 0, best)] == ["general", "task"]  # the full evaluation

@@ -650,7 +650,8 @@ def _render_method_comparison(analysis: dict[str, Any], console: Console) -> Non
     for (method, size), by_suite in groups.items():
         first = next(iter(by_suite.values()))
         lr = (f"{format_lr(first['lr_b']) if first.get('lr_b') is not None else '—'} / "
-              f"{format_lr(first['lr_a']) if first.get('lr_a') is not None else '—'}")
+              f"{format_lr(first['lr_a']) if first.get('lr_a') is not None else '—'}"
+              + (" provisional" if first.get("provisional") else ""))
         rows.append(([Text(method), str(size), str(len(first["seeds"])), *([lr] if with_lr else [])],
                      [significance_cell(by_suite.get(s)) for s in suites], None))
     reference = methods.get("reference")
@@ -661,7 +662,10 @@ def _render_method_comparison(analysis: dict[str, Any], console: Console) -> Non
         "other lower-is-better metrics, better = lower), · no detectable change, ? cannot tell. Both methods' "
         "seeds are pooled and items paired; p-values adjusted over these entries together (intervals not "
         "adjusted, so one that just excludes 0 may still be ·). Each seed's own "
-        "difference: eval/analysis.json (method_comparison.entries[].per_seed).[/dim]"
+        "difference: eval/analysis.json (method_comparison.entries[].per_seed)."
+        + (" provisional: a rate or seed of that size is still training (or unscored on the selection suite), so "
+           "the selected rate, and this row, may change." if any(e.get("provisional") for e in entries) else "")
+        + "[/dim]"
     )
 
 

@@ -144,7 +144,9 @@ def _grid(scores: pd.DataFrame, analysis: dict) -> list[str]:
                   "[95% CI] | per seed | p adj. | verdict for the method |",
                   "|---|---|---:|---|---|---:|---:|---|---|---:|---|"]
         for e in methods["entries"]:
-            rate = {side: f" ({format_lr(e[f'lr_{side}'])})" if e.get(f"lr_{side}") is not None else "" for side in "ab"}
+            provisional = ", provisional" if e.get("provisional") else ""
+            rate = {side: f" ({format_lr(e[f'lr_{side}'])}{provisional})" if e.get(f"lr_{side}") is not None else ""
+                    for side in "ab"}
             p = "—" if e["p_adjusted"] is None else f"{e['p_adjusted']:.3g}"
             value = {side: "—" if e[f"value_{side}"] is None else f"{e[f'value_{side}']:.4g}" for side in "ab"}
             lines.append(f"| {e['method_b']}{rate['b']} | {e['method_a']}{rate['a']} | {e['size']} | {e['suite']} | "

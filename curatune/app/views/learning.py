@@ -286,7 +286,8 @@ def method_comparison_rows(analysis: dict | None) -> pd.DataFrame:
     methods = (analysis or {}).get("method_comparison") or {}
     return pd.DataFrame([{
         "method": e["method_b"], "vs": e["method_a"], "size": e["size"], "seeds": len(e["seeds"]),
-        **({"lr": f"{format_lr(e['lr_b'])} vs {format_lr(e['lr_a'])}"} if e.get("lr_b") is not None
+        **({"lr": f"{format_lr(e['lr_b'])} vs {format_lr(e['lr_a'])}"
+                  + (" (provisional)" if e.get("provisional") else "")} if e.get("lr_b") is not None
            and e.get("lr_a") is not None else {}),
         "suite": e["suite"], "metric": e.get("metric"),
         "reference value": "" if e.get("value_a") is None else f"{e['value_a']:.4g}",
@@ -308,7 +309,8 @@ def method_comparison_table(analysis: dict | None) -> None:
         "grid, each at its selected rate): both methods' seeds pooled, items paired, p-values adjusted over all "
         "rows together. The difference is method - reference in the metric's units; for KL and other "
         "lower-is-better metrics a significant gain means lower. 'per seed' shows whether the seeds agree. "
-        "Intervals are not adjusted: one that just excludes 0 can still be 'no detectable change'."
+        "Intervals are not adjusted: one that just excludes 0 can still be 'no detectable change'. "
+        "'(provisional)': a rate or seed of that size is still training, so the selected rate and the row may change."
     )
     st.dataframe(table.astype(str), hide_index=True)
     checks = runner_up_check_rows(analysis)

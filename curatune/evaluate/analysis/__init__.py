@@ -137,9 +137,12 @@ def analyze_run(
     for point in pareto:  # the selected rate each (method, size) point stands for (None without a grid)
         point["lr"] = selection.selected_rate(point["method"], int(point.get("size") or 0))
     methods = compare_methods(index, roles, table, config.significance, items)
+    unsettled = set(selection.unsettled)
     for entry in methods["entries"]:  # the selected rate each side stands for (None without a grid)
         entry["lr_a"] = selection.selected_rate(entry["method_a"], entry["size"])
         entry["lr_b"] = selection.selected_rate(entry["method_b"], entry["size"])
+        # a side whose grid is still training (or unscored) stands at a rate that may yet change
+        entry["provisional"] = bool({(entry["method_a"], entry["size"]), (entry["method_b"], entry["size"])} & unsettled)
     if selection.active:  # where a choice of rate is within seed noise: would the verdict survive the other one?
         methods["runner_up_checks"] = runner_up_checks(every_score, selection, roles, table, config.significance,
                                                        items, methods["entries"])

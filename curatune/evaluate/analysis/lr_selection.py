@@ -24,7 +24,9 @@ each seed is a paired comparison of the winner with the runner-up (the next-best
 positive) and ``per_seed_margin`` say by how much; ``agreement`` is "every seed" when each seed
 alone prefers the winner, "seeds disagree" when some seed prefers the runner-up (the choice is
 then within seed noise: cannot tell which rate is better), "one seed" when there is only one
-(nothing to check it against), "tie" for a tie. ``at_grid_edge`` is "largest" or "smallest" when
+(nothing to check it against), "tie" for a tie. ``provisional`` is true while another rate or seed of that
+(method, size) is still training (or, with a suite criterion, not yet scored): the choice may
+still change, and so may every comparison made with it. ``at_grid_edge`` is "largest" or "smallest" when
 the selected rate is an end of the method's grid and beat another measured rate: the criterion may
 improve further beyond it, so the method's best rate is not known (a warning says so). With a task
 criterion, ``loss_rule_lr`` is the rate the validation loss would have picked among the same rates.
@@ -219,6 +221,9 @@ def select_learning_rates(cells: list[CellInfo], criterion: Criterion | None = N
             "awaiting_score": criterion.on_suite and cell.status == "done" and value(cell) is None
             and cell.key not in scores,
         })
+    unsettled = set(selection.unsettled)
+    for choice in selection.choices:  # a rate or seed still training (or unscored) may overturn the choice
+        choice["provisional"] = (choice["method"], choice["size"]) in unsettled
     for (method, edge), sizes in _edges(selection.choices).items():
         beyond = "above" if edge == "largest" else "below"
         change = "improve" if criterion.on_suite else "fall"
@@ -293,9 +298,11 @@ def _runner_up(by_rate: dict[float, dict[int, float]], best: dict[str, Any], run
 
 
 def selected_text(choice: dict[str, Any]) -> str:
-    """'5e-5', '5e-5 (tie)' or '5e-5 (grid max)': the selected rate as the report and app show it."""
+    """'5e-5', '5e-5 (tie)', '5e-5 (grid max)' or '5e-5 (provisional)': the selected rate as the report
+    and app show it (provisional: another rate or seed of that size is still training or unscored)."""
     edge = {"largest": " (grid max)", "smallest": " (grid min)"}.get(choice.get("at_grid_edge") or "", "")
-    return format_lr(choice["lr"]) + (" (tie)" if choice["tie"] else edge)
+    return (format_lr(choice["lr"]) + (" (tie)" if choice["tie"] else edge)
+            + (" (provisional)" if choice.get("provisional") else ""))
 
 
 def mean_score(entry: dict[str, Any]) -> float | None:
