@@ -318,8 +318,7 @@ def _run_evaluate(config: ExperimentConfig, run_dir: RunDir | str | Path | None,
         # lr_select_by a validation suite: this pass scored the grid cells on it, so the rates can be
         # chosen now; a second pass gives the selected cells their full evaluation
         console.print("learning rates chosen on the new validation scores: scoring the selected cells")
-        again = _score_pass(config, run_dir, progress=progress, score=score, first=done)
-        done = again
+        done = _score_pass(config, run_dir, progress=progress, score=score, first=done)
     frame = done.evaluator.store.merge(done.units)
     if "tensorboard" in config.train.report_to and done.scored_units:
         # the same tensorboard folder as the cell's training logs (train.report_to)

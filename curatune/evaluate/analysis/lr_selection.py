@@ -98,8 +98,6 @@ class Criterion:
                 "'agreement' says whether every seed alone prefers it to the runner-up")
 
 
-RULE = Criterion().rule()
-
 
 @dataclass
 class LrSelection:
