@@ -197,3 +197,16 @@ def test_a_grid_run_chosen_by_validation_chrf_in_one_evaluate(tmp_path, tiny_mod
         assert {c.key for c in list_cells(run_dir)} == set(grid) | {"lora-n8-s0"}
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_plan_counts_the_validation_suite_on_grid_cells_only_and_tests_nothing_with_it(tmp_path):
+    from curatune.evaluate.power import power_table, sweep_size
+
+    evaluate = _evaluate()
+    config = validate_config({"run_dir": str(tmp_path), "train": {
+        "methods": ["lora", "full"], "sizes": [100, 200], "seeds": [0, 1], "validation_size": 80,
+        "learning_rates": {"lora": [1e-4, 2e-4, 5e-4]}}, "evaluate": {**evaluate, "stages": ["base", "final"]}})
+    # 3 lora rates + 1 full rate, x 2 sizes x 2 seeds = 16 cells; task: base + 16; validation: the 12 lora cells
+    assert sweep_size(config)["evaluation_units"] == 1 + 16 + 12
+    row = next(r for r in power_table(config) if r.suite == "task_validation")
+    assert row.n_items == 80 and row.test == "none" and "chooses the learning rate" in row.note

@@ -218,6 +218,13 @@ def power_table(config: Any, run: RunDir | None = None, *, drop: float = 0.02, a
         scores = load_scores(run.scores)
     rows = []
     for spec in config.evaluate.effective_suites():
+        if getattr(spec, "split", None) == "validation":  # chooses a grid's rates; never tested against base
+            size = config.train.effective_validation_size()
+            n = min(size, spec.limit) if spec.limit else size
+            rows.append(PowerRow(spec.name, spec.kind, None, n, "none", None, "", None, drop, None,
+                                 "validation split: chooses the learning rate (lr_select_by); no test against the "
+                                 "base model"))
+            continue
         n, source = _item_count(spec, config, run, scores)
         metric = _headline(spec, config, scores)
         observed = observed_spread(run, scores, spec.name, metric) if scores is not None and metric else None
@@ -265,6 +272,10 @@ def sweep_size(config: Any) -> dict[str, int]:
     units = 0
     for spec in suites:
         stages = spec.stages or config.evaluate.stages
+        if getattr(spec, "split", None) == "validation":  # every grid cell's final weights, nothing else
+            grid_cells = sum(len(train.learning_rates.get(m) or []) for m in train.methods) * len(train.sizes)
+            units += grid_cells * len(train.seeds) if "final" in stages else 0
+            continue
         scored_cells = cells if spec.name in task_suites else fully_scored
         units += (1 if "base" in stages else 0) + scored_cells * sum(1 for s in stages if s != "base")
     return {"cells": cells, "suites": len(suites), "evaluation_units": units,
