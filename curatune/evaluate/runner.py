@@ -420,7 +420,8 @@ def _score_pass(config: ExperimentConfig, run_dir: RunDir, *, progress: bool, sc
                       f"units; {reused} already scored, {total} to score")
         done.reused = reused
     else:  # what the first pass scored is "already scored" now: keep its counts
-        console.print(f"evaluate: {total} more units for the selected cells")
+        console.print(f"evaluate: {total} more units now that the rates are chosen (the selected cells' full "
+                      "evaluation, and any cell that finished training meanwhile)")
         # units on disk now that the first pass did not score were there before: reused
         done.scored, done.reused = first.scored, reused - first.scored
         done.scored_units, done.trained = list(first.scored_units), list(first.trained)
