@@ -299,12 +299,13 @@ class EvaluateConfig(BaseModel):
     def _selection_suite(self) -> "EvaluateConfig":
         """A validation-split suite and analysis.lr_select_by name each other (see GenerationSuite.split)."""
         by = self.analysis.lr_select_by
-        validation = [s.name for s in self.effective_suites() if getattr(s, "split", None) == "validation"]
+        validation = [s for s in self.effective_suites() if getattr(s, "split", None) == "validation"]
         if by == "validation_loss":
             if validation:
+                name, metric = validation[0].name, (validation[0].metrics or ["chrf"])[0]
                 raise ValueError(
-                    f"suite {validation[0]!r} scores the validation split, which exists to choose a learning rate: "
-                    f"set analysis.lr_select_by: {validation[0]}/chrf (its metric), or remove the suite")
+                    f"suite {name!r} scores the validation split, which exists to choose a learning rate: "
+                    f"set analysis.lr_select_by: {name}/{metric} (a metric it computes), or remove the suite")
             return self
         suite, _, metric = by.partition("/")
         spec = next((s for s in self.effective_suites() if s.name == suite), None)
@@ -317,7 +318,7 @@ class EvaluateConfig(BaseModel):
         if suite in self.analysis.task_suites:
             raise ValueError(f"analysis.task_suites lists {suite!r}, the validation suite that chooses the learning "
                              "rate; task suites are scored on the held-out split")
-        others = [name for name in validation if name != suite]
+        others = [s.name for s in validation if s.name != suite]
         if others:
             raise ValueError(f"suite {others[0]!r} also scores the validation split; one validation suite chooses the "
                              f"learning rate ({suite!r}): remove the other")
