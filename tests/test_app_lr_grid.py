@@ -124,6 +124,7 @@ def test_learning_page_with_a_task_criterion_names_it_and_what_the_loss_would_pi
     assert "10.0000 above 1e-4 (every seed: +10.0000, +10.0000)" in set(chosen["lead over the runner-up"])
     fig = next(f for f in figures(at) if any(str(t.get("name", "")).endswith("selected") for t in f["data"]))
     assert fig["layout"]["yaxis"]["title"]["text"] == "chrf on task_validation"
+    assert sorted(t["name"] for t in fig["data"] if t.get("showlegend") is not False) == ["n4", "n8"]
     assert sorted(next(t for t in fig["data"] if t["name"] == "n4 seeds")["y"]) == [40.0, 41.0, 50.0, 51.0]
 
 
@@ -139,3 +140,16 @@ def test_a_choice_with_a_rate_still_training_is_marked_provisional(monkeypatch, 
     at = app(monkeypatch, run.root, page="learning")
     chosen = at.dataframe[0].value
     assert list(chosen["selected lr"]) == ["1e-4 (grid min)", "1e-3 (grid max) (provisional)"]
+
+
+def test_a_size_that_only_one_method_has_gets_a_legend_entry():
+    from curatune.app.charts import lr_grid_figure
+
+    def choice(method, size, lr):
+        return {"method": method, "size": size, "lr": lr, "tie": False, "grid_rates": [lr],
+                "candidates": [{"lr": lr, "mean_score": 1.0, "complete": True, "seeds": [0]}]}
+
+    fig = lr_grid_figure({"selected": [choice("full", 4, 1e-4), choice("lora", 4, 1e-3), choice("lora", 8, 1e-3)],
+                          "cells": []})
+    shown = [t.name for t in fig.data if t.showlegend is not False]
+    assert sorted(shown) == ["n4", "n8"]  # n8 exists in the second panel only

@@ -128,6 +128,7 @@ def lr_grid_figure(selection: dict) -> go.Figure:
     palette = _size_colors(len(sizes))
     fig = make_subplots(rows=1, cols=max(1, len(methods)), shared_yaxes=True, subplot_titles=methods,
                         horizontal_spacing=0.06)
+    in_legend: set[str] = set()  # each size once, from the first panel that has it (a size may be one method's only)
     for col, method in enumerate(methods, start=1):
         for size, color in zip(sizes, palette):
             choice = next((c for c in choices if c["method"] == method and int(c["size"]) == size), None)
@@ -137,13 +138,14 @@ def lr_grid_figure(selection: dict) -> go.Figure:
             name = f"n{size}"
             fig.add_scatter(
                 x=[m[0] for m in means], y=[m[1] for m in means], mode="lines+markers", name=name,
-                legendgroup=name, showlegend=col == 1, line=dict(color=color, width=2),
+                legendgroup=name, showlegend=name not in in_legend, line=dict(color=color, width=2),
                 marker=dict(color=color, size=7, symbol=["circle" if m[2] else "circle-open" for m in means]),
                 customdata=[[format_lr(m[0]), "" if m[2] else " (fewer seeds: not compared)"] for m in means],
                 hovertemplate=(f"<b>{method} n{size}</b> lr %{{customdata[0]}}<br>mean {label} "
                                "%{y:.4f}%{customdata[1]}<extra></extra>"),
                 row=1, col=col,
             )
+            in_legend.add(name)
             if not cells.empty:
                 seeds = cells[(cells["method"] == method) & (cells["size"] == size) & cells[column].notna()]
                 fig.add_scatter(

@@ -231,7 +231,7 @@ def lr_selection_section(analysis: dict | None) -> None:
     if not chosen.empty:
         st.dataframe(chosen, hide_index=True)
         st.plotly_chart(charts.lr_grid_figure(selection), key="lr_grid")
-        st.caption(f"{label[0].upper() + label[1:]} against the learning rate: the line joins each rate's mean over "
+        st.caption(f"The selection criterion ({label}) against the learning rate: the line joins each rate's mean over "
                    "the seeds (faded dots: the seeds; an open circle: a rate with fewer seeds measured, not "
                    "compared), the star is the selected rate. A star at a panel's edge means the best rate may lie "
                    "beyond the grid.")
