@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import pandas as pd
 
+from curatune.config import validate_config
 from curatune.rundir import CellSpec, RunDir, atomic_write_json, atomic_write_parquet
+
+
+def tiny_grid_config(run_dir: RunDir, model_dir, *, train: dict, evaluate: dict):
+    """A tiny-model grid experiment on CPU in float32: 4 held-out and 6 validation records, one thread,
+    LoRA and full, stages base and final, full evaluation for the selected rates only. ``train`` and
+    ``evaluate`` add to (or override) these settings."""
+    return validate_config({
+        "run_dir": str(run_dir.root),
+        "model": {"base": str(model_dir), "dtype": "float32", "device": "cpu"},
+        "data": {"heldout_size": 4},
+        "train": {"methods": ["lora", "full"], "per_device_batch_size": 2, "max_seq_length": 64, "cpu_threads": 1,
+                  "validation_size": 6, **train},
+        "evaluate": {"stages": ["base", "final"], "lr_grid_cells": "selected", **evaluate},
+    })
 
 
 def grid_run(root) -> RunDir:

@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import pytest
 import sacrebleu
+from lr_grid_fixture import tiny_grid_config
 from rich.console import Console
 from train_helpers import curated_run_dir, make_records
 
@@ -141,17 +142,10 @@ def test_a_grid_run_chosen_by_validation_chrf_in_one_evaluate(tmp_path, tiny_mod
         evaluate["suites"][0]["max_new_tokens"] = 4
         evaluate["suites"][1]["max_new_tokens"] = 12
         evaluate["suites"].append({"name": "general", "kind": "generation", "max_new_tokens": 4})
-        config = validate_config({
-            "run_dir": str(run_dir.root),
-            "model": {"base": str(tiny_model_dir), "dtype": "float32", "device": "cpu"},
-            "data": {"heldout_size": 4},
-            # full fine-tuning at a large rate for a few epochs learns the answers' JSON shape, the small rate
-            # does not: the two rates generate differently, so the choice is not a tie
-            "train": {"sizes": [8], "methods": ["lora", "full"], "epochs": 4, "per_device_batch_size": 2,
-                      "max_seq_length": 64, "cpu_threads": 1, "validation_size": 6,
-                      "learning_rates": {"full": [1e-5, 3e-3]}},
-            "evaluate": {**evaluate, "stages": ["base", "final"], "lr_grid_cells": "selected"},
-        })
+        # full fine-tuning at a large rate for a few epochs learns the answers' JSON shape, the small rate
+        # does not: the two rates generate differently, so the choice is not a tie
+        config = tiny_grid_config(run_dir, tiny_model_dir, evaluate=evaluate,
+                                  train={"sizes": [8], "epochs": 4, "learning_rates": {"full": [1e-5, 3e-3]}})
         assert run_sweep(config, run_dir, progress=False)["cells_done"] == 3
 
         summary = run_evaluate(config, run_dir, progress=False)  # one call: validation suite, choice, full evaluation

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 from lr_grid_fixture import grid_run as _grid_run
+from lr_grid_fixture import tiny_grid_config
 from rich.console import Console
 from train_helpers import curated_run_dir, make_records, tiny_config
 
@@ -346,20 +347,13 @@ def test_grid_sweep_records_validation_losses_and_evaluates_the_selected_cells_f
     torch.set_num_threads(1)
     try:
         run_dir = curated_run_dir(tmp_path / "run", make_records(24))
-        config = validate_config({
-            "run_dir": str(run_dir.root),
-            "model": {"base": str(tiny_model_dir), "dtype": "float32", "device": "cpu"},
-            "data": {"heldout_size": 4},
-            "train": {"sizes": [4], "methods": ["lora", "full"], "epochs": 1, "per_device_batch_size": 2,
-                      "max_seq_length": 64, "cpu_threads": 1, "validation_size": 6,
-                      "learning_rates": {"lora": [1e-5, 5e-3]}},
-            "evaluate": {
-                "suites": [{"name": "task", "kind": "generation", "max_new_tokens": 4},
-                           {"name": "general", "kind": "generation", "max_new_tokens": 4}],
-                "stages": ["base", "final"], "lr_grid_cells": "selected",
-                "analysis": {"n_bootstrap": 0},
-            },
-        })
+        config = tiny_grid_config(
+            run_dir, tiny_model_dir,
+            train={"sizes": [4], "epochs": 1, "learning_rates": {"lora": [1e-5, 5e-3]}},
+            evaluate={"suites": [{"name": "task", "kind": "generation", "max_new_tokens": 4},
+                                 {"name": "general", "kind": "generation", "max_new_tokens": 4}],
+                      "analysis": {"n_bootstrap": 0}},
+        )
         summary = run_sweep(config, run_dir, progress=False)
         assert summary["cells_done"] == 3 and not summary["failed"]
         done = {c.key: c.done for c in list_cells(run_dir)}

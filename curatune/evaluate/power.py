@@ -273,8 +273,8 @@ def sweep_size(config: Any) -> dict[str, int]:
     for spec in suites:
         stages = spec.stages or config.evaluate.stages
         if getattr(spec, "split", None) == "validation":  # every grid cell's final weights, nothing else
-            grid_cells = sum(len(train.learning_rates.get(m) or []) for m in train.methods) * len(train.sizes)
-            units += grid_cells * len(train.seeds) if "final" in stages else 0
+            grid_rates = sum(n for m, n in per_size_seed.items() if train.learning_rates.get(m))
+            units += grid_rates * len(train.sizes) * len(train.seeds) if "final" in stages else 0
             continue
         scored_cells = cells if spec.name in task_suites else fully_scored
         units += (1 if "base" in stages else 0) + scored_cells * sum(1 for s in stages if s != "base")

@@ -29,7 +29,15 @@ from curatune.curate.accounting import curate_accounting
 from curatune.curate.audit import AuditSummary, audit_run, table_rows
 from curatune.errors import ConfigError, CuratuneError
 from curatune.evaluate.analysis import AnalysisConfig, analyze_run, load_scores
-from curatune.evaluate.analysis.lr_selection import criterion_label, margin_text, mean_score, selected_text
+from curatune.evaluate.analysis.lr_selection import (
+    by_suite,
+    criterion_label,
+    criterion_title,
+    loss_rule_text,
+    margin_text,
+    mean_score,
+    selected_text,
+)
 from curatune.evaluate.metrics import COMET_LIKE_NOTE
 from curatune.rundir import (
     BASE,
@@ -552,10 +560,8 @@ def _render_lr_selection(analysis: dict[str, Any], console: Console) -> None:
     selection = analysis.get("lr_selection") or {}
     if not selection.get("active"):
         return
-    label = criterion_label(selection)
-    on_suite = label != "validation loss"
-    best = "highest" if (selection.get("criterion") or {}).get("higher_is_better") else "lowest"
-    table = Table(title=f"Learning-rate selection ({best} mean {label} over seeds)", title_justify="left")
+    label, on_suite = criterion_label(selection), by_suite(selection)
+    table = Table(title=f"Learning-rate selection ({criterion_title(selection)} over seeds)", title_justify="left")
     columns = [("method", "left"), ("size", "right"), ("selected lr", "right"), (label, "right"), ("seeds", "right"),
                ("lead over the runner-up (per seed)", "left"), ("every rate: mean (seeds)", "left")]
     if on_suite:
@@ -570,7 +576,7 @@ def _render_lr_selection(analysis: dict[str, Any], console: Console) -> None:
         row = [choice["method"], str(choice["size"]), selected_text(choice), _num(mean_score(choice), 4),
                str(choice["n_seeds"]), lead, others]
         if on_suite:
-            row.append(_loss_rule_text(choice))
+            row.append(loss_rule_text(choice))
         table.add_row(*row)
     console.print()
     console.print(table)
@@ -582,14 +588,6 @@ def _render_lr_selection(analysis: dict[str, Any], console: Console) -> None:
                   "(grid max) / (grid min): the selected rate is an end of the grid, so the best rate may lie beyond "
                   "it." + (" Validation loss would pick: the rate the default rule (lowest mean validation loss) "
                            "chooses among the same rates." if on_suite else "") + "[/dim]")
-
-
-def _loss_rule_text(choice: dict[str, Any]) -> str:
-    """'same' or the other rate the validation loss would pick ('—' without losses)."""
-    lr = choice.get("loss_rule_lr")
-    if lr is None:
-        return "—"
-    return "same" if lr == choice["lr"] else format_lr(lr)
 
 
 #: Markers of the significance labels in the report's table.

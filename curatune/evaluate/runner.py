@@ -254,9 +254,8 @@ class Evaluator:
             selection = run_selection(run_dir, config.evaluate.analysis)
             self.unsettled = selection.unsettled
             self.task_only_cells = selection.unselected_cells | selection.cells_of(self.unsettled)
-            self.awaiting_scores = any(c.get("awaiting_score") for c in selection.cells)
-            self.training = sorted({(c["method"], c["size"]) for c in selection.cells
-                                    if c["status"] not in ("done", "failed")})
+            self.awaiting_scores = selection.awaiting_scores
+            self.training = selection.training
 
     def fingerprint(self, suite: Suite, target: Target) -> str:
         if suite.name not in self._suite_prints:  # loads the suite's items once

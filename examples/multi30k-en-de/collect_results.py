@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from curatune.evaluate.analysis.lr_selection import criterion_label, mean_score
+from curatune.evaluate.analysis.lr_selection import by_suite, criterion_label, mean_score
 from curatune.evaluate.compare import interval_text, per_seed_text
 from curatune.evaluate.report import build_report, render_report
 from curatune.rundir import RunDir, atomic_write_text, format_lr, parse_cell_key, read_json
@@ -108,8 +108,7 @@ def _grid(scores: pd.DataFrame, analysis: dict) -> list[str]:
     if not selection.get("active"):
         return []
     finals = scores[scores.stage == "final"]
-    label = criterion_label(selection)
-    on_suite = label != "validation loss"
+    label, on_suite = criterion_label(selection), by_suite(selection)
     rule = (f"the highest mean {label} (generated on train/validation.parquet" if on_suite
             else "the lowest validation loss (train/validation.parquet")
     lines = [f"## Learning-rate selection ({label}) against the test scores", "",

@@ -13,7 +13,15 @@ from curatune.app.data import (
     prefixed_columns,
 )
 from curatune.errors import CuratuneError
-from curatune.evaluate.analysis.lr_selection import criterion_label, margin_text, mean_score, selected_text
+from curatune.evaluate.analysis.lr_selection import (
+    by_suite,
+    criterion_label,
+    criterion_title,
+    loss_rule_text,
+    margin_text,
+    mean_score,
+    selected_text,
+)
 from curatune.evaluate.compare import (
     compare_run_cells,
     compare_runs,
@@ -194,16 +202,14 @@ def lr_selection_tables(analysis: dict | None) -> tuple[pd.DataFrame, pd.DataFra
     selection = (analysis or {}).get("lr_selection") or {}
     if not selection.get("active"):
         return pd.DataFrame(), pd.DataFrame()
-    label = criterion_label(selection)
-    on_suite = label != "validation loss"
+    label, on_suite = criterion_label(selection), by_suite(selection)
     chosen = pd.DataFrame([{
         "method": c["method"], "size": c["size"], "selected lr": selected_text(c),
         f"mean {label}": mean_score(c), "seeds": c["n_seeds"],
         "lead over the runner-up": margin_text(c),
         "every rate: mean": "  ".join(f"{format_lr(o['lr'])}: {mean_score(o):.4f}"
                                       + ("" if o["complete"] else " (incomplete)") for o in c["candidates"]),
-        **({"validation loss would pick": "—" if c.get("loss_rule_lr") is None else
-            "same" if c["loss_rule_lr"] == c["lr"] else format_lr(c["loss_rule_lr"])} if on_suite else {}),
+        **({"validation loss would pick": loss_rule_text(c)} if on_suite else {}),
     } for c in selection.get("selected") or []])
     cells = pd.DataFrame(selection.get("cells") or [])
     if not cells.empty:
@@ -220,10 +226,9 @@ def lr_selection_section(analysis: dict | None) -> None:
         return
     selection = analysis["lr_selection"]
     label = criterion_label(selection)
-    best = "highest" if (selection.get("criterion") or {}).get("higher_is_better") else "lowest"
     st.subheader("Selected learning rates")
     st.caption(f"The run trained a learning-rate grid (train.learning_rates). Per method and size the rate with the "
-               f"{best} mean {label} over seeds is selected (validation split carved from the training pool; a tie "
+               f"{criterion_title(selection)} over seeds is selected (validation split carved from the training pool; a tie "
                "goes to the smaller rate; evaluate.analysis.lr_select_by). 'Lead over the runner-up': by how much it "
                "beats the next rate, in mean and per seed; 'seeds disagree' means some seed alone prefers the "
                "runner-up, so the choice is within seed noise. Everything below (points, frontier, tests, cell "

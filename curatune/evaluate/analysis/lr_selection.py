@@ -122,11 +122,20 @@ class LrSelection:
         return {c["cell"] for c in self.cells if not c["selected"]}
 
     @property
+    def training(self) -> list[tuple[str, int]]:
+        """(method, size) pairs with a cell still pending or training."""
+        return sorted({(c["method"], c["size"]) for c in self.cells if c["status"] not in ("done", "failed")})
+
+    @property
+    def awaiting_scores(self) -> bool:
+        """Whether some done cell is not yet scored on the criterion's suite (`curatune evaluate` can add it)."""
+        return any(c.get("awaiting_score") for c in self.cells)
+
+    @property
     def unsettled(self) -> list[tuple[str, int]]:
         """(method, size) pairs whose choice may still change: some cell is pending or training, or (with a
         suite criterion) done but not yet scored on the validation suite."""
-        return sorted({(c["method"], c["size"]) for c in self.cells
-                       if c["status"] not in ("done", "failed") or c.get("awaiting_score")})
+        return sorted(set(self.training) | {(c["method"], c["size"]) for c in self.cells if c.get("awaiting_score")})
 
     def cells_of(self, pairs: list[tuple[str, int]]) -> set[str]:
         """The grid cells of these (method, size) pairs, every rate."""
@@ -216,8 +225,7 @@ def select_learning_rates(cells: list[CellInfo], criterion: Criterion | None = N
             "status": cell.status, "validation_loss": cell.validation_loss, "score": value(cell),
             "selected": selected,
             # done but not scored on the criterion's suite yet: `curatune evaluate` scores it before choosing
-            "awaiting_score": criterion.on_suite and cell.status == "done" and value(cell) is None
-            and cell.key not in scores,
+            "awaiting_score": criterion.on_suite and cell.status == "done" and cell.key not in scores,
         })
     unsettled = set(selection.unsettled)
     for choice in selection.choices:  # a rate or seed still training (or unscored) may overturn the choice
@@ -311,6 +319,25 @@ def mean_score(entry: dict[str, Any]) -> float | None:
 def criterion_label(selection: dict[str, Any]) -> str:
     """'validation loss' or 'chrf on task_validation': what analysis.json's lr_selection compared."""
     return ((selection or {}).get("criterion") or {}).get("label") or "validation loss"
+
+
+def by_suite(selection: dict[str, Any]) -> bool:
+    """Whether analysis.json's lr_selection chose by a suite's metric rather than the validation loss."""
+    return ((selection or {}).get("criterion") or {}).get("by", VALIDATION_LOSS) != VALIDATION_LOSS
+
+
+def criterion_title(selection: dict[str, Any]) -> str:
+    """'lowest mean validation loss' or 'highest mean chrf on task_validation': what wins."""
+    best = "highest" if ((selection or {}).get("criterion") or {}).get("higher_is_better") else "lowest"
+    return f"{best} mean {criterion_label(selection)}"
+
+
+def loss_rule_text(choice: dict[str, Any]) -> str:
+    """With a suite criterion: 'same', or the other rate the validation loss would pick ('—' without losses)."""
+    lr = choice.get("loss_rule_lr")
+    if lr is None:
+        return "—"
+    return "same" if lr == choice["lr"] else format_lr(lr)
 
 
 def margin_text(choice: dict[str, Any]) -> str:
