@@ -41,6 +41,7 @@ from curatune.rundir import (
     cell_key,
     parse_cell_key,
 )
+from curatune.runlock import restore_default_modes
 from curatune.terminal import quiet_model_loading
 from curatune.virtual_tokens import PROMPT_LEARNING
 
@@ -73,6 +74,7 @@ def _staged_folder(out: Path, force: bool) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        restore_default_modes(tmp)  # safetensors writes weights 0600
         if out.exists():
             old = out.with_name(f".{out.name}.export-old")
             shutil.rmtree(old, ignore_errors=True)

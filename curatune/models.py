@@ -47,6 +47,7 @@ from curatune.errors import ModelError
 from curatune.model_pins import SMOLLM2_WHEEL_SHA256, verify_file, verify_minilm_dir
 from curatune.runcheck import cell_repair_hint
 from curatune.rundir import CellInfo
+from curatune.runlock import restore_default_modes
 from curatune.virtual_tokens import VirtualTokenLM, is_virtual_token_adapter
 
 DEFAULT = "default"
@@ -403,11 +404,7 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
         tokenizer.init_kwargs.pop(loader_only, None)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    # Some writers create files 0600; the cache is meant to be shared by every user of the machine.
-    umask = os.umask(0)
-    os.umask(umask)
-    for file in out.iterdir():
-        os.chmod(file, 0o666 & ~umask)
+    restore_default_modes(out)  # the cache is shared by every user of the machine; safetensors writes 0600
 
 
 def _set_chat_special_tokens(tokenizer: Any, model: Any, config: Any) -> None:

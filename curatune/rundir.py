@@ -112,12 +112,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         # named after this process so a later run can remove it if we are killed (curatune.runlock)
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, default_file_mode())  # mkstemp makes 0600; a plain open() obeys the umask
         os.close(fd)
     except OSError as exc:  # read-only or full disk, a file where the folder belongs: name the real path
         raise environment_error(exc, path) from exc
     try:
         yield Path(tmp)
+        # mkstemp makes 0600 and some writers (safetensors) replace the file with their own 0600
+        # one; a plain open() obeys the umask, so the mode is set once the content is in place
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):

@@ -199,6 +199,19 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def restore_default_modes(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or every file under a folder) the mode a plain ``open()`` would.
+
+    safetensors 0.8 writes through its own 0600 temporary file and renames it over the target
+    (safetensors issue #782), so weights from ``save_pretrained`` or ``save_file`` end up
+    readable by their owner only: a teammate or a serving account could not load them."""
+    mode = default_file_mode()
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    for file in files:
+        os.chmod(file, mode)
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

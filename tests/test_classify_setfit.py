@@ -3,7 +3,9 @@ macro-F1's paired statistic, and the sweep -> evaluate path on a tiny embedder b
 from __future__ import annotations
 
 import json
+import os
 import random
+import stat
 
 import numpy as np
 import pandas as pd
@@ -210,6 +212,10 @@ def test_sweep_then_evaluate_writes_the_run_directory_contract(tiny_embedder_dir
     assert cells["setfit-n4-s0"].done["train_examples"] == 8
     assert len(pd.read_parquet(cells["logreg-n2-s0"].path / PREDICTIONS)) == 20
     assert (cells["setfit-n2-s0"].path / "final" / "head.safetensors").exists()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for weights in (cells["setfit-n2-s0"].path / "final").rglob("*.safetensors"):  # not 0600 (safetensors#782)
+        assert stat.S_IMODE(weights.stat().st_mode) == 0o666 & ~mask, weights
     assert not list((cells["setfit-n2-s0"].path / "final").glob("*.pkl"))  # no pickle
     again = run_classification_sweep(config, run_dir)
     assert again["ran"] == [] and len(again["already_done"]) == 4

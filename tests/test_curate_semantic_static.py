@@ -9,6 +9,7 @@ bench/curate_semantic_static.py.
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -47,6 +48,9 @@ def test_table_is_distilled_once_then_read_from_the_cache(context, monkeypatch):
     tables = [p for p in (context.cache_dir / "static").iterdir()]
     assert len(tables) == 1 and (tables[0] / static.SETTINGS_FILE).exists()
     assert (tables[0] / "model.safetensors").exists()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((tables[0] / "model.safetensors").stat().st_mode) == 0o666 & ~mask  # shared cache, not 0600
     # A new process (nothing loaded) reads the table: distilling again would fail here.
     static._loaded.clear()
     monkeypatch.setattr(static, "distill_table", lambda *a: (_ for _ in ()).throw(AssertionError("distilled again")))

@@ -105,6 +105,26 @@ def test_merged_and_full_exports_load_with_transformers(finished_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_weights_in_the_run_and_in_exports_are_readable_like_any_other_file(finished_run, tmp_path):
+    """Trained cells and exports hold safetensors, which safetensors 0.8 writes 0600 (its #782):
+    a teammate or a serving account must be able to read them like the JSON beside them."""
+    import os
+    import stat
+
+    run_dir, _ = finished_run
+    mask = os.umask(0o022)
+    os.umask(mask)
+    expected = 0o666 & ~mask
+    weights = sorted((run_dir.root / "train").rglob("*.safetensors"))
+    assert weights  # both cells' early and final weights
+    export_cell(run_dir, "full-n4-s0", tmp_path / "full")
+    export_cell(run_dir, "lora-n4-s0", tmp_path / "adapter")
+    weights += sorted(tmp_path.rglob("*.safetensors"))
+    for path in weights:
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+@pytest.mark.slow
 def test_model_card_carries_the_runs_numbers(finished_run, tmp_path):
     run_dir, _ = finished_run
     export_cell(run_dir, "lora-n4-s0", tmp_path / "a")

@@ -159,6 +159,33 @@ def test_atomic_writes_get_the_mode_a_plain_open_would(tmp_path, umask):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_safetensors_files_get_the_mode_a_plain_open_would(tmp_path, umask):
+    """safetensors 0.8 renames its own 0600 temp file over the target (safetensors#782): weights
+    saved through atomic_path, or into a folder given restore_default_modes, must not stay 0600."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from curatune.runlock import restore_default_modes
+
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        with atomic_path(tmp_path / "ref.safetensors") as tmp:
+            save_file({"a": np.zeros(2, dtype=np.float32)}, str(tmp))
+        folder = tmp_path / "weights" / "sub"
+        folder.mkdir(parents=True)
+        save_file({"a": np.zeros(2, dtype=np.float32)}, str(folder / "model.safetensors"))
+        restore_default_modes(tmp_path / "weights")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == expected
+    assert stat.S_IMODE((tmp_path / "ref.safetensors").stat().st_mode) == expected
+    assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == expected
+    assert stat.S_IMODE(folder.stat().st_mode) & 0o700 == 0o700  # folders keep their own mode
+
+
 def test_curated_run_files_are_readable_by_the_group(tmp_path, capsys):
     data = write_jsonl(tmp_path / "data.jsonl", good_rows(5, "mode"))
     old = os.umask(0o022)

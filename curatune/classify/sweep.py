@@ -52,7 +52,7 @@ from curatune.rundir import (
     cell_status,
     read_json_or_none,
 )
-from curatune.runlock import holds_stage_lock
+from curatune.runlock import holds_stage_lock, restore_default_modes
 
 #: Marks a classification run in train/plan.json (the app and `curatune evaluate` read it).
 TASK = "classification"
@@ -226,6 +226,7 @@ def _save_weights(folder: Path, outcome: CellOutcome) -> dict[str, Any]:
 
     target = folder / FINAL
     outcome.body.save(str(target), safe_serialization=True)
+    restore_default_modes(target)  # safetensors writes weights 0600
     head = outcome.head
     with atomic_path(target / "head.safetensors") as tmp:
         save_file({"coef": np.ascontiguousarray(head.coef_, dtype=np.float32),

@@ -35,6 +35,7 @@ from curatune.curate.base import CurateContext
 from curatune.errors import ModelError
 from curatune.models import resolve_embedder_path
 from curatune.rundir import atomic_write_json
+from curatune.runlock import restore_default_modes
 
 if TYPE_CHECKING:
     from model2vec import StaticModel
@@ -93,6 +94,7 @@ def distill_table(source: Path, settings: DistillSettings, out_dir: Path) -> Non
         sif_coefficient=settings.sif_coefficient, quantize_to="float32", pooling=settings.pooling,
     )
     static.save_pretrained(str(out_dir))
+    restore_default_modes(out_dir)  # shared cache; safetensors writes 0600
 
 
 class StaticTableCache:

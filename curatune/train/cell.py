@@ -46,6 +46,7 @@ from curatune.model_card import RunFacts, base_model_id, describe_weights_folder
 from curatune.models import ensure_pad_token, load_weights_dir, resolve_model_path
 from curatune.records import Record, frame_to_records
 from curatune.runcheck import damaged_done_marker
+from curatune.runlock import restore_default_modes
 from curatune.rundir import (
     CELL,
     CHECKPOINTS,
@@ -468,6 +469,7 @@ def save_weights_dir(target: Path, save: Callable[[Path], None]) -> None:
         # The Trainer also pickles its arguments next to the weights; weights folders hold
         # safetensors and JSON only (a pickle is code that runs when loaded).
         (tmp / "training_args.bin").unlink(missing_ok=True)
+        restore_default_modes(tmp)  # safetensors writes weights 0600
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
 
