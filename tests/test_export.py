@@ -3,7 +3,9 @@ the folders load with transformers, peft and datasets, and the cards carry the r
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -108,9 +110,6 @@ def test_merged_and_full_exports_load_with_transformers(finished_run, tmp_path):
 def test_weights_in_the_run_and_in_exports_are_readable_like_any_other_file(finished_run, tmp_path):
     """Trained cells and exports hold safetensors, which safetensors 0.8 writes 0600 (its #782):
     a teammate or a serving account must be able to read them like the JSON beside them."""
-    import os
-    import stat
-
     run_dir, _ = finished_run
     mask = os.umask(0o022)
     os.umask(mask)

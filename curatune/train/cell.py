@@ -46,7 +46,6 @@ from curatune.model_card import RunFacts, base_model_id, describe_weights_folder
 from curatune.models import ensure_pad_token, load_weights_dir, resolve_model_path
 from curatune.records import Record, frame_to_records
 from curatune.runcheck import damaged_done_marker
-from curatune.runlock import restore_default_modes
 from curatune.rundir import (
     CELL,
     CHECKPOINTS,
@@ -63,6 +62,7 @@ from curatune.rundir import (
     read_json,
     read_jsonl,
 )
+from curatune.runlock import restore_default_modes
 from curatune.tracking import tensorboard_callback, trainer_report_to
 from curatune.train.batching import (
     PerBatchCollator,
