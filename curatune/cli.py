@@ -127,9 +127,10 @@ def main() -> None:
     except CuratuneError as exc:
         _print_error(exc)
         sys.exit(2)
-    except OSError as exc:
-        # Reading or writing a path failed (permissions, a full disk, a file in the way): the
-        # environment, not a bug, so one sentence instead of a traceback, wherever it happened.
+    except Exception as exc:
+        # Reading or writing a path failed (permissions, a full disk, a file in the way), as an
+        # OSError or inside a library's own error (safetensors names the OS error in its message):
+        # the environment, not a bug, so one sentence instead of a traceback, wherever it happened.
         if not is_environment_error(exc):
             raise
         _print_error(environment_error(exc, action="read or write"))

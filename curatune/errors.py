@@ -7,6 +7,8 @@ exceptions so they keep their traceback.
 from __future__ import annotations
 
 import errno
+import os
+import re
 
 
 class CuratuneError(Exception):
@@ -49,21 +51,43 @@ _HINTS = {
     errno.ENOTDIR: "a file is in the way where a folder belongs: move it or choose another path",
     errno.EEXIST: "a file is in the way where a folder belongs: move it or choose another path",
     errno.EISDIR: "a folder is in the way where a file belongs: move it or choose another path",
+    errno.EFBIG: "the file is larger than this file system (or `ulimit -f`) allows: write to another disk",
 }
+
+#: How Rust libraries report an OS error inside their own exception types: safetensors, which
+#: writes every weights file, raises ``SafetensorError("... No space left on device (os error 28)")``.
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: itself, or the one a Rust library names in its message."""
+    if isinstance(exc, OSError):
+        return exc
+    found = _RUST_OS_ERROR.search(str(exc))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code))
 
 
 def is_environment_error(exc: BaseException) -> bool:
-    return isinstance(exc, WriteError) or (isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS)
+    if isinstance(exc, WriteError):
+        return True
+    error = os_error_of(exc)
+    return error is not None and error.errno in ENVIRONMENT_ERRNOS
 
 
 def is_disk_error(exc: BaseException) -> bool:
     """A write failure that every later write would hit too (full disk, read-only file system)."""
-    cause = exc.__cause__ if isinstance(exc, WriteError) else exc
-    return isinstance(cause, OSError) and cause.errno in DISK_ERRNOS
+    error = os_error_of(exc.__cause__ if isinstance(exc, WriteError) else exc)
+    return error is not None and error.errno in DISK_ERRNOS
 
 
-def environment_error(exc: OSError, path: object = None, action: str = "write") -> WriteError:
-    """One sentence for an OSError: what could not be done to which path, why, and what to do."""
-    where = path if path is not None else (exc.filename or "a file")
-    hint = _HINTS.get(exc.errno)
-    return WriteError(f"cannot {action} {where}: {exc.strerror or exc}" + (f" ({hint})" if hint else ""))
+def environment_error(exc: BaseException, path: object = None, action: str = "write") -> WriteError:
+    """One sentence for an OSError (or a library's error naming one): what could not be done to
+    which path, why, and what to do."""
+    error = os_error_of(exc) or exc
+    where = path if path is not None else (getattr(error, "filename", None) or "a file")
+    hint = _HINTS.get(getattr(error, "errno", None))
+    reason = getattr(error, "strerror", None) or error
+    return WriteError(f"cannot {action} {where}: {reason}" + (f" ({hint})" if hint else ""))

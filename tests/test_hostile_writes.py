@@ -118,6 +118,42 @@ def test_sweep_on_a_full_disk_stops_with_the_cause(sweep_config, tmp_path, capsy
     assert not (tmp_path / "run" / "train" / "lora" / "n4" / "s0" / "failed.json").exists()
 
 
+def test_sweep_stops_when_safetensors_cannot_write_the_weights(sweep_config, tmp_path, capsys, monkeypatch):
+    """safetensors reports a full disk as its own error type ("... (os error 28)"), not an OSError.
+    Caused for real here with a file-size limit while the cell's weights are written (EFBIG, the
+    same family): the sweep stops with one message instead of failing every cell in turn."""
+    import resource
+    import signal
+
+    import curatune.train.cell as cell
+
+    real_save_weights_dir = cell.save_weights_dir
+    raised = []
+
+    def save_under_a_size_limit(target, save):
+        def limited(folder):
+            soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG
+            resource.setrlimit(resource.RLIMIT_FSIZE, (8_000, hard))  # the JSON files fit, the weights do not
+            try:
+                save(folder)
+            except Exception as exc:
+                raised.append(type(exc).__name__)
+                raise
+            finally:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+                signal.signal(signal.SIGXFSZ, previous)
+        real_save_weights_dir(target, limited)
+
+    monkeypatch.setattr(cell, "save_weights_dir", save_under_a_size_limit)
+    message = assert_clean_error(run_cli(["sweep", sweep_config, "--no-progress"], capsys), "File too large")
+    assert raised == ["SafetensorError"], "the failure came from inside safetensors"
+    assert "lora/n4/s0" in message and "write to another disk" in message
+    cell_dir = tmp_path / "run" / "train" / "lora" / "n4" / "s0"
+    assert not (cell_dir / "failed.json").exists()
+    assert not list(cell_dir.glob(".*.tmp")), "the half-written weights folder is removed"
+
+
 def test_failed_cell_that_cannot_be_recorded_keeps_its_cause(sweep_config, tmp_path, capsys, monkeypatch):
     import curatune.train.cell as cell
 

@@ -125,6 +125,50 @@ def test_conversion_is_atomic_and_cached(isolated_cache, tiny_model_dir, monkeyp
     assert [p.name for p in final.parent.iterdir() if p.name.startswith(".") and "tmp" in p.name] == []
 
 
+def test_a_disk_without_room_for_the_conversion_is_refused_before_any_work(isolated_cache, monkeypatch):
+    _trust(monkeypatch, _fake_wheel(models.wheels_dir()))
+    converted = []
+    monkeypatch.setattr(models, "_convert_gguf", lambda gguf, out: converted.append(gguf))
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real_usage(path)._replace(free=300_000_000))
+    with pytest.raises(ModelError) as err:
+        models.convert_default_from_wheel()
+    message = str(err.value)
+    assert "needs about 542 MB free" in message and "which has 300 MB" in message
+    assert str(models.default_model_cache_dir().parent) in message and "CURATUNE_CACHE" in message
+    assert converted == [], "nothing extracted or converted"
+    assert [p.name for p in models.default_model_cache_dir().parent.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_disk_filling_up_during_the_conversion_is_one_clear_message(isolated_cache, monkeypatch, capsys):
+    """A real write failure inside safetensors (a file-size limit, where a full disk cannot be made
+    in a test): one message naming the cache folder, no traceback, nothing half-written left."""
+    import resource
+    import signal
+
+    from hostile import assert_clean_error, run_cli
+    from safetensors.torch import save_file
+
+    _trust(monkeypatch, _fake_wheel(models.wheels_dir()))
+
+    def converts_into_a_limit(gguf_path, out):
+        out.mkdir(parents=True)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, hard))
+        try:
+            save_file({"weight": torch.zeros(100_000)}, str(out / "model.safetensors"))
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+
+    monkeypatch.setattr(models, "_convert_gguf", converts_into_a_limit)
+    final = models.default_model_cache_dir()
+    message = assert_clean_error(run_cli(["models", "fetch", "--force"], capsys), str(final), "File too large")
+    assert "write to another disk" in message
+    assert [p.name for p in final.parent.iterdir() if not p.name.endswith(".lock")] == []
+
+
 def test_no_wheel_download_when_fully_offline(isolated_cache):
     with pytest.raises(ModelError, match="CURATUNE_OFFLINE"):
         models.fetch_wheel()

@@ -464,7 +464,15 @@ def save_weights_dir(target: Path, save: Callable[[Path], None]) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     if is_main_process():
         shutil.rmtree(tmp, ignore_errors=True)
-    save(tmp)  # every process calls it (sharded models gather), rank 0 writes
+    try:
+        save(tmp)  # every process calls it (sharded models gather), rank 0 writes
+    except Exception as exc:
+        if not is_disk_error(exc):
+            raise
+        if is_main_process():
+            shutil.rmtree(tmp, ignore_errors=True)  # give back what the half-written copy took
+        # safetensors reports a full disk as its own error type: name the folder and what to do
+        raise environment_error(exc, target) from exc
     if is_main_process():
         # The Trainer also pickles its arguments next to the weights; weights folders hold
         # safetensors and JSON only (a pickle is code that runs when loaded).
