@@ -22,7 +22,7 @@ from typing import Iterator, Literal
 
 import pandas as pd
 
-from curatune.errors import CuratuneError, ModelError
+from curatune.errors import CuratuneError, ModelError, environment_error, is_disk_error
 from curatune.model_card import (
     ADAPTER_CONFIG,
     RunFacts,
@@ -81,6 +81,10 @@ def _staged_folder(out: Path, force: bool) -> Iterator[Path]:
             os.replace(out, old)
             shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp, out)
+    except Exception as exc:
+        if not is_disk_error(exc):
+            raise
+        raise environment_error(exc, out) from exc  # safetensors names a full disk in its own error type
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

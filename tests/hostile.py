@@ -2,7 +2,10 @@
 that it ended cleanly (status 2, one message, no traceback)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import resource
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,21 @@ from curatune.records import with_ledger_defaults
 
 #: A fast curation for tests that only care about loading and writing: exact dedup only.
 FAST_CURATE = ["--set", "curate.steps=[{name: exact}]", "--set", "curate.workers=1", "-q"]
+
+
+@contextlib.contextmanager
+def file_size_limit(max_bytes: int):
+    """Writes past ``max_bytes`` fail with EFBIG, as a full disk fails them with ENOSPC: a real
+    kernel error inside any writer (safetensors' Rust code included), which a test cannot get
+    from a full disk without mounting one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
 
 
 @dataclass

@@ -124,6 +124,19 @@ def test_weights_in_the_run_and_in_exports_are_readable_like_any_other_file(fini
 
 
 @pytest.mark.slow
+def test_an_export_that_cannot_be_written_is_one_message_and_leaves_nothing(finished_run, tmp_path, capsys):
+    from hostile import assert_clean_error, file_size_limit, run_cli
+
+    run_dir, _ = finished_run
+    out = tmp_path / "full"
+    with file_size_limit(8_000):  # the weights file cannot be written, as on a full disk
+        result = run_cli(["export", run_dir.root, "full-n4-s0", "--out", out], capsys)
+    message = assert_clean_error(result, str(out), "File too large")
+    assert "write to another disk" in message
+    assert list(tmp_path.iterdir()) == [], "neither the export nor its temporary folder is left"
+
+
+@pytest.mark.slow
 def test_model_card_carries_the_runs_numbers(finished_run, tmp_path):
     run_dir, _ = finished_run
     export_cell(run_dir, "lora-n4-s0", tmp_path / "a")

@@ -19,6 +19,7 @@ from hostile import (
     FAST_CURATE,
     assert_accounting,
     assert_clean_error,
+    file_size_limit,
     good_rows,
     run_cli,
     write_jsonl,
@@ -122,9 +123,6 @@ def test_sweep_stops_when_safetensors_cannot_write_the_weights(sweep_config, tmp
     """safetensors reports a full disk as its own error type ("... (os error 28)"), not an OSError.
     Caused for real here with a file-size limit while the cell's weights are written (EFBIG, the
     same family): the sweep stops with one message instead of failing every cell in turn."""
-    import resource
-    import signal
-
     import curatune.train.cell as cell
 
     real_save_weights_dir = cell.save_weights_dir
@@ -132,17 +130,12 @@ def test_sweep_stops_when_safetensors_cannot_write_the_weights(sweep_config, tmp
 
     def save_under_a_size_limit(target, save):
         def limited(folder):
-            soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-            previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG
-            resource.setrlimit(resource.RLIMIT_FSIZE, (8_000, hard))  # the JSON files fit, the weights do not
             try:
-                save(folder)
+                with file_size_limit(8_000):  # the JSON files fit, the weights do not
+                    save(folder)
             except Exception as exc:
                 raised.append(type(exc).__name__)
                 raise
-            finally:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-                signal.signal(signal.SIGXFSZ, previous)
         real_save_weights_dir(target, limited)
 
     monkeypatch.setattr(cell, "save_weights_dir", save_under_a_size_limit)

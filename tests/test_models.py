@@ -143,24 +143,15 @@ def test_a_disk_without_room_for_the_conversion_is_refused_before_any_work(isola
 def test_a_disk_filling_up_during_the_conversion_is_one_clear_message(isolated_cache, monkeypatch, capsys):
     """A real write failure inside safetensors (a file-size limit, where a full disk cannot be made
     in a test): one message naming the cache folder, no traceback, nothing half-written left."""
-    import resource
-    import signal
-
-    from hostile import assert_clean_error, run_cli
+    from hostile import assert_clean_error, file_size_limit, run_cli
     from safetensors.torch import save_file
 
     _trust(monkeypatch, _fake_wheel(models.wheels_dir()))
 
     def converts_into_a_limit(gguf_path, out):
         out.mkdir(parents=True)
-        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, hard))
-        try:
+        with file_size_limit(64_000):
             save_file({"weight": torch.zeros(100_000)}, str(out / "model.safetensors"))
-        finally:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-            signal.signal(signal.SIGXFSZ, previous)
 
     monkeypatch.setattr(models, "_convert_gguf", converts_into_a_limit)
     final = models.default_model_cache_dir()
