@@ -14,6 +14,7 @@ from train_helpers import curated_run_dir, make_records
 
 from curatune.config import validate_config
 from curatune.errors import ConfigError
+from curatune.evaluate.analysis.config import AnalysisConfig
 from curatune.evaluate.analysis.lr_selection import (
     Criterion,
     margin_text,
@@ -107,10 +108,12 @@ def test_the_criterion_and_the_validation_suite_must_name_each_other():
     with pytest.raises(ConfigError, match="leave path empty"):
         validate_config({"evaluate": {"suites": [{"name": "v", "kind": "generation", "split": "validation",
                                                   "path": "x.jsonl"}]}})
-    with pytest.raises(ConfigError, match="no known direction"):
-        Criterion.of(validate_config({"evaluate": {
-            "suites": [{"name": "v", "kind": "generation", "split": "validation"}],
-            "analysis": {"lr_select_by": "v/novel"}}}).evaluate.analysis)
+    novel = {"suites": [{"name": "v", "kind": "generation", "split": "validation"}],
+             "analysis": {"lr_select_by": "v/novel"}}
+    with pytest.raises(ConfigError, match="'novel' is not a metric of a generation suite"):
+        validate_config({"evaluate": novel})  # at config check, before any cell trains
+    with pytest.raises(ConfigError, match="no known direction"):  # a report reading an older run's config
+        Criterion.of(AnalysisConfig(lr_select_by="v/novel"))
 
 
 def test_a_held_out_suite_keeps_its_fingerprint(tmp_path):

@@ -313,6 +313,9 @@ class EvaluateConfig(BaseModel):
             raise ValueError(
                 f"analysis.lr_select_by = {by!r} needs a generation suite named {suite!r} with split: validation, "
                 f"e.g. {{name: {suite}, kind: generation, split: validation, metrics: [{metric}], stages: [final]}}")
+        if metric not in (*GENERATION_METRICS, "json_valid"):  # found now, not after the sweep trained
+            raise ValueError(f"analysis.lr_select_by = {by!r}: {metric!r} is not a metric of a generation suite "
+                             f"(choose one of {', '.join(GENERATION_METRICS)}, json_valid)")
         if spec.metrics is not None and metric not in spec.metrics:
             raise ValueError(f"analysis.lr_select_by = {by!r}: suite {suite!r} computes {spec.metrics}, not {metric!r}")
         if suite in self.analysis.task_suites:
