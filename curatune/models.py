@@ -176,6 +176,28 @@ def resolve_model_path(name: str = DEFAULT, *, trust_remote_code: bool = False) 
     return _resolve_hub_id(name, trust_remote_code=trust_remote_code)
 
 
+def model_config_source(name: str = DEFAULT) -> Path | str | None:
+    """Where ``name``'s config.json can be read without fetching weights, for estimates before a run:
+    a local folder, the converted default, a cached hub snapshot, or the hub id itself when the hub
+    is reachable (transformers then fetches config.json alone). None when there is none yet."""
+    name = str(name).strip()
+    if name == DEFAULT:
+        cached = default_model_cache_dir()
+        return cached if is_complete_cache(cached) else None
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local.resolve() if (local / "config.json").exists() else None
+    if _looks_like_path(name) or not _looks_like_hub_id(name):
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=["config.json"], local_files_only=True))
+    except Exception:  # noqa: BLE001 - any miss here just means "not cached"
+        pass
+    return name if not hub_offline() and hub_reachable() else None
+
+
 def model_name_problem(name: str, *, embedder: bool = False) -> str | None:
     """Why ``name`` cannot name a model, checked without network or loading anything; None if it can.
 

@@ -31,6 +31,8 @@ LAZY_CURATUNE = {
     ("curatune.run", "curatune.evaluate.runner"),
     # Reading suite items for the power table goes through the same torch-bound scorers.
     ("curatune.evaluate.significance_command", "curatune.evaluate.power"),
+    # ... and the disk estimate builds the model on the meta device through the training code (torch, peft).
+    ("curatune.evaluate.significance_command", "curatune.train.disk"),
     # task: classification's evaluation loads the analysis (scipy.stats: seconds) and the embedder stack.
     ("curatune.evaluate.command", "curatune.classify.evaluate"),
     ("curatune.run", "curatune.classify.evaluate"),

@@ -89,15 +89,18 @@ def plan(
     # Imported here: reading the suites' items goes through the log-likelihood scorers, which load
     # torch (seconds) at import; `curatune --help` and the other commands should not pay for it.
     from curatune.evaluate.power import power_table, sweep_size
+    from curatune.train.disk import describe, grid_disk_estimate
 
     cfg = load_config(config, set_)
     run = RunDir(cfg.run_dir)
     rows = power_table(cfg, run if run.scores.exists() else None, drop=drop, alpha=alpha, power=power,
                        discordance=discordance)
     size = sweep_size(cfg)
+    disk, no_disk = grid_disk_estimate(cfg)
     if as_json:
         typer.echo(json.dumps({"sweep": size, "alpha": alpha, "power": power,
-                               "suites": [r.to_dict() for r in rows]}, indent=2))
+                               "suites": [r.to_dict() for r in rows],
+                               "disk": disk.to_dict() if disk else {"unknown": no_disk}}, indent=2))
         return
     console = Console()
     table = Table(title=f"Power per suite (paired test, alpha {alpha:g}, power {power:g})", title_justify="left")
@@ -113,6 +116,13 @@ def plan(
     console.print(f"sweep: {size['cells']} cells ({len(cfg.train.methods)} methods x {len(cfg.train.sizes)} sizes x "
                   f"{len(cfg.train.seeds)} seeds{grid}), {size['evaluation_units']} evaluation units "
                   f"(model x stage x suite, over {size['suites']} suites)")
+    if disk is None:
+        console.print(f"disk: {no_disk}")
+    else:
+        console.print(f"disk: {describe(disk, cfg.run_dir)}")
+        if not disk.fits:
+            console.print("[yellow]not enough free space for every cell's weights: free space, choose a run_dir on a "
+                          "larger disk, or train fewer cells (--only, fewer sizes or seeds)[/yellow]")
     console.print("[dim]MDE: the smallest difference from the base model (metric units; 0.04 = 4 accuracy points) "
                   "a single paired test detects with the given power. With the false-discovery adjustment over "
                   "all cells x suites the detectable change is somewhat larger.[/dim]")

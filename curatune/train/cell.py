@@ -246,7 +246,6 @@ class EncodedDataset:
 
 def load_base_for_training(config: ExperimentConfig, method: str, model_path: Path):
     """A fresh (tokenizer, model) for training: every cell starts from the unchanged base."""
-    import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -254,17 +253,14 @@ def load_base_for_training(config: ExperimentConfig, method: str, model_path: Pa
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
     apply_chat_settings(tokenizer, ChatSettings.from_train(config.train))  # saved with the cell's weights
     ensure_pad_token(tokenizer)
-    # Master weights in float32 unless asked otherwise; bf16 training is autocast on top.
-    dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
-             "float16": torch.float16}[config.model.dtype]
     # safetensors only: pickled .bin weights can run code when loaded
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust, "use_safetensors": True}
+    kwargs: dict[str, Any] = {"dtype": master_dtype(config), "trust_remote_code": trust, "use_safetensors": True}
     if method == "qlora":
         kwargs.update(_qlora_load_kwargs(config))
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False  # the KV cache is useless (and wasteful) during training
     if method in ("lora", "qlora"):
-        model = _wrap_lora(config, model, quantized=method == "qlora")
+        model = wrap_lora(config, model, quantized=method == "qlora")
     elif method in PROMPT_LEARNING:
         problem = virtual_token_problem(method, model)  # fail now, with the reason, not after training
         if problem:
@@ -273,6 +269,15 @@ def load_base_for_training(config: ExperimentConfig, method: str, model_path: Pa
     elif method in ADAPTER_METHODS:
         model = get_peft_model(model, peft_config(config, method))
     return tokenizer, model
+
+
+def master_dtype(config: ExperimentConfig):
+    """The dtype a cell's weights are trained and saved in: float32 unless model.dtype says
+    otherwise (bf16 training is autocast on top of float32 master weights)."""
+    import torch
+
+    return {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
+            "float16": torch.float16}[config.model.dtype]
 
 
 def qlora_problem() -> str | None:
@@ -306,7 +311,7 @@ def _qlora_load_kwargs(config: ExperimentConfig) -> dict[str, Any]:
     return {"quantization_config": quant, "device_map": {"": local_rank}, "dtype": compute}
 
 
-def _wrap_lora(config: ExperimentConfig, model, quantized: bool):
+def wrap_lora(config: ExperimentConfig, model, quantized: bool):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     settings = config.train.lora
