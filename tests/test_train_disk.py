@@ -82,3 +82,37 @@ def test_sweep_warns_at_start_when_the_cells_will_not_fit(tmp_path, tiny_model_d
     summary = run_sweep(config, run_dir, progress=False)
     notes = " ".join(summary["notes"])
     assert "not enough free space for every cell's weights" in notes and "lora: 1 cells" in notes
+
+
+def test_deleted_full_weights_and_resumable_checkpoints_are_counted_as_the_sweep_handles_them(tmp_path, tiny_model_dir):
+    run_dir = curated_run_dir(tmp_path / "run", make_records(12))
+    plain = disk.estimate_disk(tiny_config(run_dir, tiny_model_dir), tiny_model_dir, {"full": 3, "lora": 3}, run_dir.root)
+    full, lora = plain.methods["full"], plain.methods["lora"]
+    assert plain.kept == {"full": 3 * 2 * full.stage_bytes(), "lora": 3 * 2 * lora.stage_bytes()}
+    assert plain.checkpoint_peak == 0
+
+    # keep_weights = none: a full cell's early/ lives until the hook has scored it, then goes
+    none = disk.estimate_disk(tiny_config(run_dir, tiny_model_dir, keep_weights="none"), tiny_model_dir,
+                              {"full": 3, "lora": 3}, run_dir.root)
+    assert none.kept["full"] == 0 and none.kept["lora"] == plain.kept["lora"]
+    assert none.checkpoint_peak == full.weights and "deleted once scored" in disk.describe(none, run_dir.root)
+
+    # a resumable trainer checkpoint: the weights and AdamW's two float32 moments per trainable parameter
+    resumable = disk.estimate_disk(tiny_config(run_dir, tiny_model_dir, checkpoint_steps=10), tiny_model_dir,
+                                   {"full": 3, "lora": 3}, run_dir.root)
+    assert resumable.checkpoint_peak == full.stage_bytes() + 8 * full.trainable_params
+    assert lora.trainable_params < full.trainable_params / 2
+
+
+@pytest.mark.slow
+def test_a_resumable_checkpoint_is_about_the_size_estimated(tmp_path, tiny_model_dir):
+    run_dir = curated_run_dir(tmp_path / "run", make_records(16))
+    config = tiny_config(run_dir, tiny_model_dir, sizes=[8], methods=["full"], checkpoint_steps=1)
+    sizes = []
+
+    def measure_checkpoints(cell, stage, model, tokenizer, config, run_dir):  # runs before they are removed
+        sizes.extend(_folder_bytes(c) for c in (tmp_path / "run").rglob("checkpoint-*"))
+
+    run_sweep(config, run_dir, progress=False, hook=measure_checkpoints)
+    estimate = disk.estimate_disk(config, tiny_model_dir, {"full": 1}, run_dir.root)
+    assert sizes and estimate.checkpoint_peak <= max(sizes) <= estimate.checkpoint_peak * 1.05 + 65_536

@@ -337,7 +337,7 @@ def run_sweep(config: ExperimentConfig, run_dir: RunDir | str | os.PathLike | No
     if todo and executor == "local":  # a missing model is one error (exit 2), not a failure of every cell
         base_path = resolve_model_path(config.model.base, trust_remote_code=config.model.trust_remote_code)
         check_tool_rendering(config, run_dir, base_path)  # a template that drops tool calls: one error, not N failed cells
-        disk, _ = grid_disk_estimate(config, dict(Counter(s.method for s in todo)), base_path)
+        disk, _ = grid_disk_estimate(config, dict(Counter(s.method for s in todo)), base_path, run_dir.root)
         if disk is not None and not disk.fits:  # warn now rather than hours in; a full disk still stops cleanly
             plan.notes.append(f"not enough free space for every cell's weights: {describe(disk, run_dir.root)}")
     summary = SweepSummary(len(grid), already_done=[s.key for s in done], oversized=plan.oversized,
