@@ -74,7 +74,7 @@ from typing import Any, Iterator, NamedTuple
 import pandas as pd
 import yaml
 
-from curatune.errors import environment_error
+from curatune.errors import CuratuneError, environment_error, os_error_of
 from curatune.runcheck import cell_repair_hint, damaged_done_marker, read_run_json
 from curatune.runlock import default_file_mode, temp_prefix
 
@@ -124,7 +124,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(exc, OSError):
+        # an OSError, or a writer's own error naming one (safetensors: "... (os error 28)")
+        if isinstance(exc, Exception) and not isinstance(exc, CuratuneError) and os_error_of(exc) is not None:
             raise environment_error(exc, path) from exc
         raise
 

@@ -158,3 +158,20 @@ def test_failed_cell_that_cannot_be_recorded_keeps_its_cause(sweep_config, tmp_p
     message = assert_clean_error(run_cli(["sweep", sweep_config, "--no-progress"], capsys),
                                  "CUDA out of memory (simulated)", "failed.json")
     assert "recording that failed too" in message and "disk is full" in message
+
+
+def test_a_file_written_through_atomic_path_is_named_when_safetensors_cannot_write_it(tmp_path):
+    """Retention references and classifier heads are safetensors files written through atomic_path:
+    a full disk there is one message naming the file, and no temporary file is left."""
+    import torch
+    from safetensors.torch import save_file
+
+    from curatune.errors import WriteError
+    from curatune.rundir import atomic_path
+
+    target = tmp_path / "eval" / "retention" / "base.safetensors"
+    with pytest.raises(WriteError) as err, file_size_limit(8_000):
+        with atomic_path(target) as tmp:
+            save_file({"topk_logprobs": torch.zeros(10_000)}, str(tmp))
+    assert str(target) in str(err.value) and "File too large" in str(err.value)
+    assert list(target.parent.iterdir()) == []
