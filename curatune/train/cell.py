@@ -41,7 +41,13 @@ from curatune.chat_format import (
     encode,
 )
 from curatune.config import ExperimentConfig
-from curatune.errors import ModelError, WriteError, environment_error, is_disk_error
+from curatune.errors import (
+    ModelError,
+    WriteError,
+    disk_errors_named,
+    environment_error,
+    is_disk_error,
+)
 from curatune.model_card import RunFacts, base_model_id, describe_weights_folder
 from curatune.models import ensure_pad_token, load_weights_dir, resolve_model_path
 from curatune.records import Record, frame_to_records
@@ -470,14 +476,13 @@ def save_weights_dir(target: Path, save: Callable[[Path], None]) -> None:
     if is_main_process():
         shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save(tmp)  # every process calls it (sharded models gather), rank 0 writes
-    except Exception as exc:
-        if not is_disk_error(exc):
-            raise
+        # safetensors reports a full disk as its own error type: name the folder and what to do
+        with disk_errors_named(target):
+            save(tmp)  # every process calls it (sharded models gather), rank 0 writes
+    except WriteError:
         if is_main_process():
             shutil.rmtree(tmp, ignore_errors=True)  # give back what the half-written copy took
-        # safetensors reports a full disk as its own error type: name the folder and what to do
-        raise environment_error(exc, target) from exc
+        raise
     if is_main_process():
         # The Trainer also pickles its arguments next to the weights; weights folders hold
         # safetensors and JSON only (a pickle is code that runs when loaded).

@@ -24,8 +24,9 @@ from typing import Any
 
 from curatune.config import ExperimentConfig
 from curatune.models import model_config_source
-from curatune.rundir import list_cells
+from curatune.rundir import DONE, RunDir
 from curatune.train.cell import master_dtype, peft_config, wrap_lora
+from curatune.train.plan import grid_specs
 
 #: Weights folders every cell keeps (train.keep_weights = none drops a full fine-tune's, see below).
 STAGES_KEPT = ("early", "final")
@@ -77,12 +78,12 @@ def grid_disk_estimate(config: ExperimentConfig, cells: dict[str, int] | None = 
                        run_dir: Path | str | None = None) -> tuple[DiskEstimate | None, str | None]:
     """The estimate for ``cells`` (default: the grid's cells not done yet in config.run_dir, whose
     weights already take their space), or None and why not."""
-    train = config.train
     if cells is None:
-        cells = {m: len(train.grid_rates(m)) * len(train.sizes) * len(train.seeds) for m in train.methods}
-        for cell in list_cells(run_dir or config.run_dir):
-            if cell.status == "done" and cells.get(cell.method):
-                cells[cell.method] -= 1
+        folder = RunDir(run_dir or config.run_dir)
+        cells = dict.fromkeys(config.train.methods, 0)
+        for spec in grid_specs(config, config.train.sizes):
+            if not (spec.path(folder) / DONE).exists():
+                cells[spec.method] += 1
     source = model_path or model_config_source(config.model.base)
     if source is None:
         return None, (f"model.base {config.model.base!r} is not on this machine yet, so its size is unknown "
