@@ -175,3 +175,20 @@ def test_a_file_written_through_atomic_path_is_named_when_safetensors_cannot_wri
             save_file({"topk_logprobs": torch.zeros(10_000)}, str(tmp))
     assert str(target) in str(err.value) and "File too large" in str(err.value)
     assert list(target.parent.iterdir()) == []
+
+
+def test_a_write_error_inside_a_weights_folder_is_reported_once(tmp_path):
+    """The model card beside the weights is written through atomic_path, which already names its
+    file: the weights folder's own handler passes that message on instead of wrapping it again."""
+    from curatune.errors import WriteError, environment_error
+    from curatune.train.cell import save_weights_dir
+
+    def card_on_a_full_disk(folder):
+        folder.mkdir()
+        cause = OSError(errno.ENOSPC, "No space left on device")
+        raise environment_error(cause, folder / "README.md") from cause
+
+    with pytest.raises(WriteError) as err:
+        save_weights_dir(tmp_path / "final", card_on_a_full_disk)
+    assert str(err.value).count("cannot write") == 1 and "README.md" in str(err.value)
+    assert list(tmp_path.iterdir()) == [], "the half-written folder is removed"
