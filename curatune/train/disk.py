@@ -51,7 +51,7 @@ class DiskEstimate:
     """Bytes the grid's cells keep, and the extra a training cell needs at its peak."""
 
     methods: dict[str, MethodBytes]
-    cells: dict[str, int]  # method -> cells of the grid
+    cells: dict[str, int]  # method -> its cells to train (methods with none left are left out)
     kept: dict[str, int]  # method -> bytes its cells keep after training
     checkpoint_peak: int  # the most a training cell holds beyond what it keeps (a resumable checkpoint)
     free: int | None  # free bytes where the run directory is (or would be)
@@ -96,7 +96,7 @@ def grid_disk_estimate(config: ExperimentConfig, cells: dict[str, int] | None = 
 
 def describe(estimate: DiskEstimate, run_dir: Path | str) -> str:
     """One line: what the cells keep, per method, and the free space beside it."""
-    parts = [f"{m}: {n} cells x {human_bytes(estimate.kept[m] // n)}" for m, n in estimate.cells.items() if n]
+    parts = [f"{m}: {n} cells x {human_bytes(estimate.kept[m] // n)}" for m, n in estimate.cells.items()]
     if not parts:
         return f"no cell left to train in {run_dir}; free there: {human_bytes(estimate.free)}"
     peak = (f", plus {human_bytes(estimate.checkpoint_peak)} while a cell trains"
@@ -111,21 +111,19 @@ def estimate_disk(config: ExperimentConfig, model_path: Path | str, cells: dict[
                   run_dir: Path | str) -> DiskEstimate:
     """The weights ``cells`` (method -> number of cells) keep in ``run_dir``, for the base model at
     ``model_path`` (a local folder, or a hub id whose config.json can be fetched)."""
+    cells = {method: n for method, n in cells.items() if n}
     per_method = {method: method_bytes(config, model_path, method) for method in cells}
-    kept, notes = {}, []
-    for method, n in cells.items():
-        stages = len(STAGES_KEPT)
-        if method == "full" and config.train.keep_weights == "none":
-            stages = 0  # deleted once the evaluate hook has scored them; one cell's worth while it trains
-            notes.append("train.keep_weights = none: full fine-tunes' weights are deleted once scored")
-        kept[method] = n * stages * per_method[method].stage_bytes()
-    peak = 0
+    kept, peak, notes = {}, 0, []
     for method, b in per_method.items():
-        during = b.weights * (1 if method == "full" and config.train.keep_weights == "none" else 0)
+        deleted = method == "full" and config.train.keep_weights == "none"
+        kept[method] = 0 if deleted else cells[method] * len(STAGES_KEPT) * b.stage_bytes()
+        during = b.weights if deleted else 0  # its early/ lives until the evaluate hook has scored it
         if config.train.checkpoint_steps:
             during += b.stage_bytes() + ADAM_BYTES_PER_PARAM * b.trainable_params  # plus trainer state, rng: KB
         peak = max(peak, during)
-    return DiskEstimate(per_method, dict(cells), kept, peak, free_bytes(run_dir), notes)
+        if deleted:
+            notes.append("train.keep_weights = none: full fine-tunes' weights are deleted once scored")
+    return DiskEstimate(per_method, cells, kept, peak, free_bytes(run_dir), notes)
 
 
 def method_bytes(config: ExperimentConfig, model_path: Path | str, method: str) -> MethodBytes:
